@@ -1,0 +1,88 @@
+# Gatehouse — run `make help` for the targets.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+LOCALBIN ?= $(CURDIR)/bin
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
+
+# Pinned tool versions, installed into ./bin through the Go module proxy.
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+GOLANGCI_LINT_VERSION ?= v2.15.0
+
+GO_TEST_FLAGS ?= -race -count=1
+TEST_TIMEOUT ?= 20m
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Write zz_generated.deepcopy.go from the API types.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Write CRDs and RBAC from markers, and copy the CRDs into the chart.
+	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=gatehouse-operator paths="./..." output:rbac:artifacts:config=config/rbac
+	mkdir -p charts/gatehouse/crds
+	cp config/crd/bases/*.yaml charts/gatehouse/crds/
+
+.PHONY: fmt
+fmt: ## Run gofmt.
+	gofmt -s -w $$(git ls-files '*.go')
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: lint
+lint: vet $(GOLANGCI_LINT) ## Run go vet and golangci-lint.
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: verify
+verify: ## Fail if generated files, CRDs or go.mod are out of date.
+	hack/verify.sh
+
+##@ Test
+
+.PHONY: apiserver
+apiserver: ## Build kube-apiserver and etcd from source (cached outside the tree).
+	@hack/build-apiserver.sh
+
+.PHONY: test
+test: test-unit test-integration ## Run every test (unit and integration, with -race).
+
+.PHONY: test-unit
+test-unit: ## Run unit tests (no API server).
+	go test $(GO_TEST_FLAGS) -short -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: test-integration
+test-integration: ## Run integration tests against a real kube-apiserver and etcd.
+	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(hack/build-apiserver.sh)} go test $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) -run 'Integration' ./...
+
+##@ Build
+
+.PHONY: build
+build: ## Build bin/gatehouse.
+	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/gatehouse ./cmd/gatehouse
+
+.PHONY: demo
+demo: build ## Run Gatehouse locally: API server, operator, sidecar, samples and real requests.
+	$(LOCALBIN)/gatehouse demo
+
+##@ Tools
+
+$(CONTROLLER_GEN):
+	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+
+$(GOLANGCI_LINT):
+	GOBIN=$(LOCALBIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)

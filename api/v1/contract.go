@@ -1,0 +1,72 @@
+package v1
+
+// Labels, annotations and data keys shared by the operator (which writes them)
+// and the sidecar and token endpoint (which read them). Changing any of these
+// is a breaking change of the on-cluster format.
+const (
+	// LabelRecord marks an object written by the operator for validators.
+	// Its value says what the object holds: RecordAPIKey or RecordJWKS.
+	// Sidecars select the objects of their namespace with this label.
+	LabelRecord = "auth.gatehouse.dev/record"
+	// RecordAPIKey is the LabelRecord value of an API key hash-record Secret.
+	RecordAPIKey = "apikey"
+	// RecordJWKS is the LabelRecord value of a public JWKS ConfigMap.
+	RecordJWKS = "jwks"
+
+	// LabelOwnerName names the APIKey or SigningKey an object belongs to.
+	LabelOwnerName = "auth.gatehouse.dev/owner"
+
+	// LabelManagedBy is set to ManagedByValue on every object the operator
+	// creates, so that users and tools can tell them apart from their own.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of LabelManagedBy.
+	ManagedByValue = "gatehouse"
+
+	// AnnotationRotateRequestedAt asks the operator to rotate an APIKey or a
+	// SigningKey now. Its value is an RFC 3339 time; a rotation happens once
+	// for every value later than the last rotation (like `cmctl renew`).
+	AnnotationRotateRequestedAt = "auth.gatehouse.dev/rotate-requested-at"
+
+	// RecordDataKey is the data key of an API key hash record (a JSON
+	// document, see internal/apikey.Record) in its Secret.
+	RecordDataKey = "record.json"
+	// JWKSDataKey is the data key of the public JWKS in its ConfigMap.
+	JWKSDataKey = "jwks.json"
+	// JWKSIssuerKey is the data key of the issuer the JWKS belongs to.
+	JWKSIssuerKey = "issuer"
+
+	// DeliveryKeyDataKey is the data key of the plaintext API key in the
+	// delivery Secret named by APIKeySpec.SecretName.
+	DeliveryKeyDataKey = "api-key"
+	// DeliveryKeyIDDataKey is the data key of the public key ID in the
+	// delivery Secret.
+	DeliveryKeyIDDataKey = "key-id"
+)
+
+// Condition types and reasons. Reasons are stable, CamelCase and safe to
+// match on in automation; messages are for people.
+const (
+	// ConditionReady is True when the resource's key material is written and
+	// usable by validators.
+	ConditionReady = "Ready"
+	// ConditionExpired is True when an APIKey is past spec.expiresAt.
+	ConditionExpired = "Expired"
+	// ConditionRevoked is True when an APIKey is disabled.
+	ConditionRevoked = "Revoked"
+
+	ReasonIssued         = "Issued"
+	ReasonRotated        = "Rotated"
+	ReasonExpired        = "Expired"
+	ReasonDisabled       = "Disabled"
+	ReasonNotExpired     = "NotExpired"
+	ReasonEnabled        = "Enabled"
+	ReasonSecretConflict = "SecretConflict"
+	ReasonInvalidSpec    = "InvalidSpec"
+	ReasonWriteFailed    = "WriteFailed"
+	ReasonKeysPublished  = "KeysPublished"
+	ReasonKeyRevoked     = "KeyRevoked"
+	ReasonKeyLost        = "KeyLost"
+	ReasonAccepted       = "Accepted"
+	ReasonInvalidIssuer  = "InvalidIssuer"
+	ReasonIssuerNotFound = "IssuerNotFound"
+)
