@@ -176,9 +176,9 @@ type APIKeyStatus struct {
 	// +optional
 	KeyID string `json:"keyID,omitempty"`
 
-	// recordSecretName is the Secret holding the key's hash record.
+	// recordConfigMapName is the ConfigMap holding the key's hash record.
 	// +optional
-	RecordSecretName string `json:"recordSecretName,omitempty"`
+	RecordConfigMapName string `json:"recordConfigMapName,omitempty"`
 
 	// issuedAt is when the current key was generated or first recorded.
 	// +optional
@@ -203,7 +203,7 @@ type APIKeyStatus struct {
 }
 
 // APIKey is a long-lived credential for a service. The operator stores only
-// its SHA-256 hash, in a record Secret that sidecars read.
+// its SHA-256 hash, in a record ConfigMap that sidecars read.
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status

@@ -3,12 +3,23 @@ package v1
 // Labels, annotations and data keys shared by the operator (which writes them)
 // and the sidecar and token endpoint (which read them). Changing any of these
 // is a breaking change of the on-cluster format.
+//
+// Where things live, and why:
+//
+//   - API key hash records and public JWKS documents are ConfigMaps labelled
+//     LabelRecord. They hold nothing secret (a SHA-256 of a 256-bit random key
+//     cannot be inverted), so sidecars read them with a namespace Role that
+//     grants ConfigMaps and AuthPolicies only.
+//   - Plaintext API keys (delivery Secrets) and private signing keys are
+//     Secrets. Sidecars get no access to Secrets at all: Kubernetes RBAC
+//     cannot restrict access by label, so any Secret read permission in a
+//     namespace would expose every delivery Secret and private key in it.
 const (
 	// LabelRecord marks an object written by the operator for validators.
 	// Its value says what the object holds: RecordAPIKey or RecordJWKS.
 	// Sidecars select the objects of their namespace with this label.
 	LabelRecord = "auth.gatehouse.dev/record"
-	// RecordAPIKey is the LabelRecord value of an API key hash-record Secret.
+	// RecordAPIKey is the LabelRecord value of an API key hash-record ConfigMap.
 	RecordAPIKey = "apikey"
 	// RecordJWKS is the LabelRecord value of a public JWKS ConfigMap.
 	RecordJWKS = "jwks"
@@ -28,7 +39,7 @@ const (
 	AnnotationRotateRequestedAt = "auth.gatehouse.dev/rotate-requested-at"
 
 	// RecordDataKey is the data key of an API key hash record (a JSON
-	// document, see internal/apikey.Record) in its Secret.
+	// document, see internal/apikey.Record) in its ConfigMap.
 	RecordDataKey = "record.json"
 	// JWKSDataKey is the data key of the public JWKS in its ConfigMap.
 	JWKSDataKey = "jwks.json"
@@ -41,6 +52,11 @@ const (
 	// DeliveryKeyIDDataKey is the data key of the public key ID in the
 	// delivery Secret.
 	DeliveryKeyIDDataKey = "key-id"
+
+	// ClaimAPIKeyID is the JWT claim naming the API key ID a token was
+	// exchanged for at the token endpoint. Validators deny such a token as
+	// soon as that key is no longer valid.
+	ClaimAPIKeyID = "gatehouse_key_id"
 )
 
 // Condition types and reasons. Reasons are stable, CamelCase and safe to

@@ -22,8 +22,10 @@ const (
 
 // Record is the hash record of one APIKey resource: everything a validator
 // needs and nothing secret. The operator writes it as JSON under the data key
-// "record.json" of a Secret labelled auth.gatehouse.dev/record=apikey, owned
-// by the APIKey; sidecars and the token endpoint read it.
+// "record.json" of a ConfigMap labelled auth.gatehouse.dev/record=apikey and
+// auth.gatehouse.dev/owner=<APIKey name>, owned by the APIKey; sidecars and
+// the token endpoint read it. (A ConfigMap, not a Secret: see api/v1
+// contract.go for why sidecars must not be able to read Secrets.)
 //
 // Example:
 //
