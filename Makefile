@@ -77,7 +77,7 @@ build: ## Build bin/gatehouse.
 
 .PHONY: demo
 demo: build ## Run Gatehouse locally: API server, operator, sidecar, samples and real requests.
-	$(LOCALBIN)/gatehouse demo
+	$(LOCALBIN)/gatehouse demo --assets "$$(hack/build-apiserver.sh)" $(DEMO_FLAGS)
 
 ##@ Tools
 

@@ -1,17 +1,32 @@
 package main
 
 import (
-	"errors"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"gatehouse.dev/gatehouse/internal/demo"
 )
 
 func newDemoCommand() *cobra.Command {
-	return &cobra.Command{
+	o := demo.Options{}
+	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Run the demo (not implemented yet)",
-		RunE: func(*cobra.Command, []string) error {
-			return errors.New("demo: not implemented yet")
+		Short: "Run Gatehouse locally: API server, samples, operator, sidecar and real requests",
+		Long: "Starts etcd and kube-apiserver on 127.0.0.1 (binaries from --assets, built by\n" +
+			"hack/build-apiserver.sh; `make demo` does all of it), installs the CRDs and\n" +
+			"applies the samples. Everything started is stopped on exit or Ctrl-C.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			o.Out = cmd.OutOrStdout()
+			return demo.Run(ctx, o)
 		},
 	}
+	cmd.Flags().StringVar(&o.AssetsDir, "assets", os.Getenv("KUBEBUILDER_ASSETS"), "Directory holding the kube-apiserver and etcd binaries.")
+	cmd.Flags().BoolVar(&o.Wait, "wait", false, "Keep running after the script until Ctrl-C, to explore with kubectl.")
+	return cmd
 }
