@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 
@@ -10,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"gatehouse.dev/gatehouse/controllers/apikeys"
 	"gatehouse.dev/gatehouse/internal/scheme"
 )
 
@@ -20,6 +22,13 @@ type operatorOptions struct {
 	leaderElect   bool
 	leaderElectNS string
 	zap           zap.Options
+
+	// apiKeyWorkers is the APIKey controller's MaxConcurrentReconciles.
+	apiKeyWorkers int
+	// kubeQPS and kubeBurst bound the client's request rate; the defaults
+	// of client-go (5/10) would take minutes to issue thousands of keys.
+	kubeQPS   float32
+	kubeBurst int
 }
 
 func newOperatorCommand() *cobra.Command {
@@ -37,6 +46,9 @@ func newOperatorCommand() *cobra.Command {
 	f.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	f.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
 	f.StringVar(&o.leaderElectNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
+	f.IntVar(&o.apiKeyWorkers, "apikey-workers", 8, "APIKeys reconciled concurrently.")
+	f.Float32Var(&o.kubeQPS, "kube-api-qps", 100, "Sustained requests per second to the API server.")
+	f.IntVar(&o.kubeBurst, "kube-api-burst", 200, "Request burst to the API server.")
 	zfs := flag.NewFlagSet("zap", flag.ContinueOnError)
 	o.zap.BindFlags(zfs)
 	f.AddGoFlagSet(zfs)
@@ -45,7 +57,9 @@ func newOperatorCommand() *cobra.Command {
 
 func runOperator(o *operatorOptions) error {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	cfg := ctrl.GetConfigOrDie()
+	cfg.QPS, cfg.Burst = o.kubeQPS, o.kubeBurst
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme.New(),
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:  o.probeAddr,
@@ -56,7 +70,7 @@ func runOperator(o *operatorOptions) error {
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
 	}
-	if err := setupControllers(mgr); err != nil {
+	if err := setupControllers(mgr, o); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -70,7 +84,9 @@ func runOperator(o *operatorOptions) error {
 }
 
 // setupControllers registers every controller of the operator.
-func setupControllers(mgr ctrl.Manager) error {
-	_ = mgr
+func setupControllers(mgr ctrl.Manager, o *operatorOptions) error {
+	if err := (&apikeys.Reconciler{}).SetupWithManager(context.Background(), mgr, o.apiKeyWorkers); err != nil {
+		return fmt.Errorf("setting up the apikey controller: %w", err)
+	}
 	return nil
 }

@@ -40,8 +40,8 @@ const (
 //	  "rateLimit": {"requestsPerSecond": 100, "burst": 200},
 //	  "tokenExchange": {"signingKeyName": "platform", "audiences": ["orders"], "maxLifetimeSeconds": 900},
 //	  "keys": [
-//	    {"keyID": "abcdefghijklmnop", "sha256": "<64 hex>", "notBefore": "2026-11-26T10:00:00Z"},
-//	    {"keyID": "qrstuvwxyz234567", "sha256": "<64 hex>", "notBefore": "2026-10-27T10:00:00Z", "notAfter": "2026-11-27T10:00:00Z"}
+//	    {"keyID": "abcdefghijklmnop", "sha256": "<64 hex>", "issuedAt": "2026-11-26T10:00:00Z"},
+//	    {"keyID": "qrstuvwxyz234567", "sha256": "<64 hex>", "issuedAt": "2026-10-27T10:00:00Z", "notAfter": "2026-11-27T10:00:00Z"}
 //	  ]
 //	}
 //
@@ -49,6 +49,12 @@ const (
 // their rotation grace period (notAfter). A key is valid when the record's
 // state is Active, now is before expiresAt (if set), and now is within the
 // key's [notBefore, notAfter) window (an absent bound is open).
+//
+// The operator sets notAfter on previous keys only and never sets notBefore:
+// a key cannot be presented before it exists, so a lower bound would add no
+// security and would refuse a brand-new key at a sidecar whose clock runs a
+// little behind the operator's. issuedAt is informational (audit, status)
+// and plays no part in Check.
 type Record struct {
 	Version       int                  `json:"version"`
 	Name          string               `json:"name"`
@@ -68,6 +74,9 @@ type RecordKey struct {
 	SHA256    string     `json:"sha256"`
 	NotBefore *time.Time `json:"notBefore,omitempty"`
 	NotAfter  *time.Time `json:"notAfter,omitempty"`
+	// IssuedAt is when the key was generated (or first recorded, for a
+	// caller-supplied hash). Informational: Check ignores it.
+	IssuedAt *time.Time `json:"issuedAt,omitempty"`
 }
 
 // RecordRateLimit is a token bucket: requestsPerSecond sustained, burst at once.

@@ -1,0 +1,444 @@
+// Package apikeys is the APIKey controller: it turns each APIKey into key
+// material that validators check without ever seeing a plaintext key.
+//
+// For a generated key (spec.secretName) it generates the key, delivers the
+// plaintext in a Secret owned by the APIKey, and writes the hash record
+// ConfigMap that sidecars and the token endpoint read; for a caller-supplied
+// hash (spec.hash) it writes the record only. It rotates keys on schedule or
+// on request with a grace period, marks records expired or revoked, and
+// repairs hand edits of what it owns. docs/apikeys.md describes the formats
+// and the restart-safety design.
+//
+// Each reconcile reads (APIKey, delivery Secret, record), decides with pure
+// functions (decide.go), then writes: delivery Secret first, record second,
+// status last. Every write is conditional on the resourceVersion read, so a
+// decision taken on a stale cache fails with a conflict instead of
+// overwriting newer state.
+package apikeys
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/conditions"
+)
+
+// ControllerName names the controller, its logger and its Events.
+const ControllerName = "gatehouse-apikey"
+
+// secretNameIndex indexes APIKeys by spec.secretName, so that a change to
+// any Secret (including one the operator does not own, such as the Secret
+// that blocks a name) reaches the APIKeys that name it.
+const secretNameIndex = "spec.secretName"
+
+// Reconciler reconciles APIKeys. The fields after Recorder are test seams
+// with production defaults.
+type Reconciler struct {
+	// Client reads (usually from the cache) and writes.
+	Client client.Client
+	// APIReader reads straight from the API server. It confirms a
+	// surprising cached view (the delivery Secret and the record disagree)
+	// before a key is generated or a record rewritten on its strength.
+	APIReader client.Reader
+	// Scheme sets owner references.
+	Scheme *runtime.Scheme
+	// Recorder emits Events.
+	Recorder events.EventRecorder
+
+	// Clock defaults to the real clock.
+	Clock clock.PassiveClock
+	// Rand is the key entropy source; defaults to crypto/rand.
+	Rand io.Reader
+}
+
+// +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=apikeys,verbs=get;list;watch
+// +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=apikeys/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one APIKey's delivery Secret, record and status in line
+// with its spec and the time.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	ak := &gatehousev1.APIKey{}
+	if err := r.Client.Get(ctx, req.NamespacedName, ak); err != nil {
+		// Gone: owner references let the garbage collector remove the
+		// delivery Secret and the record.
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+
+	obs, err := r.observe(ctx, r.Client, ak)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if suspicious(ak, obs) && r.APIReader != nil {
+		// The cache may lag behind our own last writes: decide on what the
+		// API server says, not on a view that would generate a second key.
+		if obs, err = r.observe(ctx, r.APIReader, ak); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	if _, err := rotationRequest(ak.Annotations); err != nil {
+		logger.Info("ignoring a malformed rotation request", "annotation", gatehousev1.AnnotationRotateRequestedAt, "error", err.Error())
+	}
+
+	d, err := decide(obs, func() (apikey.Key, error) { return apikey.Generate(r.rand()) })
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+
+	if err := r.write(ctx, ak, obs, d); err != nil {
+		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+			// Somebody (usually our own previous reconcile, through a
+			// lagging cache) got there first: decide again on fresh state.
+			logger.V(1).Info("write conflict, reconciling again", "reason", apierrors.ReasonForError(err))
+			return ctrl.Result{}, err
+		}
+		r.reportWriteFailure(ctx, ak, err)
+		return ctrl.Result{}, err
+	}
+
+	for _, e := range d.Events {
+		r.Recorder.Eventf(ak, nil, e.Type, e.Reason, e.Action, "%s", e.Note)
+	}
+	if len(d.Log) > 0 {
+		logger.Info("api key changed", d.Log...)
+	}
+	return ctrl.Result{RequeueAfter: d.RequeueAfter}, nil
+}
+
+func (r *Reconciler) now() time.Time {
+	if r.Clock == nil {
+		return time.Now()
+	}
+	return r.Clock.Now()
+}
+
+func (r *Reconciler) rand() io.Reader {
+	if r.Rand == nil {
+		return rand.Reader
+	}
+	return r.Rand
+}
+
+// suspicious reports whether the observed delivery Secret and record
+// disagree about the current key, or the key the status names has vanished:
+// either a crash between our two writes or a cache that has not yet seen
+// one of them.
+func suspicious(ak *gatehousev1.APIKey, obs observation) bool {
+	if ak.Spec.SecretName == "" {
+		return false
+	}
+	did := ""
+	if obs.Delivery.Key != nil {
+		did = obs.Delivery.Key.ID()
+	}
+	return did != currentKeyID(obs.Record) || (did == "" && ak.Status.KeyID != "")
+}
+
+// observe reads the delivery Secret and the record through reader.
+func (r *Reconciler) observe(ctx context.Context, reader client.Reader, ak *gatehousev1.APIKey) (observation, error) {
+	obs := observation{APIKey: ak, Now: r.now()}
+	if name := ak.Spec.SecretName; name != "" {
+		sec := &corev1.Secret{}
+		switch err := reader.Get(ctx, types.NamespacedName{Namespace: ak.Namespace, Name: name}, sec); {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return obs, fmt.Errorf("reading delivery secret: %w", err)
+		default:
+			obs.Delivery, obs.secret = readDelivery(sec, ak), sec
+		}
+	}
+	cm := &corev1.ConfigMap{}
+	switch err := reader.Get(ctx, types.NamespacedName{Namespace: ak.Namespace, Name: RecordName(ak.Name)}, cm); {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return obs, fmt.Errorf("reading record: %w", err)
+	case !metav1.IsControlledBy(cm, ak):
+		obs.RecordForeign = true
+	default:
+		obs.recordCM = cm
+		if rec, err := apikey.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey])); err == nil && rec.Name == ak.Name {
+			obs.Record = rec
+		}
+	}
+	return obs, nil
+}
+
+// readDelivery extracts the key of a delivery Secret. A key that does not
+// parse (hand-edited) counts as lost.
+func readDelivery(sec *corev1.Secret, ak *gatehousev1.APIKey) deliveryState {
+	ds := deliveryState{Exists: true}
+	if !metav1.IsControlledBy(sec, ak) {
+		ds.Foreign = true
+		return ds
+	}
+	if k, err := apikey.Parse(string(sec.Data[gatehousev1.DeliveryKeyDataKey])); err == nil {
+		ds.Key = &k
+	}
+	if t, err := time.Parse(time.RFC3339, sec.Annotations[AnnotationIssuedAt]); err == nil {
+		ds.IssuedAt = t
+	}
+	return ds
+}
+
+// write applies a decision: delivery Secret, record, stale delivery
+// Secrets, status, in that order.
+func (r *Reconciler) write(ctx context.Context, ak *gatehousev1.APIKey, obs observation, d decision) error {
+	if d.Delivery != nil {
+		if err := r.writeDelivery(ctx, ak, obs.secret, d.Delivery); err != nil {
+			// The API server's message could quote the object; keep only the
+			// reason.
+			return &secretWriteError{err: err}
+		}
+	}
+	if d.Record != nil {
+		if err := r.writeRecord(ctx, ak, obs.recordCM, d.Record); err != nil {
+			return fmt.Errorf("writing record: %w", err)
+		}
+		if ak.DeletionTimestamp == nil {
+			if err := r.deleteStaleDeliveries(ctx, ak); err != nil {
+				return err
+			}
+		}
+	}
+	if d.Status != nil {
+		if !equality.Semantic.DeepEqual(&ak.Status, d.Status) {
+			ak = ak.DeepCopy()
+			ak.Status = *d.Status
+			if err := r.Client.Status().Update(ctx, ak); err != nil {
+				return fmt.Errorf("updating status: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+func ownedLabels(ak *gatehousev1.APIKey, extra map[string]string) map[string]string {
+	l := map[string]string{
+		gatehousev1.LabelManagedBy: gatehousev1.ManagedByValue,
+		gatehousev1.LabelOwnerName: ak.Name,
+	}
+	maps.Copy(l, extra)
+	return l
+}
+
+// mergeStrings sets want's entries in have and reports whether it changed.
+func mergeStrings(have *map[string]string, want map[string]string) bool {
+	changed := false
+	for k, v := range want {
+		if cur, ok := (*have)[k]; !ok || cur != v {
+			if *have == nil {
+				*have = map[string]string{}
+			}
+			(*have)[k] = v
+			changed = true
+		}
+	}
+	return changed
+}
+
+func (r *Reconciler) writeDelivery(ctx context.Context, ak *gatehousev1.APIKey, observed *corev1.Secret, km *keyMaterial) error {
+	key := types.NamespacedName{Namespace: ak.Namespace, Name: ak.Spec.SecretName}
+	data := map[string][]byte{
+		gatehousev1.DeliveryKeyDataKey:   []byte(km.Key.Plaintext()),
+		gatehousev1.DeliveryKeyIDDataKey: []byte(km.Key.ID()),
+	}
+	annotations := map[string]string{AnnotationIssuedAt: km.IssuedAt.UTC().Format(time.RFC3339)}
+	if observed == nil {
+		sec := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: ownedLabels(ak, nil), Annotations: annotations},
+			Type:       DeliverySecretType,
+			Data:       data,
+		}
+		if err := controllerutil.SetControllerReference(ak, sec, r.Scheme); err != nil {
+			return err
+		}
+		return r.Client.Create(ctx, sec)
+	}
+	sec := observed.DeepCopy()
+	if !metav1.IsControlledBy(sec, ak) {
+		// Checked by decide; a Secret that appeared since is not ours either.
+		return apierrors.NewConflict(corev1.Resource("secrets"), key.Name, errors.New("secret is not controlled by this APIKey"))
+	}
+	changed := mergeStrings(&sec.Labels, ownedLabels(ak, nil))
+	changed = mergeStrings(&sec.Annotations, annotations) || changed
+	if !equality.Semantic.DeepEqual(sec.Data, data) {
+		sec.Data, changed = data, true
+	}
+	if len(sec.StringData) > 0 {
+		sec.StringData, changed = nil, true
+	}
+	if !changed {
+		return nil
+	}
+	return r.Client.Update(ctx, sec)
+}
+
+func (r *Reconciler) writeRecord(ctx context.Context, ak *gatehousev1.APIKey, observed *corev1.ConfigMap, rec *apikey.Record) error {
+	doc, err := rec.Marshal()
+	if err != nil {
+		return fmt.Errorf("encoding record: %w", err)
+	}
+	data := map[string]string{gatehousev1.RecordDataKey: string(doc)}
+	labels := ownedLabels(ak, map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordAPIKey})
+	key := types.NamespacedName{Namespace: ak.Namespace, Name: RecordName(ak.Name)}
+	if observed == nil {
+		cm := &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: labels},
+			Data:       data,
+		}
+		if err := controllerutil.SetControllerReference(ak, cm, r.Scheme); err != nil {
+			return err
+		}
+		return r.Client.Create(ctx, cm)
+	}
+	cm := observed.DeepCopy()
+	if !metav1.IsControlledBy(cm, ak) {
+		return apierrors.NewConflict(corev1.Resource("configmaps"), key.Name, errors.New("configmap is not controlled by this APIKey"))
+	}
+	changed := mergeStrings(&cm.Labels, labels)
+	if !maps.Equal(cm.Data, data) || len(cm.BinaryData) > 0 {
+		cm.Data, cm.BinaryData, changed = data, nil, true
+	}
+	if !changed {
+		return nil
+	}
+	return r.Client.Update(ctx, cm)
+}
+
+// deleteStaleDeliveries deletes delivery Secrets this APIKey controls under
+// a name other than spec.secretName (the name changed, or the key is now
+// given by hash), so that no plaintext key outlives its use.
+func (r *Reconciler) deleteStaleDeliveries(ctx context.Context, ak *gatehousev1.APIKey) error {
+	list := &corev1.SecretList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(ak.Namespace), client.MatchingLabels(ownedLabels(ak, nil))); err != nil {
+		return fmt.Errorf("listing delivery secrets: %w", err)
+	}
+	for i := range list.Items {
+		sec := &list.Items[i]
+		if sec.Name == ak.Spec.SecretName || sec.Type != DeliverySecretType || !metav1.IsControlledBy(sec, ak) {
+			continue
+		}
+		if err := r.Client.Delete(ctx, sec, client.Preconditions{UID: &sec.UID, ResourceVersion: &sec.ResourceVersion}); client.IgnoreNotFound(err) != nil {
+			return &secretWriteError{err: err}
+		}
+		log.FromContext(ctx).Info("deleted stale delivery secret", "secret", sec.Name)
+	}
+	return nil
+}
+
+// reportWriteFailure sets Ready=False with reason WriteFailed, best effort.
+func (r *Reconciler) reportWriteFailure(ctx context.Context, ak *gatehousev1.APIKey, err error) {
+	ak = ak.DeepCopy()
+	msg := fmt.Sprintf("Writing the key material failed (%s); the operator retries.", apierrors.ReasonForError(err))
+	if !conditions.Set(&ak.Status.Conditions, ak.Generation, metav1.NewTime(r.now()), gatehousev1.ConditionReady,
+		metav1.ConditionFalse, gatehousev1.ReasonWriteFailed, msg) {
+		return
+	}
+	if uerr := r.Client.Status().Update(ctx, ak); uerr != nil {
+		log.FromContext(ctx).V(1).Info("could not report the write failure in status", "reason", apierrors.ReasonForError(uerr))
+		return
+	}
+	r.Recorder.Eventf(ak, nil, corev1.EventTypeWarning, gatehousev1.ReasonWriteFailed, actionReconcile, "%s", msg)
+}
+
+// secretWriteError wraps a failed Secret write for errors.Is/As while
+// printing only the API reason: the server's message may quote the object.
+type secretWriteError struct{ err error }
+
+func (e *secretWriteError) Error() string {
+	return "writing delivery secret: " + string(apierrors.ReasonForError(e.err))
+}
+
+func (e *secretWriteError) Unwrap() error { return e.err }
+
+// SetupWithManager registers the controller. workers is
+// MaxConcurrentReconciles (at least 1).
+func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, workers int) error {
+	if r.Client == nil {
+		r.Client = mgr.GetClient()
+	}
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
+	if r.Scheme == nil {
+		r.Scheme = mgr.GetScheme()
+	}
+	if r.Recorder == nil {
+		r.Recorder = mgr.GetEventRecorder(ControllerName)
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &gatehousev1.APIKey{}, secretNameIndex, func(o client.Object) []string {
+		if n := o.(*gatehousev1.APIKey).Spec.SecretName; n != "" {
+			return []string{n}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing apikeys by secret name: %w", err)
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("apikey").
+		For(&gatehousev1.APIKey{}, builder.WithPredicates(specOrMetadataChanged)).
+		Owns(&corev1.ConfigMap{}).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.apiKeysForSecret)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(workers, 1)}).
+		Complete(r)
+}
+
+// specOrMetadataChanged skips the update events of our own status writes:
+// the spec (generation), annotations (rotation requests), labels and the
+// deletion timestamp are what a reconcile depends on.
+var specOrMetadataChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld, e.ObjectNew
+		return o.GetGeneration() != n.GetGeneration() ||
+			!maps.Equal(o.GetAnnotations(), n.GetAnnotations()) ||
+			!maps.Equal(o.GetLabels(), n.GetLabels()) ||
+			!o.GetDeletionTimestamp().Equal(n.GetDeletionTimestamp())
+	},
+}
+
+// apiKeysForSecret maps a Secret to the APIKey controlling it and to the
+// APIKeys naming it in spec.secretName (a conflict resolves when it goes).
+func (r *Reconciler) apiKeysForSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	var reqs []reconcile.Request
+	if ref := metav1.GetControllerOf(o); ref != nil && ref.Kind == "APIKey" && ref.APIVersion == gatehousev1.GroupVersion.String() {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: ref.Name}})
+	}
+	list := &gatehousev1.APIKeyList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(o.GetNamespace()), client.MatchingFields{secretNameIndex: o.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "listing apikeys by secret name")
+		return reqs
+	}
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}
