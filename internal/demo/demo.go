@@ -107,7 +107,8 @@ func kubectlGet(ctx context.Context, kubeconfig string) string {
 	}
 	var out strings.Builder
 	for _, kind := range []string{"apikeys", "signingkeys", "authpolicies"} {
-		cmd := exec.CommandContext(ctx, path, "--kubeconfig", kubeconfig, "get", kind, "-n", Namespace)
+		cmd := exec.CommandContext(ctx, path, //nolint:gosec // kubectl from PATH, fixed arguments
+			"--kubeconfig", kubeconfig, "get", kind, "-n", Namespace)
 		cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 		b, err := cmd.CombinedOutput()
 		fmt.Fprintf(&out, "$ kubectl get %s -n %s\n%s", kind, Namespace, b)
