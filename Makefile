@@ -6,10 +6,12 @@ SHELL := /usr/bin/env bash -o pipefail
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
+HELM ?= $(LOCALBIN)/helm
 
 # Pinned tool versions, installed into ./bin through the Go module proxy.
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
+HELM_VERSION ?= v3.22.0
 
 GO_TEST_FLAGS ?= -race -count=1
 TEST_TIMEOUT ?= 20m
@@ -30,11 +32,24 @@ generate: $(CONTROLLER_GEN) ## Write zz_generated.deepcopy.go from the API types
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Write CRDs and RBAC from markers, and copy the CRDs into the chart.
+manifests: $(CONTROLLER_GEN) ## Write CRDs and RBAC from markers, and copy both into the chart.
 	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=gatehouse-operator paths="./..." output:rbac:artifacts:config=config/rbac
-	mkdir -p charts/gatehouse/crds
+	mkdir -p charts/gatehouse/crds charts/gatehouse/files
 	cp config/crd/bases/*.yaml charts/gatehouse/crds/
+	@# The chart renders the operator's ClusterRole from this copy, so that
+	@# its RBAC is always the markers'. controller-gen writes no file while
+	@# there are no markers: the operator then needs no cluster-wide rule.
+	if [[ -f config/rbac/role.yaml ]]; then cp config/rbac/role.yaml charts/gatehouse/files/operator-role.yaml; \
+	else printf -- '---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: gatehouse-operator\nrules: []\n' > charts/gatehouse/files/operator-role.yaml; fi
+
+.PHONY: chart-docs
+chart-docs: ## Write the values table of charts/gatehouse/README.md from values.yaml.
+	go run ./hack/chartdoc -values charts/gatehouse/values.yaml -readme charts/gatehouse/README.md
+
+.PHONY: chart-lint
+chart-lint: $(HELM) ## Lint the Helm chart.
+	$(HELM) lint --strict charts/gatehouse
 
 .PHONY: fmt
 fmt: ## Run gofmt.
@@ -62,11 +77,11 @@ apiserver: ## Build kube-apiserver and etcd from source (cached outside the tree
 test: test-unit test-integration ## Run every test (unit and integration, with -race).
 
 .PHONY: test-unit
-test-unit: ## Run unit tests (no API server).
+test-unit: $(HELM) ## Run unit tests (no API server).
 	go test $(GO_TEST_FLAGS) -short -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: test-integration
-test-integration: ## Run integration tests against a real kube-apiserver and etcd.
+test-integration: $(HELM) ## Run integration tests against a real kube-apiserver and etcd.
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(hack/build-apiserver.sh)} go test $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) -run 'Integration' ./...
 
 ##@ Build
@@ -86,3 +101,13 @@ $(CONTROLLER_GEN):
 
 $(GOLANGCI_LINT):
 	GOBIN=$(LOCALBIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+# The -X flags are what Helm's own release build sets: without them `helm
+# version` says "v3.22" and `helm template` assumes Kubernetes 1.20, below the
+# chart's kubeVersion. 1.37 is the Kubernetes version of Helm's client-go.
+HELM_K8S_MINOR ?= 37
+$(HELM):
+	GOBIN=$(LOCALBIN) go install -ldflags "-X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(HELM_K8S_MINOR) \
+	  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(HELM_K8S_MINOR)" \
+	  helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Fails when generated code, CRDs, RBAC, the chart's CRDs or go.mod/go.sum are
-# out of date. It regenerates everything in a temporary copy of the tree and
-# compares, so it never changes the working tree.
+# Fails when generated code, CRDs, RBAC, the chart's CRDs, RBAC copy and
+# values table, or go.mod/go.sum are out of date. It regenerates everything
+# in a temporary copy of the tree and compares, so it never changes the
+# working tree.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,19 +17,19 @@ done
 
 (
   cd "${tmp}"
-  make -s generate manifests LOCALBIN="${root}/bin" >/dev/null
+  make -s generate manifests chart-docs LOCALBIN="${root}/bin" >/dev/null
   go mod tidy
 )
 
 status=0
-for p in api config charts/gatehouse/crds go.mod go.sum; do
+for p in api config charts/gatehouse/crds charts/gatehouse/files charts/gatehouse/README.md go.mod go.sum; do
   [[ -e "${root}/${p}" || -e "${tmp}/${p}" ]] || continue
   if ! diff -ruN "${root}/${p}" "${tmp}/${p}"; then
     status=1
   fi
 done
 if [[ ${status} -ne 0 ]]; then
-  echo >&2 "Project is out of date. Please run 'make generate manifests' and 'go mod tidy'."
+  echo >&2 "Project is out of date. Please run 'make generate manifests chart-docs' and 'go mod tidy'."
   exit 1
 fi
 echo "verify: generated files, CRDs and go.mod are up to date"
