@@ -365,7 +365,7 @@ func decideGenerated(obs observation, state apikey.State, stamp time.Time, newKe
 		cur, fresh = keyMaterial{Key: k, IssuedAt: stamp}, true
 		if lost := currentKeyID(obs.Record); lost != "" {
 			d.Events = append(d.Events, keyEvent{Type: "Warning", Reason: gatehousev1.ReasonKeyLost, Action: actionIssue,
-				Note: fmt.Sprintf("Secret %s no longer held key %s; issued key %s in its place (the old key stays valid for the grace period).", spec.SecretName, lost, k.ID())})
+				Note: fmt.Sprintf("Secret %s did not hold key %s (deleted, edited or renamed); issued key %s in its place, the old key stays valid for the rotation grace period.", spec.SecretName, lost, k.ID())})
 			d.Log = append(d.Log, "issued", k.ID(), "lost", lost)
 		} else {
 			d.Events = append(d.Events, keyEvent{Type: "Normal", Reason: gatehousev1.ReasonIssued, Action: actionIssue,
