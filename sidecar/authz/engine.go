@@ -1,0 +1,358 @@
+// Package authz is the sidecar's decision engine: it finds the credential of
+// a request, verifies it against the current snapshot (API key hash records,
+// JWKS, the AuthPolicy), applies the policy's rules and per-key rate limits,
+// and returns a Decision. It knows nothing of gRPC or HTTP; the server
+// package translates requests and decisions.
+//
+// Every deny reason is a static code (Reason). The engine fails closed: no
+// snapshot, no policy, an unmatched request or an internal error (a panic is
+// recovered per request) all deny.
+package authz
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/hashicorp/golang-lru/v2/expirable"
+
+	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/sidecar/snapshot"
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxHeaders = 128
+	DefaultCacheSize  = 10000
+	// DefaultCacheTTL bounds how long an entry stays in memory; entries
+	// are never used past their token's expiry whatever this is.
+	DefaultCacheTTL = 10 * time.Minute
+)
+
+// Options configure an Engine.
+type Options struct {
+	// Clock is the time source; time.Now when nil. Tests inject one.
+	Clock func() time.Time
+	// MaxTokenBytes bounds bearer tokens (DefaultMaxTokenBytes when 0).
+	MaxTokenBytes int
+	// MaxHeaders bounds the number of request header fields
+	// (DefaultMaxHeaders when 0).
+	MaxHeaders int
+	// CacheSize is the number of verified tokens kept (DefaultCacheSize
+	// when 0; negative disables the cache).
+	CacheSize int
+	// Log receives recovered panics.
+	Log logr.Logger
+}
+
+// Identity is who a credential says the caller is. It never holds the
+// credential itself.
+type Identity struct {
+	Credential CredentialKind
+	Subject    string
+	Scopes     []string
+	// KeyID is the API key ID (API keys, and tokens exchanged from one).
+	KeyID string
+	// Issuer is the token's iss (JWTs).
+	Issuer string
+	// TokenID is the token's jti (JWTs).
+	TokenID string
+}
+
+// Decision is the engine's answer.
+type Decision struct {
+	Allowed bool
+	Reason  Reason
+	// Status is the HTTP status of a denial (200 on allow).
+	Status int
+	// Challenge is the WWW-Authenticate value of a 401 or 403, if any.
+	Challenge string
+	// RetryAfter is set on RateLimited.
+	RetryAfter time.Duration
+	// Identity is the verified identity (allow, and 403 after
+	// authentication); nil otherwise.
+	Identity *Identity
+	// CredentialHeader is the lower-case header the credential came from.
+	CredentialHeader string
+	// Policy and Rule name what decided, for logs and metadata.
+	Policy string
+	Rule   string
+}
+
+// Engine decides requests. It is safe for concurrent use.
+type Engine struct {
+	store    *snapshot.Store
+	opts     Options
+	cache    *expirable.LRU[[sha256.Size]byte, *verifiedToken]
+	limiters *limiters
+}
+
+// New returns an Engine reading snapshots from store.
+func New(store *snapshot.Store, opts Options) *Engine {
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.MaxTokenBytes <= 0 {
+		opts.MaxTokenBytes = DefaultMaxTokenBytes
+	}
+	if opts.MaxHeaders <= 0 {
+		opts.MaxHeaders = DefaultMaxHeaders
+	}
+	if opts.CacheSize == 0 {
+		opts.CacheSize = DefaultCacheSize
+	}
+	e := &Engine{store: store, opts: opts, limiters: newLimiters()}
+	if opts.CacheSize > 0 {
+		e.cache = expirable.NewLRU[[sha256.Size]byte, *verifiedToken](opts.CacheSize, nil, DefaultCacheTTL)
+	}
+	return e
+}
+
+func deny(r Reason) Decision { return Decision{Reason: r, Status: r.Status()} }
+
+// Check decides one request. It never panics and never returns an allow
+// by accident: any failure is a denial with a reason.
+func (e *Engine) Check(req *Request) (d Decision) {
+	defer func() {
+		if p := recover(); p != nil {
+			// The panic value may describe input; log only its type.
+			e.opts.Log.Error(fmt.Errorf("panic of type %T in check", p), "check panicked; denying")
+			d = deny(InternalError)
+		}
+	}()
+	snap := e.store.Load()
+	if snap == nil {
+		return deny(NotReady)
+	}
+	pol := snap.Policy
+	if pol == nil {
+		return deny(NoPolicy)
+	}
+	if req.Headers.Count() > e.opts.MaxHeaders {
+		d = deny(TooManyHeaders)
+		d.Policy = pol.Name
+		return d
+	}
+	d = e.decide(snap, pol, req)
+	d.Policy = pol.Name
+	return d
+}
+
+func (e *Engine) decide(snap *snapshot.Snapshot, pol *snapshot.Policy, req *Request) Decision {
+	if snapshot.AmbiguousPath(req.Path) {
+		return deny(InvalidPath)
+	}
+	rule := pol.Match(req.Method, req.Host, req.Path)
+	if rule == nil {
+		return deny(NoMatchingRule)
+	}
+	d := e.decideRule(snap, pol, rule, req)
+	d.Rule = rule.Name
+	return d
+}
+
+func (e *Engine) decideRule(snap *snapshot.Snapshot, pol *snapshot.Policy, rule *snapshot.Rule, req *Request) Decision {
+	if rule.Action == gatehousev1.ActionDeny {
+		return deny(DeniedByRule)
+	}
+	anonymous := rule.Action == gatehousev1.ActionAllowAnonymous
+	acceptKeys := rule.AcceptAPIKey && !pol.APIKeysDisabled
+	// The key header is read even where keys are not accepted, so that a
+	// key sent to a JWT-only route is refused as such, not as missing.
+	keyHeader := ""
+	if !pol.APIKeysDisabled {
+		keyHeader = pol.APIKeyHeader
+	}
+	cred, reason := ExtractCredential(req.Headers, keyHeader)
+	if reason != "" {
+		return e.denyCredential(reason, rule)
+	}
+	if cred.Kind == "" {
+		if anonymous {
+			return Decision{Allowed: true, Reason: Anonymous, Status: 200}
+		}
+		d := deny(MissingCredential)
+		d.Challenge = challenges(acceptKeys, rule.AcceptJWT && len(pol.Issuers) > 0)
+		return d
+	}
+	if (cred.Kind == CredentialAPIKey && !acceptKeys) || (cred.Kind == CredentialJWT && !rule.AcceptJWT) {
+		return e.denyCredential(CredentialNotAccepted, rule)
+	}
+	now := e.opts.Clock()
+	var id *Identity
+	var claims map[string]any
+	var retryAfter time.Duration
+	switch cred.Kind {
+	case CredentialAPIKey:
+		id, reason, retryAfter = e.checkAPIKey(snap, cred.Value, now)
+	case CredentialJWT:
+		id, claims, reason = e.checkJWT(snap, pol, cred.Value, now)
+	}
+	if reason != "" {
+		// A presented credential that fails is refused even on anonymous
+		// routes: a client sending a bad key should learn it, and a
+		// half-trusted identity is worse than none.
+		d := e.denyCredential(reason, rule)
+		d.RetryAfter = retryAfter
+		return d
+	}
+	d := Decision{Allowed: true, Reason: Authenticated, Status: 200, Identity: id, CredentialHeader: cred.Header}
+	if anonymous {
+		return d
+	}
+	if missing := missingScopes(id.Scopes, rule.Scopes); missing {
+		d = deny(InsufficientScope)
+		d.Identity = id
+		d.Challenge = challenge(id.Credential, "insufficient_scope", rule.Scopes)
+		return d
+	}
+	if len(rule.Claims) > 0 && (claims == nil || !claimsSatisfied(claims, rule.Claims)) {
+		d = deny(ClaimsNotSatisfied)
+		d.Identity = id
+		d.Challenge = challenge(id.Credential, "insufficient_scope", nil)
+		return d
+	}
+	return d
+}
+
+func (e *Engine) denyCredential(r Reason, rule *snapshot.Rule) Decision {
+	d := deny(r)
+	switch r {
+	case MultipleCredentials, CredentialNotAccepted:
+		d.Challenge = challenge(CredentialJWT, "invalid_request", nil)
+	case RateLimited:
+	default:
+		kind := r.credentialKind()
+		code := "invalid_token"
+		if kind == CredentialAPIKey {
+			code = "invalid_key"
+		}
+		d.Challenge = challenge(kind, code, nil)
+	}
+	return d
+}
+
+func challenges(apiKeys, jwts bool) string {
+	var parts []string
+	if jwts {
+		parts = append(parts, challenge(CredentialJWT, "", nil))
+	}
+	if apiKeys {
+		parts = append(parts, challenge(CredentialAPIKey, "", nil))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (e *Engine) checkAPIKey(snap *snapshot.Snapshot, value string, now time.Time) (*Identity, Reason, time.Duration) {
+	key, err := apikey.Parse(value)
+	if err != nil {
+		return nil, MalformedAPIKey, 0
+	}
+	rec, ok := snap.Record(key.ID())
+	if !ok {
+		return nil, UnknownAPIKey, 0
+	}
+	switch rec.Check(key, now) {
+	case apikey.Accepted:
+	case apikey.UnknownKey:
+		return nil, UnknownAPIKey, 0
+	case apikey.WrongKey:
+		return nil, WrongAPIKey, 0
+	case apikey.Revoked:
+		return nil, APIKeyRevoked, 0
+	case apikey.Expired:
+		return nil, APIKeyExpired, 0
+	case apikey.NotYetValid:
+		return nil, APIKeyNotYetValid, 0
+	case apikey.GraceOver:
+		return nil, APIKeyGracePeriod, 0
+	default:
+		return nil, InvalidAPIKeyRecord, 0
+	}
+	if wait := e.limiters.take(rec, now); wait > 0 {
+		return nil, RateLimited, wait
+	}
+	return &Identity{Credential: CredentialAPIKey, Subject: rec.Subject, Scopes: rec.Scopes, KeyID: key.ID()}, "", 0
+}
+
+func (e *Engine) checkJWT(snap *snapshot.Snapshot, pol *snapshot.Policy, token string, now time.Time) (*Identity, map[string]any, Reason) {
+	if len(token) > e.opts.MaxTokenBytes {
+		return nil, nil, TokenTooLarge
+	}
+	var vt *verifiedToken
+	var sum [sha256.Size]byte
+	if e.cache != nil {
+		sum = sha256.Sum256([]byte(token))
+		if c, ok := e.cache.Get(sum); ok && e.stillTrusted(pol, c) {
+			vt = c
+		}
+	}
+	if vt == nil {
+		var reason Reason
+		vt, reason = verifyToken(pol, token, e.opts.MaxTokenBytes)
+		if reason != "" {
+			return nil, nil, reason
+		}
+		if e.cache != nil {
+			e.cache.Add(sum, vt)
+		}
+	}
+	iss, _ := pol.IssuerFor(vt.iss)
+	if reason := vt.checkTimes(now, iss.ClockSkew); reason != "" {
+		return nil, nil, reason
+	}
+	// Revocation is checked on every use, cached or not: a token exchanged
+	// from an API key dies with the key.
+	if kid := vt.identity.KeyID; kid != "" {
+		rec, ok := snap.Record(kid)
+		if !ok || !rec.KeyValid(kid, now) {
+			return nil, nil, TokenRevoked
+		}
+	}
+	return vt.identity, vt.claims, ""
+}
+
+// stillTrusted says whether a cached verification still holds under the
+// current policy: same issuer settings and the very same key still
+// published under its kid.
+func (e *Engine) stillTrusted(pol *snapshot.Policy, vt *verifiedToken) bool {
+	iss, ok := pol.IssuerFor(vt.iss)
+	if !ok || iss.Fingerprint != vt.fingerprint {
+		return false
+	}
+	k, ok := iss.Keys.Key(vt.key.KeyID)
+	return ok && k == vt.key
+}
+
+// PruneLimiters forgets the rate limiters of records no longer in snap.
+// Call it after each swap, off the request path.
+func (e *Engine) PruneLimiters(snap *snapshot.Snapshot) { e.limiters.prune(snap) }
+
+func missingScopes(have, want []string) bool {
+	for _, w := range want {
+		found := false
+		for _, h := range have {
+			if h == w {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return true
+		}
+	}
+	return false
+}
+
+func claimsSatisfied(claims map[string]any, reqs []gatehousev1.ClaimRequirement) bool {
+	for _, r := range reqs {
+		vals, ok := stringOrList(claims[r.Name])
+		if !ok || !intersects(vals, r.Values) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,272 @@
+package authz
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jws"
+
+	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/sidecar/snapshot"
+)
+
+// DefaultMaxTokenBytes bounds a bearer token.
+const DefaultMaxTokenBytes = 8 << 10
+
+// maxNumericDate keeps exp/nbf/iat within what time.Time converts exactly
+// (year ~33658); larger values are treated as that bound.
+const maxNumericDate = 1e12
+
+// verifiedToken is the outcome of a signature check, immutable and shared
+// through the verification cache. Its time claims are checked again on every
+// use, against the current clock and issuer settings.
+type verifiedToken struct {
+	iss         string
+	fingerprint string
+	key         *snapshot.VerificationKey
+	exp         time.Time
+	nbf, iat    *time.Time
+	identity    *Identity
+	claims      map[string]any
+}
+
+// tokenHeader is the part of a JOSE header the verifier reads. jku, x5u,
+// x5c and jwk are deliberately absent: keys come only from trusted sets.
+type tokenHeader struct {
+	Alg  string          `json:"alg"`
+	Kid  string          `json:"kid"`
+	Crit json.RawMessage `json:"crit"`
+}
+
+var verifiers sync.Map // jwa.SignatureAlgorithm -> jws.Verifier
+
+func verifierFor(alg jwa.SignatureAlgorithm) (jws.Verifier, error) {
+	if v, ok := verifiers.Load(alg); ok {
+		return v.(jws.Verifier), nil
+	}
+	v, err := jws.NewVerifier(alg)
+	if err != nil {
+		return nil, err
+	}
+	verifiers.Store(alg, v)
+	return v, nil
+}
+
+// verifyToken checks a compact JWS token's structure, issuer, key,
+// algorithm, signature and claim types. Time claims are checked by the
+// caller (checkTimes), so that cached results are re-checked too.
+func verifyToken(pol *snapshot.Policy, token string, maxBytes int) (*verifiedToken, Reason) {
+	if len(token) > maxBytes {
+		return nil, TokenTooLarge
+	}
+	h64, rest, ok := strings.Cut(token, ".")
+	if !ok {
+		return nil, MalformedToken
+	}
+	p64, s64, ok := strings.Cut(rest, ".")
+	// Exactly three non-empty parts: a stripped signature ("a.b.") or a JWE
+	// (five parts) is malformed.
+	if !ok || h64 == "" || p64 == "" || s64 == "" || strings.IndexByte(s64, '.') >= 0 {
+		return nil, MalformedToken
+	}
+	headerJSON, err := base64.RawURLEncoding.Strict().DecodeString(h64)
+	if err != nil {
+		return nil, MalformedToken
+	}
+	var hdr tokenHeader
+	if err := json.Unmarshal(headerJSON, &hdr); err != nil {
+		return nil, MalformedToken
+	}
+	if len(hdr.Crit) > 0 {
+		// No critical extension is understood here (RFC 7515 4.1.11),
+		// including b64=false: refuse rather than misinterpret.
+		return nil, MalformedToken
+	}
+	if hdr.Alg == "" || strings.EqualFold(hdr.Alg, "none") || strings.HasPrefix(strings.ToUpper(hdr.Alg), "HS") {
+		return nil, AlgorithmNotAllowed
+	}
+	payload, err := base64.RawURLEncoding.Strict().DecodeString(p64)
+	if err != nil {
+		return nil, MalformedToken
+	}
+	sig, err := base64.RawURLEncoding.Strict().DecodeString(s64)
+	if err != nil || len(sig) == 0 {
+		return nil, MalformedToken
+	}
+	claims, reason := decodeClaims(payload)
+	if reason != "" {
+		return nil, reason
+	}
+	issClaim, _ := claims["iss"].(string)
+	iss, ok := pol.IssuerFor(issClaim)
+	if !ok || issClaim == "" {
+		return nil, UnknownIssuer
+	}
+	if hdr.Kid == "" {
+		return nil, UnknownKeyID
+	}
+	key, ok := iss.Keys.Key(hdr.Kid)
+	if !ok {
+		return nil, UnknownKeyID
+	}
+	// The algorithm is the key's. A header naming any other (HS256 against
+	// an RSA key, RS256 against a PS256 key, ...) is refused before any
+	// cryptography runs.
+	if hdr.Alg != key.Algorithm.String() {
+		return nil, AlgorithmNotAllowed
+	}
+	v, err := verifierFor(key.Algorithm)
+	if err != nil {
+		return nil, AlgorithmNotAllowed
+	}
+	if err := v.Verify([]byte(token[:len(h64)+1+len(p64)]), sig, key.Public); err != nil {
+		return nil, InvalidSignature
+	}
+	vt := &verifiedToken{iss: issClaim, fingerprint: iss.Fingerprint, key: key, claims: claims}
+	if reason := vt.fill(iss); reason != "" {
+		return nil, reason
+	}
+	return vt, ""
+}
+
+func decodeClaims(payload []byte) (map[string]any, Reason) {
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	var claims map[string]any
+	if err := dec.Decode(&claims); err != nil || claims == nil {
+		return nil, MalformedToken
+	}
+	if dec.More() {
+		return nil, MalformedToken
+	}
+	return claims, ""
+}
+
+// fill reads the registered and Gatehouse claims with strict types.
+func (vt *verifiedToken) fill(iss *snapshot.Issuer) Reason {
+	c := vt.claims
+	expV, ok := c["exp"]
+	if !ok {
+		return MissingExpiry
+	}
+	exp, ok := numericDate(expV)
+	if !ok {
+		return MalformedClaims
+	}
+	vt.exp = exp
+	for name, dst := range map[string]**time.Time{"nbf": &vt.nbf, "iat": &vt.iat} {
+		if v, present := c[name]; present {
+			t, ok := numericDate(v)
+			if !ok {
+				return MalformedClaims
+			}
+			*dst = &t
+		}
+	}
+	if len(iss.Audiences) > 0 {
+		auds, ok := stringOrList(c["aud"])
+		if !ok {
+			return MalformedClaims
+		}
+		if !intersects(auds, iss.Audiences) {
+			return WrongAudience
+		}
+	}
+	id := &Identity{Credential: CredentialJWT, Issuer: vt.iss}
+	var okS, okJ, okK bool
+	id.Subject, okS = optionalString(c["sub"])
+	id.TokenID, okJ = optionalString(c["jti"])
+	id.KeyID, okK = optionalString(c[gatehousev1.ClaimAPIKeyID])
+	if !okS || !okJ || !okK {
+		return MalformedClaims
+	}
+	if v, present := c["scope"]; present {
+		s, ok := v.(string)
+		if !ok {
+			return MalformedClaims
+		}
+		id.Scopes = strings.Fields(s)
+	} else if v, present := c["scp"]; present {
+		l, ok := stringOrList(v)
+		if !ok {
+			return MalformedClaims
+		}
+		id.Scopes = l
+	}
+	vt.identity = id
+	return ""
+}
+
+// checkTimes applies exp, nbf and iat with the issuer's skew at now.
+func (vt *verifiedToken) checkTimes(now time.Time, skew time.Duration) Reason {
+	if !now.Before(vt.exp.Add(skew)) {
+		return TokenExpired
+	}
+	limit := now.Add(skew)
+	if vt.nbf != nil && vt.nbf.After(limit) {
+		return TokenNotYetValid
+	}
+	if vt.iat != nil && vt.iat.After(limit) {
+		return TokenNotYetValid
+	}
+	return ""
+}
+
+func numericDate(v any) (time.Time, bool) {
+	n, ok := v.(json.Number)
+	if !ok {
+		return time.Time{}, false
+	}
+	f, err := n.Float64()
+	if err != nil || math.IsNaN(f) {
+		return time.Time{}, false
+	}
+	f = math.Max(math.Min(f, maxNumericDate), -maxNumericDate)
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)), true
+}
+
+func optionalString(v any) (string, bool) {
+	if v == nil {
+		return "", true
+	}
+	s, ok := v.(string)
+	return s, ok
+}
+
+func stringOrList(v any) ([]string, bool) {
+	switch t := v.(type) {
+	case nil:
+		return nil, true
+	case string:
+		return []string{t}, true
+	case []any:
+		out := make([]string, 0, len(t))
+		for _, e := range t {
+			s, ok := e.(string)
+			if !ok {
+				return nil, false
+			}
+			out = append(out, s)
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+func intersects(a, b []string) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if x == y {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,95 @@
+package authz
+
+import (
+	"strings"
+)
+
+// Request is what the engine decides on, independent of the protocol
+// (gRPC CheckRequest or HTTP) it arrived by.
+type Request struct {
+	Method string
+	// Host is the :authority, possibly with a port.
+	Host string
+	// Path is the request target as sent: with the query string.
+	Path    string
+	Headers Headers
+}
+
+// Headers reads request headers.
+type Headers interface {
+	// Values returns every value of the header with this lower-case name:
+	// one element per header field as received (a proxy that joins
+	// repeated headers with commas yields one element with commas).
+	Values(name string) []string
+	// Count is the number of header fields.
+	Count() int
+}
+
+// CredentialKind is the type of a credential.
+type CredentialKind string
+
+// Credential kinds, as sent in the x-gatehouse-credential header.
+const (
+	CredentialAPIKey CredentialKind = "apikey"
+	CredentialJWT    CredentialKind = "jwt"
+)
+
+// Credential is a credential found in a request. Value is secret: never log
+// or echo it.
+type Credential struct {
+	Kind  CredentialKind
+	Value string
+	// Header is the lower-case name of the header it came from.
+	Header string
+}
+
+// ExtractCredential finds the one credential of a request: a bearer token
+// or "ApiKey" in Authorization, or an API key in apiKeyHeader (when
+// apiKeyHeader is not empty). It returns a zero Credential when there is
+// none. Two credentials, a repeated header, or a value with a comma (a
+// proxy's join of repeated headers; neither keys nor JWTs contain commas)
+// yield MultipleCredentials: which one to believe is ambiguous.
+func ExtractCredential(h Headers, apiKeyHeader string) (Credential, Reason) {
+	var found Credential
+	auth := h.Values("authorization")
+	if len(auth) > 1 {
+		return Credential{}, MultipleCredentials
+	}
+	if len(auth) == 1 {
+		v := strings.TrimSpace(auth[0])
+		if strings.IndexByte(v, ',') >= 0 {
+			return Credential{}, MultipleCredentials
+		}
+		scheme, rest, _ := strings.Cut(v, " ")
+		rest = strings.TrimLeft(rest, " ")
+		switch {
+		case strings.EqualFold(scheme, "Bearer"):
+			if rest == "" {
+				return Credential{}, MalformedToken
+			}
+			found = Credential{Kind: CredentialJWT, Value: rest, Header: "authorization"}
+		case strings.EqualFold(scheme, APIKeyScheme):
+			if rest == "" {
+				return Credential{}, MalformedAPIKey
+			}
+			found = Credential{Kind: CredentialAPIKey, Value: rest, Header: "authorization"}
+		}
+		// Other schemes (Basic, ...) are not Gatehouse credentials; they
+		// are left to the upstream and count as no credential here.
+	}
+	if apiKeyHeader == "" || apiKeyHeader == "authorization" {
+		return found, ""
+	}
+	keys := h.Values(apiKeyHeader)
+	switch {
+	case len(keys) == 0:
+		return found, ""
+	case len(keys) > 1 || found.Kind != "" || strings.IndexByte(keys[0], ',') >= 0:
+		return Credential{}, MultipleCredentials
+	}
+	v := strings.TrimSpace(keys[0])
+	if v == "" {
+		return Credential{}, MalformedAPIKey
+	}
+	return Credential{Kind: CredentialAPIKey, Value: v, Header: apiKeyHeader}, ""
+}

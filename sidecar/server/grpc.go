@@ -1,0 +1,156 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"gatehouse.dev/gatehouse/sidecar/authz"
+)
+
+// MetadataNamespace is where Envoy files the dynamic metadata of allowed
+// requests (the ext_authz filter's name).
+const MetadataNamespace = "envoy.filters.http.ext_authz"
+
+// AuthorizationServer implements envoy.service.auth.v3.Authorization.
+type AuthorizationServer struct {
+	authv3.UnimplementedAuthorizationServer
+	core *Core
+}
+
+// NewAuthorizationServer returns the gRPC service over core.
+func NewAuthorizationServer(core *Core) *AuthorizationServer {
+	return &AuthorizationServer{core: core}
+}
+
+// Check answers one ext_authz check. Denials are CheckResponses with a nil
+// error: an RPC error would make Envoy apply its failure mode instead.
+func (s *AuthorizationServer) Check(_ context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.core.opts.Log.Error(fmt.Errorf("panic of type %T in grpc check", p), "check panicked; denying")
+			resp, err = s.core.grpcResponse(verdict{d: authz.Decision{Reason: authz.InternalError, Status: authz.InternalError.Status()}}), nil
+		}
+	}()
+	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	r := &authz.Request{
+		Method:  httpReq.GetMethod(),
+		Host:    httpReq.GetHost(),
+		Path:    httpReq.GetPath(),
+		Headers: grpcHeaders{m: httpReq.GetHeaders(), raw: httpReq.GetHeaderMap().GetHeaders()},
+	}
+	return s.core.grpcResponse(s.core.check("grpc", httpReq.GetId(), r)), nil
+}
+
+// grpcHeaders reads a CheckRequest's headers: header_map (raw, one entry
+// per field, sent with encode_raw_headers) when present, else the headers
+// map (lower-case keys, repeated fields comma-joined).
+type grpcHeaders struct {
+	m   map[string]string
+	raw []*corev3.HeaderValue
+}
+
+func (h grpcHeaders) Values(name string) []string {
+	if len(h.raw) > 0 {
+		var out []string
+		for _, hv := range h.raw {
+			if strings.EqualFold(hv.GetKey(), name) {
+				v := hv.GetValue()
+				if v == "" {
+					v = string(hv.GetRawValue())
+				}
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	if v, ok := h.m[name]; ok {
+		return []string{v}
+	}
+	return nil
+}
+
+func (h grpcHeaders) Count() int {
+	if len(h.raw) > 0 {
+		return len(h.raw)
+	}
+	return len(h.m)
+}
+
+func overwrite(name, value string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: name, Value: value},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+func grpcCode(status int) codes.Code {
+	switch status {
+	case http.StatusOK:
+		return codes.OK
+	case http.StatusUnauthorized:
+		return codes.Unauthenticated
+	case http.StatusTooManyRequests:
+		return codes.ResourceExhausted
+	case http.StatusBadRequest, http.StatusRequestHeaderFieldsTooLarge:
+		return codes.InvalidArgument
+	default:
+		return codes.PermissionDenied
+	}
+}
+
+func (c *Core) grpcResponse(v verdict) *authv3.CheckResponse {
+	d := v.d
+	if d.Allowed {
+		ok := &authv3.OkHttpResponse{HeadersToRemove: v.remove}
+		meta := map[string]any{"reason": string(d.Reason), "policy": d.Policy, "rule": d.Rule}
+		for _, h := range v.set {
+			ok.Headers = append(ok.Headers, overwrite(h.name, h.value))
+		}
+		if id := d.Identity; id != nil {
+			scopes := make([]any, 0, len(id.Scopes))
+			for _, s := range id.Scopes {
+				scopes = append(scopes, s)
+			}
+			meta["credential"], meta["subject"], meta["scopes"] = string(id.Credential), id.Subject, scopes
+			meta["keyId"], meta["issuer"], meta["tokenId"] = id.KeyID, id.Issuer, id.TokenID
+		}
+		md, err := structpb.NewStruct(meta)
+		if err != nil {
+			// Only non-UTF-8 strings fail here; send no metadata rather
+			// than deny a verified request over observability data.
+			md = nil
+		}
+		return &authv3.CheckResponse{
+			Status:          &rpcstatus.Status{Code: int32(codes.OK)},
+			HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
+			DynamicMetadata: md,
+		}
+	}
+	headers := []*corev3.HeaderValueOption{
+		overwrite("content-type", "application/json"),
+		overwrite(c.opts.Headers.DenyReason, string(d.Reason)),
+	}
+	if d.Challenge != "" {
+		headers = append(headers, overwrite("www-authenticate", d.Challenge))
+	}
+	if d.RetryAfter > 0 {
+		headers = append(headers, overwrite("retry-after", retryAfterSeconds(d.RetryAfter)))
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(grpcCode(d.Status)), Message: string(d.Reason)},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
+			Headers: headers,
+			Body:    denyBody(d.Reason),
+		}},
+	}
+}

@@ -1,0 +1,123 @@
+package server
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"gatehouse.dev/gatehouse/sidecar/authz"
+)
+
+// HTTPOptions configure the HTTP authorization contract.
+type HTTPOptions struct {
+	// PathPrefix is removed from the request path: Envoy's http_service
+	// path_prefix, prepended to the original path.
+	PathPrefix string
+	// TrustForwardedHeaders takes the original method, host and URI from
+	// X-Forwarded-Method, X-Forwarded-Host and X-Forwarded-Uri, as nginx
+	// auth_request (configured to set them) and Traefik forwardAuth send
+	// them. Enable it only when the proxy overwrites those headers: a
+	// client could otherwise claim any path.
+	TrustForwardedHeaders bool
+}
+
+// Forwarded headers read when HTTPOptions.TrustForwardedHeaders is set.
+const (
+	ForwardedMethodHeader = "X-Forwarded-Method"
+	ForwardedHostHeader   = "X-Forwarded-Host"
+	ForwardedURIHeader    = "X-Forwarded-Uri"
+	// EnvoyHeadersToRemove lists request headers Envoy deletes on allow.
+	EnvoyHeadersToRemove = "X-Envoy-Auth-Headers-To-Remove"
+)
+
+// HTTPHandler answers the HTTP ext_authz contract: any method on any path
+// is a check of that method and path; 200 allows, with identity headers;
+// 401, 403, 429 and 4xx deny with WWW-Authenticate and a JSON code.
+func (c *Core) HTTPHandler(opts HTTPOptions) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var v verdict
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					c.opts.Log.Error(fmt.Errorf("panic of type %T in http check", p), "check panicked; denying")
+					v = verdict{d: authz.Decision{Reason: authz.InternalError, Status: authz.InternalError.Status()}}
+				}
+			}()
+			req := &authz.Request{Method: r.Method, Host: r.Host, Path: r.RequestURI, Headers: httpHeaders(r.Header)}
+			if opts.PathPrefix != "" {
+				req.Path = strings.TrimPrefix(req.Path, opts.PathPrefix)
+			}
+			if opts.TrustForwardedHeaders {
+				if m := r.Header.Get(ForwardedMethodHeader); m != "" {
+					req.Method = m
+				}
+				if h := r.Header.Get(ForwardedHostHeader); h != "" {
+					req.Host = h
+				}
+				if u := r.Header.Get(ForwardedURIHeader); u != "" {
+					req.Path = u
+				}
+			}
+			v = c.check("http", r.Header.Get("X-Request-Id"), req)
+		}()
+		c.writeHTTP(w, v)
+	})
+}
+
+func (c *Core) writeHTTP(w http.ResponseWriter, v verdict) {
+	h := w.Header()
+	d := v.d
+	if d.Allowed {
+		for _, s := range v.set {
+			h.Set(s.name, s.value)
+		}
+		if len(v.remove) > 0 {
+			h.Set(EnvoyHeadersToRemove, strings.Join(v.remove, ", "))
+		}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set(c.opts.Headers.DenyReason, string(d.Reason))
+	if d.Challenge != "" {
+		h.Set("WWW-Authenticate", d.Challenge)
+	}
+	if d.RetryAfter > 0 {
+		h.Set("Retry-After", retryAfterSeconds(d.RetryAfter))
+	}
+	w.WriteHeader(d.Status)
+	_, _ = w.Write([]byte(denyBody(d.Reason)))
+}
+
+// httpHeaders reads net/http headers (each field a separate value).
+type httpHeaders http.Header
+
+func (h httpHeaders) Values(name string) []string { return http.Header(h).Values(name) }
+
+func (h httpHeaders) Count() int {
+	n := 0
+	for _, vs := range h {
+		n += len(vs)
+	}
+	return n
+}
+
+// HealthHandler serves /healthz (the process is up) and /readyz (a
+// complete state is loaded and the server is not draining).
+func (c *Core) HealthHandler(draining func() bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case draining != nil && draining():
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		case !c.Ready():
+			http.Error(w, "no state loaded yet", http.StatusServiceUnavailable)
+		default:
+			_, _ = w.Write([]byte("ok\n"))
+		}
+	})
+	return mux
+}

@@ -1,0 +1,333 @@
+package snapshot
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/internal/apikey"
+)
+
+// Defaults applied when an AuthPolicy leaves a field unset.
+const (
+	DefaultAPIKeyHeader = "x-api-key"
+	DefaultClockSkew    = 30 * time.Second
+	MaxClockSkew        = 5 * time.Minute
+)
+
+// Inputs are the objects a snapshot is built from: the record and JWKS
+// ConfigMaps and the AuthPolicies of the sidecar's namespace.
+type Inputs struct {
+	ConfigMaps []*corev1.ConfigMap
+	Policies   []*gatehousev1.AuthPolicy
+}
+
+// RemoteKeySets supplies the key sets of issuers whose keys are fetched over
+// the network. The same issuer must yield the same KeySet across builds so
+// that fetched keys survive rebuilds.
+type RemoteKeySets interface {
+	// Discovery is the key set found through OIDC discovery of issuer.
+	Discovery(issuer string) KeySet
+	// URI is the key set served at jwksURI.
+	URI(jwksURI string) KeySet
+}
+
+// BuildOptions configure a Builder.
+type BuildOptions struct {
+	// Namespace is the sidecar's namespace; objects of other namespaces are
+	// ignored. Objects without a namespace are taken to be in it.
+	Namespace string
+	// PodLabels are the labels of the sidecar's pod, matched against
+	// AuthPolicy selectors.
+	PodLabels labels.Set
+	// Remote supplies remote key sets; nil gives remote issuers no keys.
+	Remote RemoteKeySets
+	// Clock stamps BuiltAt; time.Now when nil.
+	Clock func() time.Time
+}
+
+// Builder builds snapshots. It remembers what it decoded last time (records
+// by object version, JWKS by content) so that a rebuild after one change
+// costs map operations, not re-decoding 100,000 records. A Builder is not
+// safe for concurrent use: one goroutine (the reload loop) owns it.
+type Builder struct {
+	opts    BuildOptions
+	gen     uint64
+	records map[string]recordMemo
+	jwks    map[[sha256.Size]byte]jwksMemo
+}
+
+type recordMemo struct {
+	version string
+	rec     *apikey.Record
+	err     error
+}
+
+type jwksMemo struct {
+	set      *StaticKeySet
+	problems []string
+	err      error
+}
+
+// NewBuilder returns a Builder.
+func NewBuilder(opts BuildOptions) *Builder {
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	return &Builder{opts: opts, records: map[string]recordMemo{}, jwks: map[[sha256.Size]byte]jwksMemo{}}
+}
+
+// Build compiles inputs into a new snapshot. Defects in single objects are
+// reported in Snapshot.Problems and fail closed for what they affect.
+func (b *Builder) Build(in Inputs) *Snapshot {
+	b.gen++
+	s := &Snapshot{Generation: b.gen, BuiltAt: b.opts.Clock()}
+	var problems []string
+	problemf := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+
+	jwksByOwner := map[string]*corev1.ConfigMap{}
+	byName := map[string]*corev1.ConfigMap{}
+	var recordMaps []*corev1.ConfigMap
+	for _, cm := range in.ConfigMaps {
+		if !b.inNamespace(cm.Namespace) {
+			continue
+		}
+		byName[cm.Name] = cm
+		switch cm.Labels[gatehousev1.LabelRecord] {
+		case gatehousev1.RecordAPIKey:
+			recordMaps = append(recordMaps, cm)
+		case gatehousev1.RecordJWKS:
+			if owner := cm.Labels[gatehousev1.LabelOwnerName]; owner != "" {
+				if prev, dup := jwksByOwner[owner]; dup {
+					problemf("JWKS ConfigMaps %s and %s have the same owner %q; using neither", prev.Name, cm.Name, owner)
+					jwksByOwner[owner] = nil
+					continue
+				}
+				jwksByOwner[owner] = cm
+			}
+		}
+	}
+
+	s.records = b.indexRecords(recordMaps, problemf)
+
+	if p := b.selectPolicy(in.Policies); p != nil {
+		s.Policy = b.compilePolicy(p, jwksByOwner, byName, problemf)
+	}
+	s.Problems = problems
+	return s
+}
+
+func (b *Builder) inNamespace(ns string) bool {
+	return ns == "" || b.opts.Namespace == "" || ns == b.opts.Namespace
+}
+
+func (b *Builder) indexRecords(maps []*corev1.ConfigMap, problemf func(string, ...any)) map[string]*apikey.Record {
+	seen := make(map[string]recordMemo, len(maps))
+	index := make(map[string]*apikey.Record, len(maps)+len(maps)/4)
+	conflicts := map[string]bool{}
+	// Sorted so that problems come out in a stable order.
+	sort.Slice(maps, func(i, j int) bool { return maps[i].Name < maps[j].Name })
+	for _, cm := range maps {
+		data := cm.Data[gatehousev1.RecordDataKey]
+		version := cm.ResourceVersion
+		if version == "" {
+			sum := sha256.Sum256([]byte(data))
+			version = string(sum[:])
+		} else {
+			version = string(cm.UID) + "/" + version
+		}
+		memo, ok := b.records[cm.Name]
+		if !ok || memo.version != version {
+			rec, err := apikey.UnmarshalRecord([]byte(data))
+			memo = recordMemo{version: version, rec: rec, err: err}
+		}
+		seen[cm.Name] = memo
+		if memo.err != nil {
+			problemf("API key record ConfigMap %s is unusable, its keys are denied: %v", cm.Name, memo.err)
+			continue
+		}
+		for _, k := range memo.rec.Keys {
+			if _, dup := index[k.KeyID]; dup || conflicts[k.KeyID] {
+				// Two records claiming one key ID is a conflict nobody can
+				// resolve safely here: deny the key ID altogether.
+				conflicts[k.KeyID] = true
+				delete(index, k.KeyID)
+				problemf("key ID %s appears in more than one API key record; it is denied", k.KeyID)
+				continue
+			}
+			index[k.KeyID] = memo.rec
+		}
+	}
+	b.records = seen
+	return index
+}
+
+// selectPolicy picks the oldest policy whose selector matches the pod.
+func (b *Builder) selectPolicy(policies []*gatehousev1.AuthPolicy) *gatehousev1.AuthPolicy {
+	var best *gatehousev1.AuthPolicy
+	for _, p := range policies {
+		if !b.inNamespace(p.Namespace) || p.DeletionTimestamp != nil {
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsSelector(&p.Spec.Selector)
+		if err != nil || !sel.Matches(b.opts.PodLabels) {
+			continue
+		}
+		if best == nil || older(p, best) {
+			best = p
+		}
+	}
+	return best
+}
+
+func older(a, b *gatehousev1.AuthPolicy) bool {
+	ta, tb := a.CreationTimestamp.Time, b.CreationTimestamp.Time
+	if !ta.Equal(tb) {
+		return ta.Before(tb)
+	}
+	return a.Name < b.Name
+}
+
+func (b *Builder) compilePolicy(p *gatehousev1.AuthPolicy, jwksByOwner, byName map[string]*corev1.ConfigMap, problemf func(string, ...any)) *Policy {
+	cp := &Policy{
+		Namespace:       p.Namespace,
+		Name:            p.Name,
+		APIKeysDisabled: p.Spec.APIKeys.Disabled,
+		APIKeyHeader:    strings.ToLower(p.Spec.APIKeys.Header),
+		byIss:           map[string]*Issuer{},
+	}
+	if cp.APIKeyHeader == "" {
+		cp.APIKeyHeader = DefaultAPIKeyHeader
+	}
+	for i := range p.Spec.Issuers {
+		ti := &p.Spec.Issuers[i]
+		iss := b.compileIssuer(ti, jwksByOwner, byName, problemf)
+		if iss == nil {
+			continue
+		}
+		if _, dup := cp.byIss[iss.Issuer]; dup {
+			problemf("AuthPolicy %s: issuer %s repeats the iss of an earlier entry and is ignored", p.Name, ti.Name)
+			continue
+		}
+		cp.byIss[iss.Issuer] = iss
+		cp.Issuers = append(cp.Issuers, iss)
+	}
+	for i := range p.Spec.Rules {
+		cp.Rules = append(cp.Rules, compileRule(&p.Spec.Rules[i]))
+	}
+	return cp
+}
+
+func (b *Builder) compileIssuer(ti *gatehousev1.TrustedIssuer, jwksByOwner, byName map[string]*corev1.ConfigMap, problemf func(string, ...any)) *Issuer {
+	iss := &Issuer{Name: ti.Name, Issuer: ti.Issuer, Audiences: append([]string(nil), ti.Audiences...), ClockSkew: DefaultClockSkew, Keys: EmptyKeySet}
+	if ti.ClockSkew != nil {
+		iss.ClockSkew = min(max(ti.ClockSkew.Duration, 0), MaxClockSkew)
+	}
+	switch {
+	case ti.SigningKeyRef != nil:
+		cm := jwksByOwner[ti.SigningKeyRef.Name]
+		if cm == nil {
+			problemf("issuer %s: no JWKS ConfigMap of SigningKey %s; its tokens are denied", ti.Name, ti.SigningKeyRef.Name)
+			return nil
+		}
+		if v := strings.TrimSpace(cm.Data[gatehousev1.JWKSIssuerKey]); v != "" {
+			iss.Issuer = v
+		}
+		iss.Keys = b.parseJWKS(ti.Name, cm.Data[gatehousev1.JWKSDataKey], problemf)
+	case ti.JWKS != nil && ti.JWKS.ConfigMapKeyRef != nil:
+		ref := ti.JWKS.ConfigMapKeyRef
+		cm := byName[ref.Name]
+		if cm == nil {
+			problemf("issuer %s: JWKS ConfigMap %s not found (it must carry the label %s=%s); its tokens are denied", ti.Name, ref.Name, gatehousev1.LabelRecord, gatehousev1.RecordJWKS)
+			break
+		}
+		iss.Keys = b.parseJWKS(ti.Name, cm.Data[ref.Key], problemf)
+	case ti.JWKS != nil:
+		iss.Keys = b.parseJWKS(ti.Name, ti.JWKS.Inline, problemf)
+	case ti.Discovery || ti.JWKSURI != "":
+		if b.opts.Remote == nil {
+			problemf("issuer %s: remote key fetching is disabled; its tokens are denied", ti.Name)
+			break
+		}
+		if ti.Discovery {
+			iss.Keys = b.opts.Remote.Discovery(ti.Issuer)
+		} else {
+			iss.Keys = b.opts.Remote.URI(ti.JWKSURI)
+		}
+	}
+	if iss.Issuer == "" {
+		problemf("issuer %s has no iss value; it is ignored", ti.Name)
+		return nil
+	}
+	auds := append([]string(nil), iss.Audiences...)
+	sort.Strings(auds)
+	iss.Fingerprint = fmt.Sprintf("%s\x00%s\x00%s\x00%d", iss.Name, iss.Issuer, strings.Join(auds, "\x00"), iss.ClockSkew)
+	return iss
+}
+
+func (b *Builder) parseJWKS(issuerName, doc string, problemf func(string, ...any)) KeySet {
+	sum := sha256.Sum256([]byte(doc))
+	memo, ok := b.jwks[sum]
+	if !ok {
+		set, problems, err := ParseJWKS([]byte(doc))
+		memo = jwksMemo{set: set, problems: problems, err: err}
+		// Only a handful of JWKS documents exist at a time; drop old ones
+		// when the memo grows so rotations do not accumulate.
+		if len(b.jwks) > 256 {
+			clear(b.jwks)
+		}
+		b.jwks[sum] = memo
+	}
+	for _, p := range memo.problems {
+		problemf("issuer %s: %s", issuerName, p)
+	}
+	if memo.err != nil {
+		problemf("issuer %s: unusable JWKS, its tokens are denied: %v", issuerName, memo.err)
+		return EmptyKeySet
+	}
+	return memo.set
+}
+
+func compileRule(r *gatehousev1.Rule) *Rule {
+	cr := &Rule{
+		Name:   r.Name,
+		Hosts:  lowerAll(r.Match.Hosts),
+		Paths:  append([]string(nil), r.Match.Paths...),
+		Action: r.Action,
+		Scopes: append([]string(nil), r.Scopes...),
+		Claims: append([]gatehousev1.ClaimRequirement(nil), r.Claims...),
+	}
+	for _, m := range r.Match.Methods {
+		cr.Methods = append(cr.Methods, strings.ToUpper(m))
+	}
+	if cr.Action == "" {
+		cr.Action = gatehousev1.ActionAuthenticate
+	}
+	if len(r.Credentials) == 0 {
+		cr.AcceptAPIKey, cr.AcceptJWT = true, true
+	}
+	for _, c := range r.Credentials {
+		switch c {
+		case gatehousev1.CredentialAPIKey:
+			cr.AcceptAPIKey = true
+		case gatehousev1.CredentialJWT:
+			cr.AcceptJWT = true
+		}
+	}
+	return cr
+}
+
+func lowerAll(in []string) []string {
+	out := make([]string, 0, len(in))
+	for _, s := range in {
+		out = append(out, strings.ToLower(s))
+	}
+	return out
+}

@@ -1,0 +1,122 @@
+package snapshot
+
+import (
+	"net"
+	"strings"
+)
+
+// Match returns the first rule that matches the request, or nil. host may
+// carry a port; path may carry a query string (both are ignored).
+func (p *Policy) Match(method, host, path string) *Rule {
+	host = HostWithoutPort(host)
+	path = PathWithoutQuery(path)
+	for _, r := range p.Rules {
+		if r.matches(method, host, path) {
+			return r
+		}
+	}
+	return nil
+}
+
+func (r *Rule) matches(method, host, path string) bool {
+	if len(r.Methods) > 0 && !contains(r.Methods, method) {
+		return false
+	}
+	if len(r.Hosts) > 0 && !anyHost(r.Hosts, host) {
+		return false
+	}
+	if len(r.Paths) > 0 && !anyPath(r.Paths, path) {
+		return false
+	}
+	return true
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func anyHost(patterns []string, host string) bool {
+	for _, p := range patterns {
+		switch {
+		case p == "*":
+			return true
+		case strings.HasPrefix(p, "*."):
+			// "*.example.com" needs at least one label before the suffix.
+			if len(host) > len(p)-1 && strings.HasSuffix(host, p[1:]) {
+				return true
+			}
+		case p == host:
+			return true
+		}
+	}
+	return false
+}
+
+func anyPath(patterns []string, path string) bool {
+	for _, p := range patterns {
+		if strings.HasSuffix(p, "*") {
+			if strings.HasPrefix(path, p[:len(p)-1]) {
+				return true
+			}
+		} else if p == path {
+			return true
+		}
+	}
+	return false
+}
+
+// HostWithoutPort lower-cases host and drops a port and a trailing dot.
+func HostWithoutPort(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(host, ".")
+	for i := 0; i < len(host); i++ {
+		if c := host[i]; c >= 'A' && c <= 'Z' {
+			return strings.ToLower(host)
+		}
+	}
+	return host
+}
+
+// PathWithoutQuery drops the query string and fragment.
+func PathWithoutQuery(path string) string {
+	if i := strings.IndexAny(path, "?#"); i >= 0 {
+		return path[:i]
+	}
+	return path
+}
+
+// AmbiguousPath reports whether path could mean something else to the
+// upstream than to prefix matching: dot segments, backslashes, or encoded
+// dots, slashes and backslashes. "/public/../admin" must not be let through
+// by a rule for "/public/*", so such requests are denied instead of guessed.
+func AmbiguousPath(path string) bool {
+	path = PathWithoutQuery(path)
+	if path == "" || path[0] != '/' {
+		return path != "*" // "*" is the OPTIONS asterisk form
+	}
+	if strings.Contains(path, "\\") {
+		return true
+	}
+	if strings.Contains(path, "%") {
+		l := strings.ToLower(path)
+		if strings.Contains(l, "%2e") || strings.Contains(l, "%2f") || strings.Contains(l, "%5c") || strings.Contains(l, "%00") {
+			return true
+		}
+	}
+	if !strings.Contains(path, "/.") {
+		return false
+	}
+	for _, seg := range strings.Split(path, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,116 @@
+// Package snapshot compiles what a sidecar knows (API key hash records, JWKS
+// documents and the AuthPolicy that selects its pod) into one immutable value.
+//
+// The request path reads a *Snapshot through Store without locks; a new
+// Snapshot is built off the request path on every change of the inputs and
+// swapped in atomically, so a check never blocks on a reload and never sees
+// half of a state.
+package snapshot
+
+import (
+	"sync/atomic"
+	"time"
+
+	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/internal/apikey"
+)
+
+// Snapshot is a compiled, immutable state. Never modify one after Build.
+type Snapshot struct {
+	// Generation counts builds; it only grows.
+	Generation uint64
+	// BuiltAt is when the snapshot was built (by the builder's clock).
+	BuiltAt time.Time
+	// Policy is the AuthPolicy that applies to this pod, nil when none
+	// selects it (every request is then denied).
+	Policy *Policy
+	// Problems are non-fatal defects found while building (an undecodable
+	// record, a JWKS that is missing), each a sentence without secrets. The
+	// affected credentials are denied; the rest of the state is served.
+	Problems []string
+
+	records map[string]*apikey.Record
+}
+
+// Record returns the hash record listing keyID, if any.
+func (s *Snapshot) Record(keyID string) (*apikey.Record, bool) {
+	r, ok := s.records[keyID]
+	return r, ok
+}
+
+// KeyCount is the number of API key IDs indexed.
+func (s *Snapshot) KeyCount() int { return len(s.records) }
+
+// Policy is a compiled AuthPolicy.
+type Policy struct {
+	Namespace string
+	Name      string
+	// APIKeysDisabled stops API keys from being accepted.
+	APIKeysDisabled bool
+	// APIKeyHeader is the lower-case name of the header carrying API keys.
+	APIKeyHeader string
+	// Issuers are the trusted JWT issuers, in policy order.
+	Issuers []*Issuer
+	// Rules decide requests; the first match wins.
+	Rules []*Rule
+
+	byIss map[string]*Issuer
+}
+
+// IssuerFor returns the trusted issuer whose expected `iss` is iss.
+func (p *Policy) IssuerFor(iss string) (*Issuer, bool) {
+	i, ok := p.byIss[iss]
+	return i, ok
+}
+
+// Issuer is a compiled trusted JWT issuer.
+type Issuer struct {
+	// Name is the entry's name in the policy.
+	Name string
+	// Issuer is the expected `iss` claim.
+	Issuer string
+	// Audiences are the accepted `aud` values; empty: not checked.
+	Audiences []string
+	// ClockSkew is the leeway for exp, nbf and iat.
+	ClockSkew time.Duration
+	// Keys holds the verification keys.
+	Keys KeySet
+	// Fingerprint identifies the verification settings (issuer, audiences,
+	// skew): a cached verification result is reused only while the
+	// fingerprint and the key it was verified with are unchanged.
+	Fingerprint string
+}
+
+// Rule is a compiled AuthPolicy rule.
+type Rule struct {
+	Name    string
+	Hosts   []string
+	Paths   []string
+	Methods []string
+	Action  gatehousev1.RuleAction
+	// AcceptAPIKey and AcceptJWT say which credential types the rule takes.
+	AcceptAPIKey bool
+	AcceptJWT    bool
+	Scopes       []string
+	Claims       []gatehousev1.ClaimRequirement
+}
+
+// Store holds the current snapshot. The zero value holds none: the sidecar
+// is not ready and denies every request.
+type Store struct {
+	current atomic.Pointer[Snapshot]
+}
+
+// Load returns the current snapshot, or nil before the first one.
+func (s *Store) Load() *Snapshot { return s.current.Load() }
+
+// Swap installs a new snapshot.
+func (s *Store) Swap(sn *Snapshot) { s.current.Store(sn) }
+
+// EachRecord calls f once for every record (a record listing several key
+// IDs is visited once per key ID).
+func (s *Snapshot) EachRecord(f func(*apikey.Record)) {
+	for _, r := range s.records {
+		f(r)
+	}
+}
