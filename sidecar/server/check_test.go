@@ -32,14 +32,14 @@ const (
 
 // world is the state every case of the suite runs against.
 type world struct {
-	clock                                  *testfixture.Clock
-	active, revoked, expired, rotated      *testfixture.APIKey
-	limited, future                        *testfixture.APIKey
-	previous                               apikey.Key // the rotated record's key in grace
-	gracePassed                            apikey.Key // a key whose grace period is over
-	es, rs, attacker                       *testfixture.Signer
-	rsPublicPEM                            []byte
-	store                                  *snapshot.Store
+	clock                             *testfixture.Clock
+	active, revoked, expired, rotated *testfixture.APIKey
+	limited, future                   *testfixture.APIKey
+	previous                          apikey.Key // the rotated record's key in grace
+	gracePassed                       apikey.Key // a key whose grace period is over
+	es, rs, attacker                  *testfixture.Signer
+	rsPublicPEM                       []byte
+	store                             *snapshot.Store
 }
 
 func newWorld(t *testing.T) *world {
@@ -160,8 +160,8 @@ func TestCheckOverGRPCAndHTTP(t *testing.T) {
 
 	cases := []checkCase{
 		{
-			name: "A valid API key in x-api-key with the required scope is allowed with identity headers, and the key is stripped",
-			req:  get("/orders/42?verbose=1", hdrs("x-api-key", w.active.Key.Plaintext())),
+			name:   "A valid API key in x-api-key with the required scope is allowed with identity headers, and the key is stripped",
+			req:    get("/orders/42?verbose=1", hdrs("x-api-key", w.active.Key.Plaintext())),
 			status: 200,
 			set: map[string]string{"x-gatehouse-subject": "service:billing", "x-gatehouse-scopes": "orders:read",
 				"x-gatehouse-credential": "apikey", "x-gatehouse-key-id": w.active.Key.ID()},
