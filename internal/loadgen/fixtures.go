@@ -1,0 +1,327 @@
+package loadgen
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jwt"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/internal/apikey"
+)
+
+// Fixture layout under FixtureOptions.Dir.
+const (
+	// ConfigDirName holds the sidecar's files-source objects: what the
+	// operator would have written on a cluster. Nothing in it is secret.
+	ConfigDirName = "config"
+	// CredentialsFileName holds the plaintext keys and tokens for the load
+	// client (mode 0600). They are test credentials for this fixture only.
+	CredentialsFileName = "credentials.json"
+	// SigningKeyName owns the fixture's JWKS ConfigMap and is named by the
+	// AuthPolicy's signingKeyRef.
+	SigningKeyName = "loadtest"
+	// PolicyName is the fixture's AuthPolicy.
+	PolicyName = "loadtest"
+)
+
+// FixtureOptions configure WriteFixtures. Zero values take the defaults
+// shown.
+type FixtureOptions struct {
+	// Dir receives config/ and credentials.json. Required.
+	Dir string
+	// Namespace of every object ("loadtest").
+	Namespace string
+	// Keys is the number of API key records (1,000).
+	Keys int
+	// ClientKeys is how many of those keys the client gets (min(Keys, 1,000)).
+	ClientKeys int
+	// Tokens is the number of JWTs minted (16).
+	Tokens int
+	// TokenLifetime is the tokens' lifetime (2h): long enough for a run.
+	TokenLifetime time.Duration
+	// Issuer ("https://issuer.loadtest.example") and Audience ("orders").
+	Issuer, Audience string
+	// Scope every credential carries and the policy requires ("orders:read").
+	Scope string
+	// Host and Path of the requests the policy matches
+	// ("app.loadtest.example", "/api/orders").
+	Host, Path string
+	// ObjectsPerFile is the number of YAML documents per file (1,000).
+	ObjectsPerFile int
+	// Now is the issuing time (time.Now).
+	Now time.Time
+	// Rand is the randomness for keys (crypto/rand).
+	Rand io.Reader
+}
+
+func (o *FixtureOptions) defaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&o.Namespace, "loadtest")
+	def(&o.Issuer, "https://issuer.loadtest.example")
+	def(&o.Audience, "orders")
+	def(&o.Scope, "orders:read")
+	def(&o.Host, "app.loadtest.example")
+	def(&o.Path, "/api/orders")
+	if o.Keys <= 0 {
+		o.Keys = 1000
+	}
+	if o.ClientKeys <= 0 {
+		o.ClientKeys = 1000
+	}
+	o.ClientKeys = min(o.ClientKeys, o.Keys)
+	if o.Tokens <= 0 {
+		o.Tokens = 16
+	}
+	if o.TokenLifetime <= 0 {
+		o.TokenLifetime = 2 * time.Hour
+	}
+	if o.ObjectsPerFile <= 0 {
+		o.ObjectsPerFile = 1000
+	}
+	if o.Now.IsZero() {
+		o.Now = time.Now()
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Reader
+	}
+}
+
+// WriteFixtures writes a files-source config directory with opts.Keys API
+// key records, a JWKS ConfigMap and an AuthPolicy that accepts both, plus
+// the credentials file the load client reads, and returns the credentials.
+func WriteFixtures(opts FixtureOptions) (*Credentials, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("fixtures: no output directory")
+	}
+	opts.defaults()
+	configDir := filepath.Join(opts.Dir, ConfigDirName)
+	if err := os.MkdirAll(configDir, 0o755); err != nil { //nolint:gosec // the config holds no secret
+		return nil, fmt.Errorf("creating %s: %w", configDir, err)
+	}
+	creds := &Credentials{Host: opts.Host, Path: opts.Path, APIKeyHeader: "x-api-key"}
+
+	if err := writeYAML(filepath.Join(configDir, "authpolicy.yaml"), []any{policy(opts)}); err != nil {
+		return nil, err
+	}
+	jwksMap, tokens, err := signingFixtures(opts)
+	if err != nil {
+		return nil, err
+	}
+	creds.Tokens = tokens
+	if err := writeYAML(filepath.Join(configDir, "jwks.yaml"), []any{jwksMap}); err != nil {
+		return nil, err
+	}
+
+	notBefore := opts.Now.Add(-time.Hour).UTC().Truncate(time.Second)
+	batch := make([]any, 0, opts.ObjectsPerFile)
+	file := 0
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := writeYAML(filepath.Join(configDir, fmt.Sprintf("apikeys-%04d.yaml", file)), batch)
+		batch, file = batch[:0], file+1
+		return err
+	}
+	for i := range opts.Keys {
+		key, err := apikey.Generate(opts.Rand)
+		if err != nil {
+			return nil, fmt.Errorf("generating api key: %w", err)
+		}
+		if i < opts.ClientKeys {
+			creds.APIKeys = append(creds.APIKeys, key.Plaintext())
+		}
+		cm, err := recordConfigMap(opts, fmt.Sprintf("load-%06d", i), key, notBefore)
+		if err != nil {
+			return nil, err
+		}
+		batch = append(batch, cm)
+		if len(batch) == opts.ObjectsPerFile {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return nil, err
+	}
+	if err := creds.Save(filepath.Join(opts.Dir, CredentialsFileName)); err != nil {
+		return nil, err
+	}
+	return creds, nil
+}
+
+func objectMeta(opts FixtureOptions, name, record, owner string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: name, Namespace: opts.Namespace, Labels: map[string]string{
+		gatehousev1.LabelRecord:    record,
+		gatehousev1.LabelOwnerName: owner,
+		gatehousev1.LabelManagedBy: gatehousev1.ManagedByValue,
+	}}
+}
+
+func recordConfigMap(opts FixtureOptions, name string, key apikey.Key, notBefore time.Time) (*corev1.ConfigMap, error) {
+	rec := &apikey.Record{
+		Version:   apikey.RecordVersion,
+		Name:      name,
+		Namespace: opts.Namespace,
+		Subject:   "service:" + name,
+		Scopes:    []string{opts.Scope},
+		State:     apikey.StateActive,
+		Keys:      []apikey.RecordKey{{KeyID: key.ID(), SHA256: key.Hash(), NotBefore: &notBefore}},
+	}
+	data, err := rec.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("encoding record %s: %w", name, err)
+	}
+	return &corev1.ConfigMap{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: objectMeta(opts, "apikey-"+name, gatehousev1.RecordAPIKey, name),
+		Data:       map[string]string{gatehousev1.RecordDataKey: string(data)},
+	}, nil
+}
+
+func policy(opts FixtureOptions) *gatehousev1.AuthPolicy {
+	return &gatehousev1.AuthPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: gatehousev1.GroupVersion.String(), Kind: "AuthPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Name: PolicyName, Namespace: opts.Namespace},
+		Spec: gatehousev1.AuthPolicySpec{
+			Issuers: []gatehousev1.TrustedIssuer{{
+				Name:          "loadtest",
+				SigningKeyRef: &gatehousev1.LocalObjectReference{Name: SigningKeyName},
+				Audiences:     []string{opts.Audience},
+			}},
+			APIKeys: gatehousev1.APIKeySource{Header: "x-api-key"},
+			Rules: []gatehousev1.Rule{{
+				Name:   "orders",
+				Match:  gatehousev1.RuleMatch{Hosts: []string{opts.Host}, Paths: []string{opts.Path}},
+				Action: gatehousev1.ActionAuthenticate,
+				Scopes: []string{opts.Scope},
+			}},
+		},
+	}
+}
+
+// signingFixtures makes an ES256 key, its public JWKS ConfigMap, and
+// opts.Tokens tokens signed with it.
+func signingFixtures(opts FixtureOptions) (*corev1.ConfigMap, []string, error) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), opts.Rand)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generating signing key: %w", err)
+	}
+	key, err := jwk.FromRaw(priv)
+	if err != nil {
+		return nil, nil, fmt.Errorf("wrapping signing key: %w", err)
+	}
+	kid, err := randomHex(opts.Rand, 8)
+	if err != nil {
+		return nil, nil, err
+	}
+	for k, v := range map[string]any{jwk.KeyIDKey: kid, jwk.AlgorithmKey: jwa.ES256, jwk.KeyUsageKey: "sig"} {
+		if err := key.Set(k, v); err != nil {
+			return nil, nil, fmt.Errorf("setting jwk %s: %w", k, err)
+		}
+	}
+	pub, err := key.PublicKey()
+	if err != nil {
+		return nil, nil, fmt.Errorf("deriving public jwk: %w", err)
+	}
+	set := jwk.NewSet()
+	if err := set.AddKey(pub); err != nil {
+		return nil, nil, fmt.Errorf("building jwks: %w", err)
+	}
+	doc, err := json.Marshal(set)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encoding jwks: %w", err)
+	}
+	cm := &corev1.ConfigMap{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: objectMeta(opts, SigningKeyName+"-jwks", gatehousev1.RecordJWKS, SigningKeyName),
+		Data:       map[string]string{gatehousev1.JWKSDataKey: string(doc), gatehousev1.JWKSIssuerKey: opts.Issuer},
+	}
+
+	now := opts.Now.Truncate(time.Second)
+	tokens := make([]string, 0, opts.Tokens)
+	for i := range opts.Tokens {
+		jti, err := randomHex(opts.Rand, 16)
+		if err != nil {
+			return nil, nil, err
+		}
+		tok, err := jwt.NewBuilder().
+			Issuer(opts.Issuer).
+			Audience([]string{opts.Audience}).
+			Subject(fmt.Sprintf("service:jwt-%03d", i)).
+			IssuedAt(now).
+			NotBefore(now.Add(-time.Minute)).
+			Expiration(now.Add(opts.TokenLifetime)).
+			JwtID(jti).
+			Claim("scope", opts.Scope).
+			Build()
+		if err != nil {
+			return nil, nil, fmt.Errorf("building token: %w", err)
+		}
+		signed, err := jwt.Sign(tok, jwt.WithKey(jwa.ES256, key))
+		if err != nil {
+			return nil, nil, fmt.Errorf("signing token: %w", err)
+		}
+		tokens = append(tokens, string(signed))
+	}
+	return cm, tokens, nil
+}
+
+func randomHex(r io.Reader, n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return "", fmt.Errorf("reading randomness: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// writeYAML writes objects as one multi-document YAML file.
+func writeYAML(path string, objs []any) (err error) {
+	f, err := os.Create(path) //nolint:gosec // path is built from the fixture directory
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", path, err)
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("closing %s: %w", path, cerr)
+		}
+	}()
+	w := bufio.NewWriterSize(f, 1<<20)
+	for _, o := range objs {
+		b, err := yaml.Marshal(o)
+		if err != nil {
+			return fmt.Errorf("encoding %T for %s: %w", o, path, err)
+		}
+		if _, err := w.WriteString("---\n"); err != nil {
+			return fmt.Errorf("writing %s: %w", path, err)
+		}
+		if _, err := w.Write(b); err != nil {
+			return fmt.Errorf("writing %s: %w", path, err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
