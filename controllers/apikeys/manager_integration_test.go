@@ -1,0 +1,254 @@
+package apikeys
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/testenv"
+)
+
+// TestIntegrationAFullScenarioRepairsHandEditsAndLeaksNoKey runs the
+// controller in a manager, as the operator does, through issuance, hand
+// edits and deletions of what it owns, a manual rotation, a lost delivery
+// Secret, revocation and expiry; then greps everything the operator logged
+// and every Event for every plaintext key it delivered.
+func TestIntegrationAFullScenarioRepairsHandEditsAndLeaksNoKey(t *testing.T) {
+	f := newFixture(t)
+	startManager(t, f.env, f.ns, &Reconciler{Clock: f.clk}, f.log.logger(), 2)
+	const name, secretName = "scenario", "scenario-key"
+	f.create(t, name, rotating(48*time.Hour, 24*time.Hour))
+
+	var plaintexts []string
+	// waitForKey waits until the delivery Secret, the record and the status
+	// agree on a current key other than notID, and returns it.
+	waitForKey := func(notID string) apikey.Key {
+		t.Helper()
+		var key apikey.Key
+		eventually(t, 30*time.Second, func() (bool, string) {
+			sec := &corev1.Secret{}
+			if err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: secretName}, sec); err != nil {
+				return false, err.Error()
+			}
+			k, err := apikey.Parse(string(sec.Data[gatehousev1.DeliveryKeyDataKey]))
+			if err != nil {
+				return false, "delivery secret holds no key"
+			}
+			cm := &corev1.ConfigMap{}
+			if err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: RecordName(name)}, cm); err != nil {
+				return false, err.Error()
+			}
+			rec, err := apikey.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey]))
+			if err != nil {
+				return false, "record: " + err.Error()
+			}
+			ak := f.apiKey(t, name)
+			if k.ID() == notID || rec.Keys[0].KeyID != k.ID() || rec.Keys[0].SHA256 != k.Hash() || ak.Status.KeyID != k.ID() ||
+				string(sec.Data[gatehousev1.DeliveryKeyIDDataKey]) != k.ID() || sec.Annotations[AnnotationIssuedAt] == "" {
+				return false, fmt.Sprintf("secret key %s, record %+v, status key %s", k.ID(), rec.Keys, ak.Status.KeyID)
+			}
+			key = k
+			return true, ""
+		})
+		plaintexts = append(plaintexts, key.Plaintext())
+		return key
+	}
+	waitForRecord := func(what string, ok func(*corev1.ConfigMap, *apikey.Record) bool) {
+		t.Helper()
+		eventually(t, 30*time.Second, func() (bool, string) {
+			cm := &corev1.ConfigMap{}
+			if err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: RecordName(name)}, cm); err != nil {
+				return false, err.Error()
+			}
+			rec, err := apikey.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey]))
+			if err != nil {
+				return false, what + ": " + err.Error()
+			}
+			return ok(cm, rec), fmt.Sprintf("%s: %+v", what, rec)
+		})
+	}
+
+	k1 := waitForKey("")
+
+	// A hand-edited record is repaired.
+	cm, _ := f.record(t, name)
+	cm.Data[gatehousev1.RecordDataKey] = strings.Replace(cm.Data[gatehousev1.RecordDataKey], k1.Hash(), strings.Repeat("0", 64), 1)
+	if err := f.env.Client.Update(f.ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	waitForRecord("repair of an edited hash", func(_ *corev1.ConfigMap, rec *apikey.Record) bool { return rec.Keys[0].SHA256 == k1.Hash() })
+
+	// A hand-deleted record is recreated with the same key.
+	cm, _ = f.record(t, name)
+	if err := f.env.Client.Delete(f.ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	waitForRecord("recreation of a deleted record", func(got *corev1.ConfigMap, rec *apikey.Record) bool {
+		return got.UID != cm.UID && rec.Keys[0].KeyID == k1.ID()
+	})
+
+	// A hand-edited delivery Secret keeps its key and gets its metadata back.
+	sec, _ := f.delivered(t, secretName)
+	delete(sec.Data, gatehousev1.DeliveryKeyIDDataKey)
+	delete(sec.Annotations, AnnotationIssuedAt)
+	if err := f.env.Client.Update(f.ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() (bool, string) {
+		got, k := f.delivered(t, secretName)
+		return k.ID() == k1.ID() && string(got.Data[gatehousev1.DeliveryKeyIDDataKey]) == k1.ID() &&
+			got.Annotations[AnnotationIssuedAt] == t0.Format(time.RFC3339), fmt.Sprintf("%v %v", got.Annotations, got.Data[gatehousev1.DeliveryKeyIDDataKey])
+	})
+
+	// A manual rotation.
+	f.clk.Step(time.Minute)
+	f.update(t, name, func(ak *gatehousev1.APIKey) {
+		ak.Annotations = map[string]string{gatehousev1.AnnotationRotateRequestedAt: f.clk.Now().Format(time.RFC3339)}
+	})
+	k2 := waitForKey(k1.ID())
+
+	// A hand-deleted delivery Secret: the plaintext is gone, so a new key is
+	// issued and the lost one stays valid for the grace period.
+	f.clk.Step(time.Minute)
+	sec, _ = f.delivered(t, secretName)
+	if err := f.env.Client.Delete(f.ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	k3 := waitForKey(k2.ID())
+	_, rec := f.record(t, name)
+	for _, k := range []apikey.Key{k1, k2, k3} {
+		if got := rec.Check(k, f.clk.Now()); got != apikey.Accepted {
+			t.Fatalf("key %s: %s, want all three keys valid within their grace", k.ID(), got)
+		}
+	}
+
+	// Revocation, then expiry.
+	f.update(t, name, func(ak *gatehousev1.APIKey) { ak.Spec.Disabled = true })
+	waitForRecord("revocation", func(_ *corev1.ConfigMap, rec *apikey.Record) bool { return rec.State == apikey.StateRevoked })
+	f.update(t, name, func(ak *gatehousev1.APIKey) {
+		ak.Spec.Disabled = false
+		ak.Spec.ExpiresAt = &metav1.Time{Time: f.clk.Now()}
+	})
+	waitForRecord("expiry", func(_ *corev1.ConfigMap, rec *apikey.Record) bool { return rec.State == apikey.StateExpired })
+
+	for _, reason := range []string{gatehousev1.ReasonIssued, gatehousev1.ReasonRotated, gatehousev1.ReasonKeyLost, gatehousev1.ReasonDisabled, gatehousev1.ReasonExpired} {
+		f.waitForEvent(t, reason)
+	}
+
+	logs := f.log.String()
+	evs := strings.Join(f.events(t), "\n")
+	if !strings.Contains(logs, k3.ID()) || !strings.Contains(evs, k3.ID()) {
+		t.Fatalf("the logs and Events should name key %s; the scan would prove nothing.\nlogs:\n%s\nevents:\n%s", k3.ID(), logs, evs)
+	}
+	var others bytes.Buffer
+	for _, list := range []client.ObjectList{&corev1.ConfigMapList{}, &gatehousev1.APIKeyList{}} {
+		if err := f.env.Client.List(f.ctx, list, client.InNamespace(f.ns)); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&others, "%+v", list)
+	}
+	for _, p := range plaintexts {
+		secretPart := p[len(apikey.Prefix)+17 : len(apikey.Prefix)+17+52]
+		for where, text := range map[string]string{"logs": logs, "events": evs, "records and APIKeys": others.String()} {
+			if strings.Contains(text, secretPart) {
+				t.Errorf("a plaintext key appears in the %s", where)
+			}
+		}
+	}
+	if len(plaintexts) != 3 {
+		t.Fatalf("the scenario saw %d keys, want 3", len(plaintexts))
+	}
+}
+
+// TestIntegrationManyAPIKeysBecomeReady creates many APIKeys at once and
+// measures how long until all are Ready with the controller running in a
+// manager. It runs 500 keys by default; set GATEHOUSE_SCALE_KEYS=5000 for
+// the full load test.
+func TestIntegrationManyAPIKeysBecomeReady(t *testing.T) {
+	n := 500
+	if v := os.Getenv("GATEHOUSE_SCALE_KEYS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			t.Fatalf("GATEHOUSE_SCALE_KEYS=%q is not a positive number", v)
+		}
+	}
+	env, ns := testenv.Start(t)
+	startManager(t, env, ns, &Reconciler{}, logr.Discard(), 8)
+
+	cfg := *env.Config
+	cfg.QPS, cfg.Burst = 2000, 4000
+	c, err := client.NewWithWatch(&cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(n/50+60)*time.Second)
+	defer cancel()
+
+	w, err := c.Watch(ctx, &gatehousev1.APIKeyList{}, client.InNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+
+	start := time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i := range n {
+		g.Go(func() error {
+			return c.Create(gctx, &gatehousev1.APIKey{
+				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("k%05d", i), Namespace: ns},
+				Spec:       gatehousev1.APIKeySpec{Subject: fmt.Sprintf("service:%d", i), SecretName: fmt.Sprintf("k%05d-key", i)},
+			})
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatalf("creating apikeys: %v", err)
+	}
+	created := time.Since(start)
+
+	ready := map[string]bool{}
+	for len(ready) < n {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("only %d of %d APIKeys Ready after %v", len(ready), n, time.Since(start))
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				t.Fatalf("watch closed after %d of %d Ready", len(ready), n)
+			}
+			if ev.Type != watch.Added && ev.Type != watch.Modified {
+				continue
+			}
+			ak := ev.Object.(*gatehousev1.APIKey)
+			if s, _ := condStatus(ak, gatehousev1.ConditionReady); s == metav1.ConditionTrue {
+				ready[ak.Name] = true
+			}
+		}
+	}
+	elapsed := time.Since(start)
+	t.Logf("%d APIKeys: created in %v, all Ready %v after the first create (%.0f keys/s)", n, created.Round(time.Millisecond), elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds())
+
+	// Every one has its record.
+	cms := &metav1.PartialObjectMetadataList{}
+	cms.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMapList"))
+	if err := c.List(ctx, cms, client.InNamespace(ns), client.MatchingLabels{gatehousev1.LabelRecord: gatehousev1.RecordAPIKey}); err != nil {
+		t.Fatal(err)
+	}
+	if len(cms.Items) != n {
+		t.Fatalf("%d records for %d APIKeys", len(cms.Items), n)
+	}
+}
