@@ -48,7 +48,7 @@ func (s keyServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3
 }
 
 // startGRPC serves srv on a loopback port for the duration of the test.
-func startGRPC(t *testing.T, srv authv3.AuthorizationServer) *GRPCTarget {
+func startGRPC(t testing.TB, srv authv3.AuthorizationServer) *GRPCTarget {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
