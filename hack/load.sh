@@ -113,6 +113,11 @@ load() {
 			--target "grpc://$GRPC_ADDR" --credentials "$WORK/fixtures/credentials.json" --workload "$w" \
 			--mode open --rate "$RATE" --concurrency 64 --conns 1 --duration "$DURATION" --warmup "$WARMUP"
 	done
+	# The HTTP ext_authz contract (nginx auth_request, Traefik, Envoy's
+	# http_service): one closed-loop run.
+	taskset -c "$CLIENT_CPU" "$WORK/bin/loadgen" run --label "$label" --results "$RESULTS" \
+		--target "http://$HTTP_ADDR" --credentials "$WORK/fixtures/credentials.json" --workload apikey \
+		--mode closed --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
 }
 
 log "building into $WORK/bin"

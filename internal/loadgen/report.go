@@ -54,8 +54,8 @@ func ReadResults(r io.Reader) ([]*Result, error) {
 
 // OneLine summarises a result for a terminal.
 func (r *Result) OneLine() string {
-	s := fmt.Sprintf("%-9s %-10s %-6s %9.0f req/s  p50 %-9s p90 %-9s p99 %-9s max %-9s  n=%d wrong=%d errors=%d",
-		r.Label, r.Workload, r.Mode, r.Throughput, fmtDur(r.Latency.P50), fmtDur(r.Latency.P90), fmtDur(r.Latency.P99), fmtDur(r.Latency.Max),
+	s := fmt.Sprintf("%-9s %-4s %-10s %-6s %9.0f req/s  p50 %-9s p90 %-9s p99 %-9s max %-9s  n=%d wrong=%d errors=%d",
+		r.Label, r.Protocol, r.Workload, r.Mode, r.Throughput, fmtDur(r.Latency.P50), fmtDur(r.Latency.P90), fmtDur(r.Latency.P99), fmtDur(r.Latency.Max),
 		r.Completed, r.Wrong, r.Errors)
 	if r.SendLag != nil {
 		s += fmt.Sprintf("  (service time p50 %s p99 %s; send lag p50 %s p99 %s)",
@@ -79,16 +79,19 @@ func fmtDur(d time.Duration) string {
 // the baseline label with the same workload and mode: throughput ratio for
 // closed-loop runs, latencies for all.
 func WriteTable(w io.Writer, results []*Result, baseline string) error {
-	type key struct{ workload, mode string }
+	type key struct{ protocol, workload, mode string }
 	base := map[key]*Result{}
 	for _, r := range results {
 		if r.Label == baseline {
-			base[key{r.Workload, r.Mode}] = r
+			base[key{r.Protocol, r.Workload, r.Mode}] = r
 		}
 	}
 	rows := append([]*Result(nil), results...)
 	sort.SliceStable(rows, func(i, j int) bool {
 		a, b := rows[i], rows[j]
+		if a.Protocol != b.Protocol {
+			return a.Protocol < b.Protocol
+		}
 		if a.Mode != b.Mode {
 			return a.Mode < b.Mode
 		}
@@ -98,19 +101,19 @@ func WriteTable(w io.Writer, results []*Result, baseline string) error {
 		return a.Label == baseline && b.Label != baseline
 	})
 	var sb strings.Builder
-	sb.WriteString("| server | workload | mode | req/s | ratio to baseline | p50 | p90 | p99 | max | requests | wrong | errors |\n")
-	sb.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	sb.WriteString("| server | protocol | workload | mode | req/s | ratio to baseline | p50 | p90 | p99 | max | requests | wrong | errors |\n")
+	sb.WriteString("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		ratio := "—"
-		if b := base[key{r.Workload, r.Mode}]; b != nil && r.Mode == "closed" && b.Throughput > 0 {
+		if b := base[key{r.Protocol, r.Workload, r.Mode}]; b != nil && r.Mode == "closed" && b.Throughput > 0 {
 			ratio = fmt.Sprintf("%.2f", r.Throughput/b.Throughput)
 		}
 		mode := fmt.Sprintf("closed c=%d", r.Concurrency)
 		if r.Mode == "open" {
 			mode = fmt.Sprintf("open %.0f/s", r.Rate)
 		}
-		fmt.Fprintf(&sb, "| %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %d | %d | %d |\n",
-			r.Label, r.Workload, mode, r.Throughput, ratio,
+		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %d | %d | %d |\n",
+			r.Label, r.Protocol, r.Workload, mode, r.Throughput, ratio,
 			fmtDur(r.Latency.P50), fmtDur(r.Latency.P90), fmtDur(r.Latency.P99), fmtDur(r.Latency.Max),
 			r.Completed, r.Wrong, r.Errors)
 	}

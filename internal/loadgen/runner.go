@@ -30,7 +30,9 @@ const callGrace = 5 * time.Second
 
 // Result is the outcome of one run.
 type Result struct {
-	Target   string `json:"target"`
+	Target string `json:"target"`
+	// Protocol is "grpc" or "http", from the target's scheme.
+	Protocol string `json:"protocol"`
 	Label    string `json:"label,omitempty"`
 	Workload string `json:"workload"`
 	// Mode is "closed" or "open".
@@ -185,7 +187,7 @@ func RunClosed(ctx context.Context, t Target, w *Workload, cfg ClosedConfig) (*R
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("closed-loop run interrupted: %w", err)
 	}
-	res.Target, res.Workload, res.Mode, res.Concurrency = t.String(), w.Name, "closed", cfg.Concurrency
+	res.Target, res.Protocol, res.Workload, res.Mode, res.Concurrency = t.String(), protocolOf(t), w.Name, "closed", cfg.Concurrency
 	mergeStats(res, stats)
 	res.Issued = issued.Load()
 	return res, nil
@@ -310,7 +312,7 @@ func RunOpen(ctx context.Context, t Target, w *Workload, cfg OpenConfig) (*Resul
 		}
 	}
 	res := &Result{
-		Target: t.String(), Workload: w.Name, Mode: "open",
+		Target: t.String(), Protocol: protocolOf(t), Workload: w.Name, Mode: "open",
 		Concurrency: cfg.MaxInFlight, Rate: cfg.Rate,
 		Elapsed: end.Sub(sched(warmupN)),
 		Issued:  uint64(issued),
@@ -345,4 +347,12 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// protocolOf names the protocol a target speaks.
+func protocolOf(t Target) string {
+	if _, ok := t.(*HTTPTarget); ok {
+		return "http"
+	}
+	return "grpc"
 }
