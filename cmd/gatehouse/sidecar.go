@@ -1,17 +1,220 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"maps"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"gatehouse.dev/gatehouse/sidecar/app"
+	"gatehouse.dev/gatehouse/sidecar/authz"
+	"gatehouse.dev/gatehouse/sidecar/remotejwks"
+	"gatehouse.dev/gatehouse/sidecar/server"
+	"gatehouse.dev/gatehouse/sidecar/source"
 )
 
+// serviceAccountNamespaceFile holds the pod's namespace inside a pod.
+const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// sidecarOptions are the sidecar's flags.
+type sidecarOptions struct {
+	namespace       string
+	podLabelsFile   string
+	podLabels       string
+	source          string
+	configDir       string
+	pollInterval    time.Duration
+	kubeconfig      string
+	grpcAddr        string
+	httpAddr        string
+	metricsAddr     string
+	probeAddr       string
+	headerPrefix    string
+	stripCredential bool
+	httpPathPrefix  string
+	trustForwarded  bool
+	maxTokenBytes   int
+	maxHeaders      int
+	cacheSize       int
+	decisionLogRate float64
+	remoteIssuers   bool
+	drainDelay      time.Duration
+	shutdownTimeout time.Duration
+	zap             zap.Options
+}
+
 func newSidecarCommand() *cobra.Command {
-	return &cobra.Command{
+	o := &sidecarOptions{}
+	cmd := &cobra.Command{
 		Use:   "sidecar",
-		Short: "Run the sidecar (not implemented yet)",
-		RunE: func(*cobra.Command, []string) error {
-			return errors.New("sidecar: not implemented yet")
+		Short: "Run the Envoy ext_authz server that validates API keys and JWTs beside a workload",
+		Long: `Run the sidecar: an Envoy ext_authz server (gRPC envoy.service.auth.v3 and the
+HTTP contract) that decides each request locally from the API key records,
+JWKS and AuthPolicy of its namespace. It denies everything until its first
+complete state is loaded, and whenever no AuthPolicy selects its pod.
+See docs/sidecar.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runSidecar(cmd.Context(), o)
 		},
 	}
+	f := cmd.Flags()
+	f.StringVar(&o.namespace, "namespace", "", "Namespace whose records and AuthPolicies apply (default: $POD_NAMESPACE, then the service account's namespace).")
+	f.StringVar(&o.podLabelsFile, "pod-labels-file", "", "Downward-API file of the pod's labels (key=\"value\" lines), matched against AuthPolicy selectors.")
+	f.StringVar(&o.podLabels, "pod-labels", "", "The pod's labels as k=v,k2=v2 (added to --pod-labels-file).")
+	f.StringVar(&o.source, "source", "kubernetes", "Where the state comes from: kubernetes (informers) or files (--config-dir).")
+	f.StringVar(&o.configDir, "config-dir", "", "With --source=files: directory of YAML ConfigMaps and AuthPolicies, reloaded on change.")
+	f.DurationVar(&o.pollInterval, "config-poll-interval", source.DefaultPollInterval, "With --source=files: how often the directory is checked for changes.")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "Kubeconfig file (default: in-cluster configuration, then $KUBECONFIG).")
+	f.StringVar(&o.grpcAddr, "grpc-bind-address", "127.0.0.1:9001", "Address of the gRPC ext_authz and gRPC health server.")
+	f.StringVar(&o.httpAddr, "http-bind-address", "127.0.0.1:9002", "Address of the HTTP ext_authz server; empty disables it.")
+	f.StringVar(&o.metricsAddr, "metrics-bind-address", ":9003", "Address of the Prometheus /metrics endpoint; empty disables it.")
+	f.StringVar(&o.probeAddr, "health-probe-bind-address", ":9004", "Address of /healthz and /readyz; empty disables it.")
+	f.StringVar(&o.headerPrefix, "identity-header-prefix", server.DefaultHeaderPrefix, "Prefix of the identity headers sent upstream (subject, scopes, credential, key-id, issuer, token-id).")
+	f.BoolVar(&o.stripCredential, "strip-credential", true, "Remove the credential header (Authorization or the API key header) from allowed requests.")
+	f.StringVar(&o.httpPathPrefix, "http-path-prefix", "", "Prefix removed from HTTP check paths (Envoy http_service path_prefix).")
+	f.BoolVar(&o.trustForwarded, "http-trust-forwarded-headers", false, "Take the original method, host and URI of HTTP checks from X-Forwarded-Method/-Host/-Uri (nginx auth_request, Traefik forwardAuth). Only when the proxy overwrites them.")
+	f.IntVar(&o.maxTokenBytes, "max-token-bytes", authz.DefaultMaxTokenBytes, "Largest bearer token accepted.")
+	f.IntVar(&o.maxHeaders, "max-request-headers", authz.DefaultMaxHeaders, "Most request header fields accepted.")
+	f.IntVar(&o.cacheSize, "token-cache-size", authz.DefaultCacheSize, "Verified tokens kept in memory; 0 or less disables the cache.")
+	f.Float64Var(&o.decisionLogRate, "decision-logs-per-second", 10, "Sampled decision logs per second; 0 disables them.")
+	f.BoolVar(&o.remoteIssuers, "remote-issuers", true, "Fetch keys of AuthPolicy issuers with discovery or jwksURI over HTTPS.")
+	f.DurationVar(&o.drainDelay, "drain-delay", 2*time.Second, "On SIGTERM, report not ready for this long before stopping.")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", app.DefaultShutdownTimeout, "Longest graceful stop.")
+	zfs := flag.NewFlagSet("zap", flag.ContinueOnError)
+	o.zap.BindFlags(zfs)
+	f.AddGoFlagSet(zfs)
+	return cmd
+}
+
+func runSidecar(parent context.Context, o *sidecarOptions) error {
+	log := zap.New(zap.UseFlagOptions(&o.zap)).WithName("sidecar")
+	ctrl.SetLogger(log)
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	ns, err := sidecarNamespace(o.namespace)
+	if err != nil {
+		return err
+	}
+	labels, err := podLabels(o.podLabelsFile, o.podLabels)
+	if err != nil {
+		return err
+	}
+	cfg := app.Config{
+		Namespace:   ns,
+		PodLabels:   labels,
+		GRPCAddr:    o.grpcAddr,
+		HTTPAddr:    disabledIfZero(o.httpAddr),
+		HealthAddr:  disabledIfZero(o.probeAddr),
+		MetricsAddr: disabledIfZero(o.metricsAddr),
+		HTTP:        server.HTTPOptions{PathPrefix: o.httpPathPrefix, TrustForwardedHeaders: o.trustForwarded},
+		Core: server.Options{
+			Headers:               server.HeaderNamesWithPrefix(o.headerPrefix),
+			StripCredential:       o.stripCredential,
+			DecisionLogsPerSecond: o.decisionLogRate,
+		},
+		Engine:          authz.Options{MaxTokenBytes: o.maxTokenBytes, MaxHeaders: o.maxHeaders, CacheSize: o.cacheSize},
+		DrainDelay:      o.drainDelay,
+		ShutdownTimeout: o.shutdownTimeout,
+		Log:             log,
+	}
+	if o.cacheSize <= 0 {
+		cfg.Engine.CacheSize = -1
+	}
+	if o.remoteIssuers {
+		remote := remotejwks.NewRegistry(remotejwks.Options{Log: log.WithName("remotejwks")})
+		defer remote.Close()
+		cfg.Remote = remote
+	}
+	switch o.source {
+	case "files":
+		if o.configDir == "" {
+			return errors.New("--source=files needs --config-dir")
+		}
+		cfg.Source = &source.Files{Dir: o.configDir, PollInterval: o.pollInterval, Log: log.WithName("files")}
+	case "kubernetes":
+		rc, err := restConfig(o.kubeconfig)
+		if err != nil {
+			return err
+		}
+		cfg.Source = &source.Kubernetes{Config: rc, Namespace: ns, Log: log.WithName("kubernetes")}
+	default:
+		return fmt.Errorf("--source must be kubernetes or files, not %q", o.source)
+	}
+	log.Info("starting", "namespace", ns, "podLabels", labels, "source", o.source)
+	return app.Run(ctx, cfg)
+}
+
+func disabledIfZero(addr string) string {
+	if addr == "0" {
+		return ""
+	}
+	return addr
+}
+
+func sidecarNamespace(flagValue string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns, nil
+	}
+	if data, err := os.ReadFile(serviceAccountNamespaceFile); err == nil {
+		if ns := strings.TrimSpace(string(data)); ns != "" {
+			return ns, nil
+		}
+	}
+	return "", errors.New("no namespace: set --namespace or $POD_NAMESPACE")
+}
+
+func podLabels(file, inline string) (map[string]string, error) {
+	out := map[string]string{}
+	if file != "" {
+		data, err := os.ReadFile(file) //nolint:gosec // an operator-chosen path
+		if err != nil {
+			return nil, fmt.Errorf("reading --pod-labels-file: %w", err)
+		}
+		fromFile, err := app.ParseLabelsFile(data)
+		if err != nil {
+			return nil, fmt.Errorf("parsing --pod-labels-file %s: %w", file, err)
+		}
+		maps.Copy(out, fromFile)
+	}
+	fromFlag, err := app.ParseLabels(inline)
+	if err != nil {
+		return nil, fmt.Errorf("parsing --pod-labels: %w", err)
+	}
+	maps.Copy(out, fromFlag)
+	return out, nil
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+		if rc, err := rest.InClusterConfig(); err == nil {
+			return rc, nil
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading the Kubernetes client configuration: %w", err)
+	}
+	return rc, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/apikey"
@@ -81,6 +82,7 @@ func (a *APIKey) ConfigMap(t testing.TB) *corev1.ConfigMap {
 		t.Fatal(err)
 	}
 	return &corev1.ConfigMap{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name: a.Record.Name + "-record", Namespace: a.Record.Namespace,
 			Labels: map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordAPIKey, gatehousev1.LabelOwnerName: a.Record.Name},
@@ -168,6 +170,7 @@ func JWKS(t testing.TB, signers ...*Signer) string {
 func JWKSConfigMap(t testing.TB, namespace, owner, issuer string, signers ...*Signer) *corev1.ConfigMap {
 	t.Helper()
 	return &corev1.ConfigMap{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name: owner + "-jwks", Namespace: namespace,
 			Labels: map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordJWKS, gatehousev1.LabelOwnerName: owner},
@@ -258,5 +261,39 @@ func Policy(namespace, name string, created time.Time, issuers []gatehousev1.Tru
 			APIKeys: gatehousev1.APIKeySource{Header: "x-api-key"},
 			Rules:   rules,
 		},
+	}
+}
+
+// YAML renders objects as one multi-document YAML file.
+func YAML(t testing.TB, objs ...any) []byte {
+	t.Helper()
+	var out []byte
+	for _, o := range objs {
+		b, err := yaml.Marshal(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, "---\n"...)
+		out = append(out, b...)
+	}
+	return out
+}
+
+// WaitFor polls cond every 10ms until it holds or timeout passes, then
+// fails the test with what cond last reported.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s; last seen: %s", timeout, what, last)
+		}
+		<-tick.C
 	}
 }

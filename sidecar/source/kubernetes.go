@@ -1,0 +1,160 @@
+// Package source feeds the sidecar's state: the record and JWKS ConfigMaps
+// and the AuthPolicies of one namespace, read from the Kubernetes API
+// (informers, read-only, namespace-scoped, label-selected) or from a
+// directory of YAML files (standalone use and tests). Every source delivers
+// the complete inputs each time something changed; building and swapping
+// the snapshot is the caller's business.
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/internal/scheme"
+	"gatehouse.dev/gatehouse/sidecar/snapshot"
+)
+
+// Source delivers the sidecar's inputs.
+type Source interface {
+	// Run blocks until ctx ends or the source fails for good. It calls
+	// changed, from a single goroutine, with the complete inputs once they
+	// have been read entirely, and again after every change. changed must
+	// not keep or modify the objects beyond the call's own use: they may
+	// be shared with the source's cache.
+	//
+	// failed is told of every failure to read (a failed watch, an
+	// unparsable file); the source retries on its own, and the caller
+	// keeps serving the last inputs.
+	Run(ctx context.Context, changed func(snapshot.Inputs), failed func(error)) error
+}
+
+// RecordSelector selects the ConfigMaps a sidecar reads: those labelled
+// auth.gatehouse.dev/record in (apikey, jwks).
+func RecordSelector() labels.Selector {
+	req, err := labels.NewRequirement(gatehousev1.LabelRecord, selection.In, []string{gatehousev1.RecordAPIKey, gatehousev1.RecordJWKS})
+	if err != nil {
+		panic(err) // constant input
+	}
+	return labels.NewSelector().Add(*req)
+}
+
+// Kubernetes watches one namespace through the API server. It needs only
+// get, list and watch on configmaps and authpolicies in that namespace.
+// While the API server is unreachable the informers keep their last state
+// (and so the sidecar keeps serving it); they resync when it returns.
+type Kubernetes struct {
+	Config    *rest.Config
+	Namespace string
+	Log       logr.Logger
+}
+
+// Run implements Source.
+func (k *Kubernetes) Run(ctx context.Context, changed func(snapshot.Inputs), failed func(error)) error {
+	if k.Namespace == "" {
+		return errors.New("kubernetes source: a namespace is required")
+	}
+	noCopy := true
+	c, err := cache.New(k.Config, cache.Options{
+		Scheme:            scheme.New(),
+		DefaultNamespaces: map[string]cache.Config{k.Namespace: {}},
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.ConfigMap{}: {Label: RecordSelector()},
+		},
+		// Managed fields are half the size of a small object and never read.
+		DefaultTransform: cache.TransformStripManagedFields(),
+		// The builder never modifies objects; copying 100,000 ConfigMaps
+		// on every rebuild would only churn memory.
+		DefaultUnsafeDisableDeepCopy: &noCopy,
+		DefaultWatchErrorHandler: func(ctx context.Context, r *toolscache.Reflector, err error) {
+			failed(err)
+			toolscache.DefaultWatchErrorHandler(ctx, r, err)
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("creating the informer cache: %w", err)
+	}
+	dirty := make(chan struct{}, 1)
+	mark := func() {
+		select {
+		case dirty <- struct{}{}:
+		default:
+		}
+	}
+	handler := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { mark() },
+		UpdateFunc: func(any, any) { mark() },
+		DeleteFunc: func(any) { mark() },
+	}
+	for _, obj := range []client.Object{&corev1.ConfigMap{}, &gatehousev1.AuthPolicy{}} {
+		inf, err := c.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("getting the informer for %T: %w", obj, err)
+		}
+		if _, err := inf.AddEventHandler(handler); err != nil {
+			return fmt.Errorf("watching %T: %w", obj, err)
+		}
+	}
+	startErr := make(chan error, 1)
+	go func() { startErr <- c.Start(ctx) }()
+	if !c.WaitForCacheSync(ctx) {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return errors.New("kubernetes source: informers did not sync")
+	}
+	k.Log.Info("informers synced", "namespace", k.Namespace)
+	mark()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-startErr:
+			if err != nil {
+				return fmt.Errorf("informer cache stopped: %w", err)
+			}
+			return nil
+		case <-dirty:
+			in, err := k.list(ctx, c)
+			if err != nil {
+				// The cache is local; a list fails only on a bug. Keep
+				// serving the last state and say so.
+				k.Log.Error(err, "listing cached objects")
+				failed(err)
+				continue
+			}
+			changed(in)
+		}
+	}
+}
+
+func (k *Kubernetes) list(ctx context.Context, c cache.Cache) (snapshot.Inputs, error) {
+	var in snapshot.Inputs
+	var cms corev1.ConfigMapList
+	if err := c.List(ctx, &cms, client.InNamespace(k.Namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return in, fmt.Errorf("listing configmaps: %w", err)
+	}
+	var aps gatehousev1.AuthPolicyList
+	if err := c.List(ctx, &aps, client.InNamespace(k.Namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return in, fmt.Errorf("listing authpolicies: %w", err)
+	}
+	in.ConfigMaps = make([]*corev1.ConfigMap, len(cms.Items))
+	for i := range cms.Items {
+		in.ConfigMaps[i] = &cms.Items[i]
+	}
+	in.Policies = make([]*gatehousev1.AuthPolicy, len(aps.Items))
+	for i := range aps.Items {
+		in.Policies[i] = &aps.Items[i]
+	}
+	return in, nil
+}
