@@ -2,61 +2,22 @@ package loadgen_test
 
 import (
 	"net"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
-	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/yaml"
 
-	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/loadgen"
 	"gatehouse.dev/gatehouse/sidecar/authz"
 	"gatehouse.dev/gatehouse/sidecar/server"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
+	"gatehouse.dev/gatehouse/sidecar/source"
 )
 
-// loadInputs decodes a fixture config dir into snapshot inputs.
-func loadInputs(t *testing.T, dir string) snapshot.Inputs {
-	t.Helper()
-	var in snapshot.Inputs
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, doc := range strings.Split(string(b), "---\n") {
-			if strings.TrimSpace(doc) == "" {
-				continue
-			}
-			if strings.Contains(doc, "kind: AuthPolicy") {
-				p := &gatehousev1.AuthPolicy{}
-				if err := yaml.UnmarshalStrict([]byte(doc), p); err != nil {
-					t.Fatal(err)
-				}
-				in.Policies = append(in.Policies, p)
-				continue
-			}
-			cm := &corev1.ConfigMap{}
-			if err := yaml.UnmarshalStrict([]byte(doc), cm); err != nil {
-				t.Fatal(err)
-			}
-			in.ConfigMaps = append(in.ConfigMaps, cm)
-		}
-	}
-	return in
-}
-
-// TestEveryWorkloadGetsItsExpectedVerdictFromTheSidecarEngine builds the
-// sidecar's snapshot from the fixtures, serves the sidecar's gRPC frontend
+// TestEveryWorkloadGetsItsExpectedVerdictFromTheSidecarEngine reads the
+// fixtures with the sidecar's files source, builds its snapshot, serves the sidecar's gRPC frontend
 // on loopback, and drives every workload through it: the fixtures, the
 // policy and the client's expectations agree with the real decision engine.
 func TestEveryWorkloadGetsItsExpectedVerdictFromTheSidecarEngine(t *testing.T) {
@@ -65,7 +26,12 @@ func TestEveryWorkloadGetsItsExpectedVerdictFromTheSidecarEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: "loadtest"}).Build(loadInputs(t, filepath.Join(dir, loadgen.ConfigDirName)))
+	// The sidecar's own files-source reader, as `--source files` uses it.
+	in, err := source.ReadDir(filepath.Join(dir, loadgen.ConfigDirName))
+	if err != nil {
+		t.Fatalf("the sidecar cannot read the fixtures: %v", err)
+	}
+	snap := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: "loadtest"}).Build(in)
 	if len(snap.Problems) != 0 {
 		t.Fatalf("the sidecar reports problems with the fixtures: %q", snap.Problems)
 	}
