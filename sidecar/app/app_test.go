@@ -63,13 +63,13 @@ type running struct {
 	logs  *logBuffer
 }
 
-func start(t *testing.T, src source.Source, podLabels map[string]string) *running {
+func start(t *testing.T, namespace string, src source.Source, podLabels map[string]string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{done: make(chan error, 1), stop: cancel, logs: &logBuffer{}}
 	addrs := make(chan app.Addresses, 1)
 	cfg := app.Config{
-		Namespace: ns, PodLabels: podLabels, Source: src,
+		Namespace: namespace, PodLabels: podLabels, Source: src,
 		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", HealthAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
 		Core:        server.Options{StripCredential: true, DecisionLogsPerSecond: 10000},
 		Log:         funcr.New(r.logs.write, funcr.Options{Verbosity: 1}),
@@ -154,7 +154,7 @@ func (blockedSource) Run(ctx context.Context, _ func(snapshot.Inputs), _ func(er
 }
 
 func TestSidecarIsNotReadyAndDeniesBeforeTheFirstState(t *testing.T) {
-	r := start(t, blockedSource{}, nil)
+	r := start(t, ns, blockedSource{}, nil)
 	if code, _ := httpGet(t, "http://"+r.addrs.Health+"/readyz"); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz answered %d before any state, want 503", code)
 	}
@@ -195,7 +195,7 @@ func TestSidecarServesFromFilesAndReloadsThem(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "policy.yaml"), testfixture.YAML(t, pol, testfixture.JWKSConfigMap(t, ns, "platform", issuer, signer)))
 	writeFile(t, filepath.Join(dir, "records.yaml"), testfixture.YAML(t, key.ConfigMap(t)))
 
-	r := start(t, &source.Files{Dir: dir, PollInterval: 20 * time.Millisecond}, map[string]string{"app": "orders"})
+	r := start(t, ns, &source.Files{Dir: dir, PollInterval: 20 * time.Millisecond}, map[string]string{"app": "orders"})
 	testfixture.WaitFor(t, 10*time.Second, "/readyz to succeed", func() (bool, string) {
 		code, body := httpGet(t, "http://"+r.addrs.Health+"/readyz")
 		return code == http.StatusOK, fmt.Sprint(code, body)
@@ -236,7 +236,7 @@ func TestSidecarServesFromFilesAndReloadsThem(t *testing.T) {
 
 	// A sidecar that starts while the directory is broken stays not ready;
 	// it becomes ready once the file is fixed.
-	other := start(t, &source.Files{Dir: dir, PollInterval: 20 * time.Millisecond}, map[string]string{"app": "billing"})
+	other := start(t, ns, &source.Files{Dir: dir, PollInterval: 20 * time.Millisecond}, map[string]string{"app": "billing"})
 	if code, _ := httpGet(t, "http://"+other.addrs.Health+"/readyz"); code != http.StatusServiceUnavailable {
 		t.Errorf("a sidecar with only a broken state answered /readyz %d, want 503", code)
 	}
@@ -280,9 +280,16 @@ func TestSidecarServesFromFilesAndReloadsThem(t *testing.T) {
 
 func TestCheckResponsesUseGRPCCodes(t *testing.T) {
 	// A denial is a response with a non-OK status, never an RPC error.
-	r := start(t, blockedSource{}, nil)
+	r := start(t, ns, blockedSource{}, nil)
 	resp := r.send(t, nil)
 	if codes.Code(resp.GetStatus().GetCode()) != codes.PermissionDenied {
 		t.Fatalf("not_ready came with %v, want PermissionDenied", codes.Code(resp.GetStatus().GetCode()))
 	}
+}
+
+func checkRequest(token string) *authv3.CheckRequest {
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Host: "api.example.com", Path: "/orders/1",
+			Headers: map[string]string{"authorization": "Bearer " + token}},
+	}}}
 }

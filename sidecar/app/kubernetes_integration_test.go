@@ -1,0 +1,295 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/controllers/apikeys"
+	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/testenv"
+	"gatehouse.dev/gatehouse/sidecar/source"
+	"gatehouse.dev/gatehouse/sidecar/testfixture"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// sidecarConfig is a client configuration that acts as the sidecar's
+// service account, bound to the read-only Role the chart grants: get, list
+// and watch on configmaps and authpolicies of its namespace, no Secrets.
+func sidecarConfig(t *testing.T, env *testenv.Env, ns string) *rest.Config {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-sidecar", Namespace: ns},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{gatehousev1.GroupVersion.Group}, Resources: []string{"authpolicies"}, Verbs: []string{"get", "list", "watch"}},
+		},
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-sidecar", Namespace: ns},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "sidecar", Namespace: ns}},
+	}
+	for _, o := range []client.Object{role, binding} {
+		if err := env.Client.Create(ctx, o); err != nil {
+			t.Fatalf("creating %T: %v", o, err)
+		}
+	}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":sidecar"}
+	// The sidecar's identity must not read Secrets: prove the binding is
+	// what we think before relying on it.
+	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.List(ctx, &corev1.SecretList{}, client.InNamespace(ns)); err == nil {
+		t.Fatal("the sidecar identity can list Secrets; the test would prove nothing about least privilege")
+	}
+	return cfg
+}
+
+func startAPIKeyController(t *testing.T, env *testenv.Env, ns string) {
+	t.Helper()
+	skip := true
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:     env.Scheme,
+		Logger:     testr.New(t).WithName("operator"),
+		Metrics:    metricsserver.Options{BindAddress: "0"},
+		Cache:      cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
+		Controller: config.Controller{SkipNameValidation: &skip},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := (&apikeys.Reconciler{}).SetupWithManager(ctx, mgr, 1); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("the operator's manager did not stop within 30s")
+		}
+	})
+}
+
+func create(t *testing.T, env *testenv.Env, objs ...client.Object) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, o := range objs {
+		if err := env.Client.Create(ctx, o); err != nil {
+			t.Fatalf("creating %T %s: %v", o, o.GetName(), err)
+		}
+	}
+}
+
+func waitReady(t *testing.T, r *running) {
+	t.Helper()
+	testfixture.WaitFor(t, 30*time.Second, "the sidecar to be ready", func() (bool, string) {
+		code, body := httpGet(t, "http://"+r.addrs.Health+"/readyz")
+		return code == http.StatusOK, fmt.Sprint(code, body)
+	})
+}
+
+func TestIntegrationAnAPIKeyIsAllowedThenDeniedSoonAfterItIsDisabled(t *testing.T) {
+	env, ns := testenv.Start(t)
+	startAPIKeyController(t, env, ns)
+	ak := &gatehousev1.APIKey{
+		ObjectMeta: metav1.ObjectMeta{Name: "billing", Namespace: ns},
+		Spec:       gatehousev1.APIKeySpec{Subject: "service:billing", Scopes: []string{"orders:read"}, SecretName: "billing-key"},
+	}
+	pol := testfixture.Policy(ns, "main", time.Time{}, nil,
+		gatehousev1.Rule{Name: "orders", Match: gatehousev1.RuleMatch{Paths: []string{"/orders/*"}}, Scopes: []string{"orders:read"}})
+	pol.CreationTimestamp = metav1.Time{}
+	create(t, env, ak, pol)
+
+	// The operator delivers the key; a client would read it from the Secret.
+	var key apikey.Key
+	testfixture.WaitFor(t, 30*time.Second, "the operator to deliver the key", func() (bool, string) {
+		sec := &corev1.Secret{}
+		if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "billing-key"}, sec); err != nil {
+			return false, err.Error()
+		}
+		k, err := apikey.Parse(string(sec.Data[gatehousev1.DeliveryKeyDataKey]))
+		key = k
+		return err == nil, "no parsable key in the delivery Secret"
+	})
+
+	r := start(t, ns, &source.Kubernetes{Config: sidecarConfig(t, env, ns), Namespace: ns, Log: testr.New(t)}, nil)
+	waitReady(t, r)
+	testfixture.WaitFor(t, 10*time.Second, "the delivered key to be allowed", func() (bool, string) {
+		got := reason(r.send(t, map[string]string{"x-api-key": key.Plaintext()}))
+		return got == "allowed", got
+	})
+
+	// Disable the key and measure the time from the update to the first
+	// denial, polling as fast as a busy client would.
+	ctx := context.Background()
+	cur := &gatehousev1.APIKey{}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(ak), cur); err != nil {
+		t.Fatal(err)
+	}
+	cur.Spec.Disabled = true
+	t0 := time.Now()
+	if err := env.Client.Update(ctx, cur); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	for time.Since(t0) < 10*time.Second {
+		if got = reason(r.send(t, map[string]string{"x-api-key": key.Plaintext()})); got != "allowed" {
+			break
+		}
+	}
+	took := time.Since(t0)
+	if got != "api_key_revoked" {
+		t.Fatalf("after disabling the key the check answered %q (after %v), want api_key_revoked", got, took)
+	}
+	t.Logf("time from disabling the APIKey to the first deny: %v", took)
+	if took > 2*time.Second {
+		t.Errorf("the key was denied %v after it was disabled; the target is under 2s", took)
+	}
+}
+
+// rotationClient sends checks continuously with every token in tokens and
+// counts wrongful denials.
+type rotationClient struct {
+	tokens        atomic.Pointer[[]string]
+	sent, denied  atomic.Int64
+	mu            sync.Mutex
+	denialReasons map[string]int
+}
+
+func (c *rotationClient) run(ctx context.Context, t *testing.T, r *running) {
+	for ctx.Err() == nil {
+		for _, tok := range *c.tokens.Load() {
+			resp, err := r.check.Check(ctx, checkRequest(tok))
+			if err != nil {
+				if ctx.Err() == nil {
+					t.Errorf("Check: %v", err)
+				}
+				return
+			}
+			c.sent.Add(1)
+			if got := reason(resp); got != "allowed" {
+				c.denied.Add(1)
+				c.mu.Lock()
+				c.denialReasons[got]++
+				c.mu.Unlock()
+			}
+		}
+	}
+}
+
+func TestIntegrationASigningKeyRotationDeniesNoValidToken(t *testing.T) {
+	env, ns := testenv.Start(t)
+	const iss = "https://issuer.example.com"
+	a, b, c := testfixture.NewSigner(t, jwa.ES256), testfixture.NewSigner(t, jwa.ES256), testfixture.NewSigner(t, jwa.RS256)
+	jwks := testfixture.JWKSConfigMap(t, ns, "platform", iss, a)
+	jwks.TypeMeta = metav1.TypeMeta{}
+	pol := testfixture.Policy(ns, "main", time.Time{}, []gatehousev1.TrustedIssuer{
+		{Name: "platform", SigningKeyRef: &gatehousev1.LocalObjectReference{Name: "platform"}, Audiences: []string{"orders"}},
+	}, gatehousev1.Rule{Name: "orders", Match: gatehousev1.RuleMatch{Paths: []string{"/orders/*"}}})
+	pol.CreationTimestamp = metav1.Time{}
+	create(t, env, jwks, pol)
+
+	r := start(t, ns, &source.Kubernetes{Config: sidecarConfig(t, env, ns), Namespace: ns, Log: testr.New(t)}, nil)
+	waitReady(t, r)
+
+	mint := func(s *testfixture.Signer, jti string) string {
+		return s.Sign(t, testfixture.Claims(iss, "svc", time.Now(), map[string]any{"jti": jti}), nil)
+	}
+	// publish rewrites the JWKS ConfigMap as the operator would.
+	publish := func(signers ...*testfixture.Signer) {
+		t.Helper()
+		cm := &corev1.ConfigMap{}
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(jwks), cm); err != nil {
+			t.Fatal(err)
+		}
+		cm.Data[gatehousev1.JWKSDataKey] = testfixture.JWKS(t, signers...)
+		if err := env.Client.Update(context.Background(), cm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// propagated waits until a probe token of s is accepted: the
+	// propagation delay the Next phase exists for. Probes are not counted.
+	propagated := func(s *testfixture.Signer) {
+		t.Helper()
+		probe := mint(s, "probe")
+		testfixture.WaitFor(t, 10*time.Second, "the next key to reach the sidecar", func() (bool, string) {
+			got := reason(r.send(t, map[string]string{"authorization": "Bearer " + probe}))
+			return got == "allowed", got
+		})
+	}
+	// traffic waits for the client to send n more requests.
+	client := &rotationClient{denialReasons: map[string]int{}}
+	traffic := func(n int64) {
+		t.Helper()
+		target := client.sent.Load() + n
+		testfixture.WaitFor(t, 30*time.Second, "client traffic", func() (bool, string) {
+			return client.sent.Load() >= target, fmt.Sprint(client.sent.Load())
+		})
+	}
+	setTokens := func(toks ...string) { client.tokens.Store(&toks) }
+
+	setTokens(mint(a, "a1"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); client.run(ctx, t, r) }()
+	defer func() { cancel(); <-done }()
+
+	traffic(50)
+	// Cycle 1: B is published as Next, becomes Active (new tokens are
+	// signed with B while A's tokens are still in use), A is retired and,
+	// once its tokens have expired, removed. Cycle 2 does the same from B
+	// to C, an RS256 key.
+	for _, step := range []struct{ old, next *testfixture.Signer }{{a, b}, {b, c}} {
+		publish(step.old, step.next) // next: Next
+		propagated(step.next)
+		traffic(50)
+		setTokens(mint(step.old, "old"), mint(step.next, "new")) // next: Active, old: Retired
+		traffic(100)
+		setTokens(mint(step.next, "new2")) // old tokens expired
+		traffic(20)
+		publish(step.next) // old: removed
+		traffic(100)
+	}
+	cancel()
+	<-done
+	t.Logf("rotation through two full cycles: %d requests, %d denied", client.sent.Load(), client.denied.Load())
+	if client.denied.Load() != 0 {
+		t.Fatalf("%d of %d requests were wrongly denied during the rotation: %v", client.denied.Load(), client.sent.Load(), client.denialReasons)
+	}
+	// And the removed keys are really gone.
+	if got := reason(r.send(t, map[string]string{"authorization": "Bearer " + mint(a, "late")})); got != "unknown_kid" {
+		t.Fatalf("a token of the removed key got %q, want unknown_kid", got)
+	}
+}
