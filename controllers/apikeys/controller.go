@@ -406,8 +406,8 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, wor
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("apikey").
 		For(&gatehousev1.APIKey{}, builder.WithPredicates(specOrMetadataChanged)).
-		Owns(&corev1.ConfigMap{}).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.apiKeysForSecret)).
+		Owns(&corev1.ConfigMap{}, builder.WithPredicates(notCreated)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.apiKeysForSecret), builder.WithPredicates(notCreated)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(workers, 1)}).
 		Complete(r)
 }
@@ -424,6 +424,15 @@ var specOrMetadataChanged = predicate.Funcs{
 			!o.GetDeletionTimestamp().Equal(n.GetDeletionTimestamp())
 	},
 }
+
+// notCreated drops creation events of Secrets and ConfigMaps. The
+// reconcile that created an object of ours has already done its work, and
+// reacting to our own creations would double the reconciles (and, through
+// a cache not yet showing our status write, cause conflicts) exactly when
+// thousands of keys are issued at once. Updates and deletions, by hand or
+// otherwise, are what need repairing; a Secret created by someone else under
+// a name an APIKey wants is found when that APIKey's creation fails.
+var notCreated = predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }}
 
 // apiKeysForSecret maps a Secret to the APIKey controlling it and to the
 // APIKeys naming it in spec.secretName (a conflict resolves when it goes).

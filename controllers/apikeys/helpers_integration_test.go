@@ -32,7 +32,16 @@ import (
 	"gatehouse.dev/gatehouse/internal/testenv"
 )
 
-func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+func TestMain(m *testing.M) {
+	// Components that log before (or without) the manager's logger use the
+	// global one: capture it too, so that the log scan covers them.
+	log.SetLogger(globalLog.logger())
+	os.Exit(testenv.Main(m))
+}
+
+// globalLog holds what was logged through controller-runtime's global
+// logger.
+var globalLog = &logBuffer{}
 
 // fixture drives the reconciler by hand against the real API server, with a
 // fake clock: each test decides when time passes and when to reconcile.

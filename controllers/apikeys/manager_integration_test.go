@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -150,7 +150,7 @@ func TestIntegrationAFullScenarioRepairsHandEditsAndLeaksNoKey(t *testing.T) {
 		f.waitForEvent(t, reason)
 	}
 
-	logs := f.log.String()
+	logs := f.log.String() + globalLog.String()
 	evs := strings.Join(f.events(t), "\n")
 	if !strings.Contains(logs, k3.ID()) || !strings.Contains(evs, k3.ID()) {
 		t.Fatalf("the logs and Events should name key %s; the scan would prove nothing.\nlogs:\n%s\nevents:\n%s", k3.ID(), logs, evs)
@@ -175,6 +175,10 @@ func TestIntegrationAFullScenarioRepairsHandEditsAndLeaksNoKey(t *testing.T) {
 	}
 }
 
+// scaleWorkers is the controller's concurrency in the scale test, as the
+// operator's --apikey-workers default.
+const scaleWorkers = 8
+
 // TestIntegrationManyAPIKeysBecomeReady creates many APIKeys at once and
 // measures how long until all are Ready with the controller running in a
 // manager. It runs 500 keys by default; set GATEHOUSE_SCALE_KEYS=5000 for
@@ -188,7 +192,8 @@ func TestIntegrationManyAPIKeysBecomeReady(t *testing.T) {
 		}
 	}
 	env, ns := testenv.Start(t)
-	startManager(t, env, ns, &Reconciler{}, logr.Discard(), 8)
+	quiet := funcr.New(func(string, string) {}, funcr.Options{})
+	startManager(t, env, ns, &Reconciler{}, quiet, scaleWorkers)
 
 	cfg := *env.Config
 	cfg.QPS, cfg.Burst = 2000, 4000
@@ -198,12 +203,6 @@ func TestIntegrationManyAPIKeysBecomeReady(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(n/50+60)*time.Second)
 	defer cancel()
-
-	w, err := c.Watch(ctx, &gatehousev1.APIKeyList{}, client.InNamespace(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
 
 	start := time.Now()
 	g, gctx := errgroup.WithContext(ctx)
@@ -221,23 +220,42 @@ func TestIntegrationManyAPIKeysBecomeReady(t *testing.T) {
 	}
 	created := time.Since(start)
 
+	// Count Ready APIKeys from a list, then from a watch; the API server may
+	// close a busy watch, so start over from a fresh list when it does.
 	ready := map[string]bool{}
+	note := func(ak *gatehousev1.APIKey) {
+		if s, _ := condStatus(ak, gatehousev1.ConditionReady); s == metav1.ConditionTrue {
+			ready[ak.Name] = true
+		}
+	}
 	for len(ready) < n {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("only %d of %d APIKeys Ready after %v", len(ready), n, time.Since(start))
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				t.Fatalf("watch closed after %d of %d Ready", len(ready), n)
-			}
-			if ev.Type != watch.Added && ev.Type != watch.Modified {
-				continue
-			}
-			ak := ev.Object.(*gatehousev1.APIKey)
-			if s, _ := condStatus(ak, gatehousev1.ConditionReady); s == metav1.ConditionTrue {
-				ready[ak.Name] = true
+		list := &gatehousev1.APIKeyList{}
+		if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
+			t.Fatalf("listing apikeys with %d of %d Ready after %v: %v", len(ready), n, time.Since(start), err)
+		}
+		for i := range list.Items {
+			note(&list.Items[i])
+		}
+		if len(ready) == n {
+			break
+		}
+		w, err := c.Watch(ctx, &gatehousev1.APIKeyList{}, client.InNamespace(ns), &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: list.ResourceVersion}})
+		if err != nil {
+			t.Fatalf("watching apikeys: %v", err)
+		}
+		for open := true; open && len(ready) < n; {
+			select {
+			case <-ctx.Done():
+				w.Stop()
+				t.Fatalf("only %d of %d APIKeys Ready after %v", len(ready), n, time.Since(start))
+			case ev, ok := <-w.ResultChan():
+				open = ok
+				if ok && (ev.Type == watch.Added || ev.Type == watch.Modified) {
+					note(ev.Object.(*gatehousev1.APIKey))
+				}
 			}
 		}
+		w.Stop()
 	}
 	elapsed := time.Since(start)
 	t.Logf("%d APIKeys: created in %v, all Ready %v after the first create (%.0f keys/s)", n, created.Round(time.Millisecond), elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds())
