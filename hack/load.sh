@@ -104,18 +104,18 @@ rss() {
 load() {
 	local label=$1 w
 	for w in apikey jwt-cached; do
-		taskset -c "$CLIENT_CPU" "$WORK/bin/loadgen" run --label "$label" --results "$RESULTS" \
+		taskset -c "$CLIENT_CPU" "$WORK/bin/loadgen" run --label "$label" --results "$RESULTS" --server-pid "$SERVER_PID" \
 			--target "grpc://$GRPC_ADDR" --credentials "$WORK/fixtures/credentials.json" --workload "$w" \
 			--mode closed --concurrency "$CONCURRENCY" --conns "$CONNS" --duration "$DURATION" --warmup "$WARMUP"
 	done
 	for w in apikey jwt-cached; do
-		taskset -c "$CLIENT_CPU" "$WORK/bin/loadgen" run --label "$label" --results "$RESULTS" \
+		taskset -c "$CLIENT_CPU" "$WORK/bin/loadgen" run --label "$label" --results "$RESULTS" --server-pid "$SERVER_PID" \
 			--target "grpc://$GRPC_ADDR" --credentials "$WORK/fixtures/credentials.json" --workload "$w" \
 			--mode open --rate "$RATE" --concurrency 64 --conns 1 --duration "$DURATION" --warmup "$WARMUP"
 	done
 	# The HTTP ext_authz contract (nginx auth_request, Traefik, Envoy's
 	# http_service): one closed-loop run.
-	taskset -c "$CLIENT_CPU" "$WORK/bin/loadgen" run --label "$label" --results "$RESULTS" \
+	taskset -c "$CLIENT_CPU" "$WORK/bin/loadgen" run --label "$label" --results "$RESULTS" --server-pid "$SERVER_PID" \
 		--target "http://$HTTP_ADDR" --credentials "$WORK/fixtures/credentials.json" --workload apikey \
 		--mode closed --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
 }
@@ -168,7 +168,7 @@ if [[ -z ${SKIP_SIDECAR:-} ]]; then
 	sleep 2
 	rss sidecar "ready with $KEYS records, before load"
 	load sidecar
-	taskset -c "$CLIENT_CPU" "$WORK/bin/loadgen" run --label sidecar --results "$RESULTS" \
+	taskset -c "$CLIENT_CPU" "$WORK/bin/loadgen" run --label sidecar --results "$RESULTS" --server-pid "$SERVER_PID" \
 		--target "grpc://$GRPC_ADDR" --credentials "$WORK/fixtures/credentials.json" --workload deny \
 		--mode closed --concurrency "$CONCURRENCY" --conns "$CONNS" --duration "$DURATION" --warmup "$WARMUP"
 	rss sidecar "after load"

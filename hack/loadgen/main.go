@@ -87,6 +87,7 @@ func runLoad(args []string) error {
 	warmup := fs.Duration("warmup", 2*time.Second, "unmeasured warm-up before the measured duration")
 	label := fs.String("label", "", "label of this run in the results (e.g. baseline, sidecar)")
 	results := fs.String("results", "", "append the result as a JSON line to this file")
+	serverPID := fs.Int("server-pid", 0, "pid of the server, to report its CPU share over the run (Linux /proc)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -118,12 +119,16 @@ func runLoad(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	var serverCPU loadgen.CPUClock
+	if *serverPID > 0 {
+		serverCPU = loadgen.ProcessCPU(*serverPID)
+	}
 	var res *loadgen.Result
 	switch *mode {
 	case "closed":
-		res, err = loadgen.RunClosed(ctx, t, w, loadgen.ClosedConfig{Concurrency: *concurrency, Warmup: *warmup, Duration: *duration})
+		res, err = loadgen.RunClosed(ctx, t, w, loadgen.ClosedConfig{Concurrency: *concurrency, Warmup: *warmup, Duration: *duration, ServerCPU: serverCPU})
 	case "open":
-		res, err = loadgen.RunOpen(ctx, t, w, loadgen.OpenConfig{Rate: *rate, MaxInFlight: *concurrency, Warmup: *warmup, Duration: *duration})
+		res, err = loadgen.RunOpen(ctx, t, w, loadgen.OpenConfig{Rate: *rate, MaxInFlight: *concurrency, Warmup: *warmup, Duration: *duration, ServerCPU: serverCPU})
 	default:
 		return fmt.Errorf("--mode %q: want closed or open", *mode)
 	}

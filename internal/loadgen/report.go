@@ -57,11 +57,22 @@ func (r *Result) OneLine() string {
 	s := fmt.Sprintf("%-9s %-4s %-10s %-6s %9.0f req/s  p50 %-9s p90 %-9s p99 %-9s max %-9s  n=%d wrong=%d errors=%d",
 		r.Label, r.Protocol, r.Workload, r.Mode, r.Throughput, fmtDur(r.Latency.P50), fmtDur(r.Latency.P90), fmtDur(r.Latency.P99), fmtDur(r.Latency.Max),
 		r.Completed, r.Wrong, r.Errors)
+	if r.ServerCPU > 0 || r.ClientCPU > 0 {
+		s += fmt.Sprintf("  cpu: server %s client %s", fmtShare(r.ServerCPU), fmtShare(r.ClientCPU))
+	}
 	if r.SendLag != nil {
 		s += fmt.Sprintf("  (service time p50 %s p99 %s; send lag p50 %s p99 %s)",
 			fmtDur(r.ServiceTime.P50), fmtDur(r.ServiceTime.P99), fmtDur(r.SendLag.P50), fmtDur(r.SendLag.P99))
 	}
 	return s
+}
+
+// fmtShare prints a CPU share as a percentage of one core.
+func fmtShare(f float64) string {
+	if f <= 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.0f%%", f*100)
 }
 
 func fmtDur(d time.Duration) string {
@@ -101,8 +112,8 @@ func WriteTable(w io.Writer, results []*Result, baseline string) error {
 		return a.Label == baseline && b.Label != baseline
 	})
 	var sb strings.Builder
-	sb.WriteString("| server | protocol | workload | mode | req/s | ratio to baseline | p50 | p90 | p99 | max | requests | wrong | errors |\n")
-	sb.WriteString("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	sb.WriteString("| server | protocol | workload | mode | req/s | ratio to baseline | p50 | p90 | p99 | max | requests | wrong | errors | server CPU | client CPU |\n")
+	sb.WriteString("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		ratio := "—"
 		if b := base[key{r.Protocol, r.Workload, r.Mode}]; b != nil && r.Mode == "closed" && b.Throughput > 0 {
@@ -112,10 +123,10 @@ func WriteTable(w io.Writer, results []*Result, baseline string) error {
 		if r.Mode == "open" {
 			mode = fmt.Sprintf("open %.0f/s", r.Rate)
 		}
-		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %d | %d | %d |\n",
+		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %d | %d | %d | %s | %s |\n",
 			r.Label, r.Protocol, r.Workload, mode, r.Throughput, ratio,
 			fmtDur(r.Latency.P50), fmtDur(r.Latency.P90), fmtDur(r.Latency.P99), fmtDur(r.Latency.Max),
-			r.Completed, r.Wrong, r.Errors)
+			r.Completed, r.Wrong, r.Errors, fmtShare(r.ServerCPU), fmtShare(r.ClientCPU))
 	}
 	_, err := io.WriteString(w, sb.String())
 	return err

@@ -64,6 +64,11 @@ type Result struct {
 	// SendLag is how late each request left after its scheduled time (open
 	// loop): the client's own pacing error plus any backlog.
 	SendLag *Summary `json:"sendLag,omitempty"`
+	// ClientCPU is the load client's CPU time over the window divided by
+	// the window: 1.0 is one core fully busy, so the client is the limit.
+	ClientCPU float64 `json:"clientCPU,omitempty"`
+	// ServerCPU is the same for the server, when its CPU clock was given.
+	ServerCPU float64 `json:"serverCPU,omitempty"`
 }
 
 // workerStats is one worker's private tally, merged after the run.
@@ -135,6 +140,8 @@ type ClosedConfig struct {
 	Warmup time.Duration
 	// Duration is the measured window.
 	Duration time.Duration
+	// ServerCPU, if set, reads the server's CPU time, for Result.ServerCPU.
+	ServerCPU CPUClock
 }
 
 // RunClosed keeps cfg.Concurrency requests in flight, each worker sending
@@ -175,12 +182,15 @@ func RunClosed(ctx context.Context, t Target, w *Workload, cfg ClosedConfig) (*R
 	}
 
 	var res *Result
+	cpu := cpuWindow{server: cfg.ServerCPU}
 	if sleepCtx(ctx, cfg.Warmup) {
+		cpu.start()
 		recording.Store(true)
 		begin := time.Now()
 		sleepCtx(ctx, cfg.Duration)
 		recording.Store(false)
 		res = &Result{Elapsed: time.Since(begin)}
+		cpu.stop(res, res.Elapsed)
 	}
 	stopping.Store(true)
 	wg.Wait()
@@ -207,6 +217,8 @@ type OpenConfig struct {
 	// Duration is the measured window; Rate*Duration requests are issued
 	// in it.
 	Duration time.Duration
+	// ServerCPU, if set, reads the server's CPU time, for Result.ServerCPU.
+	ServerCPU CPUClock
 }
 
 // RunOpen issues requests at cfg.Rate whatever the server's latency and
@@ -272,6 +284,10 @@ func RunOpen(ctx context.Context, t Target, w *Workload, cfg OpenConfig) (*Resul
 	// still counts from their own scheduled times.
 	var issued int64
 	var pacerErr error
+	cpu := cpuWindow{server: cfg.ServerCPU}
+	if warmupN == 0 {
+		cpu.start()
+	}
 	for next := int64(0); next < total; {
 		due := min(total, int64(time.Since(start)/interval)+1)
 		for ; next < due; next++ {
@@ -282,6 +298,9 @@ func RunOpen(ctx context.Context, t Target, w *Workload, cfg OpenConfig) (*Resul
 			}
 			if pacerErr != nil {
 				break
+			}
+			if next == warmupN && warmupN > 0 {
+				cpu.start()
 			}
 			if next >= warmupN {
 				issued++
@@ -317,6 +336,7 @@ func RunOpen(ctx context.Context, t Target, w *Workload, cfg OpenConfig) (*Resul
 		Elapsed: end.Sub(sched(warmupN)),
 		Issued:  uint64(issued),
 	}
+	cpu.stop(res, time.Since(sched(warmupN)))
 	mergeStats(res, stats)
 	return res, nil
 }

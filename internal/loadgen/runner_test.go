@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -284,5 +285,25 @@ func TestRunnersRejectEmptyWorkloadsAndBadSettings(t *testing.T) {
 	}
 	if _, err := RunOpen(t.Context(), target, w, OpenConfig{MaxInFlight: 1, Duration: time.Second}); err == nil {
 		t.Error("an open loop without a rate ran")
+	}
+}
+
+func TestRunsReportTheCPUShareOfTheClientAndTheServer(t *testing.T) {
+	target := startGRPC(t, OKServer{})
+	w := workload(t, "good", Expect{Allow: true})
+	// The server runs in this process, so its clock is this process's.
+	self := ProcessCPU(os.Getpid())
+	closed, err := RunClosed(t.Context(), target, w, ClosedConfig{Concurrency: 4, Duration: 300 * time.Millisecond, ServerCPU: self})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open, err := RunOpen(t.Context(), target, w, OpenConfig{Rate: 2000, MaxInFlight: 4, Warmup: 50 * time.Millisecond, Duration: 300 * time.Millisecond, ServerCPU: self})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*Result{closed, open} {
+		if r.ClientCPU <= 0 || r.ServerCPU <= 0 {
+			t.Errorf("%s loop: client cpu %.2f, server cpu %.2f: both must be measured", r.Mode, r.ClientCPU, r.ServerCPU)
+		}
 	}
 }
