@@ -210,7 +210,7 @@ func TestKeySetRoundTripsThroughTheSecretAndRejectsTamperedEntries(t *testing.T)
 	}
 
 	for name, sec := range map[string]*corev1.Secret{
-		"A Secret of another type is refused.":    {Type: corev1.SecretTypeOpaque, Data: map[string][]byte{SecretDataKey: data}},
+		"A Secret of another type is refused.":     {Type: corev1.SecretTypeOpaque, Data: map[string][]byte{SecretDataKey: data}},
 		"A Secret without the document is refused": {Type: SecretType},
 		"A document that is not JSON is refused.":  {Type: SecretType, Data: map[string][]byte{SecretDataKey: []byte("{not json")}},
 		"A document of another version is refused": {Type: SecretType, Data: map[string][]byte{SecretDataKey: []byte(`{"version":2,"keys":[]}`)}},

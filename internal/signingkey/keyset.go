@@ -1,6 +1,8 @@
 package signingkey
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,15 +27,27 @@ const (
 )
 
 // SecretName is the name of the Secret holding the private keys of the
-// SigningKey called name.
-func SecretName(name string) string { return name + "-signing-keys" }
+// SigningKey called name: "<name>-signing-keys".
+func SecretName(name string) string { return suffixed(name, "-signing-keys") }
 
-// JWKSConfigMapName is the ConfigMap the public JWKS of sk is written to.
+// JWKSConfigMapName is the ConfigMap the public JWKS of sk is written to:
+// spec.jwksConfigMapName, or "<name>-jwks".
 func JWKSConfigMapName(sk *gatehousev1.SigningKey) string {
 	if sk.Spec.JWKSConfigMapName != "" {
 		return sk.Spec.JWKSConfigMapName
 	}
-	return sk.Name + "-jwks"
+	return suffixed(sk.Name, "-jwks")
+}
+
+// suffixed appends suffix to name; a name too long for an object name is
+// shortened and made unique with a hash of the full name.
+func suffixed(name, suffix string) string {
+	const maxLen = 253
+	if len(name)+len(suffix) <= maxLen {
+		return name + suffix
+	}
+	sum := sha256.Sum256([]byte(name))
+	return name[:maxLen-len(suffix)-9] + "-" + hex.EncodeToString(sum[:4]) + suffix
 }
 
 // ErrNoActiveKey is returned when no key may sign at the given time.
