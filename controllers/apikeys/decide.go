@@ -3,7 +3,6 @@ package apikeys
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -32,14 +31,14 @@ const (
 	// lets secret scanners, policies and people recognise a Gatehouse API key.
 	DeliverySecretType = "auth.gatehouse.dev/api-key"
 
-	// AnnotationIssuedAt, on a delivery Secret, is when the key it holds was
+	// AnnotationIssuedAt is, on a delivery Secret, when the key it holds was
 	// generated (RFC 3339). With the key itself it makes the delivery Secret
 	// the complete source of truth for the current key: the record can be
 	// rebuilt from it after a crash with the same windows it would have had.
 	AnnotationIssuedAt = "auth.gatehouse.dev/issued-at"
 
-	// ReasonRecordConflict: the record ConfigMap name is taken by a ConfigMap
-	// this APIKey does not control.
+	// ReasonRecordConflict means the record ConfigMap name is taken by a
+	// ConfigMap this APIKey does not control.
 	ReasonRecordConflict = "RecordConflict"
 
 	// maxPreviousKeys bounds the keys kept in their grace period, so that a
@@ -132,9 +131,6 @@ type decision struct {
 	// Log holds key IDs worth logging ("issued", "rotatedFrom"...).
 	Log []any
 }
-
-// errInvalidSpec reports a spec the CRD validation should have refused.
-var errInvalidSpec = errors.New("invalid spec")
 
 // decide computes the desired state. newKey generates key material and is
 // called at most once.

@@ -270,3 +270,29 @@ func TestIntegrationManyAPIKeysBecomeReady(t *testing.T) {
 		t.Fatalf("%d records for %d APIKeys", len(cms.Items), n)
 	}
 }
+
+// TestIntegrationDeletingTheSecretThatBlocksANameResolvesTheConflict checks
+// that the controller hears of a Secret it does not own: freeing the name
+// issues the key without any change to the APIKey.
+func TestIntegrationDeletingTheSecretThatBlocksANameResolvesTheConflict(t *testing.T) {
+	f := newFixture(t)
+	startManager(t, f.env, f.ns, &Reconciler{Clock: f.clk}, f.log.logger(), 1)
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "taken", Namespace: f.ns}, StringData: map[string]string{"a": "b"}}
+	if err := f.env.Client.Create(f.ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	f.create(t, "blocked", func(ak *gatehousev1.APIKey) { ak.Spec.SecretName = "taken" })
+	waitForReady := func(want metav1.ConditionStatus, reason string) {
+		t.Helper()
+		eventually(t, 30*time.Second, func() (bool, string) {
+			s, r := condStatus(f.apiKey(t, "blocked"), gatehousev1.ConditionReady)
+			return s == want && r == reason, fmt.Sprintf("Ready=%s/%s", s, r)
+		})
+	}
+	waitForReady(metav1.ConditionFalse, gatehousev1.ReasonSecretConflict)
+	if err := f.env.Client.Delete(f.ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	waitForReady(metav1.ConditionTrue, gatehousev1.ReasonIssued)
+	f.delivered(t, "taken")
+}
