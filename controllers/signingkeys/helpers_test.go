@@ -1,8 +1,8 @@
 package signingkeys
 
 import (
-	"crypto/rand"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"os"

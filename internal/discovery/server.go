@@ -1,0 +1,289 @@
+// Package discovery serves, for every SigningKey, the OIDC discovery
+// document at <issuer>/.well-known/openid-configuration and the public JWKS
+// at <issuer>/.well-known/jwks.json, so that external verifiers (and
+// sidecars in remote mode) can use standard discovery.
+//
+// The server answers from the operator manager's cache (SigningKeys and the
+// JWKS ConfigMaps the SigningKey controller writes); it never calls the API
+// server on the request path and needs no leader election, so every operator
+// replica serves. Requests are routed by Host and path: the issuer
+// https://auth.example.com/tenants/a is served for Host auth.example.com
+// under /tenants/a/.well-known/...; TLS is expected to end in front of the
+// operator (Ingress, Gateway or mesh), which must keep the Host header.
+package discovery
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/internal/signingkey"
+)
+
+const (
+	// ConfigurationPath is the OIDC discovery document, below the issuer.
+	ConfigurationPath = "/.well-known/openid-configuration"
+	// JWKSPath is the JWKS, below the issuer.
+	JWKSPath = "/.well-known/jwks.json"
+	// IssuerIndex is the field index of SigningKeys by issuer (host and
+	// path, see IssuerKey) that the server looks requests up with.
+	IssuerIndex = "discovery.issuer"
+
+	// DefaultMaxAge bounds Cache-Control max-age.
+	DefaultMaxAge = time.Minute
+)
+
+// IndexIssuer registers IssuerIndex with the manager's field indexer.
+func IndexIssuer(ctx context.Context, indexer client.FieldIndexer) error {
+	if err := indexer.IndexField(ctx, &gatehousev1.SigningKey{}, IssuerIndex, IssuerIndexValue); err != nil {
+		return fmt.Errorf("indexing signingkeys by issuer: %w", err)
+	}
+	return nil
+}
+
+// IssuerIndexValue extracts the IssuerIndex value of a SigningKey.
+func IssuerIndexValue(o client.Object) []string {
+	sk, ok := o.(*gatehousev1.SigningKey)
+	if !ok {
+		return nil
+	}
+	u, err := url.Parse(sk.Spec.Issuer)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil
+	}
+	return []string{IssuerKey(u.Host, u.Path)}
+}
+
+// IssuerKey normalises a host (with optional port) and path into the key
+// requests and issuers are matched on: lower-case host, no default port,
+// path without a trailing slash.
+func IssuerKey(host, path string) string {
+	host = strings.ToLower(host)
+	if h, port, err := net.SplitHostPort(host); err == nil && (port == "443" || port == "80") {
+		host = h
+	}
+	return host + strings.TrimSuffix(path, "/")
+}
+
+// Server is the discovery and JWKS HTTP server. It is a manager.Runnable
+// that does not need leader election.
+type Server struct {
+	// Addr is the listen address, e.g. ":8082". Ignored when Listener is set.
+	Addr string
+	// Listener, when set, is served instead of listening on Addr (tests).
+	Listener net.Listener
+	// Reader reads SigningKeys (with IssuerIndex) and ConfigMaps: the
+	// manager's cache.
+	Reader client.Reader
+	Log    logr.Logger
+	// MaxAge bounds Cache-Control max-age (DefaultMaxAge when zero). Each
+	// response uses at most half the SigningKey's propagation interval, so
+	// a verifier's cached copy is always younger than a next key's
+	// publication lead.
+	MaxAge time.Duration
+}
+
+// NeedLeaderElection reports false: every replica serves.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// Start serves until ctx is done, then shuts down gracefully.
+func (s *Server) Start(ctx context.Context) error {
+	ln := s.Listener
+	if ln == nil {
+		var err error
+		if ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", s.Addr); err != nil {
+			return fmt.Errorf("listening for discovery: %w", err)
+		}
+	}
+	srv := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.Log.Info("serving OIDC discovery and JWKS", "address", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving discovery: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutting down discovery: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving discovery: %w", err)
+	}
+	return nil
+}
+
+// configuration is the subset of OIDC Discovery 1.0 metadata an issuer
+// that only mints access tokens can truthfully publish.
+type configuration struct {
+	Issuer                           string   `json:"issuer"`
+	JWKSURI                          string   `json:"jwks_uri"`
+	ResponseTypesSupported           []string `json:"response_types_supported"`
+	SubjectTypesSupported            []string `json:"subject_types_supported"`
+	IDTokenSigningAlgValuesSupported []string `json:"id_token_signing_alg_values_supported"`
+	GrantTypesSupported              []string `json:"grant_types_supported"`
+}
+
+// ServeHTTP answers GET and HEAD for the two well-known documents.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("X-Content-Type-Options", "nosniff")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		h.Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	prefix, isJWKS := strings.CutSuffix(r.URL.Path, JWKSPath)
+	if !isJWKS {
+		var ok bool
+		if prefix, ok = strings.CutSuffix(r.URL.Path, ConfigurationPath); !ok {
+			http.NotFound(w, r)
+			return
+		}
+	}
+	key := IssuerKey(r.Host, prefix)
+	sk, status := s.lookup(r.Context(), key)
+	if sk == nil {
+		if status == http.StatusServiceUnavailable {
+			h.Set("Retry-After", "5")
+		}
+		http.Error(w, http.StatusText(status), status)
+		return
+	}
+	cm, status := s.jwks(r.Context(), sk)
+	if cm == nil {
+		h.Set("Retry-After", "5")
+		http.Error(w, http.StatusText(status), status)
+		return
+	}
+	var body []byte
+	if isJWKS {
+		body = []byte(cm.Data[gatehousev1.JWKSDataKey])
+		h.Set("Content-Type", "application/json")
+	} else {
+		alg, err := signingkey.Algorithm(sk.Spec.Algorithm)
+		if err != nil {
+			http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
+			return
+		}
+		if body, err = json.Marshal(configuration{
+			Issuer:                           sk.Spec.Issuer,
+			JWKSURI:                          strings.TrimSuffix(sk.Spec.Issuer, "/") + JWKSPath,
+			ResponseTypesSupported:           []string{"token"},
+			SubjectTypesSupported:            []string{"public"},
+			IDTokenSigningAlgValuesSupported: []string{alg.String()},
+			GrantTypesSupported:              []string{"client_credentials"},
+		}); err != nil {
+			http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+			return
+		}
+		h.Set("Content-Type", "application/json")
+	}
+	sum := sha256.Sum256(body)
+	etag := `"` + base64.RawURLEncoding.EncodeToString(sum[:]) + `"`
+	h.Set("ETag", etag)
+	h.Set("Cache-Control", "public, max-age="+strconv.Itoa(int(s.maxAge(sk)/time.Second)))
+	if matches(r.Header.Values("If-None-Match"), etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if r.Method == http.MethodHead {
+		return
+	}
+	_, _ = w.Write(body)
+}
+
+// lookup finds the one SigningKey of an issuer key. An issuer claimed by
+// SigningKeys in several namespaces is served for none of them: picking one
+// would let any namespace hijack another's issuer.
+func (s *Server) lookup(ctx context.Context, key string) (*gatehousev1.SigningKey, int) {
+	list := &gatehousev1.SigningKeyList{}
+	if err := s.Reader.List(ctx, list, client.MatchingFields{IssuerIndex: key}); err != nil {
+		s.Log.Error(err, "listing signingkeys by issuer")
+		return nil, http.StatusServiceUnavailable
+	}
+	live := list.Items[:0]
+	for _, sk := range list.Items {
+		if sk.DeletionTimestamp == nil {
+			live = append(live, sk)
+		}
+	}
+	switch len(live) {
+	case 0:
+		return nil, http.StatusNotFound
+	case 1:
+		return &live[0], http.StatusOK
+	}
+	names := make([]string, 0, len(live))
+	for _, sk := range live {
+		names = append(names, sk.Namespace+"/"+sk.Name)
+	}
+	s.Log.Info("issuer claimed by several SigningKeys; serving none", "issuer", live[0].Spec.Issuer, "signingKeys", names)
+	return nil, http.StatusNotFound
+}
+
+// jwks returns the SigningKey's JWKS ConfigMap when it is the one the
+// controller wrote for it.
+func (s *Server) jwks(ctx context.Context, sk *gatehousev1.SigningKey) (*corev1.ConfigMap, int) {
+	cm := &corev1.ConfigMap{}
+	if err := s.Reader.Get(ctx, types.NamespacedName{Namespace: sk.Namespace, Name: signingkey.JWKSConfigMapName(sk)}, cm); err != nil {
+		return nil, http.StatusServiceUnavailable
+	}
+	if !metav1.IsControlledBy(cm, sk) || cm.Labels[gatehousev1.LabelRecord] != gatehousev1.RecordJWKS || cm.Data[gatehousev1.JWKSDataKey] == "" {
+		return nil, http.StatusServiceUnavailable
+	}
+	return cm, http.StatusOK
+}
+
+func (s *Server) maxAge(sk *gatehousev1.SigningKey) time.Duration {
+	maxAge := s.MaxAge
+	if maxAge <= 0 {
+		maxAge = DefaultMaxAge
+	}
+	propagation := signingkey.DefaultPropagation
+	if r := sk.Spec.Rotation; r != nil && r.Propagation != nil {
+		propagation = r.Propagation.Duration
+	}
+	return max(min(maxAge, propagation/2), 0)
+}
+
+// matches implements If-None-Match (RFC 9110 13.1.2): "*" or any listed
+// tag equal to etag under weak comparison.
+func matches(headers []string, etag string) bool {
+	for _, h := range headers {
+		for _, tag := range strings.Split(h, ",") {
+			tag = strings.TrimSpace(tag)
+			if tag == "*" || strings.TrimPrefix(tag, "W/") == etag {
+				return true
+			}
+		}
+	}
+	return false
+}
