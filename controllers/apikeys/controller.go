@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -94,30 +95,43 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 
-	obs, err := r.observe(ctx, r.Client, ak)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if suspicious(ak, obs) && r.APIReader != nil {
-		// The cache may lag behind our own last writes: decide on what the
-		// API server says, not on a view that would generate a second key.
-		if obs, err = r.observe(ctx, r.APIReader, ak); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
 	if _, err := rotationRequest(ak.Annotations); err != nil {
 		logger.Info("ignoring a malformed rotation request", "annotation", gatehousev1.AnnotationRotateRequestedAt, "error", err.Error())
 	}
 
-	d, err := decide(obs, func() (apikey.Key, error) { return apikey.Generate(r.rand()) })
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-
-	if err := r.write(ctx, ak, obs, d); err != nil {
+	// Decide on the cache first. The cache may lag behind our own last
+	// writes, or not hold a Secret we do not own; when what it shows is
+	// surprising, or a create finds the name taken, decide again on what the
+	// API server says rather than on a view that could mint a second key.
+	live := false
+	var d decision
+	for {
+		reader := client.Reader(r.Client)
+		if live {
+			reader = r.APIReader
+		}
+		obs, err := r.observe(ctx, reader, ak)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if !live && r.APIReader != nil && suspicious(ak, obs) {
+			live = true
+			continue
+		}
+		if d, err = decide(obs, func() (apikey.Key, error) { return apikey.Generate(r.rand()) }); err != nil {
+			return ctrl.Result{}, err
+		}
+		err = r.write(ctx, ak, obs, d)
+		if err == nil {
+			break
+		}
+		if apierrors.IsAlreadyExists(err) && !live && r.APIReader != nil {
+			live = true
+			continue
+		}
 		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
 			// Somebody (usually our own previous reconcile, through a
-			// lagging cache) got there first: decide again on fresh state.
+			// lagging cache) got there first: reconcile again on fresh state.
 			logger.V(1).Info("write conflict, reconciling again", "reason", apierrors.ReasonForError(err))
 			return ctrl.Result{}, err
 		}
@@ -406,7 +420,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, wor
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("apikey").
 		For(&gatehousev1.APIKey{}, builder.WithPredicates(specOrMetadataChanged)).
-		Owns(&corev1.ConfigMap{}, builder.WithPredicates(notCreated)).
+		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(apiKeyForConfigMap), builder.WithPredicates(notCreated)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.apiKeysForSecret), builder.WithPredicates(notCreated)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(workers, 1)}).
 		Complete(r)
@@ -433,6 +447,22 @@ var specOrMetadataChanged = predicate.Funcs{
 // otherwise, are what need repairing; a Secret created by someone else under
 // a name an APIKey wants is found when that APIKey's creation fails.
 var notCreated = predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }}
+
+// apiKeyForConfigMap maps a ConfigMap to the APIKey controlling it, or else
+// to the APIKey whose record name it has taken (a RecordConflict resolves
+// when it goes).
+func apiKeyForConfigMap(_ context.Context, o client.Object) []reconcile.Request {
+	name := ""
+	if ref := metav1.GetControllerOf(o); ref != nil && ref.Kind == "APIKey" && ref.APIVersion == gatehousev1.GroupVersion.String() {
+		name = ref.Name
+	} else if n, ok := strings.CutSuffix(o.GetName(), RecordNameSuffix); ok && n != "" && RecordName(n) == o.GetName() {
+		name = n
+	}
+	if name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+}
 
 // apiKeysForSecret maps a Secret to the APIKey controlling it and to the
 // APIKeys naming it in spec.secretName (a conflict resolves when it goes).

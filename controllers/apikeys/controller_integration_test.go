@@ -430,3 +430,36 @@ func TestIntegrationChangingTheSecretNameMovesDeliveryAndDeletesTheOldSecret(t *
 		t.Fatalf("record %+v", rec.Keys)
 	}
 }
+
+// A cache that holds only the operator's own Secrets (a label-filtered
+// informer) does not show a foreign Secret; the failed create must lead to
+// a SecretConflict, not to endless retries.
+func TestIntegrationAForeignSecretHiddenFromTheCacheIsStillAConflict(t *testing.T) {
+	f := newFixture(t)
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "hidden", Namespace: f.ns}, StringData: map[string]string{"a": "b"}}
+	if err := f.env.Client.Create(f.ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	base, err := client.NewWithWatch(f.env.Config, client.Options{Scheme: f.env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blind := interceptor.NewClient(base, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if _, ok := obj.(*corev1.Secret); ok && key.Name == "hidden" {
+				return apierrors.NewNotFound(corev1.Resource("secrets"), key.Name)
+			}
+			return c.Get(ctx, key, obj, opts...)
+		},
+	})
+	f.r.Client, f.r.APIReader = blind, base
+	f.create(t, "hiding", func(ak *gatehousev1.APIKey) { ak.Spec.SecretName = "hidden" })
+	f.reconcile(t, "hiding")
+	if s, r := condStatus(f.apiKey(t, "hiding"), gatehousev1.ConditionReady); s != metav1.ConditionFalse || r != gatehousev1.ReasonSecretConflict {
+		t.Fatalf("Ready = %s/%s", s, r)
+	}
+	got := &corev1.Secret{}
+	if err := base.Get(f.ctx, client.ObjectKeyFromObject(foreign), got); err != nil || got.ResourceVersion != foreign.ResourceVersion {
+		t.Fatalf("the foreign secret changed: %v", err)
+	}
+}

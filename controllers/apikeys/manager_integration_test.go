@@ -271,28 +271,45 @@ func TestIntegrationManyAPIKeysBecomeReady(t *testing.T) {
 	}
 }
 
-// TestIntegrationDeletingTheSecretThatBlocksANameResolvesTheConflict checks
-// that the controller hears of a Secret it does not own: freeing the name
+// TestIntegrationDeletingTheObjectThatBlocksANameResolvesTheConflict checks
+// that the controller hears of objects it does not own: freeing the name
 // issues the key without any change to the APIKey.
-func TestIntegrationDeletingTheSecretThatBlocksANameResolvesTheConflict(t *testing.T) {
-	f := newFixture(t)
-	startManager(t, f.env, f.ns, &Reconciler{Clock: f.clk}, f.log.logger(), 1)
-	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "taken", Namespace: f.ns}, StringData: map[string]string{"a": "b"}}
-	if err := f.env.Client.Create(f.ctx, foreign); err != nil {
-		t.Fatal(err)
+func TestIntegrationDeletingTheObjectThatBlocksANameResolvesTheConflict(t *testing.T) {
+	cases := []struct {
+		name       string
+		blocker    func(ns string) client.Object
+		wantReason string
+	}{
+		{"A foreign Secret under the delivery name blocks until it is deleted.", func(ns string) client.Object {
+			return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "blocked-key", Namespace: ns}, StringData: map[string]string{"a": "b"}}
+		}, gatehousev1.ReasonSecretConflict},
+		{"A foreign ConfigMap under the record name blocks until it is deleted.", func(ns string) client.Object {
+			return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: RecordName("blocked"), Namespace: ns}, Data: map[string]string{"a": "b"}}
+		}, ReasonRecordConflict},
 	}
-	f.create(t, "blocked", func(ak *gatehousev1.APIKey) { ak.Spec.SecretName = "taken" })
-	waitForReady := func(want metav1.ConditionStatus, reason string) {
-		t.Helper()
-		eventually(t, 30*time.Second, func() (bool, string) {
-			s, r := condStatus(f.apiKey(t, "blocked"), gatehousev1.ConditionReady)
-			return s == want && r == reason, fmt.Sprintf("Ready=%s/%s", s, r)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			startManager(t, f.env, f.ns, &Reconciler{Clock: f.clk}, f.log.logger(), 1)
+			blocker := tc.blocker(f.ns)
+			if err := f.env.Client.Create(f.ctx, blocker); err != nil {
+				t.Fatal(err)
+			}
+			f.create(t, "blocked")
+			waitForReady := func(want metav1.ConditionStatus, reason string) {
+				t.Helper()
+				eventually(t, 30*time.Second, func() (bool, string) {
+					s, r := condStatus(f.apiKey(t, "blocked"), gatehousev1.ConditionReady)
+					return s == want && r == reason, fmt.Sprintf("Ready=%s/%s", s, r)
+				})
+			}
+			waitForReady(metav1.ConditionFalse, tc.wantReason)
+			if err := f.env.Client.Delete(f.ctx, blocker); err != nil {
+				t.Fatal(err)
+			}
+			waitForReady(metav1.ConditionTrue, gatehousev1.ReasonIssued)
+			f.delivered(t, "blocked-key")
+			f.record(t, "blocked")
 		})
 	}
-	waitForReady(metav1.ConditionFalse, gatehousev1.ReasonSecretConflict)
-	if err := f.env.Client.Delete(f.ctx, foreign); err != nil {
-		t.Fatal(err)
-	}
-	waitForReady(metav1.ConditionTrue, gatehousev1.ReasonIssued)
-	f.delivered(t, "taken")
 }
