@@ -1,0 +1,261 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+
+	"github.com/go-logr/logr"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	// LabelInject opts a pod in: the webhook configuration sends only pods
+	// labelled LabelInject=true to the injector. A label rather than an
+	// annotation because only labels can be selected in the API server.
+	LabelInject = "auth.gatehouse.dev/inject"
+	// AnnotationInject set to "false" opts a pod out again, e.g. one pod of
+	// a Deployment whose template carries the label.
+	AnnotationInject = "auth.gatehouse.dev/inject"
+
+	// SidecarName is the name of the injected container; a pod that has a
+	// container of that name is never injected again.
+	SidecarName = "gatehouse-sidecar"
+	// PodInfoVolume holds the pod's labels from the downward API.
+	PodInfoVolume = "gatehouse-podinfo"
+	// TokenVolume holds the sidecar's ServiceAccount token.
+	TokenVolume = "gatehouse-kube-api-access"
+
+	podInfoDir  = "/etc/podinfo"
+	tokenDir    = "/var/run/secrets/kubernetes.io/serviceaccount"
+	nonRootUser = 65532
+
+	// DefaultHealthProbePort is where the sidecar serves /healthz and
+	// /readyz by default (its --health-probe-bind-address).
+	DefaultHealthProbePort = 9004
+)
+
+// InjectionConfig is what the webhook injects, read from the file the chart
+// renders from its sidecar.* values.
+type InjectionConfig struct {
+	// Image of the sidecar: the Gatehouse image.
+	Image string `json:"image"`
+	// ImagePullPolicy of the sidecar (default IfNotPresent).
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+	// HealthProbePort is the sidecar's /healthz and /readyz port, bound on
+	// every interface so that the kubelet can probe it through the pod IP.
+	// The ext_authz ports stay on 127.0.0.1. Default DefaultHealthProbePort.
+	HealthProbePort int32 `json:"healthProbePort,omitempty"`
+	// LogLevel of the sidecar (zap): debug, info, error or an integer.
+	LogLevel string `json:"logLevel,omitempty"`
+	// Resources of the sidecar container.
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+	// ExtraArgs are appended to the sidecar's arguments.
+	ExtraArgs []string `json:"extraArgs,omitempty"`
+}
+
+// LoadInjectionConfig reads and validates an InjectionConfig file. Unknown
+// keys are errors, so that a typo in the chart cannot go unnoticed.
+func LoadInjectionConfig(path string) (*InjectionConfig, error) {
+	data, err := os.ReadFile(path) //nolint:gosec // the path is the operator's own flag.
+	if err != nil {
+		return nil, fmt.Errorf("reading sidecar injection config: %w", err)
+	}
+	c := &InjectionConfig{}
+	if err := yaml.UnmarshalStrict(data, c); err != nil {
+		return nil, fmt.Errorf("parsing sidecar injection config %s: %w", path, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("sidecar injection config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Validate checks c and fills in defaults.
+func (c *InjectionConfig) Validate() error {
+	if c.Image == "" {
+		return errors.New("image is required")
+	}
+	if c.HealthProbePort == 0 {
+		c.HealthProbePort = DefaultHealthProbePort
+	}
+	if c.HealthProbePort < 1 || c.HealthProbePort > 65535 {
+		return fmt.Errorf("healthProbePort %d is not a port", c.HealthProbePort)
+	}
+	switch c.ImagePullPolicy {
+	case "":
+		c.ImagePullPolicy = corev1.PullIfNotPresent
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		return fmt.Errorf("imagePullPolicy %q is not Always, IfNotPresent or Never", c.ImagePullPolicy)
+	}
+	return nil
+}
+
+// Outcome says what Mutate did to a pod, for the admission response and
+// the log.
+type Outcome string
+
+// Outcomes of Mutate.
+const (
+	Injected         Outcome = "Injected"
+	NotOptedIn       Outcome = "NotOptedIn"
+	OptedOut         Outcome = "OptedOut"
+	AlreadyInjected  Outcome = "AlreadyInjected"
+	ConflictingNames Outcome = "ConflictingNames"
+)
+
+// Mutate adds the sidecar to pod when it opted in and does not have it yet.
+// It changes pod only when it returns Injected; ConflictingNames comes with
+// an error naming what is in the way.
+func (c *InjectionConfig) Mutate(pod *corev1.Pod) (Outcome, error) {
+	if pod.Labels[LabelInject] != "true" {
+		return NotOptedIn, nil
+	}
+	if v, ok := pod.Annotations[AnnotationInject]; ok && v != "true" {
+		return OptedOut, nil
+	}
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, ct := range list {
+			if ct.Name == SidecarName {
+				return AlreadyInjected, nil
+			}
+		}
+	}
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == PodInfoVolume || v.Name == TokenVolume {
+			return ConflictingNames, fmt.Errorf("the pod already has a volume named %q, which the Gatehouse sidecar needs", v.Name)
+		}
+	}
+	pod.Spec.Volumes = append(pod.Spec.Volumes, c.volumes()...)
+	// Appended: the pod's own init containers run first, as before; being
+	// a native sidecar, ours then keeps running beside the app containers,
+	// which start only after it has started.
+	pod.Spec.InitContainers = append(pod.Spec.InitContainers, c.container())
+	return Injected, nil
+}
+
+func (c *InjectionConfig) container() corev1.Container {
+	health := func(path string) *corev1.ProbeHandler {
+		return &corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(c.HealthProbePort)}}
+	}
+	args := []string{
+		"sidecar",
+		"--source=kubernetes",
+		"--namespace=$(POD_NAMESPACE)",
+		"--pod-labels-file=" + podInfoDir + "/labels",
+		"--health-probe-bind-address=:" + strconv.Itoa(int(c.HealthProbePort)),
+	}
+	if c.LogLevel != "" {
+		args = append(args, "--zap-log-level="+c.LogLevel)
+	}
+	args = append(args, c.ExtraArgs...)
+	return corev1.Container{
+		Name:            SidecarName,
+		Image:           c.Image,
+		ImagePullPolicy: c.ImagePullPolicy,
+		Args:            args,
+		// Always makes this init container a native sidecar: it starts
+		// before the app containers, runs beside them, and stops after
+		// them (also in Jobs, which it does not keep from completing).
+		RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
+		Env: []corev1.EnvVar{
+			{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+		},
+		Resources: *c.Resources.DeepCopy(),
+		// The app containers start once the sidecar listens, so Envoy's
+		// first checks find it.
+		StartupProbe: &corev1.Probe{ProbeHandler: *health("/healthz"), PeriodSeconds: 1, FailureThreshold: 30, TimeoutSeconds: 1},
+		LivenessProbe: &corev1.Probe{ProbeHandler: *health("/healthz"), PeriodSeconds: 10, FailureThreshold: 3, TimeoutSeconds: 1},
+		// Not ready until the sidecar has loaded its namespace's state; it
+		// denies everything until then.
+		ReadinessProbe: &corev1.Probe{ProbeHandler: *health("/readyz"), PeriodSeconds: 5, FailureThreshold: 3, TimeoutSeconds: 1},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsNonRoot:             ptr.To(true),
+			RunAsUser:                ptr.To[int64](nonRootUser),
+			RunAsGroup:               ptr.To[int64](nonRootUser),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			AllowPrivilegeEscalation: ptr.To(false),
+			Privileged:               ptr.To(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: PodInfoVolume, MountPath: podInfoDir, ReadOnly: true},
+			{Name: TokenVolume, MountPath: tokenDir, ReadOnly: true},
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+}
+
+// volumes are the sidecar's own: the pod's labels, and a ServiceAccount
+// token. The token is projected here because the API server's ServiceAccount
+// admission, which mounts tokens into containers, ran before this webhook
+// and never sees the sidecar; and because the sidecar needs it even when the
+// app opted out of token automounting.
+func (c *InjectionConfig) volumes() []corev1.Volume {
+	return []corev1.Volume{
+		{Name: PodInfoVolume, VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+			Items: []corev1.DownwardAPIVolumeFile{{Path: "labels", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels"}}},
+		}}},
+		{Name: TokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{
+				{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr.To[int64](3607)}},
+				{ConfigMap: &corev1.ConfigMapProjection{
+					LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"},
+					Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
+				}},
+				{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{
+					{Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
+				}}},
+			},
+		}}},
+	}
+}
+
+// Injector is the admission handler of pod creations.
+type Injector struct {
+	Config  *InjectionConfig
+	Decoder admission.Decoder
+	Log     logr.Logger
+}
+
+var _ admission.Handler = (*Injector)(nil)
+
+// Handle injects the sidecar into an opted-in pod. It never fails open on
+// its own: a pod it cannot decode, or whose names conflict, is refused.
+func (i *Injector) Handle(_ context.Context, req admission.Request) admission.Response {
+	if req.Operation != admissionv1.Create || req.Kind.Group != "" || req.Kind.Kind != "Pod" {
+		return admission.Allowed("only pod creations are mutated")
+	}
+	pod := &corev1.Pod{}
+	if err := i.Decoder.Decode(req, pod); err != nil {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding pod: %w", err))
+	}
+	log := i.Log.WithValues("namespace", req.Namespace, "name", pod.Name, "generateName", pod.GenerateName)
+	outcome, err := i.Config.Mutate(pod)
+	if err != nil {
+		log.Info("refusing pod", "outcome", outcome, "reason", err.Error())
+		return admission.Denied(err.Error())
+	}
+	if outcome != Injected {
+		log.V(1).Info("pod left as is", "outcome", outcome)
+		return admission.Allowed(string(outcome))
+	}
+	mutated, err := json.Marshal(pod)
+	if err != nil {
+		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("encoding pod: %w", err))
+	}
+	log.V(1).Info("injected the sidecar")
+	return admission.PatchResponseFromRaw(req.Object.Raw, mutated)
+}
