@@ -44,11 +44,11 @@ type env struct {
 	engine  *authz.Engine
 }
 
-func newEnv(t *testing.T, signer *testfixture.Signer, keys ...*testfixture.APIKey) *env {
+func newEnv(t testing.TB, signer *testfixture.Signer, keys ...*testfixture.APIKey) *env {
 	t.Helper()
 	e := &env{clock: testfixture.NewClock(), store: &snapshot.Store{}, cms: map[string]*corev1.ConfigMap{}}
 	e.builder = snapshot.NewBuilder(snapshot.BuildOptions{Namespace: ns, Clock: e.clock.Now})
-	e.engine = authz.New(e.store, authz.Options{Clock: e.clock.Now, Log: testr.New(t)})
+	e.engine = authz.New(e.store, authz.Options{Clock: e.clock.Now, Log: testr.NewWithInterface(t, testr.Options{})})
 	for _, k := range keys {
 		e.cms[k.Record.Name] = k.ConfigMap(t)
 	}

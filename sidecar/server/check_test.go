@@ -42,7 +42,7 @@ type world struct {
 	store                             *snapshot.Store
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	w := &world{clock: testfixture.NewClock(), store: &snapshot.Store{}}
 	now := w.clock.Now()

@@ -110,29 +110,10 @@ func grpcCode(status int) codes.Code {
 func (c *Core) grpcResponse(v verdict) *authv3.CheckResponse {
 	d := v.d
 	if d.Allowed {
-		ok := &authv3.OkHttpResponse{HeadersToRemove: v.remove}
-		meta := map[string]any{"reason": string(d.Reason), "policy": d.Policy, "rule": d.Rule}
-		for _, h := range v.set {
-			ok.Headers = append(ok.Headers, overwrite(h.name, h.value))
-		}
-		if id := d.Identity; id != nil {
-			scopes := make([]any, 0, len(id.Scopes))
-			for _, s := range id.Scopes {
-				scopes = append(scopes, s)
-			}
-			meta["credential"], meta["subject"], meta["scopes"] = string(id.Credential), id.Subject, scopes
-			meta["keyId"], meta["issuer"], meta["tokenId"] = id.KeyID, id.Issuer, id.TokenID
-		}
-		md, err := structpb.NewStruct(meta)
-		if err != nil {
-			// Only non-UTF-8 strings fail here; send no metadata rather
-			// than deny a verified request over observability data.
-			md = nil
-		}
 		return &authv3.CheckResponse{
 			Status:          &rpcstatus.Status{Code: int32(codes.OK)},
-			HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
-			DynamicMetadata: md,
+			HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: overwriteAll(v.set), HeadersToRemove: v.remove}},
+			DynamicMetadata: identityMetadata(&d),
 		}
 	}
 	headers := []*corev3.HeaderValueOption{
@@ -153,4 +134,52 @@ func (c *Core) grpcResponse(v verdict) *authv3.CheckResponse {
 			Body:    denyBody(d.Reason),
 		}},
 	}
+}
+
+// overwriteAll renders headers as HeaderValueOptions, allocating the
+// messages in two blocks rather than two per header: this is the hot path.
+func overwriteAll(set []upstreamHeader) []*corev3.HeaderValueOption {
+	if len(set) == 0 {
+		return nil
+	}
+	opts := make([]corev3.HeaderValueOption, len(set))
+	vals := make([]corev3.HeaderValue, len(set))
+	out := make([]*corev3.HeaderValueOption, len(set))
+	for i, h := range set {
+		vals[i].Key, vals[i].Value = h.name, h.value
+		opts[i].Header = &vals[i]
+		opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		out[i] = &opts[i]
+	}
+	return out
+}
+
+// identityMetadata is the dynamic metadata of an allowed request, for
+// other Envoy filters (rate limiting, access logs): the identity and the
+// policy and rule that decided. Empty values are left out.
+func identityMetadata(d *authz.Decision) *structpb.Struct {
+	fields := make(map[string]*structpb.Value, 9)
+	add := func(k, v string) {
+		if v != "" {
+			fields[k] = structpb.NewStringValue(v)
+		}
+	}
+	add("reason", string(d.Reason))
+	add("policy", d.Policy)
+	add("rule", d.Rule)
+	if id := d.Identity; id != nil {
+		add("credential", string(id.Credential))
+		add("subject", id.Subject)
+		add("keyId", id.KeyID)
+		add("issuer", id.Issuer)
+		add("tokenId", id.TokenID)
+		if len(id.Scopes) > 0 {
+			list := make([]*structpb.Value, len(id.Scopes))
+			for i, sc := range id.Scopes {
+				list[i] = structpb.NewStringValue(sc)
+			}
+			fields["scopes"] = structpb.NewListValue(&structpb.ListValue{Values: list})
+		}
+	}
+	return &structpb.Struct{Fields: fields}
 }

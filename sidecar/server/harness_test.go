@@ -162,6 +162,12 @@ func grpcOutcome(t *testing.T, resp *authv3.CheckResponse) outcome {
 			}
 			o.set[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
 		}
+		md := resp.GetDynamicMetadata().GetFields()
+		for header, field := range map[string]string{"x-gatehouse-subject": "subject", "x-gatehouse-credential": "credential", "x-gatehouse-key-id": "keyId", "x-gatehouse-issuer": "issuer", "x-gatehouse-token-id": "tokenId"} {
+			if got := md[field].GetStringValue(); got != o.set[header] {
+				t.Errorf("dynamic metadata %s is %q, but header %s is %q", field, got, header, o.set[header])
+			}
+		}
 		o.remove = append(o.remove, ok.GetHeadersToRemove()...)
 		sort.Strings(o.remove)
 		return o
