@@ -13,10 +13,14 @@ import (
 
 	"gatehouse.dev/gatehouse/controllers/apikeys"
 	"gatehouse.dev/gatehouse/internal/scheme"
+	"gatehouse.dev/gatehouse/internal/webhook"
 )
 
 // operatorOptions are the operator's flags.
 type operatorOptions struct {
+	// webhook configures the sidecar-injection webhook and its certificates.
+	webhook webhook.Options
+
 	metricsAddr   string
 	probeAddr     string
 	leaderElect   bool
@@ -49,6 +53,7 @@ func newOperatorCommand() *cobra.Command {
 	f.IntVar(&o.apiKeyWorkers, "apikey-workers", 8, "APIKeys reconciled concurrently.")
 	f.Float32Var(&o.kubeQPS, "kube-api-qps", 100, "Sustained requests per second to the API server.")
 	f.IntVar(&o.kubeBurst, "kube-api-burst", 200, "Request burst to the API server.")
+	o.webhook.BindFlags(f)
 	zfs := flag.NewFlagSet("zap", flag.ContinueOnError)
 	o.zap.BindFlags(zfs)
 	f.AddGoFlagSet(zfs)
@@ -87,6 +92,9 @@ func runOperator(o *operatorOptions) error {
 func setupControllers(mgr ctrl.Manager, o *operatorOptions) error {
 	if err := (&apikeys.Reconciler{}).SetupWithManager(context.Background(), mgr, o.apiKeyWorkers); err != nil {
 		return fmt.Errorf("setting up the apikey controller: %w", err)
+	}
+	if err := webhook.Setup(mgr, o.webhook); err != nil {
+		return fmt.Errorf("setting up the sidecar-injection webhook: %w", err)
 	}
 	return nil
 }
