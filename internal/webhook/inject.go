@@ -175,7 +175,7 @@ func (c *InjectionConfig) container() corev1.Container {
 		Resources: *c.Resources.DeepCopy(),
 		// The app containers start once the sidecar listens, so Envoy's
 		// first checks find it.
-		StartupProbe: &corev1.Probe{ProbeHandler: *health("/healthz"), PeriodSeconds: 1, FailureThreshold: 30, TimeoutSeconds: 1},
+		StartupProbe:  &corev1.Probe{ProbeHandler: *health("/healthz"), PeriodSeconds: 1, FailureThreshold: 30, TimeoutSeconds: 1},
 		LivenessProbe: &corev1.Probe{ProbeHandler: *health("/healthz"), PeriodSeconds: 10, FailureThreshold: 3, TimeoutSeconds: 1},
 		// Not ready until the sidecar has loaded its namespace's state; it
 		// denies everything until then.
