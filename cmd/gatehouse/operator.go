@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -12,6 +13,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"gatehouse.dev/gatehouse/controllers/apikeys"
+	"gatehouse.dev/gatehouse/controllers/signingkeys"
+	"gatehouse.dev/gatehouse/internal/discovery"
 	"gatehouse.dev/gatehouse/internal/scheme"
 	"gatehouse.dev/gatehouse/internal/webhook"
 )
@@ -33,6 +36,11 @@ type operatorOptions struct {
 	// of client-go (5/10) would take minutes to issue thousands of keys.
 	kubeQPS   float32
 	kubeBurst int
+
+	// discoveryAddr serves OIDC discovery and the JWKS of every
+	// SigningKey ("0" disables); discoveryMaxAge bounds its Cache-Control.
+	discoveryAddr   string
+	discoveryMaxAge time.Duration
 }
 
 func newOperatorCommand() *cobra.Command {
@@ -53,6 +61,8 @@ func newOperatorCommand() *cobra.Command {
 	f.IntVar(&o.apiKeyWorkers, "apikey-workers", 8, "APIKeys reconciled concurrently.")
 	f.Float32Var(&o.kubeQPS, "kube-api-qps", 100, "Sustained requests per second to the API server.")
 	f.IntVar(&o.kubeBurst, "kube-api-burst", 200, "Request burst to the API server.")
+	f.StringVar(&o.discoveryAddr, "discovery-bind-address", ":8082", "Address serving <issuer>/.well-known/openid-configuration and jwks.json for every SigningKey (plain HTTP: terminate TLS in front); \"0\" disables it.")
+	f.DurationVar(&o.discoveryMaxAge, "discovery-max-age", discovery.DefaultMaxAge, "Upper bound of the Cache-Control max-age of discovery responses (never more than half a SigningKey's propagation interval).")
 	o.webhook.BindFlags(f)
 	zfs := flag.NewFlagSet("zap", flag.ContinueOnError)
 	o.zap.BindFlags(zfs)
@@ -92,6 +102,17 @@ func runOperator(o *operatorOptions) error {
 func setupControllers(mgr ctrl.Manager, o *operatorOptions) error {
 	if err := (&apikeys.Reconciler{}).SetupWithManager(context.Background(), mgr, o.apiKeyWorkers); err != nil {
 		return fmt.Errorf("setting up the apikey controller: %w", err)
+	}
+	if err := (&signingkeys.Reconciler{}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the signingkey controller: %w", err)
+	}
+	if o.discoveryAddr != "0" {
+		if err := discovery.IndexIssuer(context.Background(), mgr.GetFieldIndexer()); err != nil {
+			return err
+		}
+		if err := mgr.Add(&discovery.Server{Addr: o.discoveryAddr, Reader: mgr.GetClient(), Log: ctrl.Log.WithName("discovery"), MaxAge: o.discoveryMaxAge}); err != nil {
+			return fmt.Errorf("adding the discovery server: %w", err)
+		}
 	}
 	if err := webhook.Setup(mgr, o.webhook); err != nil {
 		return fmt.Errorf("setting up the sidecar-injection webhook: %w", err)

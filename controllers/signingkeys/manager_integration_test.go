@@ -1,0 +1,216 @@
+package signingkeys
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/internal/conditions"
+	"gatehouse.dev/gatehouse/internal/discovery"
+	"gatehouse.dev/gatehouse/internal/signingkey"
+	"gatehouse.dev/gatehouse/internal/testenv"
+)
+
+// eventually polls cond every 50ms for up to 20s; on timeout it fails with
+// the last state cond described.
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s; last seen: %s", what, last)
+}
+
+// startManager runs the controller and the discovery server in a real
+// manager watching ns, and returns the discovery base URL.
+func startManager(t *testing.T, env *testenv.Env, ns string) string {
+	t.Helper()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (&Reconciler{}).SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := discovery.IndexIssuer(ctx, mgr.GetFieldIndexer()); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mgr.Add(&discovery.Server{Listener: ln, Reader: mgr.GetClient(), Log: mgr.GetLogger()}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("manager stopped with %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("manager did not stop within 30s")
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+func fetch(t *testing.T, url, host, ifNoneMatch string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	if ifNoneMatch != "" {
+		req.Header.Set("If-None-Match", ifNoneMatch)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(body), res.Header.Get("ETag")
+}
+
+// TestIntegrationManagerRepairsHandEditsAndServesDiscovery runs the
+// controller in a manager with its watches: a hand-edited or deleted JWKS
+// ConfigMap is rewritten from the Secret, a deleted Secret is replaced with
+// a KeyLost Event, and the discovery server answers from the cache.
+func TestIntegrationManagerRepairsHandEditsAndServesDiscovery(t *testing.T) {
+	env, ns := testenv.Start(t)
+	base := startManager(t, env, ns)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := env.Client
+	sk := &gatehousev1.SigningKey{}
+	sk.Namespace, sk.Name = ns, "served"
+	sk.Spec.Issuer = "https://" + ns + ".example.com/auth"
+	if err := c.Create(ctx, sk); err != nil {
+		t.Fatal(err)
+	}
+	cmKey := types.NamespacedName{Namespace: ns, Name: "served-jwks"}
+	var original string
+	eventually(t, "Ready and a published JWKS", func() (bool, string) {
+		got := &gatehousev1.SigningKey{}
+		cm := &corev1.ConfigMap{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(sk), got); err != nil {
+			return false, err.Error()
+		}
+		if err := c.Get(ctx, cmKey, cm); err != nil {
+			return false, err.Error()
+		}
+		original = cm.Data[gatehousev1.JWKSDataKey]
+		return conditions.IsTrue(got.Status.Conditions, gatehousev1.ConditionReady) && hasKid([]byte(original), got.Status.ActiveKeyID),
+			fmt.Sprintf("conditions %+v, jwks %s", got.Status.Conditions, original)
+	})
+
+	host := ns + ".example.com"
+	status, body, etag := fetch(t, base+"/auth"+discovery.JWKSPath, host, "")
+	if status != 200 || body != original || etag == "" {
+		t.Fatalf("jwks over http: %d %q etag %q, want the ConfigMap's %q", status, body, etag, original)
+	}
+	if status, _, _ := fetch(t, base+"/auth"+discovery.JWKSPath, host, etag); status != http.StatusNotModified {
+		t.Fatalf("If-None-Match with the current ETag: %d, want 304", status)
+	}
+	if status, body, _ := fetch(t, base+"/auth"+discovery.ConfigurationPath, host, ""); status != 200 || !strings.Contains(body, `"jwks_uri":"https://`+host+`/auth/.well-known/jwks.json"`) {
+		t.Fatalf("discovery over http: %d %s", status, body)
+	}
+
+	cm := &corev1.ConfigMap{}
+	if err := c.Get(ctx, cmKey, cm); err != nil {
+		t.Fatal(err)
+	}
+	cm.Data[gatehousev1.JWKSDataKey] = `{"keys":[]}`
+	if err := c.Update(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the hand-edited ConfigMap to be rewritten", func() (bool, string) {
+		got := &corev1.ConfigMap{}
+		if err := c.Get(ctx, cmKey, got); err != nil {
+			return false, err.Error()
+		}
+		return got.Data[gatehousev1.JWKSDataKey] == original, got.Data[gatehousev1.JWKSDataKey]
+	})
+	if err := c.Delete(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the deleted ConfigMap to be recreated", func() (bool, string) {
+		got := &corev1.ConfigMap{}
+		if err := c.Get(ctx, cmKey, got); err != nil {
+			return false, err.Error()
+		}
+		return got.Data[gatehousev1.JWKSDataKey] == original, got.Data[gatehousev1.JWKSDataKey]
+	})
+
+	before := &gatehousev1.SigningKey{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(sk), before); err != nil {
+		t.Fatal(err)
+	}
+	sec := &corev1.Secret{}
+	if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: signingkey.SecretName(sk.Name)}, sec); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a new active key and a KeyLost Event after the Secret was deleted", func() (bool, string) {
+		got := &gatehousev1.SigningKey{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(sk), got); err != nil {
+			return false, err.Error()
+		}
+		evs := &eventsv1.EventList{}
+		if err := c.List(ctx, evs, client.InNamespace(ns)); err != nil {
+			return false, err.Error()
+		}
+		lostEvent := false
+		for _, e := range evs.Items {
+			if e.Reason == gatehousev1.ReasonKeyLost && e.Type == corev1.EventTypeWarning && e.Regarding.Name == sk.Name {
+				lostEvent = true
+			}
+		}
+		cur := &corev1.ConfigMap{}
+		_ = c.Get(ctx, cmKey, cur)
+		doc := []byte(cur.Data[gatehousev1.JWKSDataKey])
+		ok := got.Status.ActiveKeyID != "" && got.Status.ActiveKeyID != before.Status.ActiveKeyID &&
+			hasKid(doc, got.Status.ActiveKeyID) && hasKid(doc, before.Status.ActiveKeyID) && lostEvent
+		return ok, fmt.Sprintf("active %q (was %q), KeyLost event %v, jwks %s", got.Status.ActiveKeyID, before.Status.ActiveKeyID, lostEvent, doc)
+	})
+	status, body, newTag := fetch(t, base+"/auth"+discovery.JWKSPath, host, etag)
+	if status != 200 || newTag == etag || body == original {
+		t.Fatalf("after the key loss the served JWKS did not change: %d etag %q", status, newTag)
+	}
+}
