@@ -121,11 +121,22 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if d, err = decide(obs, func() (apikey.Key, error) { return apikey.Generate(r.rand()) }); err != nil {
 			return ctrl.Result{}, err
 		}
-		err = r.write(ctx, ak, obs, d)
+		err = r.writeMaterial(ctx, ak, obs, d)
 		if err == nil {
-			break
-		}
-		if apierrors.IsAlreadyExists(err) && !live && r.APIReader != nil {
+			// The key material is what validators act on: announce it now,
+			// even if the status write below has to be retried (the retry
+			// finds nothing new to announce).
+			for _, e := range d.Events {
+				r.Recorder.Eventf(ak, nil, e.Type, e.Reason, e.Action, "%s", e.Note)
+			}
+			if len(d.Log) > 0 {
+				logger.Info("api key changed", d.Log...)
+			}
+			err = r.writeStatus(ctx, ak, d)
+			if err == nil {
+				break
+			}
+		} else if apierrors.IsAlreadyExists(err) && !live && r.APIReader != nil {
 			live = true
 			continue
 		}
@@ -137,13 +148,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 		r.reportWriteFailure(ctx, ak, err)
 		return ctrl.Result{}, err
-	}
-
-	for _, e := range d.Events {
-		r.Recorder.Eventf(ak, nil, e.Type, e.Reason, e.Action, "%s", e.Note)
-	}
-	if len(d.Log) > 0 {
-		logger.Info("api key changed", d.Log...)
 	}
 	return ctrl.Result{RequeueAfter: d.RequeueAfter}, nil
 }
@@ -223,9 +227,9 @@ func readDelivery(sec *corev1.Secret, ak *gatehousev1.APIKey) deliveryState {
 	return ds
 }
 
-// write applies a decision: delivery Secret, record, stale delivery
-// Secrets, status, in that order.
-func (r *Reconciler) write(ctx context.Context, ak *gatehousev1.APIKey, obs observation, d decision) error {
+// writeMaterial applies the key material of a decision: delivery Secret,
+// record, then the deletion of stale delivery Secrets, in that order.
+func (r *Reconciler) writeMaterial(ctx context.Context, ak *gatehousev1.APIKey, obs observation, d decision) error {
 	if d.Delivery != nil {
 		if err := r.writeDelivery(ctx, ak, obs.secret, d.Delivery); err != nil {
 			// The API server's message could quote the object; keep only the
@@ -243,14 +247,18 @@ func (r *Reconciler) write(ctx context.Context, ak *gatehousev1.APIKey, obs obse
 			}
 		}
 	}
-	if d.Status != nil {
-		if !equality.Semantic.DeepEqual(&ak.Status, d.Status) {
-			ak = ak.DeepCopy()
-			ak.Status = *d.Status
-			if err := r.Client.Status().Update(ctx, ak); err != nil {
-				return fmt.Errorf("updating status: %w", err)
-			}
-		}
+	return nil
+}
+
+// writeStatus writes the decided status if it differs from the one read.
+func (r *Reconciler) writeStatus(ctx context.Context, ak *gatehousev1.APIKey, d decision) error {
+	if d.Status == nil || equality.Semantic.DeepEqual(&ak.Status, d.Status) {
+		return nil
+	}
+	ak = ak.DeepCopy()
+	ak.Status = *d.Status
+	if err := r.Client.Status().Update(ctx, ak); err != nil {
+		return fmt.Errorf("updating status: %w", err)
 	}
 	return nil
 }

@@ -463,3 +463,29 @@ func TestIntegrationAForeignSecretHiddenFromTheCacheIsStillAConflict(t *testing.
 		t.Fatalf("the foreign secret changed: %v", err)
 	}
 }
+
+func TestIntegrationSwitchingToACallerSuppliedHashDeletesTheDeliverySecret(t *testing.T) {
+	f := newFixture(t)
+	f.create(t, "switch")
+	f.reconcile(t, "switch")
+	_, generated := f.delivered(t, "switch-key")
+	minted, err := apikey.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.update(t, "switch", func(ak *gatehousev1.APIKey) {
+		ak.Spec.SecretName = ""
+		ak.Spec.Hash = &gatehousev1.APIKeyHash{KeyID: minted.ID(), SHA256: minted.Hash()}
+	})
+	f.reconcile(t, "switch")
+	if err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: "switch-key"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the delivery secret of the replaced key is left behind: %v", err)
+	}
+	_, rec := f.record(t, "switch")
+	if rec.Check(minted, f.clk.Now()) != apikey.Accepted || rec.Check(generated, f.clk.Now()) != apikey.UnknownKey {
+		t.Fatalf("record %+v", rec.Keys)
+	}
+	if ak := f.apiKey(t, "switch"); ak.Status.KeyID != minted.ID() {
+		t.Fatalf("status key %s", ak.Status.KeyID)
+	}
+}
