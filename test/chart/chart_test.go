@@ -6,6 +6,7 @@ package chart
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,15 +16,18 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/yaml"
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"gatehouse.dev/gatehouse/internal/testenv"
+	"gatehouse.dev/gatehouse/internal/webhook"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -543,4 +547,69 @@ func TestEveryServiceSelectsTheOperatorPods(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestOperatorAndSidecarAcceptTheChartsFlags builds the binary and checks
+// that every flag the chart passes to the operator, and every flag the
+// webhook passes to an injected sidecar, is one the binary defines: a
+// misspelt flag would crash the pod at start, which no render shows.
+func TestOperatorAndSidecarAcceptTheChartsFlags(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "gatehouse")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/gatehouse")
+	build.Dir = testenv.RepoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	flagsOf := func(sub string) map[string]bool {
+		out, err := exec.CommandContext(ctx, bin, sub, "--help").CombinedOutput()
+		if err != nil {
+			t.Fatalf("gatehouse %s --help: %v\n%s", sub, err, out)
+		}
+		known := map[string]bool{}
+		for _, m := range regexp.MustCompile(`--([a-z0-9-]+)`).FindAllStringSubmatch(string(out), -1) {
+			known[m[1]] = true
+		}
+		return known
+	}
+	check := func(t *testing.T, sub string, args []string) {
+		known := flagsOf(sub)
+		if len(args) == 0 || args[0] != sub {
+			t.Fatalf("args %q do not start with the %s subcommand", args, sub)
+		}
+		for _, a := range args[1:] {
+			name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+			if !strings.HasPrefix(a, "--") || !known[name] {
+				t.Errorf("gatehouse %s has no flag %q", sub, a)
+			}
+		}
+	}
+
+	for _, sets := range [][]string{nil, {"webhook.certManager.enabled=true"}, {"webhook.enabled=false", "operator.leaderElection=false"}} {
+		t.Run(fmt.Sprintf("The operator accepts the chart's arguments with %v.", sets), func(t *testing.T) {
+			d := into[appsv1.Deployment](t, render(t, sets...).find(t, "Deployment", "gh-gatehouse"))
+			check(t, "operator", d.Spec.Template.Spec.Containers[0].Args)
+		})
+	}
+	t.Run("The sidecar accepts the arguments the webhook injects from the chart's configuration.", func(t *testing.T) {
+		cm := into[corev1.ConfigMap](t, render(t, "sidecar.logLevel=debug").find(t, "ConfigMap", "gh-gatehouse-sidecar-injection"))
+		p := filepath.Join(t.TempDir(), "config.yaml")
+		if err := os.WriteFile(p, []byte(cm.Data["config.yaml"]), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := webhook.LoadInjectionConfig(p)
+		if err != nil {
+			t.Fatalf("the operator cannot load the chart's injection config: %v", err)
+		}
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{webhook.LabelInject: "true"}}}
+		if out, err := cfg.Mutate(pod); out != webhook.Injected || err != nil {
+			t.Fatalf("injection: %v %v", out, err)
+		}
+		args := pod.Spec.InitContainers[0].Args
+		if !slices.Contains(args, "--zap-log-level=debug") {
+			t.Errorf("sidecar.logLevel did not reach the sidecar: %q", args)
+		}
+		check(t, "sidecar", args)
+	})
 }
