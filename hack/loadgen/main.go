@@ -86,6 +86,7 @@ func runLoad(args []string) error {
 	duration := fs.Duration("duration", 10*time.Second, "measured duration")
 	warmup := fs.Duration("warmup", 2*time.Second, "unmeasured warm-up before the measured duration")
 	label := fs.String("label", "", "label of this run in the results (e.g. baseline, sidecar)")
+	round := fs.Int("round", 0, "round number of this run, to pair it with the baseline run of the same round")
 	results := fs.String("results", "", "append the result as a JSON line to this file")
 	serverPID := fs.Int("server-pid", 0, "pid of the server, to report its CPU share over the run (Linux /proc)")
 	if err := fs.Parse(args); err != nil {
@@ -135,7 +136,7 @@ func runLoad(args []string) error {
 	if err != nil {
 		return err
 	}
-	res.Label = *label
+	res.Label, res.Round = *label, *round
 	fmt.Println(res.OneLine())
 	if *results != "" {
 		if err := loadgen.AppendResult(*results, res); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -86,48 +87,129 @@ func fmtDur(d time.Duration) string {
 	}
 }
 
-// WriteTable prints a Markdown table comparing every result to the result of
-// the baseline label with the same workload and mode: throughput ratio for
-// closed-loop runs, latencies for all.
+// serverCPUPerRequest is the server's CPU time per completed request, or 0
+// when its CPU share is unknown.
+func (r *Result) serverCPUPerRequest() time.Duration {
+	if r.ServerCPU <= 0 || r.Throughput <= 0 {
+		return 0
+	}
+	return time.Duration(r.ServerCPU / r.Throughput * float64(time.Second))
+}
+
+// WriteTable prints two Markdown tables. The first lists every run, with
+// each closed-loop run's throughput as a ratio to the baseline run of the
+// same protocol, workload, mode and round, and the server's CPU time per
+// request. The second summarises the rounds: the median and range of the
+// throughput ratios, the ratio of the baseline's CPU time per request to
+// the server's in closed-loop runs (what the throughput ratio would be on a
+// core of its own, whatever else the machine runs), and the latencies.
+// (At a fixed open-loop rate the CPU per request is mostly the cost of
+// waking up, so no CPU ratio is given for open-loop runs.)
 func WriteTable(w io.Writer, results []*Result, baseline string) error {
-	type key struct{ protocol, workload, mode string }
+	type group struct{ protocol, workload, mode string }
+	type key struct {
+		group
+		round int
+	}
 	base := map[key]*Result{}
 	for _, r := range results {
 		if r.Label == baseline {
-			base[key{r.Protocol, r.Workload, r.Mode}] = r
+			base[key{group{r.Protocol, r.Workload, r.Mode}, r.Round}] = r
 		}
 	}
 	rows := append([]*Result(nil), results...)
 	sort.SliceStable(rows, func(i, j int) bool {
 		a, b := rows[i], rows[j]
-		if a.Protocol != b.Protocol {
+		switch {
+		case a.Protocol != b.Protocol:
 			return a.Protocol < b.Protocol
-		}
-		if a.Mode != b.Mode {
+		case a.Mode != b.Mode:
 			return a.Mode < b.Mode
-		}
-		if a.Workload != b.Workload {
+		case a.Workload != b.Workload:
 			return a.Workload < b.Workload
+		case a.Round != b.Round:
+			return a.Round < b.Round
 		}
 		return a.Label == baseline && b.Label != baseline
 	})
+
+	type agg struct {
+		ratios, p50s, p99s []float64
+		cpuPerReq          []float64
+		baseCPUPerReq      []float64
+	}
+	aggs := map[string]*agg{}
+	var order []string
+
 	var sb strings.Builder
-	sb.WriteString("| server | protocol | workload | mode | req/s | ratio to baseline | p50 | p90 | p99 | max | requests | wrong | errors | server CPU | client CPU |\n")
-	sb.WriteString("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	sb.WriteString("| server | protocol | workload | mode | round | req/s | ratio to baseline | p50 | p90 | p99 | max | requests | wrong | errors | server CPU | client CPU | server CPU/request |\n")
+	sb.WriteString("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
+		g := group{r.Protocol, r.Workload, r.Mode}
+		b := base[key{g, r.Round}]
 		ratio := "—"
-		if b := base[key{r.Protocol, r.Workload, r.Mode}]; b != nil && r.Mode == "closed" && b.Throughput > 0 {
+		name := strings.Join([]string{r.Label, r.Protocol, r.Workload, modeName(r)}, " | ")
+		a := aggs[name]
+		if a == nil {
+			a = &agg{}
+			aggs[name] = a
+			order = append(order, name)
+		}
+		if b != nil && r.Mode == "closed" && b.Throughput > 0 {
 			ratio = fmt.Sprintf("%.2f", r.Throughput/b.Throughput)
+			a.ratios = append(a.ratios, r.Throughput/b.Throughput)
 		}
-		mode := fmt.Sprintf("closed c=%d", r.Concurrency)
-		if r.Mode == "open" {
-			mode = fmt.Sprintf("open %.0f/s", r.Rate)
+		if c := r.serverCPUPerRequest(); c > 0 && r.Mode == "closed" {
+			a.cpuPerReq = append(a.cpuPerReq, float64(c))
+			if b != nil && b.serverCPUPerRequest() > 0 {
+				a.baseCPUPerReq = append(a.baseCPUPerReq, float64(b.serverCPUPerRequest()))
+			}
 		}
-		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %d | %d | %d | %s | %s |\n",
-			r.Label, r.Protocol, r.Workload, mode, r.Throughput, ratio,
+		a.p50s = append(a.p50s, float64(r.Latency.P50))
+		a.p99s = append(a.p99s, float64(r.Latency.P99))
+		cpuReq := "—"
+		if c := r.serverCPUPerRequest(); c > 0 {
+			cpuReq = fmt.Sprintf("%.1fµs", float64(c)/float64(time.Microsecond))
+		}
+		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %d | %d | %d | %s | %s | %s |\n",
+			r.Label, r.Protocol, r.Workload, modeName(r), r.Round, r.Throughput, ratio,
 			fmtDur(r.Latency.P50), fmtDur(r.Latency.P90), fmtDur(r.Latency.P99), fmtDur(r.Latency.Max),
-			r.Completed, r.Wrong, r.Errors, fmtShare(r.ServerCPU), fmtShare(r.ClientCPU))
+			r.Completed, r.Wrong, r.Errors, fmtShare(r.ServerCPU), fmtShare(r.ClientCPU), cpuReq)
+	}
+
+	sb.WriteString("\n| server | protocol | workload | mode | rounds | median req/s ratio (min–max) | CPU/request ratio | median p50 | median p99 | worst p99 |\n")
+	sb.WriteString("|---|---|---|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, name := range order {
+		a := aggs[name]
+		ratio, cpuRatio := "—", "—"
+		if len(a.ratios) > 0 && !strings.HasPrefix(name, baseline+" |") {
+			ratio = fmt.Sprintf("%.2f (%.2f–%.2f)", median(a.ratios), slices.Min(a.ratios), slices.Max(a.ratios))
+		}
+		if len(a.baseCPUPerReq) > 0 && len(a.baseCPUPerReq) == len(a.cpuPerReq) && !strings.HasPrefix(name, baseline+" |") {
+			cpuRatio = fmt.Sprintf("%.2f", median(a.baseCPUPerReq)/median(a.cpuPerReq))
+		}
+		fmt.Fprintf(&sb, "| %s | %d | %s | %s | %s | %s | %s |\n", name, len(a.p99s), ratio, cpuRatio,
+			fmtDur(time.Duration(median(a.p50s))), fmtDur(time.Duration(median(a.p99s))), fmtDur(time.Duration(slices.Max(a.p99s))))
 	}
 	_, err := io.WriteString(w, sb.String())
 	return err
+}
+
+func modeName(r *Result) string {
+	if r.Mode == "open" {
+		return fmt.Sprintf("open %.0f/s", r.Rate)
+	}
+	return fmt.Sprintf("closed c=%d", r.Concurrency)
+}
+
+// median returns the median of xs (the mean of the middle two for an even
+// count); xs must not be empty.
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
 }

@@ -23,10 +23,11 @@ func TestTheTableComparesEachRunToTheBaselineOfTheSameProtocolWorkloadAndMode(t 
 		t.Fatal(err)
 	}
 	rows := map[string]string{}
-	for _, line := range strings.Split(buf.String(), "\n") {
+	runs, _, _ := strings.Cut(buf.String(), "\n\n") // the per-run table
+	for _, line := range strings.Split(runs, "\n") {
 		cells := strings.Split(line, " | ")
-		if len(cells) > 5 {
-			rows[strings.TrimPrefix(cells[0], "| ")+"/"+cells[1]+"/"+cells[2]+"/"+cells[3]] = cells[5]
+		if len(cells) > 6 {
+			rows[strings.TrimPrefix(cells[0], "| ")+"/"+cells[1]+"/"+cells[2]+"/"+cells[3]] = cells[6]
 		}
 	}
 	for row, want := range map[string]string{
@@ -71,5 +72,38 @@ func TestResultsRoundTripThroughTheResultsFile(t *testing.T) {
 	}
 	if len(out) != 2 || out[0].Completed != 7 || out[0].Latency.P50 != time.Millisecond || out[1].SendLag.P99 != time.Microsecond {
 		t.Errorf("read back %+v %+v", out[0], out[1])
+	}
+}
+
+func TestTheSummaryGivesTheMedianRatioOverRoundsAndTheCPUPerRequestRatio(t *testing.T) {
+	var results []*Result
+	for round, sidecar := range []float64{24000, 18000, 27000} {
+		results = append(results,
+			&Result{Label: "baseline", Protocol: "grpc", Workload: "apikey", Mode: "closed", Concurrency: 32, Round: round, Throughput: 30000, ServerCPU: 0.9},
+			&Result{Label: "sidecar", Protocol: "grpc", Workload: "apikey", Mode: "closed", Concurrency: 32, Round: round, Throughput: sidecar, ServerCPU: 0.9 * sidecar / 24000},
+		)
+	}
+	var buf bytes.Buffer
+	if err := WriteTable(&buf, results, "baseline"); err != nil {
+		t.Fatal(err)
+	}
+	_, summary, _ := strings.Cut(buf.String(), "\n\n")
+	// Ratios 0.80, 0.60, 0.90: median 0.80. CPU per request: baseline
+	// 30 µs, sidecar 37.5 µs in every round: 0.80.
+	want := "| sidecar | grpc | apikey | closed c=32 | 3 | 0.80 (0.60–0.90) | 0.80 |"
+	if !strings.Contains(summary, want) {
+		t.Errorf("summary lacks %q:\n%s", want, summary)
+	}
+	if !strings.Contains(buf.String(), "| 37.5µs |") {
+		t.Errorf("the per-run table lacks the sidecar's 37.5µs CPU per request:\n%s", buf.String())
+	}
+}
+
+func TestMedianOfOddAndEvenCounts(t *testing.T) {
+	if m := median([]float64{3, 1, 2}); m != 2 {
+		t.Errorf("median of 3,1,2 = %v", m)
+	}
+	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
+		t.Errorf("median of 4,1,3,2 = %v", m)
 	}
 }

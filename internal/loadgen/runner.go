@@ -34,6 +34,9 @@ type Result struct {
 	// Protocol is "grpc" or "http", from the target's scheme.
 	Protocol string `json:"protocol"`
 	Label    string `json:"label,omitempty"`
+	// Round numbers repeated runs, so that each run is compared with the
+	// baseline run of the same round.
+	Round    int    `json:"round,omitempty"`
 	Workload string `json:"workload"`
 	// Mode is "closed" or "open".
 	Mode string `json:"mode"`
