@@ -1,0 +1,222 @@
+package remotejwks_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	"github.com/lestrrat-go/jwx/v2/jwa"
+
+	"gatehouse.dev/gatehouse/sidecar/remotejwks"
+	"gatehouse.dev/gatehouse/sidecar/snapshot"
+	"gatehouse.dev/gatehouse/sidecar/testfixture"
+)
+
+// issuerServer is an https issuer on 127.0.0.1 whose JWKS the test sets.
+type issuerServer struct {
+	srv      *httptest.Server
+	mu       sync.Mutex
+	jwks     string
+	status   int
+	cacheCtl string
+	jwksHits atomic.Int64
+}
+
+func newIssuerServer(t *testing.T) *issuerServer {
+	t.Helper()
+	s := &issuerServer{status: http.StatusOK}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, `{"issuer": %q, "jwks_uri": %q}`, s.srv.URL, s.srv.URL+"/keys")
+	})
+	mux.HandleFunc("/keys", func(w http.ResponseWriter, _ *http.Request) {
+		s.jwksHits.Add(1)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.cacheCtl != "" {
+			w.Header().Set("Cache-Control", s.cacheCtl)
+		}
+		w.WriteHeader(s.status)
+		_, _ = w.Write([]byte(s.jwks))
+	})
+	s.srv = httptest.NewTLSServer(mux)
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+func (s *issuerServer) set(status int, jwks string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status, s.jwks = status, jwks
+}
+
+func registry(t *testing.T, s *issuerServer, fetches chan<- error) *remotejwks.Registry {
+	t.Helper()
+	r := remotejwks.NewRegistry(remotejwks.Options{
+		Client:             s.srv.Client(),
+		UnknownKIDInterval: -1, // no rate limit: tests drive refreshes
+		Log:                testr.New(t),
+		OnFetch: func(_ string, err error) {
+			if fetches != nil {
+				fetches <- err
+			}
+		},
+	})
+	t.Cleanup(r.Close)
+	return r
+}
+
+func waitKey(t *testing.T, set snapshot.KeySet, kid string) {
+	t.Helper()
+	testfixture.WaitFor(t, 10*time.Second, "key "+kid, func() (bool, string) {
+		_, ok := set.Key(kid)
+		return ok, "not found"
+	})
+}
+
+func TestRemoteKeysThroughDiscoveryAndJWKSURI(t *testing.T) {
+	s := newIssuerServer(t)
+	a := testfixture.NewSigner(t, jwa.ES256)
+	s.set(http.StatusOK, testfixture.JWKS(t, a))
+	r := registry(t, s, nil)
+	for name, set := range map[string]snapshot.KeySet{"discovery": r.Discovery(s.srv.URL), "jwksURI": r.URI(s.srv.URL + "/keys")} {
+		t.Run("Keys are found through "+name, func(t *testing.T) {
+			waitKey(t, set, a.KeyID)
+			k, _ := set.Key(a.KeyID)
+			if k.Algorithm != jwa.ES256 {
+				t.Fatalf("algorithm %s, want ES256 from the key", k.Algorithm)
+			}
+		})
+	}
+	if r.Discovery(s.srv.URL) != r.Discovery(s.srv.URL) {
+		t.Fatal("the same issuer must yield the same key set across builds")
+	}
+}
+
+func TestAnUnknownKidRefreshesAndFailuresKeepTheLastGoodKeys(t *testing.T) {
+	s := newIssuerServer(t)
+	a, b := testfixture.NewSigner(t, jwa.ES256), testfixture.NewSigner(t, jwa.RS256)
+	s.set(http.StatusOK, testfixture.JWKS(t, a))
+	fetches := make(chan error, 100)
+	set := registry(t, s, fetches).URI(s.srv.URL + "/keys")
+	if err := <-fetches; err != nil {
+		t.Fatalf("first fetch: %v", err)
+	}
+	waitKey(t, set, a.KeyID)
+
+	// The issuer rotates; a token with the new kid triggers a refresh.
+	s.set(http.StatusOK, testfixture.JWKS(t, a, b))
+	if _, ok := set.Key(b.KeyID); ok {
+		t.Fatal("the new key was known before any refresh")
+	}
+	waitKey(t, set, b.KeyID)
+	<-fetches
+
+	// The issuer fails, then serves an oversized document: both are
+	// refused and the last good keys stay.
+	for _, bad := range []struct {
+		status int
+		body   string
+	}{{http.StatusInternalServerError, "oops"}, {http.StatusOK, `{"keys":[` + strings.Repeat(" ", snapshot.MaxJWKSBytes) + `]}`}, {http.StatusOK, `{"keys":[]}`}} {
+		s.set(bad.status, bad.body)
+		set.Key("unknown-kid-to-force-a-refresh")
+		// Fetches started before the change may still succeed; the one
+		// that sees the bad answer must fail.
+		timeout := time.After(10 * time.Second)
+		for failed := false; !failed; {
+			select {
+			case err := <-fetches:
+				failed = err != nil
+			case <-timeout:
+				t.Fatalf("no fetch of the answer %d with %d bytes failed", bad.status, len(bad.body))
+			}
+		}
+		for _, kid := range []string{a.KeyID, b.KeyID} {
+			if _, ok := set.Key(kid); !ok {
+				t.Fatalf("key %s was lost after a failed fetch", kid)
+			}
+		}
+	}
+}
+
+func TestUnknownKidRefreshesAreRateLimited(t *testing.T) {
+	s := newIssuerServer(t)
+	a := testfixture.NewSigner(t, jwa.ES256)
+	s.set(http.StatusOK, testfixture.JWKS(t, a))
+	clock := testfixture.NewClock()
+	fetches := make(chan error, 100)
+	r := remotejwks.NewRegistry(remotejwks.Options{
+		Client: s.srv.Client(), UnknownKIDInterval: 10 * time.Second, Clock: clock.Now, Log: testr.New(t),
+		OnFetch: func(_ string, err error) { fetches <- err },
+	})
+	t.Cleanup(r.Close)
+	set := r.URI(s.srv.URL + "/keys")
+	<-fetches
+	for range 50 {
+		set.Key("junk")
+	}
+	<-fetches // the first junk kid may refresh once
+	hits := s.jwksHits.Load()
+	for range 50 {
+		set.Key("junk")
+	}
+	select {
+	case <-fetches:
+		t.Fatalf("junk kids caused another fetch within the interval (%d fetches before)", hits)
+	default:
+	}
+	clock.Advance(11 * time.Second)
+	set.Key("junk")
+	if err := <-fetches; err != nil {
+		t.Fatalf("refresh after the interval: %v", err)
+	}
+}
+
+func TestRefreshAfterHonoursCacheControlWithinBounds(t *testing.T) {
+	cases := []struct {
+		name   string
+		header string
+		want   time.Duration
+	}{
+		{"No Cache-Control means the default", "", remotejwks.DefaultRefresh},
+		{"max-age is honoured", "public, max-age=600", 10 * time.Minute},
+		{"A tiny max-age is raised to the minimum", "max-age=1", remotejwks.MinRefresh},
+		{"A huge max-age is capped", "max-age=99999999", remotejwks.MaxRefresh},
+		{"no-store means the minimum", "no-store", remotejwks.MinRefresh},
+		{"A malformed max-age is ignored", "max-age=soon", remotejwks.DefaultRefresh},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.Header{}
+			if tc.header != "" {
+				h.Set("Cache-Control", tc.header)
+			}
+			if got := remotejwks.RefreshAfter(h); got != tc.want {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestOnlyHTTPSIsFetched(t *testing.T) {
+	plain := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(plain.Close)
+	fetches := make(chan error, 1)
+	r := remotejwks.NewRegistry(remotejwks.Options{Log: testr.New(t), OnFetch: func(_ string, err error) {
+		select {
+		case fetches <- err:
+		default:
+		}
+	}})
+	t.Cleanup(r.Close)
+	r.URI(plain.URL + "/keys")
+	if err := <-fetches; err == nil || !strings.Contains(err.Error(), "https") {
+		t.Fatalf("fetching over http: %v, want a refusal", err)
+	}
+}

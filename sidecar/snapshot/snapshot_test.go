@@ -1,0 +1,224 @@
+package snapshot_test
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/sidecar/snapshot"
+	"gatehouse.dev/gatehouse/sidecar/testfixture"
+)
+
+const ns = "shop"
+
+func rule(paths ...string) gatehousev1.Rule {
+	return gatehousev1.Rule{Match: gatehousev1.RuleMatch{Paths: paths}}
+}
+
+func TestPolicySelection(t *testing.T) {
+	old := testfixture.Epoch.Add(-time.Hour)
+	selecting := func(name string, created time.Time, match map[string]string) *gatehousev1.AuthPolicy {
+		p := testfixture.Policy(ns, name, created, nil, rule("/*"))
+		p.Spec.Selector = metav1.LabelSelector{MatchLabels: match}
+		return p
+	}
+	cases := []struct {
+		name     string
+		labels   map[string]string
+		policies []*gatehousev1.AuthPolicy
+		want     string
+	}{
+		{"No policy selects nothing", map[string]string{"app": "a"}, nil, ""},
+		{"An empty selector selects every pod", map[string]string{"app": "a"}, []*gatehousev1.AuthPolicy{selecting("all", old, nil)}, "all"},
+		{"A selector for other labels does not select the pod", map[string]string{"app": "a"}, []*gatehousev1.AuthPolicy{selecting("b", old, map[string]string{"app": "b"})}, ""},
+		{"The oldest of several selecting policies wins", map[string]string{"app": "a"}, []*gatehousev1.AuthPolicy{
+			selecting("newer", testfixture.Epoch, nil), selecting("older", old, map[string]string{"app": "a"})}, "older"},
+		{"Equal ages are broken by name", nil, []*gatehousev1.AuthPolicy{selecting("b", old, nil), selecting("a", old, nil)}, "a"},
+		{"A policy of another namespace is ignored", nil, []*gatehousev1.AuthPolicy{func() *gatehousev1.AuthPolicy {
+			p := selecting("elsewhere", old, nil)
+			p.Namespace = "other"
+			return p
+		}()}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: ns, PodLabels: labels.Set(tc.labels)})
+			s := b.Build(snapshot.Inputs{Policies: tc.policies})
+			got := ""
+			if s.Policy != nil {
+				got = s.Policy.Name
+			}
+			if got != tc.want {
+				t.Fatalf("selected %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestBadObjectsFailClosedAndAreReported(t *testing.T) {
+	good := testfixture.NewAPIKey(t, ns, "good", "svc")
+	twin := testfixture.NewAPIKey(t, ns, "twin", "svc")
+	twin.Record.Keys = append(twin.Record.Keys, good.Record.Keys[0])
+	broken := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "broken", Namespace: ns, Labels: map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordAPIKey}},
+		Data:       map[string]string{gatehousev1.RecordDataKey: `{"version": 1, "keys": [`},
+	}
+	pol := testfixture.Policy(ns, "p", testfixture.Epoch, []gatehousev1.TrustedIssuer{
+		{Name: "missing", SigningKeyRef: &gatehousev1.LocalObjectReference{Name: "nope"}},
+		{Name: "bad-inline", Issuer: "https://x.example.com", JWKS: &gatehousev1.StaticJWKS{Inline: "not json"}},
+		{Name: "remote", Issuer: "https://r.example.com", Discovery: true},
+	}, rule("/*"))
+	s := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: ns}).Build(snapshot.Inputs{
+		ConfigMaps: []*corev1.ConfigMap{good.ConfigMap(t), twin.ConfigMap(t), broken},
+		Policies:   []*gatehousev1.AuthPolicy{pol},
+	})
+	if _, ok := s.Record(good.Key.ID()); ok {
+		t.Error("a key ID listed by two records is served; it must be denied")
+	}
+	if _, ok := s.Record(twin.Key.ID()); !ok {
+		t.Error("the conflict took down the other record's own key")
+	}
+	if _, ok := s.Policy.IssuerFor("https://x.example.com"); !ok {
+		t.Error("an issuer with an unusable JWKS vanished; it should stay and deny its tokens")
+	} else if iss, _ := s.Policy.IssuerFor("https://x.example.com"); iss.Keys != snapshot.EmptyKeySet {
+		t.Error("an unusable JWKS yielded keys")
+	}
+	all := strings.Join(s.Problems, "\n")
+	for _, want := range []string{"broken is unusable", "appears in more than one API key record", "no JWKS ConfigMap of SigningKey nope", "issuer bad-inline: unusable JWKS", "issuer remote: remote key fetching is disabled"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("problems lack %q:\n%s", want, all)
+		}
+	}
+}
+
+func jwkJSON(t *testing.T, raw any, set map[string]any) map[string]any {
+	t.Helper()
+	k, err := jwk.FromRaw(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range set {
+		if err := k.Set(name, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf, _ := json.Marshal(k)
+	var m map[string]any
+	_ = json.Unmarshal(buf, &m)
+	return m
+}
+
+func TestParseJWKSKeepsOnlyUsableVerificationKeys(t *testing.T) {
+	es := testfixture.NewSigner(t, jwa.ES256)
+	rs := testfixture.NewSigner(t, jwa.RS256)
+	weak, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		key     map[string]any
+		wantAlg jwa.SignatureAlgorithm // "" when the key must be skipped
+	}{
+		{"An EC P-256 key verifies ES256", es.PublicJWK(t), jwa.ES256},
+		{"An RSA key with alg RS256 verifies RS256", rs.PublicJWK(t), jwa.RS256},
+		{"An RSA key without alg defaults to RS256", jwkJSON(t, rs.Private.Public(), map[string]any{"kid": "r"}), jwa.RS256},
+		{"An RSA key with alg PS256 verifies PS256 only", jwkJSON(t, rs.Private.Public(), map[string]any{"kid": "p", "alg": "PS256"}), jwa.PS256},
+		{"A symmetric key is skipped", jwkJSON(t, []byte("0123456789abcdef0123456789abcdef"), map[string]any{"kid": "h"}), ""},
+		{"Private key material is skipped", jwkJSON(t, es.Private, map[string]any{"kid": "priv"}), ""},
+		{"A key without kid is skipped", jwkJSON(t, es.Private.Public(), nil), ""},
+		{"An encryption key is skipped", jwkJSON(t, es.Private.Public(), map[string]any{"kid": "e", "use": "enc"}), ""},
+		{"An alg that does not fit the key is skipped", jwkJSON(t, es.Private.Public(), map[string]any{"kid": "m", "alg": "RS256"}), ""},
+		{"An HMAC alg on a public key is skipped", jwkJSON(t, rs.Private.Public(), map[string]any{"kid": "hs", "alg": "HS256"}), ""},
+		{"A 1024-bit RSA key is skipped", jwkJSON(t, &weak.PublicKey, map[string]any{"kid": "weak"}), ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			doc, _ := json.Marshal(map[string]any{"keys": []any{tc.key}})
+			set, problems, err := snapshot.ParseJWKS(doc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kid, _ := tc.key["kid"].(string)
+			k, ok := set.Key(kid)
+			if tc.wantAlg == "" {
+				if ok || set.Len() != 0 || len(problems) != 1 {
+					t.Fatalf("the key was kept (problems %v)", problems)
+				}
+				return
+			}
+			if !ok || k.Algorithm != tc.wantAlg {
+				t.Fatalf("got %v (found %v), want algorithm %s; problems %v", k, ok, tc.wantAlg, problems)
+			}
+		})
+	}
+	t.Run("A kid that appears twice is dropped altogether", func(t *testing.T) {
+		doc, _ := json.Marshal(map[string]any{"keys": []any{es.PublicJWK(t), es.PublicJWK(t)}})
+		set, _, _ := snapshot.ParseJWKS(doc)
+		if _, ok := set.Key(es.KeyID); ok {
+			t.Fatal("an ambiguous kid was kept")
+		}
+	})
+}
+
+func TestRuleMatching(t *testing.T) {
+	pol := testfixture.Policy(ns, "p", testfixture.Epoch, nil,
+		gatehousev1.Rule{Name: "exact", Match: gatehousev1.RuleMatch{Paths: []string{"/health"}}},
+		gatehousev1.Rule{Name: "prefix-get", Match: gatehousev1.RuleMatch{Paths: []string{"/api/*"}, Methods: []string{"GET"}}},
+		gatehousev1.Rule{Name: "wild-host", Match: gatehousev1.RuleMatch{Hosts: []string{"*.example.com"}}},
+		gatehousev1.Rule{Name: "any", Match: gatehousev1.RuleMatch{Hosts: []string{"*"}, Methods: []string{"DELETE"}}},
+	)
+	s := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: ns}).Build(snapshot.Inputs{Policies: []*gatehousev1.AuthPolicy{pol}})
+	cases := []struct {
+		name, method, host, path, want string
+	}{
+		{"An exact path matches with a query string", "GET", "h", "/health?full=1", "exact"},
+		{"An exact path does not match a longer one", "GET", "h", "/healthz", ""},
+		{"A prefix matches below it", "GET", "h", "/api/v1/x", "prefix-get"},
+		{"A prefix rule's method must match", "POST", "h", "/api/v1/x", ""},
+		{"A wildcard host matches a subdomain, case-insensitively, with a port", "POST", "A.Example.COM:443", "/x", "wild-host"},
+		{"A wildcard host does not match the bare domain", "POST", "example.com", "/x", ""},
+		{"A wildcard host does not match a look-alike", "POST", "evilexample.com", "/x", ""},
+		{"Rules are tried in order", "DELETE", "a.example.com", "/x", "wild-host"},
+		{"The * host matches anything", "DELETE", "[::1]:8080", "/x", "any"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ""
+			if r := s.Policy.Match(tc.method, tc.host, tc.path); r != nil {
+				got = r.Name
+			}
+			if got != tc.want {
+				t.Fatalf("matched %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestAmbiguousPath(t *testing.T) {
+	cases := []struct {
+		path string
+		want bool
+	}{
+		{"/api/x", false}, {"/api/x?next=/../y", false}, {"/a.b/c.d", false}, {"*", false},
+		{"/api/../admin", true}, {"/api/./x", true}, {"/api/..", true}, {"/api/%2E%2E/admin", true},
+		{"/api%2fadmin", true}, {"/api\\admin", true}, {"relative", true}, {"", true},
+	}
+	for _, tc := range cases {
+		t.Run("Path "+tc.path, func(t *testing.T) {
+			if got := snapshot.AmbiguousPath(tc.path); got != tc.want {
+				t.Fatalf("AmbiguousPath(%q) = %v, want %v", tc.path, got, tc.want)
+			}
+		})
+	}
+}
