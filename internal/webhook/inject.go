@@ -136,6 +136,12 @@ func (c *InjectionConfig) Mutate(pod *corev1.Pod) (Outcome, error) {
 			return ConflictingNames, fmt.Errorf("the pod already has a volume named %q, which the Gatehouse sidecar needs", v.Name)
 		}
 	}
+	// A projected token needs a named ServiceAccount. The API server's
+	// ServiceAccount admission sets "default" before webhooks run; doing the
+	// same here keeps the pod valid where that plugin is off.
+	if pod.Spec.ServiceAccountName == "" {
+		pod.Spec.ServiceAccountName = "default"
+	}
 	pod.Spec.Volumes = append(pod.Spec.Volumes, c.volumes()...)
 	// Appended: the pod's own init containers run first, as before; being
 	// a native sidecar, ours then keeps running beside the app containers,

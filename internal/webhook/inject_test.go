@@ -238,6 +238,26 @@ func TestInjectedSidecar(t *testing.T) {
 	})
 }
 
+func TestMutateNamesTheDefaultServiceAccountWhenNoneIsSet(t *testing.T) {
+	tests := []struct {
+		name, sa, want string
+	}{
+		{name: "An unnamed ServiceAccount becomes default, as the API server's admission would make it.", want: "default"},
+		{name: "A named ServiceAccount is kept.", sa: "checkout", want: "checkout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := pod(optIn, nil, func(p *corev1.Pod) { p.Spec.ServiceAccountName = tt.sa })
+			if out, err := testConfig().Mutate(p); out != Injected || err != nil {
+				t.Fatalf("%v %v", out, err)
+			}
+			if p.Spec.ServiceAccountName != tt.want {
+				t.Fatalf("serviceAccountName = %q, want %q", p.Spec.ServiceAccountName, tt.want)
+			}
+		})
+	}
+}
+
 func TestMutateIsIdempotent(t *testing.T) {
 	c := testConfig()
 	p := pod(optIn, nil)
