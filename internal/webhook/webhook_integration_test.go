@@ -215,7 +215,9 @@ func TestIntegrationWebhookInjectsThroughTheAPIServer(t *testing.T) {
 		follower := &CertStore{}
 		wctx, stopWatcher := context.WithCancel(ctx)
 		defer stopWatcher()
-		go func() { _ = (&CertWatcher{Clientset: cs, Namespace: ns, Name: secret.Name, Store: follower, Log: mgr.GetLogger()}).Start(wctx) }()
+		go func() {
+			_ = (&CertWatcher{Clientset: cs, Namespace: ns, Name: secret.Name, Store: follower, Log: mgr.GetLogger()}).Start(wctx)
+		}()
 		eventually(t, "the follower to load the certificate", func() error {
 			c, err := follower.GetCertificate(nil)
 			if err == nil && !c.Leaf.Equal(before) {
