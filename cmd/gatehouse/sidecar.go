@@ -102,9 +102,6 @@ See docs/sidecar.md.`,
 func runSidecar(parent context.Context, o *sidecarOptions) error {
 	log := zap.New(zap.UseFlagOptions(&o.zap)).WithName("sidecar")
 	ctrl.SetLogger(log)
-	if parent == nil {
-		parent = context.Background()
-	}
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, os.Interrupt)
 	defer stop()
 

@@ -92,18 +92,20 @@ func overwrite(name, value string) *corev3.HeaderValueOption {
 	}
 }
 
-func grpcCode(status int) codes.Code {
+// statusCodes maps the HTTP status of a denial to the gRPC status code
+// and Envoy's HttpStatus code. Anything unexpected is a 403.
+func statusCodes(status int) (int32, typev3.StatusCode) {
 	switch status {
-	case http.StatusOK:
-		return codes.OK
 	case http.StatusUnauthorized:
-		return codes.Unauthenticated
+		return int32(codes.Unauthenticated), typev3.StatusCode_Unauthorized
 	case http.StatusTooManyRequests:
-		return codes.ResourceExhausted
-	case http.StatusBadRequest, http.StatusRequestHeaderFieldsTooLarge:
-		return codes.InvalidArgument
+		return int32(codes.ResourceExhausted), typev3.StatusCode_TooManyRequests
+	case http.StatusBadRequest:
+		return int32(codes.InvalidArgument), typev3.StatusCode_BadRequest
+	case http.StatusRequestHeaderFieldsTooLarge:
+		return int32(codes.InvalidArgument), typev3.StatusCode_RequestHeaderFieldsTooLarge
 	default:
-		return codes.PermissionDenied
+		return int32(codes.PermissionDenied), typev3.StatusCode_Forbidden
 	}
 }
 
@@ -126,10 +128,11 @@ func (c *Core) grpcResponse(v verdict) *authv3.CheckResponse {
 	if d.RetryAfter > 0 {
 		headers = append(headers, overwrite("retry-after", retryAfterSeconds(d.RetryAfter)))
 	}
+	grpcCode, httpCode := statusCodes(d.Status)
 	return &authv3.CheckResponse{
-		Status: &rpcstatus.Status{Code: int32(grpcCode(d.Status)), Message: string(d.Reason)},
+		Status: &rpcstatus.Status{Code: grpcCode, Message: string(d.Reason)},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
+			Status:  &typev3.HttpStatus{Code: httpCode},
 			Headers: headers,
 			Body:    denyBody(d.Reason),
 		}},
