@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/funcr"
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/apikey"
@@ -175,6 +177,15 @@ func TestIntegrationAFullScenarioRepairsHandEditsAndLeaksNoKey(t *testing.T) {
 	}
 }
 
+func labelValue(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
 // scaleWorkers is the controller's concurrency in the scale test, as the
 // operator's --apikey-workers default.
 const scaleWorkers = 8
@@ -259,6 +270,29 @@ func TestIntegrationManyAPIKeysBecomeReady(t *testing.T) {
 	}
 	elapsed := time.Since(start)
 	t.Logf("%d APIKeys: created in %v, all Ready %v after the first create (%.0f keys/s)", n, created.Round(time.Millisecond), elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds())
+
+	// Where the time went: reconciles by result, and their mean duration
+	// (controller-runtime's metrics; other tests of this package add a few).
+	if mfs, err := ctrlmetrics.Registry.Gather(); err == nil {
+		var summary []string
+		for _, mf := range mfs {
+			switch mf.GetName() {
+			case "controller_runtime_reconcile_total":
+				for _, m := range mf.GetMetric() {
+					if labelValue(m, "controller") == "apikey" && m.GetCounter().GetValue() > 0 {
+						summary = append(summary, fmt.Sprintf("%s=%.0f", labelValue(m, "result"), m.GetCounter().GetValue()))
+					}
+				}
+			case "controller_runtime_reconcile_time_seconds":
+				for _, m := range mf.GetMetric() {
+					if h := m.GetHistogram(); labelValue(m, "controller") == "apikey" && h.GetSampleCount() > 0 {
+						summary = append(summary, fmt.Sprintf("mean reconcile %.1fms", 1000*h.GetSampleSum()/float64(h.GetSampleCount())))
+					}
+				}
+			}
+		}
+		t.Logf("reconciles: %s", strings.Join(summary, ", "))
+	}
 
 	// Every one has its record.
 	cms := &metav1.PartialObjectMetadataList{}
