@@ -51,8 +51,8 @@ import (
 const ControllerName = "gatehouse-signingkey"
 
 const (
-	// ReasonJWKSConflict: the JWKS ConfigMap name is taken by a ConfigMap
-	// this SigningKey does not control.
+	// ReasonJWKSConflict means the JWKS ConfigMap name is taken by a
+	// ConfigMap this SigningKey does not control.
 	ReasonJWKSConflict = "JWKSConflict"
 
 	actionRotate    = "Rotate"

@@ -128,11 +128,6 @@ func (k *Key) canSign() bool {
 	return k.Private != nil && !k.Lost && k.RevokedAt.IsZero()
 }
 
-func (k *Key) clone() Key {
-	c := *k
-	return c
-}
-
 // KeySet is the source of truth of one SigningKey: every key it still
 // holds and the rotation bookkeeping. It is stored, private parts and all,
 // in the operator-only Secret.
