@@ -90,6 +90,10 @@ func (h *harness) reconcile(name string) time.Duration {
 	return res.RequeueAfter
 }
 
+func requestFor(h *harness, name string) ctrl.Request {
+	return ctrl.Request{NamespacedName: types.NamespacedName{Namespace: h.ns, Name: name}}
+}
+
 func (h *harness) get(name string) *gatehousev1.SigningKey {
 	h.t.Helper()
 	sk := &gatehousev1.SigningKey{}
