@@ -12,6 +12,9 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 )
 
 var privateMembers = []string{"d", "p", "q", "dp", "dq", "qi"}
@@ -263,4 +266,26 @@ func mustKey(t *testing.T, alg jwa.SignatureAlgorithm) testKey {
 		t.Fatal(err)
 	}
 	return testKey{ID: priv.KeyID(), Algorithm: alg, Private: priv, Public: pub}
+}
+
+func TestObjectNamesStayValidForLongSigningKeyNames(t *testing.T) {
+	long := strings.Repeat("a", 250)
+	cases := []struct {
+		name, got, want string
+	}{
+		{"A short name gets the plain Secret suffix.", SecretName("tokens"), "tokens-signing-keys"},
+		{"A short name gets the plain ConfigMap suffix.", JWKSConfigMapName(&gatehousev1.SigningKey{ObjectMeta: metav1.ObjectMeta{Name: "tokens"}}), "tokens-jwks"},
+		{"spec.jwksConfigMapName wins.", JWKSConfigMapName(&gatehousev1.SigningKey{ObjectMeta: metav1.ObjectMeta{Name: "tokens"}, Spec: gatehousev1.SigningKeySpec{JWKSConfigMapName: "custom"}}), "custom"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.got != tc.want {
+				t.Fatalf("got %q, want %q", tc.got, tc.want)
+			}
+		})
+	}
+	a, b := SecretName(long), SecretName(long[:249]+"b")
+	if len(a) > 253 || !strings.HasSuffix(a, "-signing-keys") || a == b {
+		t.Fatalf("long names: %q (%d) and %q", a, len(a), b)
+	}
 }

@@ -548,3 +548,24 @@ func TestPhaseChangesNameEveryTransition(t *testing.T) {
 		t.Fatal("changes reported for an unchanged status")
 	}
 }
+
+func TestStatusNamesTheActiveKeyAndTheNextRotation(t *testing.T) {
+	p := testPolicy()
+	op := &operator{t: t, ks: &KeySet{}, policy: p, gen: &countingGen{}}
+	op.reconcile(t0)
+	st := StatusWithNextRotation(op.ks, p, t0)
+	if st.ActiveKeyID != op.ks.Keys[0].ID || !st.LastRotationTime.Time.Equal(t0) || !st.NextRotationTime.Time.Equal(t0.Add(p.Every)) || len(st.Keys) != 1 {
+		t.Fatalf("before the next key: %+v", st)
+	}
+	genAt := t0.Add(p.Every - p.Propagation + 30*time.Second)
+	op.reconcile(genAt)
+	st = StatusWithNextRotation(op.ks, p, genAt)
+	if len(st.Keys) != 2 || st.Keys[0].Phase != gatehousev1.KeyPhaseNext || st.Keys[1].Phase != gatehousev1.KeyPhaseActive {
+		t.Fatalf("keys are not newest first with their phases: %+v", st.Keys)
+	}
+	// Scheduled from the publication, 30s late: whole seconds in status.
+	want := genAt.Add(p.Propagation)
+	if !st.NextRotationTime.Time.Equal(want) || !st.Keys[0].ActivatesAt.Time.Equal(want) || !st.Keys[1].RetiresAt.Time.Equal(want) {
+		t.Fatalf("next rotation %s, next activates %s, active retires %s; want %s", st.NextRotationTime, st.Keys[0].ActivatesAt, st.Keys[1].RetiresAt, want)
+	}
+}
