@@ -56,8 +56,15 @@ func TestIntegrationHelmInstallUpgradeUninstall(t *testing.T) {
 		// configuration): a per-test prefix keeps tests independent.
 		"--set", "fullnameOverride=gh-" + ns,
 	}
-	helmOn(t, env, install...)
+	notes := helmOn(t, env, install...)
 	prefix := "gh-" + ns
+	t.Run("The install notes say how to opt in, which namespaces sidecars may read, and what uninstall leaves.", func(t *testing.T) {
+		for _, want := range []string{`auth.gatehouse.dev/inject: "true"`, shop + " (ServiceAccounts: default)", "not removed by `helm uninstall`", "failurePolicy is Fail"} {
+			if !strings.Contains(notes, want) {
+				t.Errorf("the notes lack %q:\n%s", want, notes)
+			}
+		}
+	})
 
 	manifest := decodeAll(t, helmOn(t, env, "get", "manifest", "gh", "--namespace", ns))
 	t.Run("Every object of the release exists on the API server.", func(t *testing.T) {
