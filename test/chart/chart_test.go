@@ -183,6 +183,7 @@ func TestValuesSchemaRejectsMistakes(t *testing.T) {
 		{name: "A sidecar namespace without a name is rejected.", sets: []string{"sidecar.namespaces[0].serviceAccounts={default}"}, wantErr: "name"},
 		{name: "A digest that is not sha256 is rejected.", sets: []string{"image.digest=latest"}, wantErr: "digest"},
 		{name: "A webhook timeout above the API server's 30 s maximum is rejected.", sets: []string{"webhook.timeoutSeconds=31"}, wantErr: "timeoutSeconds"},
+		{name: "Several replicas without leader election are rejected.", sets: []string{"operator.leaderElection=false"}, wantErr: "leaderElection must be true"},
 		{name: "A certificate validity that is not a Go duration is rejected.", sets: []string{"webhook.selfSigned.certValidity=1y"}, wantErr: "certValidity"},
 	}
 	for _, tt := range tests {
@@ -586,7 +587,7 @@ func TestOperatorAndSidecarAcceptTheChartsFlags(t *testing.T) {
 		}
 	}
 
-	for _, sets := range [][]string{nil, {"webhook.certManager.enabled=true"}, {"webhook.enabled=false", "operator.leaderElection=false"}} {
+	for _, sets := range [][]string{nil, {"webhook.certManager.enabled=true"}, {"webhook.enabled=false", "operator.leaderElection=false", "operator.replicas=1"}} {
 		t.Run(fmt.Sprintf("The operator accepts the chart's arguments with %v.", sets), func(t *testing.T) {
 			d := into[appsv1.Deployment](t, render(t, sets...).find(t, "Deployment", "gh-gatehouse"))
 			check(t, "operator", d.Spec.Template.Spec.Containers[0].Args)
