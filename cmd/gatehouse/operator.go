@@ -71,7 +71,9 @@ func newOperatorCommand() *cobra.Command {
 }
 
 func runOperator(o *operatorOptions) error {
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
+	// SafeLogger: client-go logs request bodies (delivery Secrets included)
+	// at V(8)+, so no log level flag may reach that far.
+	ctrl.SetLogger(apikeys.SafeLogger(zap.New(zap.UseFlagOptions(&o.zap))))
 	cfg := ctrl.GetConfigOrDie()
 	cfg.QPS, cfg.Burst = o.kubeQPS, o.kubeBurst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{

@@ -231,19 +231,20 @@ func eventually(t testing.TB, timeout time.Duration, cond func() (bool, string))
 	}
 }
 
-// logBuffer captures everything logged through its logger, at every
-// verbosity.
+// logBuffer captures everything logged through its logger.
 type logBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
+// logger logs at every verbosity the operator allows, through SafeLogger
+// as the operator does.
 func (b *logBuffer) logger() logr.Logger {
-	return funcr.New(func(prefix, args string) {
+	return SafeLogger(funcr.New(func(prefix, args string) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		b.buf.WriteString(prefix + " " + args + "\n")
-	}, funcr.Options{Verbosity: 10})
+	}, funcr.Options{Verbosity: 10}))
 }
 
 func (b *logBuffer) String() string {
