@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -168,32 +169,42 @@ func decodeDocuments(data []byte, in *snapshot.Inputs) error {
 }
 
 func decodeObject(doc []byte, in *snapshot.Inputs) error {
+	// Convert once; both decoding passes then read JSON, which is several
+	// times faster than YAML for 100,000 records.
+	j, err := yaml.YAMLToJSON(doc)
+	if err != nil {
+		return err
+	}
+	return decodeJSONObject(j, in)
+}
+
+func decodeJSONObject(j []byte, in *snapshot.Inputs) error {
 	var tm metav1.TypeMeta
-	if err := yaml.Unmarshal(doc, &tm); err != nil {
+	if err := json.Unmarshal(j, &tm); err != nil {
 		return err
 	}
 	switch {
 	case tm.Kind == "ConfigMap" && tm.APIVersion == "v1":
 		cm := &corev1.ConfigMap{}
-		if err := yaml.UnmarshalStrict(doc, cm); err != nil {
+		if err := strictJSON(j, cm); err != nil {
 			return err
 		}
 		in.ConfigMaps = append(in.ConfigMaps, cm)
 	case tm.Kind == "AuthPolicy" && tm.APIVersion == gatehousev1.GroupVersion.String():
 		p := &gatehousev1.AuthPolicy{}
-		if err := yaml.UnmarshalStrict(doc, p); err != nil {
+		if err := strictJSON(j, p); err != nil {
 			return err
 		}
 		in.Policies = append(in.Policies, p)
 	case tm.Kind == "List":
 		var list struct {
-			Items []yamlRaw `json:"items"`
+			Items []json.RawMessage `json:"items"`
 		}
-		if err := yaml.Unmarshal(doc, &list); err != nil {
+		if err := json.Unmarshal(j, &list); err != nil {
 			return err
 		}
 		for _, item := range list.Items {
-			if err := decodeObject(item, in); err != nil {
+			if err := decodeJSONObject(item, in); err != nil {
 				return err
 			}
 		}
@@ -201,11 +212,10 @@ func decodeObject(doc []byte, in *snapshot.Inputs) error {
 	return nil
 }
 
-// yamlRaw keeps a list item as JSON for a second decoding pass.
-type yamlRaw []byte
-
-// UnmarshalJSON implements json.Unmarshaler.
-func (r *yamlRaw) UnmarshalJSON(b []byte) error {
-	*r = append((*r)[:0], b...)
-	return nil
+// strictJSON decodes refusing unknown fields, so that a misspelt policy
+// field is an error rather than a silently looser policy.
+func strictJSON(j []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
 }

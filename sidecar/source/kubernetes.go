@@ -71,8 +71,10 @@ func (k *Kubernetes) Run(ctx context.Context, changed func(snapshot.Inputs), fai
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.ConfigMap{}: {Label: RecordSelector()},
 		},
-		// Managed fields are half the size of a small object and never read.
-		DefaultTransform: cache.TransformStripManagedFields(),
+		// Keep only what the builder reads: with 100,000 records, managed
+		// fields and annotations (kubectl's last-applied copy) would more
+		// than double the memory of the cache.
+		DefaultTransform: slimObject,
 		// The builder never modifies objects; copying 100,000 ConfigMaps
 		// on every rebuild would only churn memory.
 		DefaultUnsafeDisableDeepCopy: &noCopy,
@@ -157,4 +159,21 @@ func (k *Kubernetes) list(ctx context.Context, c cache.Cache) (snapshot.Inputs, 
 		in.Policies[i] = &aps.Items[i]
 	}
 	return in, nil
+}
+
+// slimObject drops from cached objects every metadata field the snapshot
+// builder does not read.
+func slimObject(obj any) (any, error) {
+	o, ok := obj.(client.Object)
+	if !ok {
+		return obj, nil // a tombstone
+	}
+	o.SetManagedFields(nil)
+	o.SetAnnotations(nil)
+	o.SetOwnerReferences(nil)
+	o.SetFinalizers(nil)
+	if cm, ok := o.(*corev1.ConfigMap); ok {
+		cm.BinaryData = nil
+	}
+	return o, nil
 }
