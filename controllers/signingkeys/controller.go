@@ -168,6 +168,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 	published := obs.published
 	var next time.Time
+	var told []signingkey.Change
 	for pass := 0; ; pass++ {
 		if pass > 2 {
 			return ctrl.Result{}, errors.New("signing key state did not settle")
@@ -183,6 +184,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 				return ctrl.Result{}, r.writeFailed(ctx, sk, now, err)
 			}
 			obs.docBroken = false
+			// The changes are durable now: tell them even if a later write
+			// fails (a retry would not decide them again).
+			r.emit(ctx, sk, changes)
+			told = append(told, changes...)
+			changes = nil
 		}
 		doc, err := ks.JWKS(now)
 		if err != nil {
@@ -217,7 +223,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.writeStatus(ctx, sk, ks, policy, now); err != nil {
 		return ctrl.Result{}, err
 	}
-	changes = append(changes, dedupe(signingkey.PhaseChanges(before.Keys, sk.Status.Keys), changes)...)
+	told = append(told, changes...)
+	r.emit(ctx, sk, append(changes, dedupe(signingkey.PhaseChanges(before.Keys, sk.Status.Keys), told)...))
+	if next.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	// Requeue at the exact transition, measured on the injected clock.
+	return ctrl.Result{RequeueAfter: max(next.Sub(r.now()), time.Millisecond)}, nil
+}
+
+// emit records changes as Events and log lines.
+func (r *Reconciler) emit(ctx context.Context, sk *gatehousev1.SigningKey, changes []signingkey.Change) {
+	logger := log.FromContext(ctx)
 	for _, c := range changes {
 		action := actionRotate
 		if c.Reason == signingkey.ReasonBadRotateRequest {
@@ -226,11 +243,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		r.Recorder.Eventf(sk, nil, c.Type, c.Reason, action, "%s", c.Message)
 		logger.Info("signing key changed", "reason", c.Reason, "kid", c.KeyID)
 	}
-	if next.IsZero() {
-		return ctrl.Result{}, nil
-	}
-	// Requeue at the exact transition, measured on the injected clock.
-	return ctrl.Result{RequeueAfter: max(next.Sub(r.now()), time.Millisecond)}, nil
 }
 
 func setWith(m map[string]bool, k string) map[string]bool {
