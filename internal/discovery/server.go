@@ -92,6 +92,10 @@ type Server struct {
 	// manager's cache.
 	Reader client.Reader
 	Log    logr.Logger
+	// Routes serves other handlers on the same listener by exact path, for
+	// instance the token endpoint at tokenendpoint.Path. They are matched
+	// before the well-known documents, with any method.
+	Routes map[string]http.Handler
 	// MaxAge bounds Cache-Control max-age (DefaultMaxAge when zero). Each
 	// response uses at most half the SigningKey's propagation interval, so
 	// a verifier's cached copy is always younger than a next key's
@@ -150,8 +154,13 @@ type configuration struct {
 	GrantTypesSupported              []string `json:"grant_types_supported"`
 }
 
-// ServeHTTP answers GET and HEAD for the two well-known documents.
+// ServeHTTP answers GET and HEAD for the two well-known documents, and
+// hands Routes to their handlers.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if route, ok := s.Routes[r.URL.Path]; ok {
+		route.ServeHTTP(w, r)
+		return
+	}
 	h := w.Header()
 	h.Set("X-Content-Type-Options", "nosniff")
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {

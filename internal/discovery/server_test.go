@@ -53,7 +53,9 @@ func serve(t *testing.T, objs ...client.Object) (string, client.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Listener: ln, Reader: c, Log: logr.Discard()}
+	s := &Server{Listener: ln, Reader: c, Log: logr.Discard(), Routes: map[string]http.Handler{
+		"/oauth2/token": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }),
+	}}
 	if s.NeedLeaderElection() {
 		t.Fatal("the discovery server must run on every replica")
 	}
@@ -227,6 +229,7 @@ func TestRequestsThatCannotBeAnsweredSafelyFailClosed(t *testing.T) {
 		{"A SigningKey whose JWKS is not written yet gets 503.", http.MethodGet, "nocm.example.com", JWKSPath, 503},
 		{"A look-alike ConfigMap the SigningKey does not control is not served.", http.MethodGet, "foreign.example.com", JWKSPath, 503},
 		{"POST is not allowed.", http.MethodPost, "shared.example.com", JWKSPath, 405},
+		{"An extra route gets its own handler, whatever the method.", http.MethodPost, "any.example.com", "/oauth2/token", http.StatusTeapot},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
