@@ -237,7 +237,7 @@ func (r *Reconciler) emit(ctx context.Context, sk *gatehousev1.SigningKey, chang
 	logger := log.FromContext(ctx)
 	for _, c := range changes {
 		action := actionRotate
-		if c.Reason == signingkey.ReasonBadRotateRequest {
+		if c.Reason == signingkey.ReasonBadRotateRequest || c.Reason == signingkey.ReasonRotationIgnored {
 			action = actionReconcile
 		}
 		r.Recorder.Eventf(sk, nil, c.Type, c.Reason, action, "%s", c.Message)

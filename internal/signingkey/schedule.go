@@ -100,6 +100,7 @@ const (
 	ReasonKeyRemoved        = "KeyRemoved"
 	ReasonRotationRequested = "RotationRequested"
 	ReasonBadRotateRequest  = "InvalidRotationRequest"
+	ReasonRotationIgnored   = "RotationRequestIgnored"
 )
 
 // Plan is the outcome of Decide.
@@ -207,6 +208,11 @@ func Decide(in *KeySet, p Policy, published map[string]bool, now time.Time, gen 
 		switch t, err := time.Parse(time.RFC3339, r); {
 		case err != nil:
 			note(corev1.EventTypeWarning, ReasonBadRotateRequest, "", "Ignoring annotation %s: %q is not an RFC 3339 time.", gatehousev1.AnnotationRotateRequestedAt, r)
+		case t.After(active.ActivatesAt) && publishedCount(ks, now) >= MaxPublishedKeys:
+			// Every rotation keeps the retired key published for the
+			// overlap, so a burst of requests would grow the JWKS without
+			// bound (and past what verifiers accept). Revocation still works.
+			note(corev1.EventTypeWarning, ReasonRotationIgnored, active.ID, "Ignoring rotation request %s: %d keys are still published; retry once retired keys have left the JWKS.", r, publishedCount(ks, now))
 		case t.After(active.ActivatesAt):
 			ks.RotationRequestedAt = now
 			note(corev1.EventTypeNormal, ReasonRotationRequested, active.ID, "Rotation of key %s requested at %s: the next key is published now and signs after the propagation interval.", active.ID, r)
@@ -287,6 +293,20 @@ func Decide(in *KeySet, p Policy, published map[string]bool, now time.Time, gen 
 		return Plan{}, err
 	}
 	return Plan{KeySet: ks, Changed: changed, Changes: changes, NextTransition: nextTransition}, nil
+}
+
+// MaxPublishedKeys bounds the keys a requested rotation may leave in the
+// JWKS. Scheduled rotations never come near it (overlap < every).
+const MaxPublishedKeys = 8
+
+func publishedCount(ks *KeySet, now time.Time) int {
+	n := 0
+	for i := range ks.Keys {
+		if ks.Keys[i].published(now) {
+			n++
+		}
+	}
+	return n
 }
 
 // ensureActive makes a key active at now: the published Next key when there

@@ -569,3 +569,39 @@ func TestStatusNamesTheActiveKeyAndTheNextRotation(t *testing.T) {
 		t.Fatalf("next rotation %s, next activates %s, active retires %s; want %s", st.NextRotationTime, st.Keys[0].ActivatesAt, st.Keys[1].RetiresAt, want)
 	}
 }
+
+func TestRotationRequestsCannotGrowTheJWKSWithoutBound(t *testing.T) {
+	p := testPolicy()
+	p.Propagation = 0
+	op := &operator{t: t, ks: &KeySet{}, policy: p, gen: &countingGen{}}
+	now := t0
+	op.reconcile(now)
+	for i := 1; i <= 3*MaxPublishedKeys; i++ {
+		now = now.Add(time.Second)
+		op.policy.RotationRequest = now.Format(time.RFC3339)
+		op.reconcile(now)
+		op.assertInvariants(now)
+		if n := len(PublishedKeys(op.jwks)); n > MaxPublishedKeys {
+			t.Fatalf("after %d requests the JWKS holds %d keys, over %d", i, n, MaxPublishedKeys)
+		}
+	}
+	if op.gen.n < MaxPublishedKeys {
+		t.Fatalf("only %d keys generated: requests below the bound were not honoured", op.gen.n)
+	}
+	ignored := false
+	for _, c := range op.events {
+		ignored = ignored || (c.Reason == ReasonRotationIgnored && strings.Contains(c.Message, "still published"))
+	}
+	if !ignored {
+		t.Fatal("no Warning for the ignored requests")
+	}
+	// Once the retired keys leave, requests work again.
+	later := now.Add(p.Overlap)
+	op.reconcile(later)
+	before := op.gen.n
+	op.policy.RotationRequest = later.Format(time.RFC3339)
+	op.reconcile(later)
+	if op.gen.n != before+1 {
+		t.Fatal("a request after the overlap was not honoured")
+	}
+}
