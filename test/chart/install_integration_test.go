@@ -2,18 +2,26 @@ package chart
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"gatehouse.dev/gatehouse/internal/testenv"
+	"gatehouse.dev/gatehouse/internal/webhook"
 )
 
 // can asks the API server's RBAC authorizer whether a ServiceAccount may
@@ -109,17 +117,11 @@ func TestIntegrationHelmInstallUpgradeUninstall(t *testing.T) {
 		})
 	}
 
-	// The operator writes caBundle; an upgrade must keep it.
+	// The operator's webhook certificate management, run with the chart's
+	// ServiceAccount's permissions only, writes its Secret and the caBundle
+	// of the chart's webhook configuration; the upgrade below must keep it.
 	mwcKey := client.ObjectKey{Name: prefix + "-sidecar-injector"}
-	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
-	if err := env.Client.Get(ctx, mwcKey, mwc); err != nil {
-		t.Fatal(err)
-	}
-	caBundle := []byte("-----BEGIN CERTIFICATE-----\nMIIBdummy\n-----END CERTIFICATE-----\n")
-	mwc.Webhooks[0].ClientConfig.CABundle = caBundle
-	if err := env.Client.Update(ctx, mwc); err != nil {
-		t.Fatal(err)
-	}
+	caBundle := runWebhookAsOperator(t, env, ns, prefix)
 
 	helmOn(t, env, "upgrade", "gh", chartDir, "--namespace", ns, "--reuse-values",
 		"--set", "webhook.failurePolicy=Ignore",
@@ -175,4 +177,96 @@ func TestIntegrationHelmInstallUpgradeUninstall(t *testing.T) {
 			}
 		}
 	})
+}
+
+// runWebhookAsOperator runs the webhook's certificate manager and server in
+// this process, impersonating the chart's operator ServiceAccount, until the
+// caBundle of the chart's webhook configuration is written and the served
+// certificate verifies against it; it returns that caBundle.
+func runWebhookAsOperator(t *testing.T, env *testenv.Env, ns, prefix string) []byte {
+	t.Helper()
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{
+		UserName: "system:serviceaccount:" + ns + ":" + prefix,
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	if err := webhook.Setup(mgr, webhook.Options{
+		BindAddress:       addr,
+		Namespace:         ns,
+		SecretName:        prefix + "-webhook-tls",
+		ServiceName:       prefix + "-webhook",
+		ClusterDomain:     "cluster.local",
+		IPAddresses:       []net.IP{net.IPv4(127, 0, 0, 1)},
+		ConfigurationName: prefix + "-sidecar-injector",
+		CAValidity:        365 * 24 * time.Hour,
+		CertValidity:      90 * 24 * time.Hour,
+		Injection:         &webhook.InjectionConfig{Image: "example.com/gatehouse:test"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("manager: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("the manager did not stop")
+		}
+	}()
+
+	var caBundle []byte
+	var last error
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+		if last = env.Client.Get(ctx, client.ObjectKey{Name: prefix + "-sidecar-injector"}, mwc); last == nil {
+			caBundle = mwc.Webhooks[0].ClientConfig.CABundle
+			last = verifyServed(addr, caBundle)
+		}
+		if last == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with the operator's RBAC, the webhook never served a certificate trusted by the caBundle: %v", last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	secret := &corev1.Secret{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: prefix + "-webhook-tls"}, secret); err != nil {
+		t.Fatal(err)
+	}
+	if len(secret.OwnerReferences) != 1 || secret.OwnerReferences[0].Name != prefix+"-sidecar-injector" {
+		t.Fatalf("the certificate Secret is not owned by the webhook configuration: %+v", secret.OwnerReferences)
+	}
+	return caBundle
+}
+
+func verifyServed(addr string, caBundle []byte) error {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caBundle) {
+		return fmt.Errorf("caBundle holds no certificate")
+	}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
+	if err != nil {
+		return err
+	}
+	return conn.Close()
 }
