@@ -241,10 +241,10 @@ func (r *Reconciler) writeMaterial(ctx context.Context, ak *gatehousev1.APIKey, 
 		if err := r.writeRecord(ctx, ak, obs.recordCM, d.Record); err != nil {
 			return fmt.Errorf("writing record: %w", err)
 		}
-		if ak.DeletionTimestamp == nil {
-			if err := r.deleteStaleDeliveries(ctx, ak); err != nil {
-				return err
-			}
+	}
+	if d.DeleteStale {
+		if err := r.deleteStaleDeliveries(ctx, ak); err != nil {
+			return err
 		}
 	}
 	return nil

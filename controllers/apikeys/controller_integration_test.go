@@ -489,3 +489,31 @@ func TestIntegrationSwitchingToACallerSuppliedHashDeletesTheDeliverySecret(t *te
 		t.Fatalf("status key %s", ak.Status.KeyID)
 	}
 }
+
+func TestIntegrationDisablingAnAPIKeyBlockedByAConflictStillRevokesIt(t *testing.T) {
+	f := newFixture(t)
+	f.create(t, "stuck")
+	f.reconcile(t, "stuck")
+	_, key := f.delivered(t, "stuck-key")
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "someone-elses", Namespace: f.ns}, StringData: map[string]string{"a": "b"}}
+	if err := f.env.Client.Create(f.ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	f.update(t, "stuck", func(ak *gatehousev1.APIKey) {
+		ak.Spec.SecretName = "someone-elses"
+		ak.Spec.Disabled = true
+	})
+	f.reconcile(t, "stuck")
+	if s, r := condStatus(f.apiKey(t, "stuck"), gatehousev1.ConditionReady); s != metav1.ConditionFalse || r != gatehousev1.ReasonSecretConflict {
+		t.Fatalf("Ready = %s/%s", s, r)
+	}
+	if _, rec := f.record(t, "stuck"); rec.Check(key, f.clk.Now()) != apikey.Revoked {
+		t.Fatalf("the key of a blocked, disabled APIKey is still accepted: %+v", rec)
+	}
+	// The blocked APIKey keeps its own old Secret and leaves the foreign one alone.
+	f.delivered(t, "stuck-key")
+	got := &corev1.Secret{}
+	if err := f.env.Client.Get(f.ctx, client.ObjectKeyFromObject(foreign), got); err != nil || got.ResourceVersion != foreign.ResourceVersion {
+		t.Fatalf("the foreign secret changed: %v", err)
+	}
+}

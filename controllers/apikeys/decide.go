@@ -130,6 +130,11 @@ type decision struct {
 	RequeueAfter time.Duration
 	// Log holds key IDs worth logging ("issued", "rotatedFrom"...).
 	Log []any
+	// DeleteStale asks for the deletion of delivery Secrets this APIKey
+	// controls under another name than spec.secretName. Only a decision
+	// that delivered the current key (or recorded a caller-supplied hash)
+	// sets it: a blocked APIKey keeps its old Secret, and its key.
+	DeleteStale bool
 }
 
 // decide computes the desired state. newKey generates key material and is
@@ -170,6 +175,14 @@ func decide(obs observation, newKey func() (apikey.Key, error)) (decision, error
 		setCond(gatehousev1.ConditionRevoked, metav1.ConditionFalse, gatehousev1.ReasonEnabled, "The key is not disabled.")
 	}
 
+	state := apikey.StateActive
+	switch {
+	case spec.Disabled:
+		state = apikey.StateRevoked
+	case expired:
+		state = apikey.StateExpired
+	}
+
 	var d decision
 	blocked := func(reason, msg string) (decision, error) {
 		if c := readyCondition(ak.Status.Conditions); c == nil || c.Reason != reason {
@@ -177,6 +190,18 @@ func decide(obs observation, newKey func() (apikey.Key, error)) (decision, error
 		}
 		setCond(gatehousev1.ConditionReady, metav1.ConditionFalse, reason, msg)
 		d.Status = st
+		// A blocked APIKey may still have a record of ours from before
+		// (spec.secretName was changed to a taken name). Disabling or
+		// expiry must reach validators all the same: revocation never waits
+		// for a conflict to be resolved.
+		if obs.Record != nil && !obs.RecordForeign && state != apikey.StateActive && obs.Record.State != state {
+			rec := *obs.Record
+			rec.State = state
+			d.Record = &rec
+			d.Events = append(d.Events, keyEvent{Type: "Normal", Reason: gatehousev1.ReasonKeyRevoked, Action: actionRevoke,
+				Note: fmt.Sprintf("Marked key %s %s although the APIKey is blocked.", currentKeyID(&rec), state)})
+			d.Log = append(d.Log, "revoked", currentKeyID(&rec), "state", string(state))
+		}
 		return d, nil
 	}
 	generated := spec.SecretName != ""
@@ -191,14 +216,6 @@ func decide(obs observation, newKey func() (apikey.Key, error)) (decision, error
 	case generated && obs.Delivery.Foreign:
 		return blocked(gatehousev1.ReasonSecretConflict, fmt.Sprintf(
 			"Secret %s exists and is not controlled by this APIKey; choose another spec.secretName or delete that Secret.", spec.SecretName))
-	}
-
-	state := apikey.StateActive
-	switch {
-	case spec.Disabled:
-		state = apikey.StateRevoked
-	case expired:
-		state = apikey.StateExpired
 	}
 
 	var cur keyMaterial
@@ -257,6 +274,7 @@ func decide(obs observation, newKey func() (apikey.Key, error)) (decision, error
 		}
 	}
 	d.Record = rec
+	d.DeleteStale = true
 
 	// State changes of the record are what validators act on: announce them.
 	prevState := apikey.StateActive

@@ -477,6 +477,31 @@ func TestConflictsTouchNothing(t *testing.T) {
 	}
 }
 
+func TestDisablingABlockedAPIKeyStillRevokesItsExistingRecord(t *testing.T) {
+	k := &keys{}
+	obs := observation{APIKey: testAPIKey(), Now: t0}
+	obs = apply(t, obs, mustDecide(t, obs, k), t0.Add(time.Minute))
+	// spec.secretName now names a foreign Secret, and the key is disabled.
+	obs.APIKey.Spec.SecretName = "taken"
+	obs.APIKey.Spec.Disabled = true
+	obs.Delivery = deliveryState{Exists: true, Foreign: true}
+	d := mustDecide(t, obs, k)
+	if c := condition(t, d.Status, gatehousev1.ConditionReady); c.Reason != gatehousev1.ReasonSecretConflict {
+		t.Fatalf("Ready = %+v", c)
+	}
+	if d.Delivery != nil || len(k.made) != 1 || d.DeleteStale {
+		t.Fatal("a blocked APIKey delivered or generated a key, or would delete its old delivery Secret")
+	}
+	if d.Record == nil || d.Record.State != apikey.StateRevoked || d.Record.Check(k.made[0], obs.Now) != apikey.Revoked {
+		t.Fatalf("the existing record must be revoked: %+v", d.Record)
+	}
+	// Once revoked, nothing more to write.
+	obs = apply(t, obs, d, t0.Add(2*time.Minute))
+	if d := mustDecide(t, obs, k); d.Record != nil || len(d.Events) != 0 {
+		t.Fatalf("a second decision rewrote the record or announced again: %+v", d.Events)
+	}
+}
+
 func TestACallerSuppliedHashIsRecordedFromTheSpecAlone(t *testing.T) {
 	key, _ := apikey.Generate(rand.Reader)
 	k := &keys{}
@@ -512,7 +537,7 @@ func TestAnAPIKeyBeingDeletedGetsItsRecordRevokedAndNothingCreated(t *testing.T)
 	if len(k.made) != 1 || d.Delivery != nil || d.Status != nil {
 		t.Fatalf("a deleting APIKey created or changed something: keys %d", len(k.made))
 	}
-	if d.Record == nil || d.Record.State != apikey.StateRevoked || d.Record.Keys[0].KeyID != k.made[0].ID() {
+	if d.Record == nil || d.Record.State != apikey.StateRevoked || d.Record.Keys[0].KeyID != k.made[0].ID() || d.DeleteStale {
 		t.Fatalf("record %+v", d.Record)
 	}
 	obs.Record = nil
