@@ -208,7 +208,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := cfg.Source.Run(gctx, changed, func(error) { m.ObserveReloadError() }); err != nil {
+		if err := cfg.Source.Run(gctx, source.Events{Changed: changed, Failed: func(error) { m.ObserveReloadError() }, Confirmed: m.ObserveConfirmed}); err != nil {
 			return fmt.Errorf("state source: %w", err)
 		}
 		return nil

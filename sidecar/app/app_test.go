@@ -25,7 +25,6 @@ import (
 	"gatehouse.dev/gatehouse/internal/apikey"
 	"gatehouse.dev/gatehouse/sidecar/app"
 	"gatehouse.dev/gatehouse/sidecar/server"
-	"gatehouse.dev/gatehouse/sidecar/snapshot"
 	"gatehouse.dev/gatehouse/sidecar/source"
 	"gatehouse.dev/gatehouse/sidecar/testfixture"
 )
@@ -148,7 +147,7 @@ func reason(resp *authv3.CheckResponse) string {
 // blockedSource never delivers a state.
 type blockedSource struct{}
 
-func (blockedSource) Run(ctx context.Context, _ func(snapshot.Inputs), _ func(error)) error {
+func (blockedSource) Run(ctx context.Context, _ source.Events) error {
 	<-ctx.Done()
 	return nil
 }

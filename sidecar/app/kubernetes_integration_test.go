@@ -3,8 +3,12 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -292,4 +296,130 @@ func TestIntegrationASigningKeyRotationDeniesNoValidToken(t *testing.T) {
 	if got := reason(r.send(t, map[string]string{"authorization": "Bearer " + mint(a, "late")})); got != "unknown_kid" {
 		t.Fatalf("a token of the removed key got %q, want unknown_kid", got)
 	}
+}
+
+// cuttableProxy forwards TCP to target until cut, and again once restored,
+// on the same address: an API server that goes away and comes back.
+type cuttableProxy struct {
+	addr, target string
+	mu           sync.Mutex
+	lis          net.Listener
+	conns        map[net.Conn]bool
+}
+
+func newCuttableProxy(t *testing.T, target string) *cuttableProxy {
+	t.Helper()
+	p := &cuttableProxy{target: target, conns: map[net.Conn]bool{}}
+	p.listen(t, "127.0.0.1:0")
+	p.addr = p.lis.Addr().String()
+	t.Cleanup(p.cut)
+	return p
+}
+
+func (p *cuttableProxy) listen(t *testing.T, addr string) {
+	t.Helper()
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("proxy listen: %v", err)
+	}
+	p.mu.Lock()
+	p.lis = lis
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", p.target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns[c], p.conns[up] = true, true
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+			go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
+		}
+	}()
+}
+
+func (p *cuttableProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lis != nil {
+		_ = p.lis.Close()
+		p.lis = nil
+	}
+	for c := range p.conns {
+		_ = c.Close()
+	}
+	clear(p.conns)
+}
+
+func TestIntegrationTheSidecarServesItsLastStateWhileTheAPIServerIsAwayAndResyncs(t *testing.T) {
+	env, ns := testenv.Start(t)
+	key := testfixture.NewAPIKey(t, ns, "billing", "service:billing", "orders:read")
+	cm := key.ConfigMap(t)
+	cm.TypeMeta = metav1.TypeMeta{}
+	pol := testfixture.Policy(ns, "main", time.Time{}, nil, gatehousev1.Rule{Name: "orders", Match: gatehousev1.RuleMatch{Paths: []string{"/orders/*"}}})
+	pol.CreationTimestamp = metav1.Time{}
+	create(t, env, cm, pol)
+
+	cfg := sidecarConfig(t, env, ns)
+	u, err := url.Parse(cfg.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := newCuttableProxy(t, u.Host)
+	cfg.Host = "https://" + proxy.addr
+	r := start(t, ns, &source.Kubernetes{Config: cfg, Namespace: ns, Log: testr.New(t), ProbeInterval: 100 * time.Millisecond}, nil)
+	waitReady(t, r)
+	apiKey := map[string]string{"x-api-key": key.Key.Plaintext()}
+	if got := reason(r.send(t, apiKey)); got != "allowed" {
+		t.Fatalf("before the outage the key got %q", got)
+	}
+
+	proxy.cut()
+	// The watch breaks; the sidecar must notice (reload errors) and keep
+	// answering from what it has.
+	testfixture.WaitFor(t, 30*time.Second, "the outage to be counted", func() (bool, string) {
+		_, body := httpGet(t, "http://"+r.addrs.Metrics+"/metrics")
+		for _, line := range strings.Split(body, "\n") {
+			if strings.HasPrefix(line, "gatehouse_sidecar_reload_errors_total ") && line != "gatehouse_sidecar_reload_errors_total 0" {
+				return true, line
+			}
+		}
+		return false, "no reload error yet"
+	})
+	for range 20 {
+		if got := reason(r.send(t, apiKey)); got != "allowed" {
+			t.Fatalf("during the outage the key got %q, want allowed from the last state", got)
+		}
+	}
+	if code, _ := httpGet(t, "http://"+r.addrs.Health+"/readyz"); code != http.StatusOK {
+		t.Fatalf("during the outage /readyz answered %d; the last state is still good", code)
+	}
+
+	// The key is revoked while the sidecar cannot see it; once the API
+	// server is back, the sidecar resyncs and denies.
+	key.Record.State = apikey.StateRevoked
+	upd := key.ConfigMap(t)
+	cur := &corev1.ConfigMap{}
+	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(cm), cur); err != nil {
+		t.Fatal(err)
+	}
+	cur.Data = upd.Data
+	if err := env.Client.Update(context.Background(), cur); err != nil {
+		t.Fatal(err)
+	}
+	if got := reason(r.send(t, apiKey)); got != "allowed" {
+		t.Fatalf("the sidecar saw a change through a cut connection (%q)", got)
+	}
+	proxy.listen(t, proxy.addr)
+	testfixture.WaitFor(t, 60*time.Second, "the sidecar to resync and deny the revoked key", func() (bool, string) {
+		got := reason(r.send(t, apiKey))
+		return got == "api_key_revoked", got
+	})
 }

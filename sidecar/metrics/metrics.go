@@ -3,6 +3,7 @@
 package metrics
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,8 @@ type Metrics struct {
 	reloads      prometheus.Counter
 	reloadErrors prometheus.Counter
 	problems     prometheus.Gauge
+	confirmed    atomic.Int64 // unix nanos of the source's last confirmation
+	clock        func() time.Time
 }
 
 // New registers the metrics. store and clock feed the state gauges.
@@ -31,6 +34,7 @@ func New(store *snapshot.Store, clock func() time.Time) *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
 		Registry: reg,
+		clock:    clock,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatehouse_sidecar_decisions_total",
 			Help: "Authorization decisions by result (allow, deny) and reason code.",
@@ -55,12 +59,17 @@ func New(store *snapshot.Store, clock func() time.Time) *Metrics {
 	}
 	stateAge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "gatehouse_sidecar_state_age_seconds",
-		Help: "Seconds since the current state was built; 0 before the first state.",
+		Help: "Seconds since the state was last built or confirmed current by its source; 0 before the first state. It grows while the API server is unreachable.",
 	}, func() float64 {
-		if s := store.Load(); s != nil {
-			return clock().Sub(s.BuiltAt).Seconds()
+		s := store.Load()
+		if s == nil {
+			return 0
 		}
-		return 0
+		fresh := s.BuiltAt
+		if c := time.Unix(0, m.confirmed.Load()); c.After(fresh) {
+			fresh = c
+		}
+		return clock().Sub(fresh).Seconds()
 	})
 	ready := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "gatehouse_sidecar_state_ready",
@@ -100,6 +109,9 @@ func (m *Metrics) ObserveReload(s *snapshot.Snapshot) {
 	m.reloads.Inc()
 	m.problems.Set(float64(len(s.Problems)))
 }
+
+// ObserveConfirmed records that the source confirmed the state current.
+func (m *Metrics) ObserveConfirmed() { m.confirmed.Store(m.clock().UnixNano()) }
 
 // ObserveReloadError counts a failure to read the source.
 func (m *Metrics) ObserveReloadError() { m.reloadErrors.Inc() }

@@ -45,7 +45,7 @@ type Files struct {
 }
 
 // Run implements Source.
-func (f *Files) Run(ctx context.Context, changed func(snapshot.Inputs), failed func(error)) error {
+func (f *Files) Run(ctx context.Context, ev Events) error {
 	interval := f.PollInterval
 	if interval <= 0 {
 		interval = DefaultPollInterval
@@ -56,17 +56,20 @@ func (f *Files) Run(ctx context.Context, changed func(snapshot.Inputs), failed f
 	defer ticker.Stop()
 	for {
 		fp, err := fingerprint(f.Dir)
-		if err == nil && (first || fp != last) {
+		switch {
+		case err == nil && (first || fp != last):
 			var in snapshot.Inputs
 			in, err = ReadDir(f.Dir)
 			if err == nil {
 				first, last = false, fp
-				changed(in)
+				ev.Changed(in)
 			}
+		case err == nil:
+			ev.Confirmed()
 		}
 		if err != nil {
 			f.Log.Error(err, "reading the state directory; keeping the last good state", "dir", f.Dir)
-			failed(err)
+			ev.Failed(err)
 		}
 		select {
 		case <-ctx.Done():

@@ -10,9 +10,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/client-go/rest"
@@ -27,16 +29,26 @@ import (
 
 // Source delivers the sidecar's inputs.
 type Source interface {
-	// Run blocks until ctx ends or the source fails for good. It calls
-	// changed, from a single goroutine, with the complete inputs once they
-	// have been read entirely, and again after every change. changed must
-	// not keep or modify the objects beyond the call's own use: they may
-	// be shared with the source's cache.
-	//
-	// failed is told of every failure to read (a failed watch, an
-	// unparsable file); the source retries on its own, and the caller
-	// keeps serving the last inputs.
-	Run(ctx context.Context, changed func(snapshot.Inputs), failed func(error)) error
+	// Run blocks until ctx ends or the source fails for good, telling ev
+	// what it observes.
+	Run(ctx context.Context, ev Events) error
+}
+
+// Events receives what a source observes. A source calls Changed from a
+// single goroutine; Failed and Confirmed may come from others.
+type Events struct {
+	// Changed receives the complete inputs once they have been read
+	// entirely, and again after every change. It must not keep or modify
+	// the objects beyond the call: they may be shared with the source's
+	// cache.
+	Changed func(snapshot.Inputs)
+	// Failed is told of every failure to read (the API server unreachable,
+	// an unparsable file). The source retries on its own; the last inputs
+	// stay in force.
+	Failed func(error)
+	// Confirmed says the inputs last delivered are still current: the
+	// state is fresh even though nothing changed.
+	Confirmed func()
 }
 
 // RecordSelector selects the ConfigMaps a sidecar reads: those labelled
@@ -57,10 +69,18 @@ type Kubernetes struct {
 	Config    *rest.Config
 	Namespace string
 	Log       logr.Logger
+	// ProbeInterval is how often the API server is asked whether it is
+	// reachable (DefaultProbeInterval when 0). Informers retry a broken
+	// watch silently; the probe is what tells metrics and logs about an
+	// outage, and confirms a quiet state as fresh.
+	ProbeInterval time.Duration
 }
 
+// DefaultProbeInterval is the default Kubernetes.ProbeInterval.
+const DefaultProbeInterval = 10 * time.Second
+
 // Run implements Source.
-func (k *Kubernetes) Run(ctx context.Context, changed func(snapshot.Inputs), failed func(error)) error {
+func (k *Kubernetes) Run(ctx context.Context, ev Events) error {
 	if k.Namespace == "" {
 		return errors.New("kubernetes source: a namespace is required")
 	}
@@ -79,7 +99,7 @@ func (k *Kubernetes) Run(ctx context.Context, changed func(snapshot.Inputs), fai
 		// on every rebuild would only churn memory.
 		DefaultUnsafeDisableDeepCopy: &noCopy,
 		DefaultWatchErrorHandler: func(ctx context.Context, r *toolscache.Reflector, err error) {
-			failed(err)
+			ev.Failed(err)
 			toolscache.DefaultWatchErrorHandler(ctx, r, err)
 		},
 	})
@@ -116,6 +136,17 @@ func (k *Kubernetes) Run(ctx context.Context, changed func(snapshot.Inputs), fai
 		return errors.New("kubernetes source: informers did not sync")
 	}
 	k.Log.Info("informers synced", "namespace", k.Namespace)
+	probe, err := client.New(k.Config, client.Options{Scheme: scheme.New()})
+	if err != nil {
+		return fmt.Errorf("creating the probe client: %w", err)
+	}
+	interval := k.ProbeInterval
+	if interval <= 0 {
+		interval = DefaultProbeInterval
+	}
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	reachable := true
 	mark()
 	for {
 		select {
@@ -126,18 +157,47 @@ func (k *Kubernetes) Run(ctx context.Context, changed func(snapshot.Inputs), fai
 				return fmt.Errorf("informer cache stopped: %w", err)
 			}
 			return nil
+		case <-ticker.C:
+			err := k.probe(ctx, probe)
+			switch {
+			case err != nil:
+				if reachable {
+					k.Log.Error(err, "the API server is unreachable; serving the last state")
+				}
+				reachable = false
+				ev.Failed(err)
+			default:
+				if !reachable {
+					k.Log.Info("the API server is reachable again")
+				}
+				reachable = true
+				ev.Confirmed()
+			}
 		case <-dirty:
 			in, err := k.list(ctx, c)
 			if err != nil {
 				// The cache is local; a list fails only on a bug. Keep
 				// serving the last state and say so.
 				k.Log.Error(err, "listing cached objects")
-				failed(err)
+				ev.Failed(err)
 				continue
 			}
-			changed(in)
+			ev.Changed(in)
 		}
 	}
+}
+
+// probe lists at most one record ConfigMap's metadata straight from the
+// API server: the cheapest request the sidecar's Role allows.
+func (k *Kubernetes) probe(ctx context.Context, c client.Client) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMapList"))
+	if err := c.List(ctx, list, client.InNamespace(k.Namespace), client.MatchingLabelsSelector{Selector: RecordSelector()}, client.Limit(1)); err != nil {
+		return fmt.Errorf("probing the API server: %w", err)
+	}
+	return nil
 }
 
 func (k *Kubernetes) list(ctx context.Context, c cache.Cache) (snapshot.Inputs, error) {
