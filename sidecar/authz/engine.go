@@ -272,6 +272,9 @@ func (e *Engine) checkAPIKey(snap *snapshot.Snapshot, value string, now time.Tim
 	default:
 		return nil, InvalidAPIKeyRecord, 0
 	}
+	if !headerSafe(rec.Subject) || !allHeaderSafe(rec.Scopes) {
+		return nil, InvalidAPIKeyRecord, 0
+	}
 	if wait := e.limiters.take(rec, now); wait > 0 {
 		return nil, RateLimited, wait
 	}

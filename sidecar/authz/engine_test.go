@@ -232,3 +232,11 @@ func TestExtractCredential(t *testing.T) {
 		})
 	}
 }
+
+func TestARecordWhoseSubjectWouldInjectAHeaderIsRefused(t *testing.T) {
+	key := testfixture.NewAPIKey(t, ns, "bad", "svc\r\nx-admin: true")
+	e := newEnv(t, nil, key)
+	if d := e.engine.Check(req("x-api-key", key.Key.Plaintext())); d.Allowed || d.Reason != authz.InvalidAPIKeyRecord {
+		t.Fatalf("got %+v, want invalid_api_key_record", d)
+	}
+}

@@ -199,8 +199,33 @@ func (vt *verifiedToken) fill(iss *snapshot.Issuer) Reason {
 		}
 		id.Scopes = l
 	}
+	if !headerSafe(id.Subject) || !headerSafe(id.TokenID) || !headerSafe(id.KeyID) || !allHeaderSafe(id.Scopes) {
+		// These become header values upstream: a signed CR LF is still a
+		// header injection.
+		return MalformedClaims
+	}
 	vt.identity = id
 	return ""
+}
+
+// headerSafe reports whether s can be sent as a header value as it is: no
+// control characters (CR, LF, NUL, DEL, ...).
+func headerSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func allHeaderSafe(list []string) bool {
+	for _, s := range list {
+		if !headerSafe(s) {
+			return false
+		}
+	}
+	return true
 }
 
 // checkTimes applies exp, nbf and iat with the issuer's skew at now.

@@ -301,6 +301,8 @@ func TestCheckOverGRPCAndHTTP(t *testing.T) {
 		{name: "A token whose nbf is beyond the skew is not yet valid", req: get("/orders/1", bearer(esTok(map[string]any{"nbf": now.Add(5 * time.Minute).Unix()}))), status: 401, reason: "token_not_yet_valid", chall: bearerChallenge},
 		{name: "A token issued in the future beyond the skew is not yet valid", req: get("/orders/1", bearer(esTok(map[string]any{"iat": now.Add(time.Hour).Unix()}))), status: 401, reason: "token_not_yet_valid", chall: bearerChallenge},
 		{name: "A token without exp is denied", req: get("/orders/1", bearer(esTok(map[string]any{"exp": nil}))), status: 401, reason: "missing_exp", chall: bearerChallenge},
+		{name: "A signed token whose sub would inject a header is refused", req: get("/orders/1", bearer(esTok(map[string]any{"sub": "alice\r\nx-admin: true"}))), status: 401, reason: "malformed_claims", chall: bearerChallenge},
+		{name: "A signed token whose scope holds a control character is refused", req: get("/orders/1", bearer(esTok(map[string]any{"scope": "orders:read\x00"}))), status: 401, reason: "malformed_claims", chall: bearerChallenge},
 		{name: "A token with a string exp is malformed", req: get("/orders/1", bearer(esTok(map[string]any{"exp": "4102444800"}))), status: 401, reason: "malformed_claims", chall: bearerChallenge},
 		{name: "A token from an untrusted issuer is denied", req: get("/orders/1", bearer(w.es.Sign(t, testfixture.Claims("https://evil.example.com", "x", now, nil), nil))), status: 401, reason: "unknown_issuer", chall: bearerChallenge},
 		{name: "A token for another audience is denied", req: get("/orders/1", bearer(esTok(map[string]any{"aud": []string{"billing"}}))), status: 401, reason: "wrong_audience", chall: bearerChallenge},
