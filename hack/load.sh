@@ -22,6 +22,9 @@
 #   LOAD_CONNS        gRPC connections of the client [2]
 #   LOAD_RATE         open-loop requests/s [1000]
 #   SERVER_CPU, CLIENT_CPU   CPUs of the servers and of the client [0, 1]
+#   LOAD_NICE         run servers and client at this nice value, e.g. -10 on
+#                     a shared machine, so that other work steals less of
+#                     their CPUs (needs root for negative values) [unset]
 #   SKIP_GHZ=1        no ghz run;  GHZ  the ghz binary [ghz on PATH, ~/go/bin/ghz]
 #
 # Credentials: the fixtures' test keys and tokens stay in
@@ -41,6 +44,8 @@ RATE=${LOAD_RATE:-1000}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 GHZ=${GHZ:-$(command -v ghz || echo "$HOME/go/bin/ghz")}
+NICE=()
+if [[ -n ${LOAD_NICE:-} ]]; then NICE=(nice -n "$LOAD_NICE"); fi
 
 BASE_GRPC=127.0.0.1:19001
 BASE_HTTP=127.0.0.1:19002
@@ -103,7 +108,7 @@ rss() {
 run() {
 	local label=$1 pid=$2 target=$3 round=$4
 	shift 4
-	taskset -c "$CLIENT_CPU" "$WORK/bin/loadgen" run --label "$label" --server-pid "$pid" --round "$round" \
+	"${NICE[@]}" taskset -c "$CLIENT_CPU" "$WORK/bin/loadgen" run --label "$label" --server-pid "$pid" --round "$round" \
 		--results "$RESULTS" --credentials "$CREDS" --target "$target" --warmup "$WARMUP" --duration "$DURATION" "$@"
 }
 
@@ -120,10 +125,10 @@ fi
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 log "starting the baseline and the sidecar on CPU $SERVER_CPU"
-taskset -c "$SERVER_CPU" "$WORK/bin/okserver" --grpc-bind-address "$BASE_GRPC" --http-bind-address "$BASE_HTTP" \
+"${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/okserver" --grpc-bind-address "$BASE_GRPC" --http-bind-address "$BASE_HTTP" \
 	>"$WORK/baseline.log" 2>&1 &
 BASE_PID=$!
-taskset -c "$SERVER_CPU" "$WORK/bin/gatehouse" sidecar --source files --config-dir "$WORK/fixtures/config" \
+"${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/gatehouse" sidecar --source files --config-dir "$WORK/fixtures/config" \
 	--namespace loadtest --grpc-bind-address "$SIDE_GRPC" --http-bind-address "$SIDE_HTTP" \
 	--health-probe-bind-address "$SIDE_PROBE" --metrics-bind-address "$SIDE_METRICS" \
 	>"$WORK/sidecar.log" 2>&1 &
@@ -171,7 +176,7 @@ if [[ -z ${SKIP_GHZ:-} ]]; then
 		)
 		log "ghz against the baseline"
 		cpu0=$(awk '{print $14 + $15}' "/proc/$BASE_PID/stat")
-		taskset -c "$CLIENT_CPU" "$GHZ" --insecure --call envoy.service.auth.v3.Authorization/Check \
+		"${NICE[@]}" taskset -c "$CLIENT_CPU" "$GHZ" --insecure --call envoy.service.auth.v3.Authorization/Check \
 			-D "$WORK/ghz-request.json" -c "$CONCURRENCY" --connections "$CONNS" -z "$DURATION" \
 			"$BASE_GRPC" >"$WORK/ghz.txt" 2>&1 || true
 		cpu1=$(awk '{print $14 + $15}' "/proc/$BASE_PID/stat")
@@ -184,7 +189,7 @@ fi
 
 echo
 echo "Gatehouse load test, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"
-echo "servers on CPU $SERVER_CPU, client on CPU $CLIENT_CPU, $ROUNDS rounds of $WARMUP + $DURATION per run."
+echo "servers on CPU $SERVER_CPU, client on CPU $CLIENT_CPU, $ROUNDS rounds of $WARMUP + $DURATION per run, nice ${LOAD_NICE:-0}."
 echo "Load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo
 "$WORK/bin/loadgen" table --results "$RESULTS"
