@@ -25,6 +25,7 @@ import (
 	"gatehouse.dev/gatehouse/internal/apikey"
 	"gatehouse.dev/gatehouse/sidecar/app"
 	"gatehouse.dev/gatehouse/sidecar/server"
+	"gatehouse.dev/gatehouse/sidecar/snapshot"
 	"gatehouse.dev/gatehouse/sidecar/source"
 	"gatehouse.dev/gatehouse/sidecar/testfixture"
 )
@@ -291,4 +292,8 @@ func checkRequest(token string) *authv3.CheckRequest {
 		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Host: "api.example.com", Path: "/orders/1",
 			Headers: map[string]string{"authorization": "Bearer " + token}},
 	}}}
+}
+
+func snapshotParse(doc string) (*snapshot.StaticKeySet, []string, error) {
+	return snapshot.ParseJWKS([]byte(doc))
 }
