@@ -235,7 +235,12 @@ func (e *Engine) denyCredential(r Reason, rule *snapshot.Rule) Decision {
 	return d
 }
 
+// challenges lists one challenge per credential type the route accepts;
+// a 401 always carries at least the Bearer one (RFC 9110 11.6.1).
 func challenges(apiKeys, jwts bool) string {
+	if !apiKeys && !jwts {
+		jwts = true
+	}
 	var parts []string
 	if jwts {
 		parts = append(parts, challenge(CredentialJWT, "", nil))
