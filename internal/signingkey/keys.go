@@ -96,7 +96,15 @@ func decorate(key jwk.Key, alg jwa.SignatureAlgorithm) error {
 // Thumbprint is the RFC 7638 SHA-256 thumbprint of key's public part,
 // base64url without padding: the kid of every Gatehouse key. A private key
 // and its public key have the same thumbprint.
-func Thumbprint(key jwk.Key) (string, error) {
+func Thumbprint(key jwk.Key) (kid string, err error) {
+	// jwx panics on some malformed keys (an EC coordinate wider than its
+	// curve, found by FuzzParseKeySet); documents read here may be hand
+	// edited, so a bad key is an error, never a crash.
+	defer func() {
+		if recover() != nil {
+			kid, err = "", errors.New("computing jwk thumbprint: malformed key")
+		}
+	}()
 	tp, err := key.Thumbprint(crypto.SHA256)
 	if err != nil {
 		return "", fmt.Errorf("computing jwk thumbprint: %w", err)
@@ -153,6 +161,11 @@ func checkAlgorithm(key jwk.Key, alg jwa.SignatureAlgorithm) error {
 	switch p := pub.(type) {
 	case *ecdsa.PublicKey:
 		ok = (alg == jwa.ES256 && p.Curve == elliptic.P256()) || (alg == jwa.ES384 && p.Curve == elliptic.P384())
+		if ok {
+			// The point must be on the curve: ECDH refuses one that is not.
+			_, err := p.ECDH()
+			ok = err == nil
+		}
 	case *rsa.PublicKey:
 		ok = (alg == jwa.RS256 || alg == jwa.PS256) && p.N.BitLen() >= 2048
 	case ed25519.PublicKey:

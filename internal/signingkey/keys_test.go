@@ -289,3 +289,12 @@ func TestObjectNamesStayValidForLongSigningKeyNames(t *testing.T) {
 		t.Fatalf("long names: %q (%d) and %q", a, len(a), b)
 	}
 }
+
+func TestPublishedKeysSurvivesAMalformedHandEditedKey(t *testing.T) {
+	// An EC coordinate wider than the curve made jwx panic while computing
+	// the thumbprint (found by FuzzParseKeySet).
+	doc := []byte(`{"keys":[{"kty":"EC","crv":"P-256","kid":"0","x":"","y":"00000000000000000000000000000000000000000000"}]}`)
+	if got := PublishedKeys(doc); len(got) != 0 {
+		t.Fatalf("a malformed key was accepted: %v", got)
+	}
+}
