@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +33,9 @@ import (
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 	"gatehouse.dev/gatehouse/sidecar/source"
 )
+
+// startupGCPercent is the GOGC in force until the first state is loaded.
+const startupGCPercent = 10
 
 // DefaultShutdownTimeout bounds the graceful stop.
 const DefaultShutdownTimeout = 10 * time.Second
@@ -167,6 +171,15 @@ func Run(ctx context.Context, cfg Config) error {
 	metricsMux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	newHTTP("metrics", metricsMux)
 
+	// Until the first state is in, collect garbage eagerly: reading
+	// 100,000 records interleaves their live objects with decoding
+	// garbage, and the freed gaps stay resident as fragmentation (about
+	// 35 MB at 100,000 records with the default GOGC). Recycling the
+	// garbage early packs the state densely; the normal setting returns
+	// with the first state.
+	normalGC := debug.SetGCPercent(startupGCPercent)
+	var restoreGC sync.Once
+	defer restoreGC.Do(func() { debug.SetGCPercent(normalGC) })
 	builder := snapshot.NewBuilder(snapshot.BuildOptions{
 		Namespace: cfg.Namespace, PodLabels: labels.Set(cfg.PodLabels), Remote: cfg.Remote, Clock: cfg.Clock,
 	})
@@ -193,6 +206,7 @@ func Run(ctx context.Context, cfg Config) error {
 			// of the state; give it back to the OS now rather than carry
 			// it as resident memory. Later, because the source still holds
 			// its inputs while this callback runs.
+			restoreGC.Do(func() { debug.SetGCPercent(normalGC) })
 			time.AfterFunc(time.Second, debug.FreeOSMemory)
 		}
 		if !slices.Equal(snap.Problems, lastProblems) {
