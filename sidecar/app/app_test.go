@@ -63,7 +63,7 @@ type running struct {
 	logs  *logBuffer
 }
 
-func start(t *testing.T, namespace string, src source.Source, podLabels map[string]string) *running {
+func start(t *testing.T, namespace string, src source.Source, podLabels map[string]string, tweaks ...func(*app.Config)) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{done: make(chan error, 1), stop: cancel, logs: &logBuffer{}}
@@ -74,6 +74,9 @@ func start(t *testing.T, namespace string, src source.Source, podLabels map[stri
 		Core:        server.Options{StripCredential: true, DecisionLogsPerSecond: 10000},
 		Log:         funcr.New(r.logs.write, funcr.Options{Verbosity: 1}),
 		OnListening: func(a app.Addresses) { addrs <- a },
+	}
+	for _, tweak := range tweaks {
+		tweak(&cfg)
 	}
 	go func() { r.done <- app.Run(ctx, cfg) }()
 	select {
@@ -296,4 +299,41 @@ func checkRequest(token string) *authv3.CheckRequest {
 
 func snapshotParse(doc string) (*snapshot.StaticKeySet, []string, error) {
 	return snapshot.ParseJWKS([]byte(doc))
+}
+
+func TestOnShutdownTheSidecarReportsNotServingFirstAndKeepsAnsweringWhileItDrains(t *testing.T) {
+	dir := t.TempDir()
+	pol := testfixture.Policy(ns, "main", testfixture.Epoch, nil,
+		gatehousev1.Rule{Name: "public", Match: gatehousev1.RuleMatch{Paths: []string{"/orders/*"}}, Action: gatehousev1.ActionAllowAnonymous})
+	writeFile(t, filepath.Join(dir, "policy.yaml"), testfixture.YAML(t, pol))
+	r := start(t, ns, &source.Files{Dir: dir, PollInterval: 20 * time.Millisecond}, nil, func(c *app.Config) { c.DrainDelay = 3 * time.Second })
+	testfixture.WaitFor(t, 10*time.Second, "the sidecar to be ready", func() (bool, string) {
+		code, _ := httpGet(t, "http://"+r.addrs.Health+"/readyz")
+		return code == http.StatusOK, fmt.Sprint(code)
+	})
+	health := healthpb.NewHealthClient(r.conn)
+
+	r.stop() // SIGTERM
+	testfixture.WaitFor(t, 2*time.Second, "/readyz to fail once draining", func() (bool, string) {
+		code, _ := httpGet(t, "http://"+r.addrs.Health+"/readyz")
+		return code == http.StatusServiceUnavailable, fmt.Sprint(code)
+	})
+	// Still inside the drain delay: health says NOT_SERVING, yet checks
+	// are answered, so that Envoy drains instead of failing requests.
+	hc, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil || hc.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("gRPC health while draining: %v (%v), want NOT_SERVING", hc.GetStatus(), err)
+	}
+	if got := reason(r.send(t, nil)); got != "allowed" {
+		t.Fatalf("a check while draining got %q, want it answered (allowed)", got)
+	}
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Fatalf("the sidecar stopped with %v", err)
+		}
+		r.done <- nil
+	case <-time.After(15 * time.Second):
+		t.Fatal("the sidecar did not stop after draining")
+	}
 }
