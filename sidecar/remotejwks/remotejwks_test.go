@@ -13,6 +13,8 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 
+	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/sidecar/authz"
 	"gatehouse.dev/gatehouse/sidecar/remotejwks"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 	"gatehouse.dev/gatehouse/sidecar/testfixture"
@@ -219,4 +221,33 @@ func TestOnlyHTTPSIsFetched(t *testing.T) {
 	if err := <-fetches; err == nil || !strings.Contains(err.Error(), "https") {
 		t.Fatalf("fetching over http: %v, want a refusal", err)
 	}
+}
+
+// bearerHeaders is a minimal authz.Headers with one bearer token.
+type bearerHeaders string
+
+func (h bearerHeaders) Values(name string) []string {
+	if name == "authorization" {
+		return []string{"Bearer " + string(h)}
+	}
+	return nil
+}
+func (bearerHeaders) Count() int { return 1 }
+
+func TestAPolicyWithADiscoveryIssuerAcceptsItsTokens(t *testing.T) {
+	s := newIssuerServer(t)
+	a := testfixture.NewSigner(t, jwa.RS256)
+	s.set(http.StatusOK, testfixture.JWKS(t, a))
+	reg := registry(t, s, nil)
+	pol := testfixture.Policy("shop", "p", testfixture.Epoch, []gatehousev1.TrustedIssuer{
+		{Name: "idp", Issuer: s.srv.URL, Discovery: true, Audiences: []string{"orders"}},
+	}, gatehousev1.Rule{Match: gatehousev1.RuleMatch{Paths: []string{"/*"}}})
+	store := &snapshot.Store{}
+	store.Swap(snapshot.NewBuilder(snapshot.BuildOptions{Namespace: "shop", Remote: reg}).Build(snapshot.Inputs{Policies: []*gatehousev1.AuthPolicy{pol}}))
+	engine := authz.New(store, authz.Options{})
+	tok := a.Sign(t, testfixture.Claims(s.srv.URL, "alice", time.Now(), nil), nil)
+	testfixture.WaitFor(t, 10*time.Second, "the discovered key to verify the token", func() (bool, string) {
+		d := engine.Check(&authz.Request{Method: "GET", Host: "h", Path: "/x", Headers: bearerHeaders(tok)})
+		return d.Allowed && d.Identity.Issuer == s.srv.URL, string(d.Reason)
+	})
 }

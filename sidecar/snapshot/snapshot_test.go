@@ -222,3 +222,29 @@ func TestAmbiguousPath(t *testing.T) {
 		})
 	}
 }
+
+func TestAStaticJWKSIsReadFromALabelledConfigMap(t *testing.T) {
+	es := testfixture.NewSigner(t, jwa.ES256)
+	labelled := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "partner-keys", Namespace: ns, Labels: map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordJWKS}},
+		Data:       map[string]string{"keys": testfixture.JWKS(t, es)},
+	}
+	ref := func(name string) gatehousev1.TrustedIssuer {
+		return gatehousev1.TrustedIssuer{Name: name, Issuer: "https://" + name + ".example.com", JWKS: &gatehousev1.StaticJWKS{
+			ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "partner-keys"}, Key: "keys"}}}
+	}
+	missing := ref("missing")
+	missing.JWKS.ConfigMapKeyRef.Name = "unlabelled"
+	pol := testfixture.Policy(ns, "p", testfixture.Epoch, []gatehousev1.TrustedIssuer{ref("partner"), missing}, rule("/*"))
+	s := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: ns}).Build(snapshot.Inputs{ConfigMaps: []*corev1.ConfigMap{labelled}, Policies: []*gatehousev1.AuthPolicy{pol}})
+	iss, ok := s.Policy.IssuerFor("https://partner.example.com")
+	if !ok {
+		t.Fatal("the issuer is missing")
+	}
+	if _, ok := iss.Keys.Key(es.KeyID); !ok {
+		t.Fatal("the key of the referenced ConfigMap is missing")
+	}
+	if !strings.Contains(strings.Join(s.Problems, "\n"), "JWKS ConfigMap unlabelled not found") {
+		t.Fatalf("a missing reference is not reported: %v", s.Problems)
+	}
+}
