@@ -52,6 +52,7 @@ func (f *Files) Run(ctx context.Context, ev Events) error {
 	}
 	var last [sha256.Size]byte
 	first := true
+	lastErr := ""
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
@@ -68,8 +69,15 @@ func (f *Files) Run(ctx context.Context, ev Events) error {
 			ev.Confirmed()
 		}
 		if err != nil {
-			f.Log.Error(err, "reading the state directory; keeping the last good state", "dir", f.Dir)
+			// Logged once per distinct failure, not on every poll; every
+			// failure is counted.
+			if msg := err.Error(); msg != lastErr {
+				f.Log.Error(err, "reading the state directory; keeping the last good state", "dir", f.Dir)
+				lastErr = msg
+			}
 			ev.Failed(err)
+		} else {
+			lastErr = ""
 		}
 		select {
 		case <-ctx.Done():
