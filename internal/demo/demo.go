@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"gatehouse.dev/gatehouse/config/samples"
+	"gatehouse.dev/gatehouse/internal/controlplane"
 	"gatehouse.dev/gatehouse/internal/scheme"
 )
 
@@ -47,15 +48,15 @@ func Run(ctx context.Context, o Options) error {
 	say := func(format string, args ...any) { _, _ = fmt.Fprintf(o.Out, format+"\n", args...) }
 
 	say("==> starting etcd and kube-apiserver on 127.0.0.1, installing the Gatehouse CRDs")
-	cp, err := startControlPlane(o.AssetsDir)
+	cp, err := controlplane.Start(o.AssetsDir)
 	if err != nil {
 		return err
 	}
 	defer func() {
 		say("==> stopping (kube-apiserver, etcd and the demo's temporary files)")
-		cp.stop()
+		_ = cp.Stop()
 	}()
-	c, err := client.New(cp.config, client.Options{Scheme: scheme.New()})
+	c, err := client.New(cp.Config, client.Options{Scheme: scheme.New()})
 	if err != nil {
 		return fmt.Errorf("creating client: %w", err)
 	}
@@ -67,10 +68,10 @@ func Run(ctx context.Context, o Options) error {
 	if err := applySamples(ctx, c); err != nil {
 		return err
 	}
-	say("%s", kubectlGet(ctx, cp.kubeconfigPath))
+	say("%s", kubectlGet(ctx, cp.KubeconfigPath))
 
 	if o.Wait {
-		say("==> Gatehouse is running. Explore with:\n    export KUBECONFIG=%s\n    kubectl get gatehouse -n %s\n  Press Ctrl-C to stop.", cp.kubeconfigPath, Namespace)
+		say("==> Gatehouse is running. Explore with:\n    export KUBECONFIG=%s\n    kubectl get gatehouse -n %s\n  Press Ctrl-C to stop.", cp.KubeconfigPath, Namespace)
 		<-ctx.Done()
 	}
 	return nil

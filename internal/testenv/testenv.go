@@ -26,8 +26,8 @@ import (
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"gatehouse.dev/gatehouse/internal/controlplane"
 	gatehousescheme "gatehouse.dev/gatehouse/internal/scheme"
 )
 
@@ -42,8 +42,7 @@ type Env struct {
 	// KubeconfigPath is a kubeconfig file for kubectl and helm.
 	KubeconfigPath string
 
-	env *envtest.Environment
-	dir string
+	cp *controlplane.ControlPlane
 }
 
 var (
@@ -125,56 +124,17 @@ func start() (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
+	cp, err := controlplane.Start(assets)
+	if err != nil {
+		return nil, err
+	}
 	scheme := gatehousescheme.New()
-	te := &envtest.Environment{
-		Scheme:                   scheme,
-		BinaryAssetsDirectory:    assets,
-		CRDDirectoryPaths:        []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
-		ErrorIfCRDPathMissing:    true,
-		ControlPlaneStartTimeout: 60 * time.Second,
-		ControlPlaneStopTimeout:  30 * time.Second,
-	}
-	// Only loopback, and no endpoint reconciler: nothing here serves the
-	// kubernetes Service, and the reconciler would only add noise.
-	api := te.ControlPlane.GetAPIServer()
-	api.Configure().Set("endpoint-reconciler-type", "none")
-	api.Configure().Set("bind-address", "127.0.0.1")
-	api.Configure().Set("advertise-address", "127.0.0.1")
-
-	cfg, err := te.Start()
-	if err != nil {
-		return nil, err
-	}
-	env := &Env{Config: cfg, Scheme: scheme, env: te}
-	if env.Client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
-		_ = te.Stop()
+	env := &Env{Config: cp.Config, Scheme: scheme, KubeconfigPath: cp.KubeconfigPath, cp: cp}
+	if env.Client, err = client.New(cp.Config, client.Options{Scheme: scheme}); err != nil {
+		_ = cp.Stop()
 		return nil, fmt.Errorf("creating client: %w", err)
-	}
-	if env.dir, err = os.MkdirTemp("", "gatehouse-testenv-"); err != nil {
-		_ = te.Stop()
-		return nil, err
-	}
-	user, err := te.AddUser(envtest.User{Name: "gatehouse-admin", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		_ = env.stop()
-		return nil, fmt.Errorf("creating admin user: %w", err)
-	}
-	kubeconfig, err := user.KubeConfig()
-	if err != nil {
-		_ = env.stop()
-		return nil, fmt.Errorf("writing kubeconfig: %w", err)
-	}
-	env.KubeconfigPath = filepath.Join(env.dir, "kubeconfig")
-	if err := os.WriteFile(env.KubeconfigPath, kubeconfig, 0o600); err != nil {
-		_ = env.stop()
-		return nil, err
 	}
 	return env, nil
 }
 
-func (e *Env) stop() error {
-	if e.dir != "" {
-		_ = os.RemoveAll(e.dir)
-	}
-	return e.env.Stop()
-}
+func (e *Env) stop() error { return e.cp.Stop() }

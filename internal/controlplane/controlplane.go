@@ -1,4 +1,7 @@
-package demo
+// Package controlplane starts a local etcd and kube-apiserver on 127.0.0.1
+// with the Gatehouse CRDs installed. The demo and the integration-test
+// harness both run on it.
+package controlplane
 
 import (
 	"bytes"
@@ -17,16 +20,22 @@ import (
 	"gatehouse.dev/gatehouse/internal/scheme"
 )
 
-// controlPlane is a local etcd and kube-apiserver on 127.0.0.1 with the
+// ControlPlane is a local etcd and kube-apiserver on 127.0.0.1 with the
 // Gatehouse CRDs installed.
-type controlPlane struct {
-	env            *envtest.Environment
-	config         *rest.Config
-	dir            string
-	kubeconfigPath string
+type ControlPlane struct {
+	// Config reaches the API server as an administrator.
+	Config *rest.Config
+	// KubeconfigPath is an administrator kubeconfig for kubectl and helm.
+	KubeconfigPath string
+
+	env *envtest.Environment
+	dir string
 }
 
-func startControlPlane(assets string) (*controlPlane, error) {
+// Start starts etcd and kube-apiserver from the binaries in assets. Only
+// loopback, and no endpoint reconciler: nothing here serves the kubernetes
+// Service, and the reconciler would only add noise.
+func Start(assets string) (*ControlPlane, error) {
 	crds, err := embeddedCRDs()
 	if err != nil {
 		return nil, err
@@ -46,34 +55,35 @@ func startControlPlane(assets string) (*controlPlane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting kube-apiserver and etcd from %s: %w", assets, err)
 	}
-	cp := &controlPlane{env: env, config: cfg}
-	if cp.dir, err = os.MkdirTemp("", "gatehouse-demo-"); err != nil {
-		cp.stop()
+	cp := &ControlPlane{env: env, Config: cfg}
+	if cp.dir, err = os.MkdirTemp("", "gatehouse-controlplane-"); err != nil {
+		_ = cp.Stop()
 		return nil, err
 	}
-	user, err := env.AddUser(envtest.User{Name: "demo-admin", Groups: []string{"system:masters"}}, nil)
+	user, err := env.AddUser(envtest.User{Name: "gatehouse-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
-		cp.stop()
-		return nil, fmt.Errorf("creating the demo admin user: %w", err)
+		_ = cp.Stop()
+		return nil, fmt.Errorf("creating the admin user: %w", err)
 	}
 	kubeconfig, err := user.KubeConfig()
 	if err != nil {
-		cp.stop()
-		return nil, fmt.Errorf("writing the demo kubeconfig: %w", err)
+		_ = cp.Stop()
+		return nil, fmt.Errorf("writing the admin kubeconfig: %w", err)
 	}
-	cp.kubeconfigPath = filepath.Join(cp.dir, "kubeconfig")
-	if err := os.WriteFile(cp.kubeconfigPath, kubeconfig, 0o600); err != nil {
-		cp.stop()
+	cp.KubeconfigPath = filepath.Join(cp.dir, "kubeconfig")
+	if err := os.WriteFile(cp.KubeconfigPath, kubeconfig, 0o600); err != nil {
+		_ = cp.Stop()
 		return nil, err
 	}
 	return cp, nil
 }
 
-func (cp *controlPlane) stop() {
+// Stop stops the API server and etcd and removes the temporary files.
+func (cp *ControlPlane) Stop() error {
 	if cp.dir != "" {
 		_ = os.RemoveAll(cp.dir)
 	}
-	_ = cp.env.Stop()
+	return cp.env.Stop()
 }
 
 func embeddedCRDs() ([]*apiextensionsv1.CustomResourceDefinition, error) {
