@@ -41,6 +41,9 @@ const (
 	ConfigurationPath = "/.well-known/openid-configuration"
 	// JWKSPath is the JWKS, below the issuer.
 	JWKSPath = "/.well-known/jwks.json"
+	// TokenEndpointPath is the OAuth 2.0 token endpoint, at the root and
+	// below every issuer.
+	TokenEndpointPath = "/oauth2/token"
 	// IssuerIndex is the field index of SigningKeys by issuer (host and
 	// path, see IssuerKey) that the server looks requests up with.
 	IssuerIndex = "discovery.issuer"
@@ -92,10 +95,10 @@ type Server struct {
 	// manager's cache.
 	Reader client.Reader
 	Log    logr.Logger
-	// Routes serves other handlers on the same listener by exact path, for
-	// instance the token endpoint at tokenendpoint.Path. They are matched
-	// before the well-known documents, with any method.
-	Routes map[string]http.Handler
+	// TokenEndpoint, when set, is served at TokenEndpointPath and at
+	// <issuer>TokenEndpointPath for every issuer served here (any method:
+	// it answers for itself), and the discovery documents advertise it.
+	TokenEndpoint http.Handler
 	// MaxAge bounds Cache-Control max-age (DefaultMaxAge when zero). Each
 	// response uses at most half the SigningKey's propagation interval, so
 	// a verifier's cached copy is always younger than a next key's
@@ -151,14 +154,15 @@ type configuration struct {
 	ResponseTypesSupported           []string `json:"response_types_supported"`
 	SubjectTypesSupported            []string `json:"subject_types_supported"`
 	IDTokenSigningAlgValuesSupported []string `json:"id_token_signing_alg_values_supported"`
-	GrantTypesSupported              []string `json:"grant_types_supported"`
+	GrantTypesSupported              []string `json:"grant_types_supported,omitempty"`
+	TokenEndpoint                    string   `json:"token_endpoint,omitempty"`
+	TokenEndpointAuthMethods         []string `json:"token_endpoint_auth_methods_supported,omitempty"`
 }
 
 // ServeHTTP answers GET and HEAD for the two well-known documents, and
 // hands Routes to their handlers.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if route, ok := s.Routes[r.URL.Path]; ok {
-		route.ServeHTTP(w, r)
+	if s.serveToken(w, r) {
 		return
 	}
 	h := w.Header()
@@ -201,14 +205,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
 			return
 		}
-		if body, err = json.Marshal(configuration{
+		doc := configuration{
 			Issuer:                           sk.Spec.Issuer,
 			JWKSURI:                          strings.TrimSuffix(sk.Spec.Issuer, "/") + JWKSPath,
 			ResponseTypesSupported:           []string{"token"},
 			SubjectTypesSupported:            []string{"public"},
 			IDTokenSigningAlgValuesSupported: []string{alg.String()},
-			GrantTypesSupported:              []string{"client_credentials"},
-		}); err != nil {
+		}
+		if s.TokenEndpoint != nil {
+			doc.GrantTypesSupported = []string{"client_credentials"}
+			doc.TokenEndpoint = strings.TrimSuffix(sk.Spec.Issuer, "/") + TokenEndpointPath
+			doc.TokenEndpointAuthMethods = []string{"client_secret_basic", "client_secret_post"}
+		}
+		if body, err = json.Marshal(doc); err != nil {
 			http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
 			return
 		}
@@ -227,6 +236,27 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = w.Write(body)
+}
+
+// serveToken hands token requests to TokenEndpoint: at the root, or below
+// an issuer served here (the one its discovery document advertises). The
+// token's issuer is always that of the SigningKey the APIKey names,
+// whichever path the request came in on.
+func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) bool {
+	if s.TokenEndpoint == nil {
+		return false
+	}
+	prefix, ok := strings.CutSuffix(r.URL.Path, TokenEndpointPath)
+	if !ok {
+		return false
+	}
+	if prefix != "" {
+		if sk, _ := s.lookup(r.Context(), IssuerKey(r.Host, prefix)); sk == nil {
+			return false
+		}
+	}
+	s.TokenEndpoint.ServeHTTP(w, r)
+	return true
 }
 
 // lookup finds the one SigningKey of an issuer key. An issuer claimed by

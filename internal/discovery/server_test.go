@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -53,9 +54,7 @@ func serve(t *testing.T, objs ...client.Object) (string, client.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Listener: ln, Reader: c, Log: logr.Discard(), Routes: map[string]http.Handler{
-		"/oauth2/token": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }),
-	}}
+	s := &Server{Listener: ln, Reader: c, Log: logr.Discard(), TokenEndpoint: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) })}
 	if s.NeedLeaderElection() {
 		t.Fatal("the discovery server must run on every replica")
 	}
@@ -126,6 +125,9 @@ func TestDiscoveryAndJWKSAreServedPerIssuer(t *testing.T) {
 		{"A short propagation interval shortens max-age to half of it.", "auth.example.com", "/tenants/b" + JWKSPath, 200, "", "max-age=15"},
 		{"An unknown host gets 404.", "other.example.com", ConfigurationPath, 404, "", ""},
 		{"An unknown path prefix gets 404.", "auth.example.com", "/tenants/c" + JWKSPath, 404, "", ""},
+		{"The token endpoint is served at the root of any host.", "other.example.com", TokenEndpointPath, http.StatusTeapot, "", ""},
+		{"The token endpoint is served below an issuer.", "auth.example.com", "/tenants/b" + TokenEndpointPath, http.StatusTeapot, "", ""},
+		{"The token endpoint is not served below an unknown prefix.", "auth.example.com", "/tenants/c" + TokenEndpointPath, 404, "", ""},
 		{"Another path gets 404.", "auth.example.com", "/", 404, "", ""},
 	}
 	for _, tc := range cases {
@@ -159,6 +161,13 @@ func TestDiscoveryAndJWKSAreServedPerIssuer(t *testing.T) {
 			}
 			if algs, _ := doc["id_token_signing_alg_values_supported"].([]any); len(algs) != 1 || algs[0] != "EdDSA" {
 				t.Fatalf("algorithms %v", doc["id_token_signing_alg_values_supported"])
+			}
+			wantToken := strings.TrimSuffix(tc.wantIssuer, "/") + TokenEndpointPath
+			if doc["token_endpoint"] != wantToken {
+				t.Fatalf("token_endpoint %v, want %s", doc["token_endpoint"], wantToken)
+			}
+			if grants, _ := doc["grant_types_supported"].([]any); len(grants) != 1 || grants[0] != "client_credentials" {
+				t.Fatalf("grant types %v", doc["grant_types_supported"])
 			}
 		})
 	}
@@ -229,7 +238,7 @@ func TestRequestsThatCannotBeAnsweredSafelyFailClosed(t *testing.T) {
 		{"A SigningKey whose JWKS is not written yet gets 503.", http.MethodGet, "nocm.example.com", JWKSPath, 503},
 		{"A look-alike ConfigMap the SigningKey does not control is not served.", http.MethodGet, "foreign.example.com", JWKSPath, 503},
 		{"POST is not allowed.", http.MethodPost, "shared.example.com", JWKSPath, 405},
-		{"An extra route gets its own handler, whatever the method.", http.MethodPost, "any.example.com", "/oauth2/token", http.StatusTeapot},
+		{"The token endpoint answers any method for itself.", http.MethodPost, "any.example.com", TokenEndpointPath, http.StatusTeapot},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -241,5 +250,25 @@ func TestRequestsThatCannotBeAnsweredSafelyFailClosed(t *testing.T) {
 				t.Fatalf("a key set was served: %s", res.body)
 			}
 		})
+	}
+}
+
+func TestWithoutATokenEndpointNoneIsAdvertisedOrServed(t *testing.T) {
+	sk := signingKey("a", "root", "https://auth.example.com", 5*time.Minute)
+	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithIndex(&gatehousev1.SigningKey{}, IssuerIndex, IssuerIndexValue).
+		WithObjects(sk, jwksConfigMap(sk, jwksDoc, true)).Build()
+	s := &Server{Reader: c, Log: logr.Discard()}
+	req := httptest.NewRequest(http.MethodGet, ConfigurationPath, nil)
+	req.Host = "auth.example.com"
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, req)
+	if rec.Code != 200 || strings.Contains(rec.Body.String(), "token_endpoint") || strings.Contains(rec.Body.String(), "grant_types") {
+		t.Fatalf("status %d, document %s", rec.Code, rec.Body)
+	}
+	req = httptest.NewRequest(http.MethodPost, TokenEndpointPath, nil)
+	rec = httptest.NewRecorder()
+	s.ServeHTTP(rec, req)
+	if rec.Code != http.StatusMethodNotAllowed {
+		t.Fatalf("POST %s without a token endpoint: %d", TokenEndpointPath, rec.Code)
 	}
 }

@@ -37,9 +37,6 @@ import (
 	"gatehouse.dev/gatehouse/internal/apikey"
 )
 
-// Path is where the endpoint is served.
-const Path = "/oauth2/token"
-
 // maxBodyBytes bounds a token request; real ones are a few hundred bytes.
 const maxBodyBytes = 8 << 10
 

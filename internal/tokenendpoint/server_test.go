@@ -115,7 +115,7 @@ type reply struct {
 
 func (f *fixture) do(t *testing.T, method string, form url.Values, mutate func(*http.Request)) reply {
 	t.Helper()
-	req := httptest.NewRequest(method, Path, strings.NewReader(form.Encode()))
+	req := httptest.NewRequest(method, "/oauth2/token", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.RemoteAddr = "192.0.2.1:40000"
 	if mutate != nil {

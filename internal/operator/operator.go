@@ -1,0 +1,172 @@
+// Package operator assembles the Gatehouse operator: the APIKey, SigningKey
+// and AuthPolicy controllers, the OIDC discovery / JWKS server with the
+// OAuth 2.0 token endpoint on the same listener, and the sidecar-injection
+// webhook, all in one controller-runtime manager.
+//
+// `gatehouse operator` runs it from flags; the demo and the end-to-end test
+// run the very same assembly in process.
+package operator
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"gatehouse.dev/gatehouse/controllers/apikeys"
+	"gatehouse.dev/gatehouse/controllers/authpolicies"
+	"gatehouse.dev/gatehouse/controllers/signingkeys"
+	"gatehouse.dev/gatehouse/internal/discovery"
+	"gatehouse.dev/gatehouse/internal/scheme"
+	"gatehouse.dev/gatehouse/internal/tokenendpoint"
+	"gatehouse.dev/gatehouse/internal/webhook"
+)
+
+// LeaderElectionID names the Lease the replicas elect a leader with.
+const LeaderElectionID = "gatehouse-operator.auth.gatehouse.dev"
+
+// Options configure the operator. BindFlags binds them to flags; the
+// chart sets them.
+type Options struct {
+	// Webhook configures the sidecar-injection webhook and its
+	// certificates.
+	Webhook webhook.Options
+
+	MetricsAddr             string
+	ProbeAddr               string
+	LeaderElect             bool
+	LeaderElectionNamespace string
+
+	// APIKeyWorkers is the APIKey controller's MaxConcurrentReconciles.
+	APIKeyWorkers int
+
+	// DiscoveryAddr serves OIDC discovery, the JWKS of every SigningKey
+	// and the token endpoint ("0" disables all three); DiscoveryListener,
+	// when set, is served instead (tests and the demo listen on :0).
+	DiscoveryAddr     string
+	DiscoveryListener net.Listener
+	// DiscoveryMaxAge bounds the Cache-Control of discovery responses.
+	DiscoveryMaxAge time.Duration
+	// TokenEndpoint enables POST /oauth2/token on the discovery server.
+	TokenEndpoint bool
+	// TokenMaxLifetime caps the lifetime of every issued token (0: the
+	// APIKey's and the SigningKey's caps only).
+	TokenMaxLifetime time.Duration
+
+	// Logger, when set, is the manager's logger (default: ctrl.Log). It
+	// is capped below the verbosity at which client-go logs bodies.
+	Logger logr.Logger
+}
+
+// BindFlags registers the operator's flags.
+func (o *Options) BindFlags(f *pflag.FlagSet) {
+	f.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; \"0\" disables it.")
+	f.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
+	f.BoolVar(&o.LeaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time (every replica serves the webhook, discovery and the token endpoint).")
+	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
+	f.IntVar(&o.APIKeyWorkers, "apikey-workers", 8, "APIKeys reconciled concurrently.")
+	f.StringVar(&o.DiscoveryAddr, "discovery-bind-address", ":8082", "Address serving <issuer>/.well-known/openid-configuration, jwks.json and the token endpoint for every SigningKey (plain HTTP: terminate TLS in front); \"0\" disables it.")
+	f.DurationVar(&o.DiscoveryMaxAge, "discovery-max-age", discovery.DefaultMaxAge, "Upper bound of the Cache-Control max-age of discovery responses (never more than half a SigningKey's propagation interval).")
+	f.BoolVar(&o.TokenEndpoint, "token-endpoint", true, "Serve the OAuth 2.0 token endpoint (POST /oauth2/token and <issuer>/oauth2/token) on the discovery address.")
+	f.DurationVar(&o.TokenMaxLifetime, "token-max-lifetime", time.Hour, "Upper bound of the lifetime of every issued token, whatever an APIKey allows.")
+	o.Webhook.BindFlags(f)
+}
+
+// New returns a manager running every part of the operator on cfg. Start
+// it with mgr.Start; it stops everything when its context ends. ctx bounds
+// the setup only.
+func New(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager, error) {
+	log := o.Logger
+	if log.GetSink() == nil {
+		log = ctrl.Log
+	}
+	// client-go logs request bodies (delivery Secrets included) at V(8)+.
+	log = apikeys.SafeLogger(log)
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme.New(),
+		Logger:                  log,
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:  o.ProbeAddr,
+		LeaderElection:          o.LeaderElect,
+		LeaderElectionID:        LeaderElectionID,
+		LeaderElectionNamespace: o.LeaderElectionNamespace,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating manager: %w", err)
+	}
+	if err := setup(ctx, mgr, o, log); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("adding health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("adding ready check: %w", err)
+	}
+	return mgr, nil
+}
+
+// setup registers every controller and server of the operator.
+func setup(ctx context.Context, mgr ctrl.Manager, o Options, log logr.Logger) error {
+	workers := o.APIKeyWorkers
+	if workers <= 0 {
+		workers = 1
+	}
+	if err := (&apikeys.Reconciler{}).SetupWithManager(ctx, mgr, workers); err != nil {
+		return fmt.Errorf("setting up the apikey controller: %w", err)
+	}
+	if err := (&signingkeys.Reconciler{}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the signingkey controller: %w", err)
+	}
+	if err := (&authpolicies.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the authpolicy controller: %w", err)
+	}
+	if o.DiscoveryListener != nil || (o.DiscoveryAddr != "" && o.DiscoveryAddr != "0") {
+		if err := addDiscovery(ctx, mgr, o, log); err != nil {
+			return err
+		}
+	}
+	if err := webhook.Setup(mgr, o.Webhook); err != nil {
+		return fmt.Errorf("setting up the sidecar-injection webhook: %w", err)
+	}
+	return nil
+}
+
+// addDiscovery adds the discovery server and, on the same listener, the
+// token endpoint. Both read the manager's cache and run on every replica.
+func addDiscovery(ctx context.Context, mgr ctrl.Manager, o Options, log logr.Logger) error {
+	if err := discovery.IndexIssuer(ctx, mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
+	srv := &discovery.Server{
+		Addr:     o.DiscoveryAddr,
+		Listener: o.DiscoveryListener,
+		Reader:   mgr.GetClient(),
+		Log:      log.WithName("discovery"),
+		MaxAge:   o.DiscoveryMaxAge,
+	}
+	if o.TokenEndpoint {
+		if err := tokenendpoint.RegisterIndex(ctx, mgr); err != nil {
+			return fmt.Errorf("indexing api key records: %w", err)
+		}
+		store := &tokenendpoint.KubeStore{Reader: mgr.GetClient(), Signer: tokenendpoint.SigningKeySigner}
+		te := tokenendpoint.NewServer(store, log.WithName("token-endpoint"), tokenendpoint.NewMetrics(ctrlmetrics.Registry))
+		te.MaxLifetime = o.TokenMaxLifetime
+		srv.TokenEndpoint = te
+	}
+	if err := mgr.Add(srv); err != nil {
+		return fmt.Errorf("adding the discovery server: %w", err)
+	}
+	return nil
+}
+
+var _ manager.LeaderElectionRunnable = &discovery.Server{}
