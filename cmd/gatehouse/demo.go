@@ -16,8 +16,12 @@ func newDemoCommand() *cobra.Command {
 		Use:   "demo",
 		Short: "Run Gatehouse locally: API server, samples, operator, sidecar and real requests",
 		Long: "Starts etcd and kube-apiserver on 127.0.0.1 (binaries from --assets, built by\n" +
-			"hack/build-apiserver.sh; `make demo` does all of it), installs the CRDs and\n" +
-			"applies the samples. Everything started is stopped on exit or Ctrl-C.",
+			"hack/build-apiserver.sh; `make demo` does all of it), installs the CRDs, runs the\n" +
+			"operator and a sidecar in this process, applies the samples and sends real\n" +
+			"requests: allowed with the API key and with a token from the token endpoint,\n" +
+			"denied without credentials, without scope and after the key is disabled.\n" +
+			"It exits non-zero if any answer is wrong. Everything started is stopped on\n" +
+			"exit or Ctrl-C.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)

@@ -10,7 +10,7 @@ import (
 	"gatehouse.dev/gatehouse/internal/testenv"
 )
 
-func TestIntegrationDemoAppliesTheSamplesAndStopsCleanly(t *testing.T) {
+func TestIntegrationDemoRunsTheWholeFlowAndStopsCleanly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test: starts its own API server")
 	}
@@ -24,9 +24,13 @@ func TestIntegrationDemoAppliesTheSamplesAndStopsCleanly(t *testing.T) {
 	if err := Run(ctx, Options{AssetsDir: assets, Out: &out}); err != nil {
 		t.Fatalf("demo failed: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"billing", "platform", "orders", "==> stopping"} {
+	for _, want := range []string{"billing", "platform", "orders", "Every request got the answer it should.", "==> stopping"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
 	}
+	if strings.Contains(out.String(), "gth_") {
+		t.Errorf("the demo printed an API key:\n%s", out.String())
+	}
+	t.Logf("demo output:\n%s", out.String())
 }

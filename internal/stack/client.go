@@ -73,6 +73,9 @@ type Verdict struct {
 }
 
 func (v Verdict) String() string {
+	if v.Allowed && v.Subject == "" {
+		return "allowed (anonymous)"
+	}
 	if v.Allowed {
 		return fmt.Sprintf("allowed (subject %q)", v.Subject)
 	}

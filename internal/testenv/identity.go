@@ -9,15 +9,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"gatehouse.dev/gatehouse/internal/sidecarrbac"
 )
 
 // SidecarRules are the rules of the sidecar Role the chart installs in
 // each namespace: read ConfigMaps (hash records, JWKS) and AuthPolicies,
 // and nothing else; no Secrets.
-var SidecarRules = []rbacv1.PolicyRule{
-	{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}},
-	{APIGroups: []string{"auth.gatehouse.dev"}, Resources: []string{"authpolicies"}, Verbs: []string{"get", "list", "watch"}},
-}
+var SidecarRules = sidecarrbac.Rules()
 
 // ServiceAccountConfig binds a Role with rules to the ServiceAccount
 // ns/name and returns a client configuration that acts as it (through
@@ -37,7 +36,5 @@ func (e *Env) ServiceAccountConfig(t testing.TB, ns, name string, rules []rbacv1
 			t.Fatalf("creating %T %s/%s: %v", o, ns, name, err)
 		}
 	}
-	cfg := rest.CopyConfig(e.Config)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + name}
-	return cfg
+	return sidecarrbac.Impersonating(e.Config, ns, name)
 }
