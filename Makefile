@@ -74,11 +74,23 @@ apiserver: ## Build kube-apiserver and etcd from source (cached outside the tree
 	@hack/build-apiserver.sh
 
 .PHONY: test
-test: test-unit test-integration ## Run every test (unit and integration, with -race).
+test: test-unit test-integration test-fuzz ## Run every test (unit, integration with -race, and a short fuzz of each target).
 
 .PHONY: test-unit
 test-unit: $(HELM) ## Run unit tests (no API server).
 	go test $(GO_TEST_FLAGS) -short -timeout $(TEST_TIMEOUT) ./...
+
+FUZZTIME ?= 5s
+
+.PHONY: test-fuzz
+test-fuzz: ## Fuzz every Fuzz target for FUZZTIME each (seeds also run in test-unit).
+	@set -e; for pkg in $$(go list ./...); do \
+	  dir=$$(go list -f '{{.Dir}}' $$pkg); \
+	  for target in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //'); do \
+	    echo ">> fuzz $$pkg $$target ($(FUZZTIME))"; \
+	    go test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
 
 .PHONY: test-integration
 test-integration: $(HELM) ## Run integration tests against a real kube-apiserver and etcd.
