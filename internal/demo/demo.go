@@ -181,7 +181,7 @@ func (d *demo) waitReady(ctx context.Context) error {
 	objs := []client.Object{&gatehousev1.SigningKey{}, &gatehousev1.APIKey{}, &gatehousev1.AuthPolicy{}}
 	names := []string{"platform", "billing", "orders"}
 	for i, obj := range objs {
-		err := poll(ctx, func() bool {
+		err := stack.Poll(ctx, func() bool {
 			if d.client.Get(ctx, types.NamespacedName{Namespace: Namespace, Name: names[i]}, obj) != nil {
 				return false
 			}
@@ -267,7 +267,7 @@ func (d *demo) requests(ctx context.Context) error {
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := poll(waitCtx, func() bool {
+	if err := stack.Poll(waitCtx, func() bool {
 		v, err := stack.CheckGRPC(waitCtx, d.stack.Sidecar.GRPC, orders("GET", withKey))
 		return err == nil && !v.Allowed
 	}); err != nil {
@@ -307,19 +307,6 @@ func (d *demo) expect(ctx context.Context, es []expectation) error {
 			if v.Allowed != e.allowed || v.Status != e.status {
 				return fmt.Errorf("%s over %s: got %s, want allowed=%v status %d", e.what, proto, v, e.allowed, e.status)
 			}
-		}
-	}
-	return nil
-}
-
-func poll(ctx context.Context, cond func() bool) error {
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
 		}
 	}
 	return nil

@@ -140,11 +140,11 @@ func (s *Stack) WaitReady(ctx context.Context) error {
 		_ = resp.Body.Close()
 		return resp.StatusCode
 	}
-	if err := poll(ctx, func() bool { return get("http://"+s.Sidecar.Health+"/readyz") == http.StatusOK }); err != nil {
+	if err := Poll(ctx, func() bool { return get("http://"+s.Sidecar.Health+"/readyz") == http.StatusOK }); err != nil {
 		return fmt.Errorf("waiting for the sidecar to be ready: %w", err)
 	}
 	// Any answer will do: 404 is an issuer the server does not know.
-	if err := poll(ctx, func() bool { return get(s.DiscoveryURL+"/.well-known/openid-configuration") != 0 }); err != nil {
+	if err := Poll(ctx, func() bool { return get(s.DiscoveryURL+"/.well-known/openid-configuration") != 0 }); err != nil {
 		return fmt.Errorf("waiting for the discovery server: %w", err)
 	}
 	return nil
@@ -164,18 +164,4 @@ func (s *Stack) Stop() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// poll calls cond every 100 ms until it is true or ctx ends.
-func poll(ctx context.Context, cond func() bool) error {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return nil
 }
