@@ -60,6 +60,18 @@ type Identity struct {
 	Issuer string
 	// TokenID is the token's jti (JWTs).
 	TokenID string
+
+	// scopesJoined caches ScopesJoined when the engine knows it.
+	scopesJoined string
+}
+
+// ScopesJoined is Scopes joined by single spaces, as the identity header
+// carries them.
+func (id *Identity) ScopesJoined() string {
+	if id.scopesJoined != "" || len(id.Scopes) == 0 {
+		return id.scopesJoined
+	}
+	return strings.Join(id.Scopes, " ")
 }
 
 // Decision is the engine's answer.
@@ -277,13 +289,14 @@ func (e *Engine) checkAPIKey(snap *snapshot.Snapshot, value string, now time.Tim
 	default:
 		return nil, InvalidAPIKeyRecord, 0
 	}
-	if !headerSafe(rec.Subject) || !allHeaderSafe(rec.Scopes) {
+	subject, scopes := rec.Subject(), rec.Scopes()
+	if !headerSafe(subject) || !allHeaderSafe(scopes) {
 		return nil, InvalidAPIKeyRecord, 0
 	}
 	if wait := e.limiters.take(rec, now); wait > 0 {
 		return nil, RateLimited, wait
 	}
-	return &Identity{Credential: CredentialAPIKey, Subject: rec.Subject, Scopes: rec.Scopes, KeyID: key.ID()}, "", 0
+	return &Identity{Credential: CredentialAPIKey, Subject: subject, Scopes: scopes, KeyID: key.ID(), scopesJoined: rec.ScopesJoined()}, "", 0
 }
 
 func (e *Engine) checkJWT(snap *snapshot.Snapshot, pol *snapshot.Policy, token string, now time.Time) (*Identity, map[string]any, Reason) {
@@ -316,7 +329,7 @@ func (e *Engine) checkJWT(snap *snapshot.Snapshot, pol *snapshot.Policy, token s
 	// from an API key dies with the key.
 	if kid := vt.identity.KeyID; kid != "" {
 		rec, ok := snap.Record(kid)
-		if !ok || !rec.KeyValid(kid, now) {
+		if !ok || !rec.KeyValid(now) {
 			return nil, nil, TokenRevoked
 		}
 	}

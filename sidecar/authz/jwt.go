@@ -204,6 +204,7 @@ func (vt *verifiedToken) fill(iss *snapshot.Issuer) Reason {
 		// header injection.
 		return MalformedClaims
 	}
+	id.scopesJoined = strings.Join(id.Scopes, " ")
 	vt.identity = id
 	return ""
 }

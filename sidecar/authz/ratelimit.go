@@ -1,12 +1,12 @@
 package authz
 
 import (
+	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
 
-	"gatehouse.dev/gatehouse/internal/apikey"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 )
 
@@ -26,22 +26,21 @@ type bucket struct {
 
 func newLimiters() *limiters { return &limiters{buckets: map[string]*bucket{}} }
 
-func recordName(rec *apikey.Record) string { return rec.Namespace + "/" + rec.Name }
-
 // take spends one token of rec's bucket at now and returns 0, or how long
 // to wait when the bucket is empty (nothing is spent then).
-func (l *limiters) take(rec *apikey.Record, now time.Time) time.Duration {
-	rl := rec.RateLimit
-	if rl == nil || rl.RequestsPerSecond <= 0 {
+func (l *limiters) take(rec snapshot.KeyRecord, now time.Time) time.Duration {
+	rps, burst := rec.RateLimit()
+	if rps <= 0 {
 		return 0
 	}
-	burst := max(rl.Burst, 1)
-	name := recordName(rec)
+	burst = max(burst, 1)
+	name := rec.Name()
 	l.mu.Lock()
 	b, ok := l.buckets[name]
-	if !ok || b.rps != rl.RequestsPerSecond || b.burst != burst {
-		b = &bucket{rps: rl.RequestsPerSecond, burst: burst, lim: rate.NewLimiter(rate.Limit(rl.RequestsPerSecond), int(burst))}
-		l.buckets[name] = b
+	if !ok || b.rps != rps || b.burst != burst {
+		b = &bucket{rps: rps, burst: burst, lim: rate.NewLimiter(rate.Limit(rps), int(burst))}
+		// A copy: name shares the memory of the whole snapshot's records.
+		l.buckets[strings.Clone(name)] = b
 	}
 	l.mu.Unlock()
 	r := b.lim.ReserveN(now, 1)
@@ -62,7 +61,7 @@ func (l *limiters) prune(snap *snapshot.Snapshot) {
 		return
 	}
 	live := map[string]bool{}
-	snap.EachRecord(func(r *apikey.Record) { live[recordName(r)] = true })
+	snap.EachRecordName(func(name string) { live[name] = true })
 	for name := range l.buckets {
 		if !live[name] {
 			delete(l.buckets, name)

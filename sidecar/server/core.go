@@ -135,7 +135,7 @@ func (c *Core) identityHeaders(d *authz.Decision) (set []upstreamHeader, remove 
 			}
 		}
 		add(h.Subject, id.Subject)
-		add(h.Scopes, strings.Join(id.Scopes, " "))
+		add(h.Scopes, id.ScopesJoined())
 		add(h.Credential, string(id.Credential))
 		add(h.KeyID, id.KeyID)
 		add(h.Issuer, id.Issuer)

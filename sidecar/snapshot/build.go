@@ -58,16 +58,16 @@ type BuildOptions struct {
 // costs map operations, not re-decoding 100,000 records. A Builder is not
 // safe for concurrent use: one goroutine (the reload loop) owns it.
 type Builder struct {
-	opts    BuildOptions
-	gen     uint64
-	records map[string]recordMemo
-	jwks    map[[sha256.Size]byte]jwksMemo
-}
-
-type recordMemo struct {
-	version string
-	rec     *apikey.Record
-	err     error
+	opts BuildOptions
+	gen  uint64
+	// prev is the record table of the last build; memo maps the hash of
+	// a record ConfigMap's name and version to its record there, and
+	// failed to the decoding error of an unusable one. Neither holds a
+	// pointer per record (see records.go).
+	prev   *recordTable
+	memo   map[[sha256.Size]byte]uint32
+	failed map[[sha256.Size]byte]error
+	jwks   map[[sha256.Size]byte]jwksMemo
 }
 
 type jwksMemo struct {
@@ -81,7 +81,7 @@ func NewBuilder(opts BuildOptions) *Builder {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
-	return &Builder{opts: opts, records: map[string]recordMemo{}, jwks: map[[sha256.Size]byte]jwksMemo{}}
+	return &Builder{opts: opts, jwks: map[[sha256.Size]byte]jwksMemo{}}
 }
 
 // Build compiles inputs into a new snapshot. Defects in single objects are
@@ -128,45 +128,62 @@ func (b *Builder) inNamespace(ns string) bool {
 	return ns == "" || b.opts.Namespace == "" || ns == b.opts.Namespace
 }
 
-func (b *Builder) indexRecords(maps []*corev1.ConfigMap, problemf func(string, ...any)) map[string]*apikey.Record {
-	seen := make(map[string]recordMemo, len(maps))
-	index := make(map[string]*apikey.Record, len(maps)+len(maps)/4)
-	conflicts := map[string]bool{}
+func (b *Builder) indexRecords(maps []*corev1.ConfigMap, problemf func(string, ...any)) *recordTable {
+	tb := newTableBuilder(len(maps))
+	memo := make(map[[sha256.Size]byte]uint32, len(maps))
+	failed := map[[sha256.Size]byte]error{}
+	index := make(map[keyID]uint32, len(maps))
+	conflicts := map[keyID]bool{}
 	// Sorted so that problems come out in a stable order.
 	sort.Slice(maps, func(i, j int) bool { return maps[i].Name < maps[j].Name })
 	for _, cm := range maps {
 		data := cm.Data[gatehousev1.RecordDataKey]
-		version := cm.ResourceVersion
-		if version == "" {
+		h := sha256.New()
+		h.Write([]byte(cm.Name))
+		h.Write([]byte{0})
+		if cm.ResourceVersion == "" {
 			sum := sha256.Sum256([]byte(data))
-			version = string(sum[:])
+			h.Write(sum[:])
 		} else {
-			version = string(cm.UID) + "/" + version
+			h.Write([]byte{1})
+			h.Write([]byte(string(cm.UID) + "/" + cm.ResourceVersion))
 		}
-		memo, ok := b.records[cm.Name]
-		if !ok || memo.version != version {
-			rec, err := apikey.UnmarshalRecord([]byte(data))
-			memo = recordMemo{version: version, rec: rec, err: err}
+		var version [sha256.Size]byte
+		h.Sum(version[:0])
+
+		var idx uint32
+		if err, ok := b.failed[version]; ok {
+			failed[version] = err
+		} else if i, ok := b.memo[version]; ok {
+			idx = tb.copyRecord(b.prev, i)
+			memo[version] = idx
+		} else if rec, err := apikey.UnmarshalRecord([]byte(data)); err != nil {
+			failed[version] = err
+		} else {
+			idx = tb.addRecord(rec)
+			memo[version] = idx
 		}
-		seen[cm.Name] = memo
-		if memo.err != nil {
-			problemf("API key record ConfigMap %s is unusable, its keys are denied: %v", cm.Name, memo.err)
+		if err := failed[version]; err != nil {
+			problemf("API key record ConfigMap %s is unusable, its keys are denied: %v", cm.Name, err)
 			continue
 		}
-		for _, k := range memo.rec.Keys {
-			if _, dup := index[k.KeyID]; dup || conflicts[k.KeyID] {
+		info := tb.t.recs[idx]
+		for ki := info.firstKey; ki < info.firstKey+info.nKeys; ki++ {
+			k := &tb.t.keys[ki]
+			if _, dup := index[k.id]; dup || conflicts[k.id] {
 				// Two records claiming one key ID is a conflict nobody can
 				// resolve safely here: deny the key ID altogether.
-				conflicts[k.KeyID] = true
-				delete(index, k.KeyID)
-				problemf("key ID %s appears in more than one API key record; it is denied", k.KeyID)
+				conflicts[k.id] = true
+				delete(index, k.id)
+				problemf("key ID %s appears in more than one API key record; it is denied", keyIDEncoding.EncodeToString(k.id[:]))
 				continue
 			}
-			index[k.KeyID] = memo.rec
+			index[k.id] = ki
 		}
 	}
-	b.records = seen
-	return index
+	t := tb.finish(index)
+	b.prev, b.memo, b.failed = t, memo, failed
+	return t
 }
 
 // selectPolicy picks the oldest policy whose selector matches the pod.

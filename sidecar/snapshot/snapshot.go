@@ -12,7 +12,6 @@ import (
 	"time"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
 )
 
 // Snapshot is a compiled, immutable state. Never modify one after Build.
@@ -29,17 +28,32 @@ type Snapshot struct {
 	// affected credentials are denied; the rest of the state is served.
 	Problems []string
 
-	records map[string]*apikey.Record
+	records *recordTable
 }
 
 // Record returns the hash record listing keyID, if any.
-func (s *Snapshot) Record(keyID string) (*apikey.Record, bool) {
-	r, ok := s.records[keyID]
-	return r, ok
+func (s *Snapshot) Record(keyID string) (KeyRecord, bool) {
+	if s.records == nil {
+		return KeyRecord{}, false
+	}
+	id, ok := parseKeyID(keyID)
+	if !ok {
+		return KeyRecord{}, false
+	}
+	i, ok := s.records.index[id]
+	if !ok {
+		return KeyRecord{}, false
+	}
+	return KeyRecord{t: s.records, e: &s.records.keys[i].e}, true
 }
 
 // KeyCount is the number of API key IDs indexed.
-func (s *Snapshot) KeyCount() int { return len(s.records) }
+func (s *Snapshot) KeyCount() int {
+	if s.records == nil {
+		return 0
+	}
+	return len(s.records.index)
+}
 
 // Policy is a compiled AuthPolicy.
 type Policy struct {
@@ -107,10 +121,19 @@ func (s *Store) Load() *Snapshot { return s.current.Load() }
 // Swap installs a new snapshot.
 func (s *Store) Swap(sn *Snapshot) { s.current.Store(sn) }
 
-// EachRecord calls f once for every record (a record listing several key
-// IDs is visited once per key ID).
-func (s *Snapshot) EachRecord(f func(*apikey.Record)) {
-	for _, r := range s.records {
-		f(r)
+// EachRecordName calls f with the "namespace/name" of every record that
+// has at least one indexed key ID.
+func (s *Snapshot) EachRecordName(f func(string)) {
+	if s.records == nil {
+		return
+	}
+	t := s.records
+	for i := range t.recs {
+		for _, k := range t.keys[t.recs[i].firstKey : t.recs[i].firstKey+t.recs[i].nKeys] {
+			if ki, ok := t.index[k.id]; ok && t.keys[ki].e.rec == uint32(i) { //nolint:gosec // i < len(recs) < 2^32
+				f(t.str(t.recs[i].name))
+				break
+			}
+		}
 	}
 }
