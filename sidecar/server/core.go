@@ -76,6 +76,8 @@ type Core struct {
 	metrics *metrics.Metrics
 	opts    Options
 	sampler *rate.Limiter
+	// allows holds the gRPC answers of recent allows by identity.
+	allows *responseCache
 }
 
 // NewCore returns a Core. metrics may be nil.
@@ -86,7 +88,7 @@ func NewCore(engine *authz.Engine, store *snapshot.Store, m *metrics.Metrics, op
 	if opts.Headers.Subject == "" {
 		opts.Headers = HeaderNamesWithPrefix(DefaultHeaderPrefix)
 	}
-	c := &Core{engine: engine, store: store, metrics: m, opts: opts}
+	c := &Core{engine: engine, store: store, metrics: m, opts: opts, allows: newResponseCache(defaultResponseCacheSize)}
 	if opts.DecisionLogsPerSecond > 0 {
 		c.sampler = rate.NewLimiter(rate.Limit(opts.DecisionLogsPerSecond), max(1, int(opts.DecisionLogsPerSecond)))
 	}
@@ -102,7 +104,8 @@ type upstreamHeader struct{ name, value string }
 // verdict is a decision rendered for a protocol.
 type verdict struct {
 	d authz.Decision
-	// set are the identity headers to set (allow only).
+	// set are the identity headers to set (allow only; filled by the
+	// protocol that needs them, see identityHeaders).
 	set []upstreamHeader
 	// remove are request headers to delete before the upstream sees them.
 	remove []string
@@ -112,9 +115,6 @@ func (c *Core) check(protocol, requestID string, req *authz.Request) verdict {
 	start := c.opts.Clock()
 	d := c.engine.Check(req)
 	v := verdict{d: d}
-	if d.Allowed {
-		v.set, v.remove = c.identityHeaders(&d)
-	}
 	took := c.opts.Clock().Sub(start)
 	if c.metrics != nil {
 		c.metrics.ObserveDecision(protocol, &d, took)

@@ -112,11 +112,7 @@ func statusCodes(status int) (int32, typev3.StatusCode) {
 func (c *Core) grpcResponse(v verdict) *authv3.CheckResponse {
 	d := v.d
 	if d.Allowed {
-		return &authv3.CheckResponse{
-			Status:          &rpcstatus.Status{Code: int32(codes.OK)},
-			HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: overwriteAll(v.set), HeadersToRemove: v.remove}},
-			DynamicMetadata: identityMetadata(&d),
-		}
+		return c.allowResponse(&d)
 	}
 	headers := []*corev3.HeaderValueOption{
 		overwrite("content-type", "application/json"),
@@ -137,6 +133,32 @@ func (c *Core) grpcResponse(v verdict) *authv3.CheckResponse {
 			Body:    denyBody(d.Reason),
 		}},
 	}
+}
+
+// allowResponse is the answer to an allowed check. It depends only on the
+// identity, the policy and rule that decided and the Core's options, so
+// answers are shared by every check of the same identity: building one
+// (identity headers, headers to remove, dynamic metadata) costs about 25
+// allocations, finding it one map look-up. A shared answer is only read
+// (marshalled) after Check returns, never modified.
+func (c *Core) allowResponse(d *authz.Decision) *authv3.CheckResponse {
+	k := allowKey{reason: d.Reason, policy: d.Policy, rule: d.Rule, credentialHeader: d.CredentialHeader}
+	if id := d.Identity; id != nil {
+		k.hasIdentity = true
+		k.credential, k.subject, k.keyID, k.issuer, k.tokenID = id.Credential, id.Subject, id.KeyID, id.Issuer, id.TokenID
+		k.scopes = id.ScopesJoined()
+	}
+	if resp := c.allows.get(&k); resp != nil {
+		return resp
+	}
+	set, remove := c.identityHeaders(d)
+	resp := &authv3.CheckResponse{
+		Status:          &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: overwriteAll(set), HeadersToRemove: remove}},
+		DynamicMetadata: identityMetadata(d),
+	}
+	c.allows.put(&k, resp)
+	return resp
 }
 
 // overwriteAll renders headers as HeaderValueOptions, allocating the

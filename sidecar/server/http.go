@@ -59,6 +59,9 @@ func (c *Core) HTTPHandler(opts HTTPOptions) http.Handler {
 				}
 			}
 			v = c.check("http", r.Header.Get("X-Request-Id"), req)
+			if v.d.Allowed {
+				v.set, v.remove = c.identityHeaders(&v.d)
+			}
 		}()
 		c.writeHTTP(w, v)
 	})
