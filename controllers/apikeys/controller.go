@@ -19,7 +19,6 @@ package apikeys
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -38,7 +37,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -48,6 +46,7 @@ import (
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/apikey"
 	"gatehouse.dev/gatehouse/internal/conditions"
+	"gatehouse.dev/gatehouse/internal/owned"
 )
 
 // ControllerName names the controller, its logger and its Events.
@@ -140,10 +139,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			live = true
 			continue
 		}
-		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+		if owned.LogConflict(ctx, err) {
 			// Somebody (usually our own previous reconcile, through a
 			// lagging cache) got there first: reconcile again on fresh state.
-			logger.V(1).Info("write conflict, reconciling again", "reason", apierrors.ReasonForError(err))
 			return ctrl.Result{}, err
 		}
 		r.reportWriteFailure(ctx, ak, err)
@@ -234,7 +232,7 @@ func (r *Reconciler) writeMaterial(ctx context.Context, ak *gatehousev1.APIKey, 
 		if err := r.writeDelivery(ctx, ak, obs.secret, d.Delivery); err != nil {
 			// The API server's message could quote the object; keep only the
 			// reason.
-			return &secretWriteError{err: err}
+			return secretWriteError(err)
 		}
 	}
 	if d.Record != nil {
@@ -263,65 +261,28 @@ func (r *Reconciler) writeStatus(ctx context.Context, ak *gatehousev1.APIKey, d 
 	return nil
 }
 
-func ownedLabels(ak *gatehousev1.APIKey, extra map[string]string) map[string]string {
-	l := map[string]string{
-		gatehousev1.LabelManagedBy: gatehousev1.ManagedByValue,
-		gatehousev1.LabelOwnerName: ak.Name,
-	}
-	maps.Copy(l, extra)
-	return l
-}
-
-// mergeStrings sets want's entries in have and reports whether it changed.
-func mergeStrings(have *map[string]string, want map[string]string) bool {
-	changed := false
-	for k, v := range want {
-		if cur, ok := (*have)[k]; !ok || cur != v {
-			if *have == nil {
-				*have = map[string]string{}
-			}
-			(*have)[k] = v
-			changed = true
-		}
-	}
-	return changed
+func (r *Reconciler) writer() owned.Writer {
+	return owned.Writer{Client: r.Client, Scheme: r.Scheme}
 }
 
 func (r *Reconciler) writeDelivery(ctx context.Context, ak *gatehousev1.APIKey, observed *corev1.Secret, km *keyMaterial) error {
-	key := types.NamespacedName{Namespace: ak.Namespace, Name: ak.Spec.SecretName}
-	data := map[string][]byte{
-		gatehousev1.DeliveryKeyDataKey:   []byte(km.Key.Plaintext()),
-		gatehousev1.DeliveryKeyIDDataKey: []byte(km.Key.ID()),
+	want := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace:   ak.Namespace,
+			Name:        ak.Spec.SecretName,
+			Labels:      owned.Labels(ak, nil),
+			Annotations: map[string]string{AnnotationIssuedAt: km.IssuedAt.UTC().Format(time.RFC3339)},
+		},
+		Type: DeliverySecretType,
+		Data: map[string][]byte{
+			gatehousev1.DeliveryKeyDataKey:   []byte(km.Key.Plaintext()),
+			gatehousev1.DeliveryKeyIDDataKey: []byte(km.Key.ID()),
+		},
 	}
-	annotations := map[string]string{AnnotationIssuedAt: km.IssuedAt.UTC().Format(time.RFC3339)}
-	if observed == nil {
-		sec := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: ownedLabels(ak, nil), Annotations: annotations},
-			Type:       DeliverySecretType,
-			Data:       data,
-		}
-		if err := controllerutil.SetControllerReference(ak, sec, r.Scheme); err != nil {
-			return err
-		}
-		return r.Client.Create(ctx, sec)
-	}
-	sec := observed.DeepCopy()
-	if !metav1.IsControlledBy(sec, ak) {
-		// Checked by decide; a Secret that appeared since is not ours either.
-		return apierrors.NewConflict(corev1.Resource("secrets"), key.Name, errors.New("secret is not controlled by this APIKey"))
-	}
-	changed := mergeStrings(&sec.Labels, ownedLabels(ak, nil))
-	changed = mergeStrings(&sec.Annotations, annotations) || changed
-	if !equality.Semantic.DeepEqual(sec.Data, data) {
-		sec.Data, changed = data, true
-	}
-	if len(sec.StringData) > 0 {
-		sec.StringData, changed = nil, true
-	}
-	if !changed {
-		return nil
-	}
-	return r.Client.Update(ctx, sec)
+	// An observed Secret that is not ours was caught by decide; one that
+	// appeared since is refused by the writer with a conflict.
+	_, _, err := r.writer().Secret(ctx, ak, observed, want)
+	return err
 }
 
 func (r *Reconciler) writeRecord(ctx context.Context, ak *gatehousev1.APIKey, observed *corev1.ConfigMap, rec *apikey.Record) error {
@@ -329,31 +290,16 @@ func (r *Reconciler) writeRecord(ctx context.Context, ak *gatehousev1.APIKey, ob
 	if err != nil {
 		return fmt.Errorf("encoding record: %w", err)
 	}
-	data := map[string]string{gatehousev1.RecordDataKey: string(doc)}
-	labels := ownedLabels(ak, map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordAPIKey})
-	key := types.NamespacedName{Namespace: ak.Namespace, Name: RecordName(ak.Name)}
-	if observed == nil {
-		cm := &corev1.ConfigMap{
-			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: labels},
-			Data:       data,
-		}
-		if err := controllerutil.SetControllerReference(ak, cm, r.Scheme); err != nil {
-			return err
-		}
-		return r.Client.Create(ctx, cm)
+	want := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: ak.Namespace,
+			Name:      RecordName(ak.Name),
+			Labels:    owned.Labels(ak, map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordAPIKey}),
+		},
+		Data: map[string]string{gatehousev1.RecordDataKey: string(doc)},
 	}
-	cm := observed.DeepCopy()
-	if !metav1.IsControlledBy(cm, ak) {
-		return apierrors.NewConflict(corev1.Resource("configmaps"), key.Name, errors.New("configmap is not controlled by this APIKey"))
-	}
-	changed := mergeStrings(&cm.Labels, labels)
-	if !maps.Equal(cm.Data, data) || len(cm.BinaryData) > 0 {
-		cm.Data, cm.BinaryData, changed = data, nil, true
-	}
-	if !changed {
-		return nil
-	}
-	return r.Client.Update(ctx, cm)
+	_, _, err = r.writer().ConfigMap(ctx, ak, observed, want)
+	return err
 }
 
 // deleteStaleDeliveries deletes delivery Secrets this APIKey controls under
@@ -361,7 +307,7 @@ func (r *Reconciler) writeRecord(ctx context.Context, ak *gatehousev1.APIKey, ob
 // given by hash), so that no plaintext key outlives its use.
 func (r *Reconciler) deleteStaleDeliveries(ctx context.Context, ak *gatehousev1.APIKey) error {
 	list := &corev1.SecretList{}
-	if err := r.Client.List(ctx, list, client.InNamespace(ak.Namespace), client.MatchingLabels(ownedLabels(ak, nil))); err != nil {
+	if err := r.Client.List(ctx, list, client.InNamespace(ak.Namespace), client.MatchingLabels(owned.Labels(ak, nil))); err != nil {
 		return fmt.Errorf("listing delivery secrets: %w", err)
 	}
 	for i := range list.Items {
@@ -369,8 +315,8 @@ func (r *Reconciler) deleteStaleDeliveries(ctx context.Context, ak *gatehousev1.
 		if sec.Name == ak.Spec.SecretName || sec.Type != DeliverySecretType || !metav1.IsControlledBy(sec, ak) {
 			continue
 		}
-		if err := r.Client.Delete(ctx, sec, client.Preconditions{UID: &sec.UID, ResourceVersion: &sec.ResourceVersion}); client.IgnoreNotFound(err) != nil {
-			return &secretWriteError{err: err}
+		if err := owned.Delete(ctx, r.Client, sec); client.IgnoreNotFound(err) != nil {
+			return secretWriteError(err)
 		}
 		log.FromContext(ctx).Info("deleted stale delivery secret", "secret", sec.Name)
 	}
@@ -392,15 +338,11 @@ func (r *Reconciler) reportWriteFailure(ctx context.Context, ak *gatehousev1.API
 	r.Recorder.Eventf(ak, nil, corev1.EventTypeWarning, gatehousev1.ReasonWriteFailed, actionReconcile, "%s", msg)
 }
 
-// secretWriteError wraps a failed Secret write for errors.Is/As while
-// printing only the API reason: the server's message may quote the object.
-type secretWriteError struct{ err error }
-
-func (e *secretWriteError) Error() string {
-	return "writing delivery secret: " + string(apierrors.ReasonForError(e.err))
+// secretWriteError wraps a failed delivery Secret write: it prints only the
+// API reason, since the server's message may quote the plaintext key.
+func secretWriteError(err error) error {
+	return &owned.RedactedError{Op: "writing delivery secret", Err: err}
 }
-
-func (e *secretWriteError) Unwrap() error { return e.err }
 
 // SetupWithManager registers the controller. workers is
 // MaxConcurrentReconciles (at least 1).

@@ -35,7 +35,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -44,6 +43,7 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/conditions"
+	"gatehouse.dev/gatehouse/internal/owned"
 	"gatehouse.dev/gatehouse/internal/signingkey"
 )
 
@@ -327,28 +327,12 @@ func (r *Reconciler) observe(ctx context.Context, reader client.Reader, sk *gate
 	return obs, nil
 }
 
-func ownedLabels(sk *gatehousev1.SigningKey, extra map[string]string) map[string]string {
-	l := map[string]string{
-		gatehousev1.LabelManagedBy: gatehousev1.ManagedByValue,
-		gatehousev1.LabelOwnerName: sk.Name,
-	}
-	maps.Copy(l, extra)
-	return l
+func (r *Reconciler) writer() owned.Writer {
+	return owned.Writer{Client: r.Client, Scheme: r.Scheme}
 }
 
-// mergeStrings sets want's entries in have and reports whether it changed.
-func mergeStrings(have *map[string]string, want map[string]string) bool {
-	changed := false
-	for k, v := range want {
-		if cur, ok := (*have)[k]; !ok || cur != v {
-			if *have == nil {
-				*have = map[string]string{}
-			}
-			(*have)[k] = v
-			changed = true
-		}
-	}
-	return changed
+func jwksLabels(sk *gatehousev1.SigningKey) map[string]string {
+	return owned.Labels(sk, map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordJWKS})
 }
 
 // writeSecret stores ks, creating the Secret if needed, and returns what
@@ -358,42 +342,22 @@ func (r *Reconciler) writeSecret(ctx context.Context, sk *gatehousev1.SigningKey
 	if err != nil {
 		return nil, fmt.Errorf("encoding key set: %w", err)
 	}
-	data := map[string][]byte{signingkey.SecretDataKey: doc}
-	if observed == nil {
-		sec := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: sk.Namespace, Name: signingkey.SecretName(sk.Name), Labels: ownedLabels(sk, nil)},
-			Type:       signingkey.SecretType,
-			Data:       data,
-		}
-		if err := controllerutil.SetControllerReference(sk, sec, r.Scheme); err != nil {
-			return nil, err
-		}
-		if err := r.Client.Create(ctx, sec); err != nil {
-			return nil, &secretWriteError{err: err}
-		}
-		return sec, nil
-	}
-	sec := observed.DeepCopy()
-	if sec.Type != signingkey.SecretType {
+	if observed != nil && observed.Type != signingkey.SecretType {
 		// The type is immutable: a Secret of another type that we control
 		// can only have been replaced by hand. Recreate it.
-		if err := r.Client.Delete(ctx, sec, client.Preconditions{UID: &sec.UID, ResourceVersion: &sec.ResourceVersion}); err != nil {
-			return nil, &secretWriteError{err: err}
+		if err := owned.Delete(ctx, r.Client, observed.DeepCopy()); err != nil {
+			return nil, secretWriteError(err)
 		}
-		return r.writeSecret(ctx, sk, nil, ks)
+		observed = nil
 	}
-	changed := mergeStrings(&sec.Labels, ownedLabels(sk, nil))
-	if !equality.Semantic.DeepEqual(sec.Data, data) {
-		sec.Data, changed = data, true
+	want := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: sk.Namespace, Name: signingkey.SecretName(sk.Name), Labels: owned.Labels(sk, nil)},
+		Type:       signingkey.SecretType,
+		Data:       map[string][]byte{signingkey.SecretDataKey: doc},
 	}
-	if len(sec.StringData) > 0 {
-		sec.StringData, changed = nil, true
-	}
-	if !changed {
-		return sec, nil
-	}
-	if err := r.Client.Update(ctx, sec); err != nil {
-		return nil, &secretWriteError{err: err}
+	sec, _, err := r.writer().Secret(ctx, sk, observed, want)
+	if err != nil {
+		return nil, secretWriteError(err)
 	}
 	return sec, nil
 }
@@ -401,33 +365,12 @@ func (r *Reconciler) writeSecret(ctx context.Context, sk *gatehousev1.SigningKey
 // writeConfigMap makes the JWKS ConfigMap hold doc and reports whether it
 // wrote.
 func (r *Reconciler) writeConfigMap(ctx context.Context, sk *gatehousev1.SigningKey, observed *corev1.ConfigMap, doc []byte) (bool, *corev1.ConfigMap, error) {
-	data := map[string]string{gatehousev1.JWKSDataKey: string(doc), gatehousev1.JWKSIssuerKey: sk.Spec.Issuer}
-	labels := ownedLabels(sk, map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordJWKS})
-	if observed == nil {
-		cm := &corev1.ConfigMap{
-			ObjectMeta: metav1.ObjectMeta{Namespace: sk.Namespace, Name: signingkey.JWKSConfigMapName(sk), Labels: labels},
-			Data:       data,
-		}
-		if err := controllerutil.SetControllerReference(sk, cm, r.Scheme); err != nil {
-			return false, nil, err
-		}
-		if err := r.Client.Create(ctx, cm); err != nil {
-			return false, nil, err
-		}
-		return true, cm, nil
+	want := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: sk.Namespace, Name: signingkey.JWKSConfigMapName(sk), Labels: jwksLabels(sk)},
+		Data:       map[string]string{gatehousev1.JWKSDataKey: string(doc), gatehousev1.JWKSIssuerKey: sk.Spec.Issuer},
 	}
-	cm := observed.DeepCopy()
-	changed := mergeStrings(&cm.Labels, labels)
-	if !maps.Equal(cm.Data, data) || len(cm.BinaryData) > 0 {
-		cm.Data, cm.BinaryData, changed = data, nil, true
-	}
-	if !changed {
-		return false, cm, nil
-	}
-	if err := r.Client.Update(ctx, cm); err != nil {
-		return false, nil, err
-	}
-	return true, cm, nil
+	cm, written, err := r.writer().ConfigMap(ctx, sk, observed, want)
+	return written, cm, err
 }
 
 // deleteStaleConfigMaps deletes JWKS ConfigMaps this SigningKey controls
@@ -435,7 +378,7 @@ func (r *Reconciler) writeConfigMap(ctx context.Context, sk *gatehousev1.Signing
 // changed), so that verifiers selecting by label find exactly one.
 func (r *Reconciler) deleteStaleConfigMaps(ctx context.Context, sk *gatehousev1.SigningKey) error {
 	list := &corev1.ConfigMapList{}
-	if err := r.Client.List(ctx, list, client.InNamespace(sk.Namespace), client.MatchingLabels(ownedLabels(sk, map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordJWKS}))); err != nil {
+	if err := r.Client.List(ctx, list, client.InNamespace(sk.Namespace), client.MatchingLabels(jwksLabels(sk))); err != nil {
 		return fmt.Errorf("listing jwks configmaps: %w", err)
 	}
 	current := signingkey.JWKSConfigMapName(sk)
@@ -444,7 +387,7 @@ func (r *Reconciler) deleteStaleConfigMaps(ctx context.Context, sk *gatehousev1.
 		if cm.Name == current || !metav1.IsControlledBy(cm, sk) {
 			continue
 		}
-		if err := r.Client.Delete(ctx, cm, client.Preconditions{UID: &cm.UID, ResourceVersion: &cm.ResourceVersion}); client.IgnoreNotFound(err) != nil {
+		if err := owned.Delete(ctx, r.Client, cm); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("deleting stale jwks configmap: %w", err)
 		}
 		log.FromContext(ctx).Info("deleted stale jwks configmap", "configMap", cm.Name)
@@ -516,8 +459,7 @@ func (r *Reconciler) setNotReady(ctx context.Context, sk *gatehousev1.SigningKey
 // writeFailed reports a failed write in status (best effort) and returns
 // err for a retry. Conflicts are routine (a stale cache) and not reported.
 func (r *Reconciler) writeFailed(ctx context.Context, sk *gatehousev1.SigningKey, now time.Time, err error) error {
-	if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
-		log.FromContext(ctx).V(1).Info("write conflict, reconciling again", "reason", apierrors.ReasonForError(err))
+	if owned.LogConflict(ctx, err) {
 		return err
 	}
 	msg := fmt.Sprintf("Writing the key material failed (%s); the operator retries.", apierrors.ReasonForError(err))
@@ -527,15 +469,11 @@ func (r *Reconciler) writeFailed(ctx context.Context, sk *gatehousev1.SigningKey
 	return err
 }
 
-// secretWriteError wraps a failed Secret write for errors.Is/As while
-// printing only the API reason: the server's message may quote the object.
-type secretWriteError struct{ err error }
-
-func (e *secretWriteError) Error() string {
-	return "writing signing key secret: " + string(apierrors.ReasonForError(e.err))
+// secretWriteError wraps a failed Secret write: it prints only the API
+// reason, since the server's message may quote the private keys.
+func secretWriteError(err error) error {
+	return &owned.RedactedError{Op: "writing signing key secret", Err: err}
 }
-
-func (e *secretWriteError) Unwrap() error { return e.err }
 
 // SetupWithManager registers the controller.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {

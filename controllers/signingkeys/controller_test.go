@@ -54,7 +54,7 @@ func TestDedupeDropsPhaseEventsAlreadyTold(t *testing.T) {
 }
 
 func TestSecretWriteErrorsNeverQuoteTheServerMessage(t *testing.T) {
-	err := &secretWriteError{err: &testStatusError{}}
+	err := secretWriteError(&testStatusError{})
 	if strings.Contains(err.Error(), "PRIVATE") {
 		t.Fatalf("error %q quotes the server message", err)
 	}
