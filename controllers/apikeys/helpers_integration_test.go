@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/retry"
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -114,11 +115,15 @@ func (f *fixture) apiKey(t *testing.T, name string) *gatehousev1.APIKey {
 	return ak
 }
 
+// update applies mutate to the APIKey as the user would, again on a fresh
+// read when the controller's status write got in between.
 func (f *fixture) update(t *testing.T, name string, mutate func(*gatehousev1.APIKey)) {
 	t.Helper()
-	ak := f.apiKey(t, name)
-	mutate(ak)
-	if err := f.env.Client.Update(f.ctx, ak); err != nil {
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		ak := f.apiKey(t, name)
+		mutate(ak)
+		return f.env.Client.Update(f.ctx, ak)
+	}); err != nil {
 		t.Fatalf("updating apikey: %v", err)
 	}
 }
