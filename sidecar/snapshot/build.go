@@ -27,6 +27,33 @@ const (
 type Inputs struct {
 	ConfigMaps []*corev1.ConfigMap
 	Policies   []*gatehousev1.AuthPolicy
+	// Records are API key records delivered without their ConfigMap, as
+	// the files source does so as not to hold 100,000 decoded ConfigMaps
+	// at once. They count exactly like ConfigMaps labelled
+	// auth.gatehouse.dev/record=apikey, except that a JWKS reference by
+	// ConfigMap name cannot find them.
+	Records []RecordData
+}
+
+// RecordData is the API key record of one ConfigMap: its name, namespace
+// and version, and its record.json.
+type RecordData struct {
+	Name      string
+	Namespace string
+	// Version identifies the content: UID and resourceVersion for objects
+	// of the API server; empty when the content itself is the version.
+	Version string
+	Data    string
+}
+
+// RecordDataOf extracts the API key record of a ConfigMap labelled
+// auth.gatehouse.dev/record=apikey.
+func RecordDataOf(cm *corev1.ConfigMap) RecordData {
+	rd := RecordData{Name: cm.Name, Namespace: cm.Namespace, Data: cm.Data[gatehousev1.RecordDataKey]}
+	if cm.ResourceVersion != "" {
+		rd.Version = string(cm.UID) + "/" + cm.ResourceVersion
+	}
+	return rd
 }
 
 // RemoteKeySets supplies the key sets of issuers whose keys are fetched over
@@ -94,7 +121,12 @@ func (b *Builder) Build(in Inputs) *Snapshot {
 
 	jwksByOwner := map[string]*corev1.ConfigMap{}
 	byName := map[string]*corev1.ConfigMap{}
-	var recordMaps []*corev1.ConfigMap
+	recordMaps := make([]RecordData, 0, len(in.Records))
+	for _, rd := range in.Records {
+		if b.inNamespace(rd.Namespace) {
+			recordMaps = append(recordMaps, rd)
+		}
+	}
 	for _, cm := range in.ConfigMaps {
 		if !b.inNamespace(cm.Namespace) {
 			continue
@@ -102,7 +134,7 @@ func (b *Builder) Build(in Inputs) *Snapshot {
 		byName[cm.Name] = cm
 		switch cm.Labels[gatehousev1.LabelRecord] {
 		case gatehousev1.RecordAPIKey:
-			recordMaps = append(recordMaps, cm)
+			recordMaps = append(recordMaps, RecordDataOf(cm))
 		case gatehousev1.RecordJWKS:
 			if owner := cm.Labels[gatehousev1.LabelOwnerName]; owner != "" {
 				if prev, dup := jwksByOwner[owner]; dup {
@@ -128,7 +160,7 @@ func (b *Builder) inNamespace(ns string) bool {
 	return ns == "" || b.opts.Namespace == "" || ns == b.opts.Namespace
 }
 
-func (b *Builder) indexRecords(maps []*corev1.ConfigMap, problemf func(string, ...any)) *recordTable {
+func (b *Builder) indexRecords(maps []RecordData, problemf func(string, ...any)) *recordTable {
 	tb := newTableBuilder(len(maps))
 	memo := make(map[[sha256.Size]byte]uint32, len(maps))
 	failed := map[[sha256.Size]byte]error{}
@@ -137,16 +169,16 @@ func (b *Builder) indexRecords(maps []*corev1.ConfigMap, problemf func(string, .
 	// Sorted so that problems come out in a stable order.
 	sort.Slice(maps, func(i, j int) bool { return maps[i].Name < maps[j].Name })
 	for _, cm := range maps {
-		data := cm.Data[gatehousev1.RecordDataKey]
+		data := cm.Data
 		h := sha256.New()
 		h.Write([]byte(cm.Name))
 		h.Write([]byte{0})
-		if cm.ResourceVersion == "" {
+		if cm.Version == "" {
 			sum := sha256.Sum256([]byte(data))
 			h.Write(sum[:])
 		} else {
 			h.Write([]byte{1})
-			h.Write([]byte(string(cm.UID) + "/" + cm.ResourceVersion))
+			h.Write([]byte(cm.Version))
 		}
 		var version [sha256.Size]byte
 		h.Sum(version[:0])

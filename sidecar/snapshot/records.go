@@ -6,6 +6,7 @@ import (
 	"encoding/base32"
 	"encoding/hex"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -73,19 +74,15 @@ func optNanos(t *time.Time, def int64) int64 {
 
 // keyEntry is one indexed key ID. notBefore is math.MinInt64 and notAfter
 // math.MaxInt64 when the record leaves them open: then no clock hits them.
+// Its fields are ordered to pack it into 64 bytes.
 type keyEntry struct {
-	hash      [sha256.Size]byte
 	notBefore int64
 	notAfter  int64
+	hash      [sha256.Size]byte
 	rec       uint32
 	// badHash marks a stored hash that is not hex: no key matches it.
 	badHash bool
-}
-
-// keyItem is a key entry with its ID, in record order.
-type keyItem struct {
-	id keyID
-	e  keyEntry
+	id      keyID
 }
 
 // strRef is a string of the record table's arena.
@@ -105,13 +102,13 @@ type recordInfo struct {
 	subject strRef
 	// name is "namespace/name": it names the record's rate limiter.
 	name      strRef
-	scopes    uint32 // index into recordTable.scopes
 	expiresAt int64  // maxNanos: never
+	scopes    uint32 // index into recordTable.scopes
 	rps       int32
 	burst     int32
-	state     recordState
 	// keys are the record's entries in recordTable.keys.
 	firstKey, nKeys uint32
+	state           recordState
 }
 
 // scopeSet is one distinct list of scopes; records share them.
@@ -125,7 +122,7 @@ type recordTable struct {
 	// index maps a key ID to its entry in keys.
 	index  map[keyID]uint32
 	recs   []recordInfo
-	keys   []keyItem
+	keys   []keyEntry // in record order
 	scopes []scopeSet
 	arena  string
 }
@@ -143,7 +140,7 @@ func newTableBuilder(records int) *tableBuilder {
 	return &tableBuilder{
 		t: recordTable{
 			recs: make([]recordInfo, 0, records),
-			keys: make([]keyItem, 0, records+records/8),
+			keys: make([]keyEntry, 0, records+records/8),
 		},
 		scopeIdx: map[string]uint32{},
 	}
@@ -194,11 +191,11 @@ func (b *tableBuilder) addRecord(rec *apikey.Record) uint32 {
 			// could never match a parsed key.
 			continue
 		}
-		e := keyEntry{notBefore: optNanos(k.NotBefore, math.MinInt64), notAfter: optNanos(k.NotAfter, math.MaxInt64), rec: i}
+		e := keyEntry{id: id, notBefore: optNanos(k.NotBefore, math.MinInt64), notAfter: optNanos(k.NotAfter, math.MaxInt64), rec: i}
 		if n, err := hex.Decode(e.hash[:], []byte(k.SHA256)); err != nil || n != sha256.Size {
 			e.badHash = true
 		}
-		b.t.keys = append(b.t.keys, keyItem{id: id, e: e})
+		b.t.keys = append(b.t.keys, e)
 		info.nKeys++
 	}
 	b.t.recs = append(b.t.recs, info)
@@ -215,7 +212,7 @@ func (b *tableBuilder) copyRecord(prev *recordTable, i uint32) uint32 {
 	info.scopes = b.internScopes(prev.scopes[old.scopes].list)
 	info.firstKey = uint32(len(b.t.keys)) //nolint:gosec // as above
 	for _, k := range prev.keys[old.firstKey : old.firstKey+old.nKeys] {
-		k.e.rec = ni
+		k.rec = ni
 		b.t.keys = append(b.t.keys, k)
 	}
 	b.t.recs = append(b.t.recs, info)
@@ -223,7 +220,12 @@ func (b *tableBuilder) copyRecord(prev *recordTable, i uint32) uint32 {
 }
 
 func (b *tableBuilder) finish(index map[keyID]uint32) *recordTable {
-	b.t.arena = b.arena.String()
+	// The builder's buffer grew by doubling; keep an exact copy, and
+	// exact slices, since the table lives until the next change.
+	b.t.arena = strings.Clone(b.arena.String())
+	if cap(b.t.keys) > len(b.t.keys)+len(b.t.keys)/16 {
+		b.t.keys = slices.Clone(b.t.keys)
+	}
 	b.t.index = index
 	t := b.t
 	return &t

@@ -193,3 +193,37 @@ func BenchmarkRecordLookup(b *testing.B) {
 		}
 	}
 }
+
+// TestRecordsWithoutConfigMapsCountLikeTheirConfigMaps feeds the same
+// records once as ConfigMaps and once as RecordData (as the files source
+// delivers them), mixed, and across namespaces.
+func TestRecordsWithoutConfigMapsCountLikeTheirConfigMaps(t *testing.T) {
+	a, b, other := genKey(t), genKey(t), genKey(t)
+	rec := func(name string, keys ...apikey.Key) *apikey.Record {
+		r := &apikey.Record{Version: 1, Name: name, Namespace: "ns", Subject: name, State: apikey.StateActive}
+		for _, k := range keys {
+			r.Keys = append(r.Keys, apikey.RecordKey{KeyID: k.ID(), SHA256: k.Hash()})
+		}
+		return r
+	}
+	cmA := recordConfigMap(t, "a", "", rec("a", a))
+	cmB := recordConfigMap(t, "b", "7", rec("b", b, a)) // claims a's key too: a conflict
+	cmOther := recordConfigMap(t, "o", "", rec("o", other))
+	cmOther.Namespace = "elsewhere"
+	s := NewBuilder(BuildOptions{Namespace: "ns"}).Build(Inputs{
+		ConfigMaps: []*corev1.ConfigMap{cmA},
+		Records:    []RecordData{RecordDataOf(cmB), RecordDataOf(cmOther)},
+	})
+	if _, ok := s.Record(a.ID()); ok {
+		t.Error("a key ID claimed by a ConfigMap and a RecordData is served")
+	}
+	if r, ok := s.Record(b.ID()); !ok || r.Check(b, time.Now()) != apikey.Accepted || r.Subject() != "b" {
+		t.Error("the key of a RecordData is not served")
+	}
+	if _, ok := s.Record(other.ID()); ok {
+		t.Error("a record of another namespace is served")
+	}
+	if !strings.Contains(strings.Join(s.Problems, "\n"), "appears in more than one API key record") {
+		t.Errorf("the conflict is not reported: %q", s.Problems)
+	}
+}

@@ -44,7 +44,7 @@ func (s *Snapshot) Record(keyID string) (KeyRecord, bool) {
 	if !ok {
 		return KeyRecord{}, false
 	}
-	return KeyRecord{t: s.records, e: &s.records.keys[i].e}, true
+	return KeyRecord{t: s.records, e: &s.records.keys[i]}, true
 }
 
 // KeyCount is the number of API key IDs indexed.
@@ -130,7 +130,7 @@ func (s *Snapshot) EachRecordName(f func(string)) {
 	t := s.records
 	for i := range t.recs {
 		for _, k := range t.keys[t.recs[i].firstKey : t.recs[i].firstKey+t.recs[i].nKeys] {
-			if ki, ok := t.index[k.id]; ok && t.keys[ki].e.rec == uint32(i) { //nolint:gosec // i < len(recs) < 2^32
+			if ki, ok := t.index[k.id]; ok && t.keys[ki].rec == uint32(i) { //nolint:gosec // i < len(recs) < 2^32
 				f(t.str(t.recs[i].name))
 				break
 			}

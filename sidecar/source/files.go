@@ -200,6 +200,12 @@ func decodeJSONObject(j []byte, in *snapshot.Inputs) error {
 		if err := strictJSON(j, cm); err != nil {
 			return err
 		}
+		if cm.Labels[gatehousev1.LabelRecord] == gatehousev1.RecordAPIKey {
+			// Keep the record, not the decoded object: a ConfigMap takes
+			// about three times the memory of its record.
+			in.Records = append(in.Records, snapshot.RecordDataOf(cm))
+			return nil
+		}
 		in.ConfigMaps = append(in.ConfigMaps, cm)
 	case tm.Kind == "AuthPolicy" && tm.APIVersion == gatehousev1.GroupVersion.String():
 		p := &gatehousev1.AuthPolicy{}

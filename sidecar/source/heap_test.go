@@ -3,6 +3,7 @@ package source_test
 import (
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"testing"
 
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
@@ -38,12 +39,22 @@ func TestHeapOfAFixture(t *testing.T) {
 	b := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: "loadtest"})
 	s := b.Build(in)
 	built, total2 := heap()
-	n := len(in.ConfigMaps)
+	n := len(in.ConfigMaps) + len(in.Records)
 	in = snapshot.Inputs{}
 	_ = in
 	kept, _ := heap()
-	t.Logf("%d ConfigMaps: decoded inputs %.1f MiB (reading allocated %.0f MiB); snapshot and builder %.1f MiB (building allocated %.0f MiB); inputs and snapshot %.1f MiB",
+	t.Logf("%d objects: decoded inputs %.1f MiB (reading allocated %.0f MiB); snapshot and builder %.1f MiB (building allocated %.0f MiB); inputs and snapshot %.1f MiB",
 		n, float64(read-base)/mib, float64(total1-total0)/mib, float64(kept-base)/mib, float64(total2-total1)/mib, float64(built-base)/mib)
+	if out := os.Getenv("GATEHOUSE_HEAP_PROFILE"); out != "" {
+		f, err := os.Create(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			t.Fatal(err)
+		}
+	}
 	runtime.KeepAlive(s)
 	runtime.KeepAlive(b)
 }
