@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -59,6 +60,14 @@ type Config struct {
 	Core   server.Options
 	Engine authz.Options
 
+	// MemoryLimit is the Go runtime's soft memory limit in bytes
+	// (runtime/debug.SetMemoryLimit): the garbage collector works harder
+	// as the process nears it, and returns freed memory to the OS sooner.
+	// 0 is automatic: GOMEMLIMIT if the environment sets it, else
+	// MemoryLimitShare of the container's memory limit, else none.
+	// Negative: none.
+	MemoryLimit int64
+
 	// DrainDelay is how long the sidecar reports not ready before it stops
 	// serving, so that load balancers notice. Zero stops at once.
 	DrainDelay      time.Duration
@@ -87,6 +96,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return errors.New("a source and a gRPC address are required")
 	}
 	log := cfg.Log
+	if limit := applyMemoryLimit(cfg.MemoryLimit); limit != math.MaxInt64 {
+		log.Info("memory limit of the Go runtime", "bytes", limit)
+	}
 	store := &snapshot.Store{}
 	m := metrics.New(store, cfg.Clock)
 	cfg.Engine.Clock, cfg.Core.Clock = cfg.Clock, cfg.Clock
