@@ -221,9 +221,23 @@ func (k *Kubernetes) list(ctx context.Context, c cache.Cache) (snapshot.Inputs, 
 	return in, nil
 }
 
-// slimObject drops from cached objects every metadata field the snapshot
-// builder does not read.
+// slimObject drops from cached objects every field the snapshot builder
+// does not read. With 100,000 records the informer's store holds 100,000
+// ConfigMaps for the life of the sidecar: an API key record's ConfigMap is
+// replaced by a new object holding only its name, namespace, UID, version,
+// record label and record.json.
 func slimObject(obj any) (any, error) {
+	if cm, ok := obj.(*corev1.ConfigMap); ok && cm.Labels[gatehousev1.LabelRecord] == gatehousev1.RecordAPIKey {
+		return &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: cm.Name, Namespace: cm.Namespace, UID: cm.UID, ResourceVersion: cm.ResourceVersion,
+				DeletionTimestamp: cm.DeletionTimestamp,
+				// Shared by every record: nothing modifies cached objects.
+				Labels: apiKeyRecordLabels,
+			},
+			Data: map[string]string{gatehousev1.RecordDataKey: cm.Data[gatehousev1.RecordDataKey]},
+		}, nil
+	}
 	o, ok := obj.(client.Object)
 	if !ok {
 		return obj, nil // a tombstone
@@ -237,3 +251,6 @@ func slimObject(obj any) (any, error) {
 	}
 	return o, nil
 }
+
+// apiKeyRecordLabels are the labels of a slimmed API key record ConfigMap.
+var apiKeyRecordLabels = map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordAPIKey}
