@@ -1,0 +1,81 @@
+package server
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/go-logr/logr"
+
+	"gatehouse.dev/gatehouse/sidecar/authz"
+)
+
+func allowOf(id *authz.Identity, credentialHeader, rule string) *authz.Decision {
+	return &authz.Decision{Allowed: true, Reason: authz.Authenticated, Status: 200, Identity: id,
+		CredentialHeader: credentialHeader, Policy: "main", Rule: rule}
+}
+
+func headerValue(t *testing.T, c *Core, d *authz.Decision, name string) (string, []string) {
+	t.Helper()
+	ok := c.allowResponse(d).GetOkResponse()
+	if ok == nil {
+		t.Fatal("an allow is not an OkResponse")
+	}
+	for _, h := range ok.GetHeaders() {
+		if h.GetHeader().GetKey() == name {
+			return h.GetHeader().GetValue(), ok.GetHeadersToRemove()
+		}
+	}
+	return "", ok.GetHeadersToRemove()
+}
+
+// TestSharedAllowAnswersAreThoseOfTheirOwnDecision checks that a shared
+// answer is reused only for a decision that would render the same, and
+// that every field of the decision that shows in the answer tells
+// answers apart.
+func TestSharedAllowAnswersAreThoseOfTheirOwnDecision(t *testing.T) {
+	c := NewCore(nil, nil, nil, Options{StripCredential: true, Log: logr.Discard()})
+	h := c.opts.Headers
+	alice := &authz.Identity{Credential: authz.CredentialAPIKey, Subject: "alice", Scopes: []string{"a", "b"}, KeyID: "k1"}
+	aliceFewer := &authz.Identity{Credential: authz.CredentialAPIKey, Subject: "alice", Scopes: []string{"a"}, KeyID: "k1"}
+	bob := &authz.Identity{Credential: authz.CredentialJWT, Subject: "bob", Issuer: "https://i", TokenID: "t1"}
+
+	first := c.allowResponse(allowOf(alice, "x-api-key", "r"))
+	if again := c.allowResponse(allowOf(&authz.Identity{Credential: authz.CredentialAPIKey, Subject: "alice", Scopes: []string{"a", "b"}, KeyID: "k1"}, "x-api-key", "r")); again != first {
+		t.Error("the same identity, policy and rule got a new answer")
+	}
+	if v, _ := headerValue(t, c, allowOf(aliceFewer, "x-api-key", "r"), h.Scopes); v != "a" {
+		t.Errorf("other scopes got scopes header %q", v)
+	}
+	if v, _ := headerValue(t, c, allowOf(alice, "x-api-key", "r"), h.Scopes); v != "a b" {
+		t.Errorf("scopes header %q", v)
+	}
+	if v, remove := headerValue(t, c, allowOf(bob, "authorization", "r"), h.Subject); v != "bob" || !slices.Contains(remove, "authorization") || slices.Contains(remove, "x-api-key") {
+		t.Errorf("bob's answer: subject %q, removes %q", v, remove)
+	}
+	if _, remove := headerValue(t, c, allowOf(alice, "x-api-key", "r"), h.Subject); !slices.Contains(remove, "x-api-key") || !slices.Contains(remove, h.Issuer) {
+		t.Errorf("alice's answer removes %q", remove)
+	}
+	other := c.allowResponse(allowOf(alice, "x-api-key", "other-rule"))
+	if other == first || other.GetDynamicMetadata().GetFields()["rule"].GetStringValue() != "other-rule" {
+		t.Error("another rule shares the answer")
+	}
+	anon := c.allowResponse(&authz.Decision{Allowed: true, Reason: authz.Anonymous, Status: 200, Policy: "main", Rule: "r"})
+	if _, ok := anon.GetDynamicMetadata().GetFields()["subject"]; ok || len(anon.GetOkResponse().GetHeaders()) != 0 {
+		t.Error("an anonymous allow carries an identity")
+	}
+}
+
+func TestResponseCacheIsBounded(t *testing.T) {
+	c := newResponseCache(8)
+	for i := range 100 {
+		c.put(&allowKey{subject: fmt.Sprint(i)}, &authv3.CheckResponse{})
+		if len(c.m) > 8 {
+			t.Fatalf("%d entries in a cache of 8", len(c.m))
+		}
+	}
+	if c.get(&allowKey{subject: "99"}) == nil {
+		t.Fatal("the answer put last is gone")
+	}
+}
