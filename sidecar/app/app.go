@@ -162,6 +162,7 @@ func Run(ctx context.Context, cfg Config) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(4<<20),
+		grpc.ForceServerCodecV2(core.GRPCCodec()),
 	)
 	authv3.RegisterAuthorizationServer(grpcSrv, server.NewAuthorizationServer(core))
 	healthpb.RegisterHealthServer(grpcSrv, healthSrv)

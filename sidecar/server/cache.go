@@ -4,6 +4,10 @@ import (
 	"sync"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
 
 	"gatehouse.dev/gatehouse/sidecar/authz"
 )
@@ -23,17 +27,19 @@ type allowKey struct {
 	subject, scopes, keyID, issuer, tokenID string
 }
 
-// responseCache maps allow keys to their answers. When it is full, half
-// of it is dropped (Go's map order picks which): simple, bounded, and
-// cheap for the usual case of a working set that fits.
+// responseCache maps allow keys to their answers, and each answer to its
+// wire encoding. When it is full, half of it is dropped (Go's map order
+// picks which): simple, bounded, and cheap for the usual case of a working
+// set that fits.
 type responseCache struct {
 	mu  sync.RWMutex
 	m   map[allowKey]*authv3.CheckResponse
+	enc map[*authv3.CheckResponse][]byte
 	max int
 }
 
 func newResponseCache(size int) *responseCache {
-	return &responseCache{m: make(map[allowKey]*authv3.CheckResponse), max: size}
+	return &responseCache{m: make(map[allowKey]*authv3.CheckResponse), enc: make(map[*authv3.CheckResponse][]byte), max: size}
 }
 
 func (c *responseCache) get(k *allowKey) *authv3.CheckResponse {
@@ -43,18 +49,64 @@ func (c *responseCache) get(k *allowKey) *authv3.CheckResponse {
 	return r
 }
 
+// encoded is the wire encoding of an answer of the cache, nil for any
+// other message.
+func (c *responseCache) encoded(r *authv3.CheckResponse) []byte {
+	c.mu.RLock()
+	b := c.enc[r]
+	c.mu.RUnlock()
+	return b
+}
+
 func (c *responseCache) put(k *allowKey, r *authv3.CheckResponse) {
+	// Encoded once here, outside the lock; an answer that does not encode
+	// is still served, encoded by the codec each time (and failing there).
+	b, err := proto.Marshal(r)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.m) >= c.max {
 		n := len(c.m) / 2
-		for old := range c.m {
+		for old, resp := range c.m {
 			if n == 0 {
 				break
 			}
+			delete(c.enc, resp)
 			delete(c.m, old)
 			n--
 		}
 	}
+	if prev, ok := c.m[*k]; ok {
+		delete(c.enc, prev)
+	}
 	c.m[*k] = r
+	if err == nil && r != nil {
+		c.enc[r] = b
+	}
 }
+
+// GRPCCodec is the gRPC codec for a server of this Core (install it with
+// grpc.ForceServerCodecV2): the standard protobuf codec, except that a
+// shared allow answer is sent as the bytes it was encoded to when it was
+// built, rather than encoded again for every check. Those bytes are only
+// read.
+func (c *Core) GRPCCodec() encoding.CodecV2 {
+	return checkCodec{base: encoding.GetCodecV2(grpcproto.Name), cache: c.allows}
+}
+
+type checkCodec struct {
+	base  encoding.CodecV2
+	cache *responseCache
+}
+
+func (c checkCodec) Name() string { return c.base.Name() }
+
+func (c checkCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if r, ok := v.(*authv3.CheckResponse); ok {
+		if b := c.cache.encoded(r); b != nil {
+			return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+		}
+	}
+	return c.base.Marshal(v)
+}
+
+func (c checkCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.base.Unmarshal(data, v) }

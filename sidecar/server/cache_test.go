@@ -7,6 +7,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-logr/logr"
+	"google.golang.org/protobuf/proto"
 
 	"gatehouse.dev/gatehouse/sidecar/authz"
 )
@@ -77,5 +78,38 @@ func TestResponseCacheIsBounded(t *testing.T) {
 	}
 	if c.get(&allowKey{subject: "99"}) == nil {
 		t.Fatal("the answer put last is gone")
+	}
+}
+
+// TestTheCodecSendsTheEncodingOfSharedAnswers checks that the codec's bytes
+// for a shared answer decode to that answer, and that other messages are
+// encoded as by the standard codec.
+func TestTheCodecSendsTheEncodingOfSharedAnswers(t *testing.T) {
+	c := NewCore(nil, nil, nil, Options{Log: logr.Discard()})
+	codec := c.GRPCCodec()
+	if codec.Name() != "proto" {
+		t.Fatalf("codec name %q", codec.Name())
+	}
+	alice := &authz.Identity{Credential: authz.CredentialAPIKey, Subject: "alice", Scopes: []string{"a"}, KeyID: "k1"}
+	shared := c.allowResponse(allowOf(alice, "x-api-key", "r"))
+	fresh := c.grpcResponse(verdict{d: authz.Decision{Reason: authz.MissingCredential, Status: 401}})
+	for name, msg := range map[string]*authv3.CheckResponse{"a shared answer": shared, "a denial": fresh} {
+		data, err := codec.Marshal(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := &authv3.CheckResponse{}
+		if err := codec.Unmarshal(data, got); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(got, msg) {
+			t.Errorf("%s does not survive the codec: %v", name, got)
+		}
+	}
+	if b := c.allows.encoded(shared); b == nil {
+		t.Error("the shared answer has no stored encoding")
+	}
+	if b := c.allows.encoded(fresh); b != nil {
+		t.Error("a message that is not a shared answer has a stored encoding")
 	}
 }

@@ -59,7 +59,7 @@ func serve(t *testing.T, core *server.Core) []transport {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(grpc.ForceServerCodecV2(core.GRPCCodec()))
 	authv3.RegisterAuthorizationServer(gs, server.NewAuthorizationServer(core))
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(gs.Stop)
