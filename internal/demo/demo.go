@@ -133,7 +133,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	d.say("    sidecar:  ext_authz gRPC at %s, HTTP at %s (as ServiceAccount %s/%s: reads ConfigMaps and AuthPolicies only)", s.Sidecar.GRPC, s.Sidecar.HTTP, Namespace, ServiceAccount)
 
 	d.step("applying the samples (config/samples) to namespace %s", Namespace)
-	if err := applySamples(ctx, c); err != nil {
+	if _, err := ApplySamples(ctx, c, Namespace); err != nil {
 		return err
 	}
 	if err := d.waitReady(ctx); err != nil {
@@ -185,7 +185,7 @@ func (d *demo) waitReady(ctx context.Context) error {
 			if d.client.Get(ctx, types.NamespacedName{Namespace: Namespace, Name: names[i]}, obj) != nil {
 				return false
 			}
-			return conditions.IsTrue(readyConditions(obj), gatehousev1.ConditionReady)
+			return conditions.IsTrue(ReadyConditions(obj), gatehousev1.ConditionReady)
 		})
 		if err != nil {
 			return fmt.Errorf("%T %s did not become Ready: %w", obj, names[i], err)
@@ -198,7 +198,8 @@ func (d *demo) waitReady(ctx context.Context) error {
 	return nil
 }
 
-func readyConditions(obj client.Object) []metav1.Condition {
+// ReadyConditions returns the status conditions of a sample resource.
+func ReadyConditions(obj client.Object) []metav1.Condition {
 	switch o := obj.(type) {
 	case *gatehousev1.SigningKey:
 		return o.Status.Conditions
@@ -312,26 +313,28 @@ func (d *demo) expect(ctx context.Context, es []expectation) error {
 	return nil
 }
 
-func applySamples(ctx context.Context, c client.Client) error {
+// ApplySamples creates the resources of config/samples in ns, as a user
+// would with kubectl apply, and returns the files applied.
+func ApplySamples(ctx context.Context, c client.Client, ns string) ([]string, error) {
 	files, err := fs.Glob(samples.Files, "*.yaml")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, f := range files {
 		data, err := fs.ReadFile(samples.Files, f)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		obj := &unstructured.Unstructured{}
 		if err := yaml.Unmarshal(data, &obj.Object); err != nil {
-			return fmt.Errorf("decoding sample %s: %w", f, err)
+			return nil, fmt.Errorf("decoding sample %s: %w", f, err)
 		}
-		obj.SetNamespace(Namespace)
+		obj.SetNamespace(ns)
 		if err := c.Create(ctx, obj); err != nil {
-			return fmt.Errorf("applying sample %s: %w", f, err)
+			return nil, fmt.Errorf("applying sample %s: %w", f, err)
 		}
 	}
-	return nil
+	return files, nil
 }
 
 // kubectlGet shows the resources as a user would see them, with kubectl when

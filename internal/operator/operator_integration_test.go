@@ -8,12 +8,10 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
@@ -39,38 +37,18 @@ func TestMain(m *testing.M) {
 	os.Exit(testenv.Main(m))
 }
 
-// logSink collects every log line of a run, to scan for secrets.
-type logSink struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *logSink) logger(name string) logr.Logger {
-	return funcr.New(func(prefix, args string) {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		fmt.Fprintf(&l.buf, "%s %s\n", prefix, args)
-	}, funcr.Options{Verbosity: 7}).WithName(name)
-}
-
-func (l *logSink) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // fixture is one namespace with the operator and a sidecar running.
 type fixture struct {
 	env   *testenv.Env
 	ns    string
 	stack *stack.Stack
-	logs  *logSink
+	logs  *stack.LogBuffer
 }
 
 func startStack(t *testing.T) *fixture {
 	t.Helper()
 	env, ns := testenv.Start(t)
-	f := &fixture{env: env, ns: ns, logs: &logSink{}}
+	f := &fixture{env: env, ns: ns, logs: &stack.LogBuffer{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s, err := stack.Start(ctx, stack.Options{
@@ -78,8 +56,8 @@ func startStack(t *testing.T) *fixture {
 		SidecarConfig:  env.ServiceAccountConfig(t, ns, "sidecar", testenv.SidecarRules),
 		Namespace:      ns,
 		PodLabels:      map[string]string{"app": "orders"},
-		OperatorLog:    f.logs.logger("operator"),
-		SidecarLog:     f.logs.logger("sidecar"),
+		OperatorLog:    f.logs.Logger("operator"),
+		SidecarLog:     f.logs.Logger("sidecar"),
 	})
 	if err != nil {
 		t.Fatal(err)

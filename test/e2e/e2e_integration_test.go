@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -19,17 +18,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/config/samples"
 	"gatehouse.dev/gatehouse/internal/apikey"
 	"gatehouse.dev/gatehouse/internal/conditions"
+	"gatehouse.dev/gatehouse/internal/demo"
 	"gatehouse.dev/gatehouse/internal/nginxtest"
 	"gatehouse.dev/gatehouse/internal/operator"
 	"gatehouse.dev/gatehouse/internal/signingkey"
@@ -121,8 +118,8 @@ func TestIntegrationEndToEnd(t *testing.T) {
 		SidecarConfig:  sidecarConfig,
 		Namespace:      appNS,
 		PodLabels:      map[string]string{"app": "orders"},
-		OperatorLog:    logs.logger("operator"),
-		SidecarLog:     logs.logger("sidecar"),
+		OperatorLog:    logs.Logger("operator"),
+		SidecarLog:     logs.Logger("sidecar"),
 		Operator: func(o *operator.Options) {
 			// The chart's flags (templates/deployment.yaml).
 			o.LeaderElect = true
@@ -166,7 +163,9 @@ func TestIntegrationEndToEnd(t *testing.T) {
 	})
 
 	// 5. The samples, made Ready by the operator with the chart's RBAC.
-	applySamples(ctx, t, env.Client, appNS)
+	if applied, err := demo.ApplySamples(ctx, env.Client, appNS); err != nil || len(applied) != 3 {
+		t.Fatalf("samples %v: %v", applied, err)
+	}
 	for _, obj := range []client.Object{
 		&gatehousev1.SigningKey{ObjectMeta: metav1.ObjectMeta{Name: "platform"}},
 		&gatehousev1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "billing"}},
@@ -176,7 +175,7 @@ func TestIntegrationEndToEnd(t *testing.T) {
 			if err := env.Client.Get(ctx, types.NamespacedName{Namespace: appNS, Name: obj.GetName()}, obj); err != nil {
 				return false, err.Error()
 			}
-			conds := readyConditions(obj)
+			conds := demo.ReadyConditions(obj)
 			return conditions.IsTrue(conds, gatehousev1.ConditionReady), fmt.Sprint(conds)
 		})
 	}
@@ -297,42 +296,6 @@ func TestIntegrationEndToEnd(t *testing.T) {
 		t.Logf("scanned %d bytes of logs", len(all))
 	})
 	t.Logf("end to end in %v", time.Since(start).Round(time.Millisecond))
-}
-
-// applySamples creates config/samples in ns as the admin, as a user would
-// with kubectl apply.
-func applySamples(ctx context.Context, t *testing.T, c client.Client, ns string) {
-	t.Helper()
-	files, err := fs.Glob(samples.Files, "*.yaml")
-	if err != nil || len(files) != 3 {
-		t.Fatalf("samples %v: %v", files, err)
-	}
-	for _, f := range files {
-		data, err := fs.ReadFile(samples.Files, f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		obj := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal(data, &obj.Object); err != nil {
-			t.Fatalf("decoding sample %s: %v", f, err)
-		}
-		obj.SetNamespace(ns)
-		if err := c.Create(ctx, obj); err != nil {
-			t.Fatalf("applying sample %s: %v", f, err)
-		}
-	}
-}
-
-func readyConditions(obj client.Object) []metav1.Condition {
-	switch o := obj.(type) {
-	case *gatehousev1.SigningKey:
-		return o.Status.Conditions
-	case *gatehousev1.APIKey:
-		return o.Status.Conditions
-	case *gatehousev1.AuthPolicy:
-		return o.Status.Conditions
-	}
-	return nil
 }
 
 // assertRBAC checks, with the identities' own tokens, what the API server

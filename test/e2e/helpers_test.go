@@ -6,18 +6,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -26,6 +22,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"gatehouse.dev/gatehouse/internal/stack"
 	"gatehouse.dev/gatehouse/internal/testenv"
 )
 
@@ -33,31 +30,12 @@ import (
 // sidecar's loggers, and the global ones (controller-runtime's, used by
 // the sidecar's informers, and klog's, used by client-go and leader
 // election), to scan them for secrets and for refusals.
-var logs = &logSink{}
+var logs = &stack.LogBuffer{}
 
 func TestMain(m *testing.M) {
-	ctrl.SetLogger(logs.logger("ctrl"))
-	klog.SetLogger(logs.logger("klog"))
+	ctrl.SetLogger(logs.Logger("ctrl"))
+	klog.SetLogger(logs.Logger("klog"))
 	os.Exit(testenv.Main(m))
-}
-
-type logSink struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *logSink) logger(name string) logr.Logger {
-	return funcr.New(func(prefix, args string) {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		fmt.Fprintf(&l.buf, "%s %s\n", prefix, args)
-	}, funcr.Options{Verbosity: 7}).WithName(name)
-}
-
-func (l *logSink) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // helm runs the pinned bin/helm on the test's API server, failing (never
