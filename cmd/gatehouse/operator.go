@@ -8,12 +8,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"gatehouse.dev/gatehouse/controllers/apikeys"
-	"gatehouse.dev/gatehouse/internal/operator"
+	operatorapp "gatehouse.dev/gatehouse/operator/app"
 )
 
-// operatorFlags are the operator's flags beyond operator.Options.
+// operatorFlags are the operator's flags beyond operatorapp.Options.
 type operatorFlags struct {
-	operator operator.Options
+	operator operatorapp.Options
 	zap      zap.Options
 
 	kubeconfig string
@@ -54,7 +54,7 @@ func runOperator(o *operatorFlags) error {
 	}
 	cfg.QPS, cfg.Burst = o.kubeQPS, o.kubeBurst
 	ctx := ctrl.SetupSignalHandler()
-	mgr, err := operator.New(ctx, cfg, o.operator)
+	mgr, err := operatorapp.New(ctx, cfg, o.operator)
 	if err != nil {
 		return err
 	}

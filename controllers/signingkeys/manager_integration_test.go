@@ -20,9 +20,9 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/conditions"
-	"gatehouse.dev/gatehouse/internal/discovery"
 	"gatehouse.dev/gatehouse/internal/signingkey"
 	"gatehouse.dev/gatehouse/internal/testenv"
+	"gatehouse.dev/gatehouse/operator/discovery"
 )
 
 // eventually polls cond every 50ms for up to 20s; on timeout it fails with

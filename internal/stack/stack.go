@@ -16,7 +16,7 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
 
-	"gatehouse.dev/gatehouse/internal/operator"
+	operatorapp "gatehouse.dev/gatehouse/operator/app"
 	"gatehouse.dev/gatehouse/sidecar/app"
 	"gatehouse.dev/gatehouse/sidecar/server"
 	"gatehouse.dev/gatehouse/sidecar/source"
@@ -35,7 +35,7 @@ type Options struct {
 	OperatorLog, SidecarLog logr.Logger
 	// Operator tweaks the operator's options (webhook, lifetimes) and
 	// Sidecar the sidecar's (e.g. HTTP.TrustForwardedHeaders for nginx).
-	Operator func(*operator.Options)
+	Operator func(*operatorapp.Options)
 	Sidecar  func(*app.Config)
 }
 
@@ -63,7 +63,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening for the discovery server: %w", err)
 	}
-	oo := operator.Options{
+	oo := operatorapp.Options{
 		MetricsAddr:       "0",
 		ProbeAddr:         "0",
 		APIKeyWorkers:     2,
@@ -76,7 +76,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if o.Operator != nil {
 		o.Operator(&oo)
 	}
-	mgr, err := operator.New(ctx, o.OperatorConfig, oo)
+	mgr, err := operatorapp.New(ctx, o.OperatorConfig, oo)
 	if err != nil {
 		_ = ln.Close()
 		return nil, err

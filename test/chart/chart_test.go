@@ -27,7 +27,7 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"gatehouse.dev/gatehouse/internal/testenv"
-	"gatehouse.dev/gatehouse/internal/webhook"
+	"gatehouse.dev/gatehouse/operator/webhook"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }

@@ -21,7 +21,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"gatehouse.dev/gatehouse/internal/testenv"
-	"gatehouse.dev/gatehouse/internal/webhook"
+	"gatehouse.dev/gatehouse/operator/webhook"
 )
 
 // can asks the API server's RBAC authorizer whether a ServiceAccount may

@@ -28,11 +28,11 @@ import (
 	"gatehouse.dev/gatehouse/internal/conditions"
 	"gatehouse.dev/gatehouse/internal/demo"
 	"gatehouse.dev/gatehouse/internal/nginxtest"
-	"gatehouse.dev/gatehouse/internal/operator"
 	"gatehouse.dev/gatehouse/internal/signingkey"
 	"gatehouse.dev/gatehouse/internal/stack"
 	"gatehouse.dev/gatehouse/internal/testenv"
-	"gatehouse.dev/gatehouse/internal/webhook"
+	operatorapp "gatehouse.dev/gatehouse/operator/app"
+	"gatehouse.dev/gatehouse/operator/webhook"
 	"gatehouse.dev/gatehouse/sidecar/app"
 	"gatehouse.dev/gatehouse/sidecar/testfixture"
 )
@@ -120,7 +120,7 @@ func TestIntegrationEndToEnd(t *testing.T) {
 		PodLabels:      map[string]string{"app": "orders"},
 		OperatorLog:    logs.Logger("operator"),
 		SidecarLog:     logs.Logger("sidecar"),
-		Operator: func(o *operator.Options) {
+		Operator: func(o *operatorapp.Options) {
 			// The chart's flags (templates/deployment.yaml).
 			o.LeaderElect = true
 			o.LeaderElectionNamespace = releaseNS

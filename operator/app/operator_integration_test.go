@@ -1,4 +1,4 @@
-package operator_test
+package app_test
 
 import (
 	"context"

@@ -1,11 +1,11 @@
-// Package operator assembles the Gatehouse operator: the APIKey, SigningKey
+// Package app assembles the Gatehouse operator: the APIKey, SigningKey
 // and AuthPolicy controllers, the OIDC discovery / JWKS server with the
 // OAuth 2.0 token endpoint on the same listener, and the sidecar-injection
 // webhook, all in one controller-runtime manager.
 //
 // `gatehouse operator` runs it from flags; the demo and the end-to-end test
 // run the very same assembly in process.
-package operator
+package app
 
 import (
 	"context"
@@ -25,10 +25,10 @@ import (
 	"gatehouse.dev/gatehouse/controllers/apikeys"
 	"gatehouse.dev/gatehouse/controllers/authpolicies"
 	"gatehouse.dev/gatehouse/controllers/signingkeys"
-	"gatehouse.dev/gatehouse/internal/discovery"
 	"gatehouse.dev/gatehouse/internal/scheme"
-	"gatehouse.dev/gatehouse/internal/tokenendpoint"
-	"gatehouse.dev/gatehouse/internal/webhook"
+	"gatehouse.dev/gatehouse/operator/discovery"
+	"gatehouse.dev/gatehouse/operator/tokenendpoint"
+	"gatehouse.dev/gatehouse/operator/webhook"
 )
 
 // LeaderElectionID names the Lease the replicas elect a leader with.
