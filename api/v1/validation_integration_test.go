@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/testenv"
+	"gatehouse.dev/gatehouse/test/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"gatehouse.dev/gatehouse/internal/demo"
+	"gatehouse.dev/gatehouse/test/demo"
 )
 
 func newDemoCommand() *cobra.Command {

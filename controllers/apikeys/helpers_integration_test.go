@@ -30,7 +30,7 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/apikey"
-	"gatehouse.dev/gatehouse/internal/testenv"
+	"gatehouse.dev/gatehouse/test/testenv"
 )
 
 func TestMain(m *testing.M) {

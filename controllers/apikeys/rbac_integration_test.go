@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/testenv"
+	"gatehouse.dev/gatehouse/test/testenv"
 )
 
 // TestIntegrationTheGeneratedRoleIsEnoughToRunTheController runs the

@@ -15,7 +15,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/testenv"
+	"gatehouse.dev/gatehouse/test/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }

@@ -21,7 +21,7 @@ import (
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/conditions"
 	"gatehouse.dev/gatehouse/internal/signingkey"
-	"gatehouse.dev/gatehouse/internal/testenv"
+	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/operator/discovery"
 )
 

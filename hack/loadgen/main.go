@@ -24,7 +24,7 @@ import (
 	"strings"
 	"time"
 
-	"gatehouse.dev/gatehouse/internal/loadgen"
+	"gatehouse.dev/gatehouse/hack/internal/loadgen"
 )
 
 func main() {

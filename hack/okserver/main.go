@@ -22,7 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
 
-	"gatehouse.dev/gatehouse/internal/loadgen"
+	"gatehouse.dev/gatehouse/hack/internal/loadgen"
 )
 
 func main() {

@@ -25,9 +25,9 @@ import (
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/apikey"
 	"gatehouse.dev/gatehouse/internal/signingkey"
-	"gatehouse.dev/gatehouse/internal/stack"
-	"gatehouse.dev/gatehouse/internal/testenv"
-	"gatehouse.dev/gatehouse/sidecar/testfixture"
+	"gatehouse.dev/gatehouse/test/stack"
+	"gatehouse.dev/gatehouse/test/testenv"
+	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
 func TestMain(m *testing.M) {

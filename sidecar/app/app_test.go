@@ -27,7 +27,7 @@ import (
 	"gatehouse.dev/gatehouse/sidecar/server"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 	"gatehouse.dev/gatehouse/sidecar/source"
-	"gatehouse.dev/gatehouse/sidecar/testfixture"
+	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
 const (

@@ -30,9 +30,9 @@ import (
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/controllers/apikeys"
 	"gatehouse.dev/gatehouse/internal/apikey"
-	"gatehouse.dev/gatehouse/internal/testenv"
+	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/sidecar/source"
-	"gatehouse.dev/gatehouse/sidecar/testfixture"
+	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }

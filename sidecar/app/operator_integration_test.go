@@ -18,9 +18,9 @@ import (
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/controllers/signingkeys"
 	"gatehouse.dev/gatehouse/internal/signingkey"
-	"gatehouse.dev/gatehouse/internal/testenv"
+	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/sidecar/source"
-	"gatehouse.dev/gatehouse/sidecar/testfixture"
+	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
 func startSigningKeyController(t *testing.T, env *testenv.Env, ns string) {

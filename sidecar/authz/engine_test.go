@@ -13,7 +13,7 @@ import (
 	"gatehouse.dev/gatehouse/internal/apikey"
 	"gatehouse.dev/gatehouse/sidecar/authz"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
-	"gatehouse.dev/gatehouse/sidecar/testfixture"
+	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
 const (

@@ -8,7 +8,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 
 	"gatehouse.dev/gatehouse/sidecar/authz"
-	"gatehouse.dev/gatehouse/sidecar/testfixture"
+	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
 // FuzzBearerToken feeds arbitrary bearer tokens to the engine. It must never

@@ -17,7 +17,7 @@ import (
 	"gatehouse.dev/gatehouse/sidecar/authz"
 	"gatehouse.dev/gatehouse/sidecar/remotejwks"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
-	"gatehouse.dev/gatehouse/sidecar/testfixture"
+	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
 // issuerServer is an https issuer on 127.0.0.1 whose JWKS the test sets.

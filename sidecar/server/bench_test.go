@@ -15,7 +15,7 @@ import (
 	"gatehouse.dev/gatehouse/sidecar/metrics"
 	"gatehouse.dev/gatehouse/sidecar/server"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
-	"gatehouse.dev/gatehouse/sidecar/testfixture"
+	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
 // benchState is a state with one API key, an ES256 and an RS256 issuer,

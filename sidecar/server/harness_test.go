@@ -23,7 +23,7 @@ import (
 	"gatehouse.dev/gatehouse/sidecar/metrics"
 	"gatehouse.dev/gatehouse/sidecar/server"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
-	"gatehouse.dev/gatehouse/sidecar/testfixture"
+	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
 // request is a check to send, protocol-neutral. headers keep order and

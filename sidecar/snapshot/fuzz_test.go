@@ -6,7 +6,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
-	"gatehouse.dev/gatehouse/sidecar/testfixture"
+	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
 // FuzzParseJWKS checks that any document either fails or yields only keys

@@ -26,15 +26,15 @@ import (
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/apikey"
 	"gatehouse.dev/gatehouse/internal/conditions"
-	"gatehouse.dev/gatehouse/internal/demo"
-	"gatehouse.dev/gatehouse/internal/nginxtest"
+	"gatehouse.dev/gatehouse/test/demo"
+	"gatehouse.dev/gatehouse/test/nginxtest"
 	"gatehouse.dev/gatehouse/internal/signingkey"
-	"gatehouse.dev/gatehouse/internal/stack"
-	"gatehouse.dev/gatehouse/internal/testenv"
+	"gatehouse.dev/gatehouse/test/stack"
+	"gatehouse.dev/gatehouse/test/testenv"
 	operatorapp "gatehouse.dev/gatehouse/operator/app"
 	"gatehouse.dev/gatehouse/operator/webhook"
 	"gatehouse.dev/gatehouse/sidecar/app"
-	"gatehouse.dev/gatehouse/sidecar/testfixture"
+	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
 const (

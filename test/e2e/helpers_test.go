@@ -22,8 +22,8 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"gatehouse.dev/gatehouse/internal/stack"
-	"gatehouse.dev/gatehouse/internal/testenv"
+	"gatehouse.dev/gatehouse/test/stack"
+	"gatehouse.dev/gatehouse/test/testenv"
 )
 
 // logs collects every log line of the test binary: the operator's and the

@@ -22,7 +22,7 @@ import (
 	"text/template"
 	"time"
 
-	"gatehouse.dev/gatehouse/sidecar/testfixture"
+	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
 // conf puts nginx in front of the upstream, asking the sidecar's HTTP

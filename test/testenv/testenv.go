@@ -27,7 +27,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"gatehouse.dev/gatehouse/internal/controlplane"
+	"gatehouse.dev/gatehouse/test/controlplane"
 	gatehousescheme "gatehouse.dev/gatehouse/internal/scheme"
 )
 

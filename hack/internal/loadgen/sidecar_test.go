@@ -9,7 +9,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 
-	"gatehouse.dev/gatehouse/internal/loadgen"
+	"gatehouse.dev/gatehouse/hack/internal/loadgen"
 	"gatehouse.dev/gatehouse/sidecar/authz"
 	"gatehouse.dev/gatehouse/sidecar/server"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"

@@ -10,7 +10,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"gatehouse.dev/gatehouse/internal/sidecarrbac"
+	"gatehouse.dev/gatehouse/test/sidecarrbac"
 )
 
 // SidecarRules are the rules of the sidecar Role the chart installs in

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"gatehouse.dev/gatehouse/internal/testenv"
+	"gatehouse.dev/gatehouse/test/testenv"
 )
 
 func TestIntegrationDemoRunsTheWholeFlowAndStopsCleanly(t *testing.T) {

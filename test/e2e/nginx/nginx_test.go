@@ -1,4 +1,4 @@
-package e2e_test
+package nginx_test
 
 import (
 	"context"
@@ -16,11 +16,11 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/nginxtest"
+	"gatehouse.dev/gatehouse/test/nginxtest"
 	"gatehouse.dev/gatehouse/sidecar/app"
 	"gatehouse.dev/gatehouse/sidecar/server"
 	"gatehouse.dev/gatehouse/sidecar/source"
-	"gatehouse.dev/gatehouse/sidecar/testfixture"
+	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
 const (

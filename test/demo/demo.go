@@ -1,6 +1,6 @@
 // Package demo runs Gatehouse for real on the local machine: an etcd and a
 // kube-apiserver on 127.0.0.1 (built from source by hack/build-apiserver.sh)
-// with the Gatehouse CRDs, the operator and a sidecar (internal/stack), the
+// with the Gatehouse CRDs, the operator and a sidecar (test/stack), the
 // sample resources, and real requests over gRPC and the HTTP contract:
 // allowed with the API key, allowed with a token from the token endpoint,
 // denied without credentials or scope, denied once the key is disabled.
@@ -38,10 +38,10 @@ import (
 	"gatehouse.dev/gatehouse/config/samples"
 	"gatehouse.dev/gatehouse/internal/apikey"
 	"gatehouse.dev/gatehouse/internal/conditions"
-	"gatehouse.dev/gatehouse/internal/controlplane"
+	"gatehouse.dev/gatehouse/test/controlplane"
 	"gatehouse.dev/gatehouse/internal/scheme"
-	"gatehouse.dev/gatehouse/internal/sidecarrbac"
-	"gatehouse.dev/gatehouse/internal/stack"
+	"gatehouse.dev/gatehouse/test/sidecarrbac"
+	"gatehouse.dev/gatehouse/test/stack"
 )
 
 const (
