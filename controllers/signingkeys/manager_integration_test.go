@@ -21,8 +21,8 @@ import (
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/conditions"
 	"gatehouse.dev/gatehouse/internal/signingkey"
-	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/operator/discovery"
+	"gatehouse.dev/gatehouse/test/testenv"
 )
 
 // eventually polls cond every 50ms for up to 20s; on timeout it fails with

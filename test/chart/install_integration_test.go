@@ -20,8 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/operator/webhook"
+	"gatehouse.dev/gatehouse/test/testenv"
 )
 
 // can asks the API server's RBAC authorizer whether a ServiceAccount may

@@ -38,8 +38,8 @@ import (
 	"gatehouse.dev/gatehouse/config/samples"
 	"gatehouse.dev/gatehouse/internal/apikey"
 	"gatehouse.dev/gatehouse/internal/conditions"
-	"gatehouse.dev/gatehouse/test/controlplane"
 	"gatehouse.dev/gatehouse/internal/scheme"
+	"gatehouse.dev/gatehouse/test/controlplane"
 	"gatehouse.dev/gatehouse/test/sidecarrbac"
 	"gatehouse.dev/gatehouse/test/stack"
 )

@@ -26,14 +26,14 @@ import (
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/apikey"
 	"gatehouse.dev/gatehouse/internal/conditions"
-	"gatehouse.dev/gatehouse/test/demo"
-	"gatehouse.dev/gatehouse/test/nginxtest"
 	"gatehouse.dev/gatehouse/internal/signingkey"
-	"gatehouse.dev/gatehouse/test/stack"
-	"gatehouse.dev/gatehouse/test/testenv"
 	operatorapp "gatehouse.dev/gatehouse/operator/app"
 	"gatehouse.dev/gatehouse/operator/webhook"
 	"gatehouse.dev/gatehouse/sidecar/app"
+	"gatehouse.dev/gatehouse/test/demo"
+	"gatehouse.dev/gatehouse/test/nginxtest"
+	"gatehouse.dev/gatehouse/test/stack"
+	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/test/testfixture"
 )
 

@@ -27,8 +27,8 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"gatehouse.dev/gatehouse/test/controlplane"
 	gatehousescheme "gatehouse.dev/gatehouse/internal/scheme"
+	"gatehouse.dev/gatehouse/test/controlplane"
 )
 
 // Env is a running control plane.

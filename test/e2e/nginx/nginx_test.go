@@ -16,10 +16,10 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/test/nginxtest"
 	"gatehouse.dev/gatehouse/sidecar/app"
 	"gatehouse.dev/gatehouse/sidecar/server"
 	"gatehouse.dev/gatehouse/sidecar/source"
+	"gatehouse.dev/gatehouse/test/nginxtest"
 	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
