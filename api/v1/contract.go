@@ -39,7 +39,7 @@ const (
 	AnnotationRotateRequestedAt = "auth.gatehouse.dev/rotate-requested-at"
 
 	// RecordDataKey is the data key of an API key hash record (a JSON
-	// document, see internal/apikey.Record) in its ConfigMap.
+	// document, see internal/apikeyformat.Record) in its ConfigMap.
 	RecordDataKey = "record.json"
 	// JWKSDataKey is the data key of the public JWKS in its ConfigMap.
 	JWKSDataKey = "jwks.json"

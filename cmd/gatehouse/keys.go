@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 )
 
 func newKeysCommand() *cobra.Command {
@@ -96,7 +96,7 @@ func runMint(o *mintOptions, entropy io.Reader, stdout, stderr io.Writer) error 
 		spec.ExpiresAt = &metav1.Time{Time: t.UTC()}
 	}
 
-	key, err := apikey.Generate(entropy)
+	key, err := apikeyformat.Generate(entropy)
 	if err != nil {
 		return fmt.Errorf("generating key: %w", err)
 	}

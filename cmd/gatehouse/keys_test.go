@@ -11,7 +11,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 )
 
 func runMintCommand(t *testing.T, args ...string) (stdout, stderr string, err error) {
@@ -40,9 +40,9 @@ func TestMintPrintsTheKeyOnceAndAManifestWithOnlyItsHash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var key apikey.Key
+	var key apikeyformat.Key
 	for _, f := range strings.Fields(stderr) {
-		if k, err := apikey.Parse(f); err == nil {
+		if k, err := apikeyformat.Parse(f); err == nil {
 			key = k
 		}
 	}
@@ -80,7 +80,7 @@ func TestMintWritesTheKeyToANewPrivateFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := apikey.Parse(strings.TrimSpace(string(data)))
+	key, err := apikeyformat.Parse(strings.TrimSpace(string(data)))
 	if err != nil {
 		t.Fatalf("the key file holds no key: %v", err)
 	}
@@ -114,7 +114,7 @@ func TestMintRefusesBadInput(t *testing.T) {
 			if err == nil {
 				t.Fatal("accepted")
 			}
-			if strings.Contains(stdout+stderr, apikey.Prefix) {
+			if strings.Contains(stdout+stderr, apikeyformat.Prefix) {
 				t.Fatal("a key was generated for bad input")
 			}
 		})

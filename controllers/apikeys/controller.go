@@ -44,7 +44,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/internal/conditions"
 	"gatehouse.dev/gatehouse/internal/owned"
 )
@@ -117,7 +117,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			live = true
 			continue
 		}
-		if d, err = decide(obs, func() (apikey.Key, error) { return apikey.Generate(r.rand()) }); err != nil {
+		if d, err = decide(obs, func() (apikeyformat.Key, error) { return apikeyformat.Generate(r.rand()) }); err != nil {
 			return ctrl.Result{}, err
 		}
 		err = r.writeMaterial(ctx, ak, obs, d)
@@ -201,7 +201,7 @@ func (r *Reconciler) observe(ctx context.Context, reader client.Reader, ak *gate
 		obs.RecordForeign = true
 	default:
 		obs.recordCM = cm
-		if rec, err := apikey.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey])); err == nil && rec.Name == ak.Name {
+		if rec, err := apikeyformat.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey])); err == nil && rec.Name == ak.Name {
 			obs.Record = rec
 		}
 	}
@@ -216,7 +216,7 @@ func readDelivery(sec *corev1.Secret, ak *gatehousev1.APIKey) deliveryState {
 		ds.Foreign = true
 		return ds
 	}
-	if k, err := apikey.Parse(string(sec.Data[gatehousev1.DeliveryKeyDataKey])); err == nil {
+	if k, err := apikeyformat.Parse(string(sec.Data[gatehousev1.DeliveryKeyDataKey])); err == nil {
 		ds.Key = &k
 	}
 	if t, err := time.Parse(time.RFC3339, sec.Annotations[AnnotationIssuedAt]); err == nil {
@@ -285,7 +285,7 @@ func (r *Reconciler) writeDelivery(ctx context.Context, ak *gatehousev1.APIKey, 
 	return err
 }
 
-func (r *Reconciler) writeRecord(ctx context.Context, ak *gatehousev1.APIKey, observed *corev1.ConfigMap, rec *apikey.Record) error {
+func (r *Reconciler) writeRecord(ctx context.Context, ak *gatehousev1.APIKey, observed *corev1.ConfigMap, rec *apikeyformat.Record) error {
 	doc, err := rec.Marshal()
 	if err != nil {
 		return fmt.Errorf("encoding record: %w", err)

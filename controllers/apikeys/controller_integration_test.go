@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 )
 
 func rotating(every, grace time.Duration) func(*gatehousev1.APIKey) {
@@ -50,7 +50,7 @@ func TestIntegrationCreatingAnAPIKeyDeliversAKeyWhoseHashIsRecorded(t *testing.T
 	sec, key := f.delivered(t, "billing-key")
 	cm, rec := f.record(t, "billing")
 
-	if got := apikey.Hash(string(sec.Data[gatehousev1.DeliveryKeyDataKey])); got != rec.Keys[0].SHA256 {
+	if got := apikeyformat.Hash(string(sec.Data[gatehousev1.DeliveryKeyDataKey])); got != rec.Keys[0].SHA256 {
 		t.Fatalf("SHA-256 of the delivered key %s != recorded hash %s", got, rec.Keys[0].SHA256)
 	}
 	if string(sec.Data[gatehousev1.DeliveryKeyIDDataKey]) != key.ID() || rec.Keys[0].KeyID != key.ID() || ak.Status.KeyID != key.ID() {
@@ -64,7 +64,7 @@ func TestIntegrationCreatingAnAPIKeyDeliversAKeyWhoseHashIsRecorded(t *testing.T
 	}
 	assertControlledBy(t, sec, ak)
 	assertControlledBy(t, cm, ak)
-	if rec.Check(key, t0) != apikey.Accepted || rec.RateLimit.Burst != 100 {
+	if rec.Check(key, t0) != apikeyformat.Accepted || rec.RateLimit.Burst != 100 {
 		t.Fatalf("record %+v", rec)
 	}
 	if s, r := condStatus(ak, gatehousev1.ConditionReady); s != metav1.ConditionTrue || r != gatehousev1.ReasonIssued {
@@ -100,7 +100,7 @@ func TestIntegrationAKeyExpiresExactlyAtItsExpiryTime(t *testing.T) {
 	if res := f.reconcile(t, "temp"); res.RequeueAfter != time.Second {
 		t.Fatalf("one second before expiry: requeue after %v", res.RequeueAfter)
 	}
-	if _, rec := f.record(t, "temp"); rec.State != apikey.StateActive {
+	if _, rec := f.record(t, "temp"); rec.State != apikeyformat.StateActive {
 		t.Fatalf("expired early: %s", rec.State)
 	}
 
@@ -109,7 +109,7 @@ func TestIntegrationAKeyExpiresExactlyAtItsExpiryTime(t *testing.T) {
 		t.Fatalf("an expired key has nothing due, requeue after %v", res.RequeueAfter)
 	}
 	_, rec := f.record(t, "temp")
-	if rec.State != apikey.StateExpired || rec.Check(key, expiresAt) != apikey.Expired {
+	if rec.State != apikeyformat.StateExpired || rec.Check(key, expiresAt) != apikeyformat.Expired {
 		t.Fatalf("record after expiry: %+v", rec)
 	}
 	ak := f.apiKey(t, "temp")
@@ -144,8 +144,8 @@ func TestIntegrationRotationKeepsBothHashesValidDuringGraceAndOnlyTheNewOneAfter
 	}
 	_, rec := f.record(t, "rot")
 	now := f.clk.Now()
-	if rec.Check(newKey, now) != apikey.Accepted || rec.Check(oldKey, now) != apikey.Accepted ||
-		rec.Check(oldKey, now.Add(grace-time.Second)) != apikey.Accepted {
+	if rec.Check(newKey, now) != apikeyformat.Accepted || rec.Check(oldKey, now) != apikeyformat.Accepted ||
+		rec.Check(oldKey, now.Add(grace-time.Second)) != apikeyformat.Accepted {
 		t.Fatalf("during grace both keys must be accepted: %+v", rec.Keys)
 	}
 	ak := f.apiKey(t, "rot")
@@ -161,7 +161,7 @@ func TestIntegrationRotationKeepsBothHashesValidDuringGraceAndOnlyTheNewOneAfter
 		t.Fatalf("after grace, requeue after %v, want the next rotation", res.RequeueAfter)
 	}
 	_, rec = f.record(t, "rot")
-	if len(rec.Keys) != 1 || rec.Check(newKey, f.clk.Now()) != apikey.Accepted || rec.Check(oldKey, f.clk.Now()) != apikey.UnknownKey {
+	if len(rec.Keys) != 1 || rec.Check(newKey, f.clk.Now()) != apikeyformat.Accepted || rec.Check(oldKey, f.clk.Now()) != apikeyformat.UnknownKey {
 		t.Fatalf("after grace only the new key may be accepted: %+v", rec.Keys)
 	}
 	if ak := f.apiKey(t, "rot"); ak.Status.PreviousKeyID != "" {
@@ -202,7 +202,7 @@ func TestIntegrationDisablingRevokesTheRecordWithinOneReconcile(t *testing.T) {
 	f.update(t, "off", func(ak *gatehousev1.APIKey) { ak.Spec.Disabled = true })
 	f.reconcile(t, "off")
 	_, rec := f.record(t, "off")
-	if rec.State != apikey.StateRevoked || rec.Check(key, f.clk.Now()) != apikey.Revoked {
+	if rec.State != apikeyformat.StateRevoked || rec.Check(key, f.clk.Now()) != apikeyformat.Revoked {
 		t.Fatalf("record after one reconcile: %+v", rec)
 	}
 	ak := f.apiKey(t, "off")
@@ -219,7 +219,7 @@ func TestIntegrationDisablingRevokesTheRecordWithinOneReconcile(t *testing.T) {
 
 	f.update(t, "off", func(ak *gatehousev1.APIKey) { ak.Spec.Disabled = false })
 	f.reconcile(t, "off")
-	if _, rec := f.record(t, "off"); rec.State != apikey.StateActive || rec.Check(key, f.clk.Now()) != apikey.Accepted {
+	if _, rec := f.record(t, "off"); rec.State != apikeyformat.StateActive || rec.Check(key, f.clk.Now()) != apikeyformat.Accepted {
 		t.Fatalf("re-enabling did not restore the same key: %+v", rec)
 	}
 }
@@ -289,7 +289,7 @@ func TestIntegrationAnOperatorRestartInTheMiddleOfARotationMakesExactlyOneNewKey
 		t.Fatalf("requeue after %v", res.RequeueAfter)
 	}
 	now := f.clk.Now()
-	if rec.Check(after, now) != apikey.Accepted || rec.Check(oldKey, now) != apikey.Accepted {
+	if rec.Check(after, now) != apikeyformat.Accepted || rec.Check(oldKey, now) != apikeyformat.Accepted {
 		t.Fatal("both keys must be valid after the restart")
 	}
 	if ak := f.apiKey(t, "crash"); ak.Status.KeyID != delivered.ID() || !ak.Status.LastRotationTime.Time.Equal(rotatedAt) {
@@ -303,7 +303,7 @@ func reqFor(ns, name string) ctrl.Request {
 
 func TestIntegrationACallerSuppliedHashPutsNoPlaintextAnywhere(t *testing.T) {
 	f := newFixture(t)
-	key, err := apikey.Generate(rand.Reader)
+	key, err := apikeyformat.Generate(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +313,7 @@ func TestIntegrationACallerSuppliedHashPutsNoPlaintextAnywhere(t *testing.T) {
 	})
 	f.reconcile(t, "offline")
 	_, rec := f.record(t, "offline")
-	if rec.Check(key, f.clk.Now()) != apikey.Accepted {
+	if rec.Check(key, f.clk.Now()) != apikeyformat.Accepted {
 		t.Fatalf("record %+v", rec)
 	}
 	f.update(t, "offline", func(ak *gatehousev1.APIKey) { ak.Spec.Disabled = true })
@@ -328,7 +328,7 @@ func TestIntegrationACallerSuppliedHashPutsNoPlaintextAnywhere(t *testing.T) {
 		t.Fatalf("a caller-supplied hash must not create Secrets, found %d", len(secrets.Items))
 	}
 	dump := f.dump(t)
-	secretPart := key.Plaintext()[len(apikey.Prefix)+17 : len(apikey.Prefix)+17+52]
+	secretPart := key.Plaintext()[len(apikeyformat.Prefix)+17 : len(apikeyformat.Prefix)+17+52]
 	if bytes.Contains(dump, []byte(key.Plaintext())) || bytes.Contains(dump, []byte(secretPart)) {
 		t.Fatal("the plaintext key (or its secret part) is stored in the cluster")
 	}
@@ -399,7 +399,7 @@ func TestIntegrationAnAPIKeyBeingDeletedIsRevokedAndNothingIsRecreated(t *testin
 	}
 	f.reconcile(t, "bye")
 	_, rec := f.record(t, "bye")
-	if rec.State != apikey.StateRevoked || rec.Check(key, f.clk.Now()) != apikey.Revoked {
+	if rec.State != apikeyformat.StateRevoked || rec.Check(key, f.clk.Now()) != apikeyformat.Revoked {
 		t.Fatalf("a deleting APIKey's record must be revoked: %+v", rec)
 	}
 	if err := f.env.Client.Get(f.ctx, client.ObjectKeyFromObject(sec), &corev1.Secret{}); !apierrors.IsNotFound(err) {
@@ -426,7 +426,7 @@ func TestIntegrationChangingTheSecretNameMovesDeliveryAndDeletesTheOldSecret(t *
 		t.Fatalf("the old delivery secret is left behind: %v", err)
 	}
 	_, rec := f.record(t, "mv")
-	if rec.Keys[0].KeyID != newKey.ID() || rec.Check(oldKey, f.clk.Now()) == apikey.Accepted {
+	if rec.Keys[0].KeyID != newKey.ID() || rec.Check(oldKey, f.clk.Now()) == apikeyformat.Accepted {
 		t.Fatalf("record %+v", rec.Keys)
 	}
 }
@@ -469,7 +469,7 @@ func TestIntegrationSwitchingToACallerSuppliedHashDeletesTheDeliverySecret(t *te
 	f.create(t, "switch")
 	f.reconcile(t, "switch")
 	_, generated := f.delivered(t, "switch-key")
-	minted, err := apikey.Generate(rand.Reader)
+	minted, err := apikeyformat.Generate(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -482,7 +482,7 @@ func TestIntegrationSwitchingToACallerSuppliedHashDeletesTheDeliverySecret(t *te
 		t.Fatalf("the delivery secret of the replaced key is left behind: %v", err)
 	}
 	_, rec := f.record(t, "switch")
-	if rec.Check(minted, f.clk.Now()) != apikey.Accepted || rec.Check(generated, f.clk.Now()) != apikey.UnknownKey {
+	if rec.Check(minted, f.clk.Now()) != apikeyformat.Accepted || rec.Check(generated, f.clk.Now()) != apikeyformat.UnknownKey {
 		t.Fatalf("record %+v", rec.Keys)
 	}
 	if ak := f.apiKey(t, "switch"); ak.Status.KeyID != minted.ID() {
@@ -507,7 +507,7 @@ func TestIntegrationDisablingAnAPIKeyBlockedByAConflictStillRevokesIt(t *testing
 	if s, r := condStatus(f.apiKey(t, "stuck"), gatehousev1.ConditionReady); s != metav1.ConditionFalse || r != gatehousev1.ReasonSecretConflict {
 		t.Fatalf("Ready = %s/%s", s, r)
 	}
-	if _, rec := f.record(t, "stuck"); rec.Check(key, f.clk.Now()) != apikey.Revoked {
+	if _, rec := f.record(t, "stuck"); rec.Check(key, f.clk.Now()) != apikeyformat.Revoked {
 		t.Fatalf("the key of a blocked, disabled APIKey is still accepted: %+v", rec)
 	}
 	// The blocked APIKey keeps its own old Secret and leaves the foreign one alone.

@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/internal/conditions"
 )
 
@@ -76,7 +76,7 @@ type deliveryState struct {
 	// Foreign: it exists and this APIKey is not its controller.
 	Foreign bool
 	// Key is the well-formed key it holds; nil when absent or unusable.
-	Key *apikey.Key
+	Key *apikeyformat.Key
 	// IssuedAt is its AnnotationIssuedAt; zero when absent or malformed.
 	IssuedAt time.Time
 }
@@ -88,7 +88,7 @@ type observation struct {
 	Delivery deliveryState
 	// Record is the current record; nil when there is none or it is
 	// unreadable (it is then rewritten).
-	Record *apikey.Record
+	Record *apikeyformat.Record
 	// RecordForeign: the record ConfigMap name is taken by a ConfigMap this
 	// APIKey does not control.
 	RecordForeign bool
@@ -101,7 +101,7 @@ type observation struct {
 
 // keyMaterial is a generated key and when it was generated.
 type keyMaterial struct {
-	Key      apikey.Key
+	Key      apikeyformat.Key
 	IssuedAt time.Time
 }
 
@@ -120,7 +120,7 @@ type decision struct {
 	// delivery Secret as it is.
 	Delivery *keyMaterial
 	// Record is the record to write; nil leaves the record as it is.
-	Record *apikey.Record
+	Record *apikeyformat.Record
 	// Status is the desired status; nil leaves the status as it is.
 	Status *gatehousev1.APIKeyStatus
 	// Events are emitted after every write succeeded.
@@ -139,7 +139,7 @@ type decision struct {
 
 // decide computes the desired state. newKey generates key material and is
 // called at most once.
-func decide(obs observation, newKey func() (apikey.Key, error)) (decision, error) {
+func decide(obs observation, newKey func() (apikeyformat.Key, error)) (decision, error) {
 	ak := obs.APIKey
 	spec := &ak.Spec
 	now := obs.Now
@@ -175,12 +175,12 @@ func decide(obs observation, newKey func() (apikey.Key, error)) (decision, error
 		setCond(gatehousev1.ConditionRevoked, metav1.ConditionFalse, gatehousev1.ReasonEnabled, "The key is not disabled.")
 	}
 
-	state := apikey.StateActive
+	state := apikeyformat.StateActive
 	switch {
 	case spec.Disabled:
-		state = apikey.StateRevoked
+		state = apikeyformat.StateRevoked
 	case expired:
-		state = apikey.StateExpired
+		state = apikeyformat.StateExpired
 	}
 
 	var d decision
@@ -194,7 +194,7 @@ func decide(obs observation, newKey func() (apikey.Key, error)) (decision, error
 		// (spec.secretName was changed to a taken name). Disabling or
 		// expiry must reach validators all the same: revocation never waits
 		// for a conflict to be resolved.
-		if obs.Record != nil && !obs.RecordForeign && state != apikey.StateActive && obs.Record.State != state {
+		if obs.Record != nil && !obs.RecordForeign && state != apikeyformat.StateActive && obs.Record.State != state {
 			rec := *obs.Record
 			rec.State = state
 			d.Record = &rec
@@ -208,7 +208,7 @@ func decide(obs observation, newKey func() (apikey.Key, error)) (decision, error
 	switch {
 	case generated == (spec.Hash != nil):
 		return blocked(gatehousev1.ReasonInvalidSpec, "Exactly one of spec.secretName and spec.hash must be set.")
-	case spec.Hash != nil && (!apikey.ValidKeyID(spec.Hash.KeyID) || !validHexHash(spec.Hash.SHA256)):
+	case spec.Hash != nil && (!apikeyformat.ValidKeyID(spec.Hash.KeyID) || !validHexHash(spec.Hash.SHA256)):
 		return blocked(gatehousev1.ReasonInvalidSpec, "spec.hash must hold a 16-character key ID and a lowercase hex SHA-256.")
 	case obs.RecordForeign:
 		return blocked(ReasonRecordConflict, fmt.Sprintf(
@@ -219,7 +219,7 @@ func decide(obs observation, newKey func() (apikey.Key, error)) (decision, error
 	}
 
 	var cur keyMaterial
-	var previous []apikey.RecordKey
+	var previous []apikeyformat.RecordKey
 	if generated {
 		var err error
 		cur, previous, err = decideGenerated(obs, state, stamp, newKey, &d)
@@ -243,14 +243,14 @@ func decide(obs observation, newKey func() (apikey.Key, error)) (decision, error
 		curID, curHash = spec.Hash.KeyID, spec.Hash.SHA256
 	}
 
-	rec := &apikey.Record{
-		Version:   apikey.RecordVersion,
+	rec := &apikeyformat.Record{
+		Version:   apikeyformat.RecordVersion,
 		Name:      ak.Name,
 		Namespace: ak.Namespace,
 		Subject:   spec.Subject,
 		Scopes:    slices.Clone(spec.Scopes),
 		State:     state,
-		Keys:      append([]apikey.RecordKey{{KeyID: curID, SHA256: curHash, IssuedAt: timePtr(cur.IssuedAt)}}, previous...),
+		Keys:      append([]apikeyformat.RecordKey{{KeyID: curID, SHA256: curHash, IssuedAt: timePtr(cur.IssuedAt)}}, previous...),
 	}
 	if spec.ExpiresAt != nil {
 		rec.ExpiresAt = timePtr(spec.ExpiresAt.UTC())
@@ -260,14 +260,14 @@ func decide(obs observation, newKey func() (apikey.Key, error)) (decision, error
 		if rl.Burst != nil {
 			burst = *rl.Burst
 		}
-		rec.RateLimit = &apikey.RecordRateLimit{RequestsPerSecond: rl.RequestsPerSecond, Burst: burst}
+		rec.RateLimit = &apikeyformat.RecordRateLimit{RequestsPerSecond: rl.RequestsPerSecond, Burst: burst}
 	}
 	if te := spec.TokenExchange; te != nil {
 		lifetime := 15 * time.Minute
 		if te.MaxLifetime != nil {
 			lifetime = te.MaxLifetime.Duration
 		}
-		rec.TokenExchange = &apikey.RecordTokenExchange{
+		rec.TokenExchange = &apikeyformat.RecordTokenExchange{
 			SigningKeyName:     te.SigningKeyName,
 			Audiences:          slices.Clone(te.Audiences),
 			MaxLifetimeSeconds: int64(lifetime / time.Second),
@@ -277,21 +277,21 @@ func decide(obs observation, newKey func() (apikey.Key, error)) (decision, error
 	d.DeleteStale = true
 
 	// State changes of the record are what validators act on: announce them.
-	prevState := apikey.StateActive
+	prevState := apikeyformat.StateActive
 	if obs.Record != nil {
 		prevState = obs.Record.State
 	}
 	if state != prevState {
 		switch state {
-		case apikey.StateRevoked:
+		case apikeyformat.StateRevoked:
 			d.Events = append(d.Events, keyEvent{Type: "Normal", Reason: gatehousev1.ReasonDisabled, Action: actionRevoke,
 				Note: fmt.Sprintf("Revoked key %s: spec.disabled is true.", curID)})
 			d.Log = append(d.Log, "revoked", curID)
-		case apikey.StateExpired:
+		case apikeyformat.StateExpired:
 			d.Events = append(d.Events, keyEvent{Type: "Warning", Reason: gatehousev1.ReasonExpired, Action: actionExpire,
 				Note: fmt.Sprintf("Key %s expired at %s.", curID, spec.ExpiresAt.UTC().Format(time.RFC3339))})
 			d.Log = append(d.Log, "expired", curID)
-		case apikey.StateActive:
+		case apikeyformat.StateActive:
 			d.Events = append(d.Events, keyEvent{Type: "Normal", Reason: gatehousev1.ReasonEnabled, Action: actionIssue,
 				Note: fmt.Sprintf("Key %s is active again.", curID)})
 		}
@@ -305,7 +305,7 @@ func decide(obs observation, newKey func() (apikey.Key, error)) (decision, error
 	st.IssuedAt = &metav1.Time{Time: cur.IssuedAt}
 	st.NextRotationTime = nil
 	var next time.Time
-	if generated && state == apikey.StateActive {
+	if generated && state == apikeyformat.StateActive {
 		if t, _, ok := nextRotation(spec, ak.Annotations, cur.IssuedAt); ok {
 			next = t
 			st.NextRotationTime = &metav1.Time{Time: t}
@@ -317,13 +317,13 @@ func decide(obs observation, newKey func() (apikey.Key, error)) (decision, error
 		st.PreviousKeyValidUntil = &metav1.Time{Time: *previous[0].NotAfter}
 	}
 	switch state {
-	case apikey.StateActive:
+	case apikeyformat.StateActive:
 		setCond(gatehousev1.ConditionReady, metav1.ConditionTrue, gatehousev1.ReasonIssued,
 			fmt.Sprintf("Key %s is recorded in ConfigMap %s.", curID, st.RecordConfigMapName))
-	case apikey.StateRevoked:
+	case apikeyformat.StateRevoked:
 		setCond(gatehousev1.ConditionReady, metav1.ConditionFalse, gatehousev1.ReasonDisabled,
 			fmt.Sprintf("Key %s is revoked: spec.disabled is true.", curID))
-	case apikey.StateExpired:
+	case apikeyformat.StateExpired:
 		setCond(gatehousev1.ConditionReady, metav1.ConditionFalse, gatehousev1.ReasonExpired,
 			fmt.Sprintf("Key %s expired at %s.", curID, spec.ExpiresAt.UTC().Format(time.RFC3339)))
 	}
@@ -356,11 +356,11 @@ func decide(obs observation, newKey func() (apikey.Key, error)) (decision, error
 // record's key becomes a previous key valid until the new key's issue time
 // plus the grace period: the same window it would have had without the
 // crash, and no key is generated twice or lost.
-func decideGenerated(obs observation, state apikey.State, stamp time.Time, newKey func() (apikey.Key, error), d *decision) (keyMaterial, []apikey.RecordKey, error) {
+func decideGenerated(obs observation, state apikeyformat.State, stamp time.Time, newKey func() (apikeyformat.Key, error), d *decision) (keyMaterial, []apikeyformat.RecordKey, error) {
 	ak := obs.APIKey
 	spec := &ak.Spec
 	var cur keyMaterial
-	var replaced []apikey.RecordKey
+	var replaced []apikeyformat.RecordKey
 	fresh := false
 	if k := obs.Delivery.Key; k != nil {
 		cur = keyMaterial{Key: *k, IssuedAt: obs.Delivery.IssuedAt.UTC()}
@@ -392,7 +392,7 @@ func decideGenerated(obs observation, state apikey.State, stamp time.Time, newKe
 	if spec.Rotation != nil && spec.Rotation.GracePeriod != nil {
 		grace = spec.Rotation.GracePeriod.Duration
 	}
-	if !fresh && state == apikey.StateActive {
+	if !fresh && state == apikeyformat.StateActive {
 		if due, why, ok := nextRotation(spec, ak.Annotations, cur.IssuedAt); ok && !obs.Now.Before(due) {
 			k, err := newKey()
 			if err != nil {
@@ -400,7 +400,7 @@ func decideGenerated(obs observation, state apikey.State, stamp time.Time, newKe
 			}
 			old := cur
 			cur = keyMaterial{Key: k, IssuedAt: stamp}
-			replaced = append(replaced, apikey.RecordKey{KeyID: old.Key.ID(), SHA256: old.Key.Hash(), IssuedAt: timePtr(old.IssuedAt)})
+			replaced = append(replaced, apikeyformat.RecordKey{KeyID: old.Key.ID(), SHA256: old.Key.Hash(), IssuedAt: timePtr(old.IssuedAt)})
 			note := fmt.Sprintf("Rotated key %s to %s (%s).", old.Key.ID(), k.ID(), why)
 			if grace > 0 {
 				note = fmt.Sprintf("Rotated key %s to %s (%s); key %s stays valid until %s.", old.Key.ID(), k.ID(), why, old.Key.ID(), stamp.Add(grace).Format(time.RFC3339))
@@ -415,7 +415,7 @@ func decideGenerated(obs observation, state apikey.State, stamp time.Time, newKe
 // previousKeys lists the keys other than cur that are still within their
 // grace period, newest first: keys just replaced, the record's current key
 // if cur replaced it, and the record's earlier previous keys.
-func previousKeys(rec *apikey.Record, replaced []apikey.RecordKey, cur keyMaterial, grace time.Duration, now time.Time) []apikey.RecordKey {
+func previousKeys(rec *apikeyformat.Record, replaced []apikeyformat.RecordKey, cur keyMaterial, grace time.Duration, now time.Time) []apikeyformat.RecordKey {
 	end := cur.IssuedAt.Add(grace)
 	candidates := slices.Clone(replaced)
 	if rec != nil {
@@ -430,7 +430,7 @@ func previousKeys(rec *apikey.Record, replaced []apikey.RecordKey, cur keyMateri
 		}
 	}
 	seen := map[string]bool{cur.Key.ID(): true}
-	var out []apikey.RecordKey
+	var out []apikeyformat.RecordKey
 	for _, rk := range candidates {
 		if seen[rk.KeyID] {
 			continue
@@ -488,11 +488,11 @@ func rotationRequest(annotations map[string]string) (time.Time, error) {
 // so that validators stop accepting the key before the garbage collector
 // removes the record, and nothing new is created.
 func decideDeleting(obs observation) decision {
-	if obs.Record == nil || obs.RecordForeign || obs.Record.State == apikey.StateRevoked {
+	if obs.Record == nil || obs.RecordForeign || obs.Record.State == apikeyformat.StateRevoked {
 		return decision{}
 	}
 	rec := *obs.Record
-	rec.State = apikey.StateRevoked
+	rec.State = apikeyformat.StateRevoked
 	id := currentKeyID(&rec)
 	return decision{
 		Record: &rec,
@@ -511,7 +511,7 @@ func readyCondition(conds []metav1.Condition) *metav1.Condition {
 	return nil
 }
 
-func findKey(rec *apikey.Record, id string) *apikey.RecordKey {
+func findKey(rec *apikeyformat.Record, id string) *apikeyformat.RecordKey {
 	if rec == nil {
 		return nil
 	}
@@ -523,7 +523,7 @@ func findKey(rec *apikey.Record, id string) *apikey.RecordKey {
 	return nil
 }
 
-func currentKeyID(rec *apikey.Record) string {
+func currentKeyID(rec *apikeyformat.Record) string {
 	if rec == nil || len(rec.Keys) == 0 {
 		return ""
 	}

@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 )
 
 var t0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
@@ -42,11 +42,11 @@ func withRotation(every, grace time.Duration) func(*gatehousev1.APIKey) {
 
 // keys hands out fresh keys and counts them.
 type keys struct {
-	made []apikey.Key
+	made []apikeyformat.Key
 }
 
-func (k *keys) next() (apikey.Key, error) {
-	key, err := apikey.Generate(rand.Reader)
+func (k *keys) next() (apikeyformat.Key, error) {
+	key, err := apikeyformat.Generate(rand.Reader)
 	if err == nil {
 		k.made = append(k.made, key)
 	}
@@ -80,14 +80,14 @@ func apply(t *testing.T, obs observation, d decision, now time.Time) observation
 		if err != nil {
 			t.Fatal(err)
 		}
-		if next.Record, err = apikey.UnmarshalRecord(doc); err != nil {
+		if next.Record, err = apikeyformat.UnmarshalRecord(doc); err != nil {
 			t.Fatalf("the decided record does not decode: %v", err)
 		}
 	}
 	return next
 }
 
-func recordJSON(t *testing.T, r *apikey.Record) string {
+func recordJSON(t *testing.T, r *apikeyformat.Record) string {
 	t.Helper()
 	doc, err := r.Marshal()
 	if err != nil {
@@ -124,7 +124,7 @@ func TestANewAPIKeyGetsOneKeyDeliveredAndRecordedUnderTheSameHash(t *testing.T) 
 	if rec == nil || len(rec.Keys) != 1 || rec.Keys[0].KeyID != d.Delivery.Key.ID() || rec.Keys[0].SHA256 != d.Delivery.Key.Hash() {
 		t.Fatalf("record does not hold the delivered key's hash: %+v", rec)
 	}
-	if rec.State != apikey.StateActive || rec.Subject != "service:billing" || rec.Name != "billing" || rec.Namespace != "shop" {
+	if rec.State != apikeyformat.StateActive || rec.Subject != "service:billing" || rec.Name != "billing" || rec.Namespace != "shop" {
 		t.Fatalf("record fields: %+v", rec)
 	}
 	if !d.Delivery.IssuedAt.Equal(t0.Add(time.Second)) || !rec.Keys[0].IssuedAt.Equal(t0.Add(time.Second)) {
@@ -133,7 +133,7 @@ func TestANewAPIKeyGetsOneKeyDeliveredAndRecordedUnderTheSameHash(t *testing.T) 
 	if rec.Keys[0].NotBefore != nil || rec.Keys[0].NotAfter != nil {
 		t.Fatal("the current key must have an open window")
 	}
-	if got := rec.Check(d.Delivery.Key, obs.Now); got != apikey.Accepted {
+	if got := rec.Check(d.Delivery.Key, obs.Now); got != apikeyformat.Accepted {
 		t.Fatalf("the record refuses its own key: %s", got)
 	}
 	ready := condition(t, d.Status, gatehousev1.ConditionReady)
@@ -220,14 +220,14 @@ func TestRotation(t *testing.T) {
 		t.Fatalf("record after rotation: %+v", rot.Record.Keys)
 	}
 	for _, c := range []struct {
-		key  apikey.Key
+		key  apikeyformat.Key
 		at   time.Time
-		want apikey.Decision
+		want apikeyformat.Decision
 	}{
-		{newKey, rotatedAt, apikey.Accepted},
-		{oldKey, rotatedAt, apikey.Accepted},
-		{oldKey, rotatedAt.Add(grace - time.Second), apikey.Accepted},
-		{oldKey, rotatedAt.Add(grace), apikey.GraceOver},
+		{newKey, rotatedAt, apikeyformat.Accepted},
+		{oldKey, rotatedAt, apikeyformat.Accepted},
+		{oldKey, rotatedAt.Add(grace - time.Second), apikeyformat.Accepted},
+		{oldKey, rotatedAt.Add(grace), apikeyformat.GraceOver},
 	} {
 		if got := rot.Record.Check(c.key, c.at); got != c.want {
 			t.Errorf("Check(%s at +%v) = %s, want %s", c.key.ID(), c.at.Sub(rotatedAt), got, c.want)
@@ -380,7 +380,7 @@ func TestExpiry(t *testing.T) {
 	}
 	obs = apply(t, obs, first, expiresAt)
 	d := mustDecide(t, obs, k)
-	if d.Record.State != apikey.StateExpired || len(k.made) != 1 {
+	if d.Record.State != apikeyformat.StateExpired || len(k.made) != 1 {
 		t.Fatalf("state %s, generated %d", d.Record.State, len(k.made))
 	}
 	if c := condition(t, d.Status, gatehousev1.ConditionExpired); c.Status != metav1.ConditionTrue {
@@ -410,7 +410,7 @@ func TestDisablingRevokesInOneDecisionAndReEnablingRestoresTheSameKey(t *testing
 	obs.APIKey.Spec.Disabled = true
 	obs.APIKey.Generation = 2
 	d := mustDecide(t, obs, k)
-	if d.Record.State != apikey.StateRevoked || d.Record.Check(k.made[0], obs.Now) != apikey.Revoked {
+	if d.Record.State != apikeyformat.StateRevoked || d.Record.Check(k.made[0], obs.Now) != apikeyformat.Revoked {
 		t.Fatalf("record state %s", d.Record.State)
 	}
 	if c := condition(t, d.Status, gatehousev1.ConditionRevoked); c.Status != metav1.ConditionTrue || c.ObservedGeneration != 2 {
@@ -433,8 +433,8 @@ func TestDisablingRevokesInOneDecisionAndReEnablingRestoresTheSameKey(t *testing
 	d = mustDecide(t, obs, k)
 	// The overdue rotation happens on re-enabling; the old key stays valid
 	// for the grace period, so clients are not cut off.
-	if d.Record.State != apikey.StateActive || len(k.made) != 2 ||
-		d.Record.Check(k.made[0], obs.Now) != apikey.Accepted || d.Record.Check(k.made[1], obs.Now) != apikey.Accepted {
+	if d.Record.State != apikeyformat.StateActive || len(k.made) != 2 ||
+		d.Record.Check(k.made[0], obs.Now) != apikeyformat.Accepted || d.Record.Check(k.made[1], obs.Now) != apikeyformat.Accepted {
 		t.Fatalf("re-enabled record: %+v (keys generated: %d)", d.Record, len(k.made))
 	}
 	if c := condition(t, d.Status, gatehousev1.ConditionRevoked); c.Status != metav1.ConditionFalse || c.Reason != gatehousev1.ReasonEnabled {
@@ -492,7 +492,7 @@ func TestDisablingABlockedAPIKeyStillRevokesItsExistingRecord(t *testing.T) {
 	if d.Delivery != nil || len(k.made) != 1 || d.DeleteStale {
 		t.Fatal("a blocked APIKey delivered or generated a key, or would delete its old delivery Secret")
 	}
-	if d.Record == nil || d.Record.State != apikey.StateRevoked || d.Record.Check(k.made[0], obs.Now) != apikey.Revoked {
+	if d.Record == nil || d.Record.State != apikeyformat.StateRevoked || d.Record.Check(k.made[0], obs.Now) != apikeyformat.Revoked {
 		t.Fatalf("the existing record must be revoked: %+v", d.Record)
 	}
 	// Once revoked, nothing more to write.
@@ -503,7 +503,7 @@ func TestDisablingABlockedAPIKeyStillRevokesItsExistingRecord(t *testing.T) {
 }
 
 func TestACallerSuppliedHashIsRecordedFromTheSpecAlone(t *testing.T) {
-	key, _ := apikey.Generate(rand.Reader)
+	key, _ := apikeyformat.Generate(rand.Reader)
 	k := &keys{}
 	obs := observation{APIKey: testAPIKey(func(ak *gatehousev1.APIKey) {
 		ak.Spec.SecretName = ""
@@ -516,7 +516,7 @@ func TestACallerSuppliedHashIsRecordedFromTheSpecAlone(t *testing.T) {
 	if len(k.made) != 0 || d.Delivery != nil {
 		t.Fatal("a caller-supplied hash must not generate or deliver a key")
 	}
-	if d.Record.Check(key, t0) != apikey.Accepted || d.Status.KeyID != key.ID() {
+	if d.Record.Check(key, t0) != apikeyformat.Accepted || d.Status.KeyID != key.ID() {
 		t.Fatalf("record %+v", d.Record)
 	}
 	if rl := d.Record.RateLimit; rl == nil || rl.RequestsPerSecond != 10 || rl.Burst != 10 {
@@ -537,7 +537,7 @@ func TestAnAPIKeyBeingDeletedGetsItsRecordRevokedAndNothingCreated(t *testing.T)
 	if len(k.made) != 1 || d.Delivery != nil || d.Status != nil {
 		t.Fatalf("a deleting APIKey created or changed something: keys %d", len(k.made))
 	}
-	if d.Record == nil || d.Record.State != apikey.StateRevoked || d.Record.Keys[0].KeyID != k.made[0].ID() || d.DeleteStale {
+	if d.Record == nil || d.Record.State != apikeyformat.StateRevoked || d.Record.Keys[0].KeyID != k.made[0].ID() || d.DeleteStale {
 		t.Fatalf("record %+v", d.Record)
 	}
 	obs.Record = nil
@@ -577,8 +577,8 @@ func TestManualRotationsKeepABoundedNumberOfPreviousKeys(t *testing.T) {
 }
 
 func TestAFailingEntropySourceIsAnError(t *testing.T) {
-	_, err := decide(observation{APIKey: testAPIKey(), Now: t0}, func() (apikey.Key, error) {
-		return apikey.Generate(iotest.ErrReader(errors.New("no entropy")))
+	_, err := decide(observation{APIKey: testAPIKey(), Now: t0}, func() (apikeyformat.Key, error) {
+		return apikeyformat.Generate(iotest.ErrReader(errors.New("no entropy")))
 	})
 	if err == nil {
 		t.Fatal("want an error")

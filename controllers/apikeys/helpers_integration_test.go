@@ -29,7 +29,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/test/testenv"
 )
 
@@ -129,26 +129,26 @@ func (f *fixture) update(t *testing.T, name string, mutate func(*gatehousev1.API
 }
 
 // delivered returns the delivery Secret and the key it holds.
-func (f *fixture) delivered(t *testing.T, secretName string) (*corev1.Secret, apikey.Key) {
+func (f *fixture) delivered(t *testing.T, secretName string) (*corev1.Secret, apikeyformat.Key) {
 	t.Helper()
 	sec := &corev1.Secret{}
 	if err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: secretName}, sec); err != nil {
 		t.Fatalf("reading delivery secret: %v", err)
 	}
-	k, err := apikey.Parse(string(sec.Data[gatehousev1.DeliveryKeyDataKey]))
+	k, err := apikeyformat.Parse(string(sec.Data[gatehousev1.DeliveryKeyDataKey]))
 	if err != nil {
 		t.Fatalf("the delivery secret holds no well-formed key: %v", err)
 	}
 	return sec, k
 }
 
-func (f *fixture) record(t *testing.T, apiKeyName string) (*corev1.ConfigMap, *apikey.Record) {
+func (f *fixture) record(t *testing.T, apiKeyName string) (*corev1.ConfigMap, *apikeyformat.Record) {
 	t.Helper()
 	cm := &corev1.ConfigMap{}
 	if err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: RecordName(apiKeyName)}, cm); err != nil {
 		t.Fatalf("reading record: %v", err)
 	}
-	rec, err := apikey.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey]))
+	rec, err := apikeyformat.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey]))
 	if err != nil {
 		t.Fatalf("decoding record: %v", err)
 	}

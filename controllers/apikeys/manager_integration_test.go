@@ -22,7 +22,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/test/testenv"
 )
 
@@ -40,15 +40,15 @@ func TestIntegrationAFullScenarioRepairsHandEditsAndLeaksNoKey(t *testing.T) {
 	var plaintexts []string
 	// waitForKey waits until the delivery Secret, the record and the status
 	// agree on a current key other than notID, and returns it.
-	waitForKey := func(notID string) apikey.Key {
+	waitForKey := func(notID string) apikeyformat.Key {
 		t.Helper()
-		var key apikey.Key
+		var key apikeyformat.Key
 		eventually(t, 30*time.Second, func() (bool, string) {
 			sec := &corev1.Secret{}
 			if err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: secretName}, sec); err != nil {
 				return false, err.Error()
 			}
-			k, err := apikey.Parse(string(sec.Data[gatehousev1.DeliveryKeyDataKey]))
+			k, err := apikeyformat.Parse(string(sec.Data[gatehousev1.DeliveryKeyDataKey]))
 			if err != nil {
 				return false, "delivery secret holds no key"
 			}
@@ -56,7 +56,7 @@ func TestIntegrationAFullScenarioRepairsHandEditsAndLeaksNoKey(t *testing.T) {
 			if err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: RecordName(name)}, cm); err != nil {
 				return false, err.Error()
 			}
-			rec, err := apikey.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey]))
+			rec, err := apikeyformat.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey]))
 			if err != nil {
 				return false, "record: " + err.Error()
 			}
@@ -71,14 +71,14 @@ func TestIntegrationAFullScenarioRepairsHandEditsAndLeaksNoKey(t *testing.T) {
 		plaintexts = append(plaintexts, key.Plaintext())
 		return key
 	}
-	waitForRecord := func(what string, ok func(*corev1.ConfigMap, *apikey.Record) bool) {
+	waitForRecord := func(what string, ok func(*corev1.ConfigMap, *apikeyformat.Record) bool) {
 		t.Helper()
 		eventually(t, 30*time.Second, func() (bool, string) {
 			cm := &corev1.ConfigMap{}
 			if err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: RecordName(name)}, cm); err != nil {
 				return false, err.Error()
 			}
-			rec, err := apikey.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey]))
+			rec, err := apikeyformat.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey]))
 			if err != nil {
 				return false, what + ": " + err.Error()
 			}
@@ -94,14 +94,14 @@ func TestIntegrationAFullScenarioRepairsHandEditsAndLeaksNoKey(t *testing.T) {
 	if err := f.env.Client.Update(f.ctx, cm); err != nil {
 		t.Fatal(err)
 	}
-	waitForRecord("repair of an edited hash", func(_ *corev1.ConfigMap, rec *apikey.Record) bool { return rec.Keys[0].SHA256 == k1.Hash() })
+	waitForRecord("repair of an edited hash", func(_ *corev1.ConfigMap, rec *apikeyformat.Record) bool { return rec.Keys[0].SHA256 == k1.Hash() })
 
 	// A hand-deleted record is recreated with the same key.
 	cm, _ = f.record(t, name)
 	if err := f.env.Client.Delete(f.ctx, cm); err != nil {
 		t.Fatal(err)
 	}
-	waitForRecord("recreation of a deleted record", func(got *corev1.ConfigMap, rec *apikey.Record) bool {
+	waitForRecord("recreation of a deleted record", func(got *corev1.ConfigMap, rec *apikeyformat.Record) bool {
 		return got.UID != cm.UID && rec.Keys[0].KeyID == k1.ID()
 	})
 
@@ -134,20 +134,24 @@ func TestIntegrationAFullScenarioRepairsHandEditsAndLeaksNoKey(t *testing.T) {
 	}
 	k3 := waitForKey(k2.ID())
 	_, rec := f.record(t, name)
-	for _, k := range []apikey.Key{k1, k2, k3} {
-		if got := rec.Check(k, f.clk.Now()); got != apikey.Accepted {
+	for _, k := range []apikeyformat.Key{k1, k2, k3} {
+		if got := rec.Check(k, f.clk.Now()); got != apikeyformat.Accepted {
 			t.Fatalf("key %s: %s, want all three keys valid within their grace", k.ID(), got)
 		}
 	}
 
 	// Revocation, then expiry.
 	f.update(t, name, func(ak *gatehousev1.APIKey) { ak.Spec.Disabled = true })
-	waitForRecord("revocation", func(_ *corev1.ConfigMap, rec *apikey.Record) bool { return rec.State == apikey.StateRevoked })
+	waitForRecord("revocation", func(_ *corev1.ConfigMap, rec *apikeyformat.Record) bool {
+		return rec.State == apikeyformat.StateRevoked
+	})
 	f.update(t, name, func(ak *gatehousev1.APIKey) {
 		ak.Spec.Disabled = false
 		ak.Spec.ExpiresAt = &metav1.Time{Time: f.clk.Now()}
 	})
-	waitForRecord("expiry", func(_ *corev1.ConfigMap, rec *apikey.Record) bool { return rec.State == apikey.StateExpired })
+	waitForRecord("expiry", func(_ *corev1.ConfigMap, rec *apikeyformat.Record) bool {
+		return rec.State == apikeyformat.StateExpired
+	})
 
 	for _, reason := range []string{gatehousev1.ReasonIssued, gatehousev1.ReasonRotated, gatehousev1.ReasonKeyLost, gatehousev1.ReasonDisabled, gatehousev1.ReasonExpired} {
 		f.waitForEvent(t, reason)
@@ -181,7 +185,7 @@ func TestIntegrationAFullScenarioRepairsHandEditsAndLeaksNoKey(t *testing.T) {
 // secret part, hex encoded, or any 12 characters of the secret part in a row
 // (client-go's hex dumps of protobuf bodies show 16 bytes a line).
 func leaks(text, key string) bool {
-	secretPart := key[len(apikey.Prefix)+17 : len(apikey.Prefix)+17+52]
+	secretPart := key[len(apikeyformat.Prefix)+17 : len(apikeyformat.Prefix)+17+52]
 	if strings.Contains(text, hex.EncodeToString([]byte(secretPart))[:24]) {
 		return true
 	}

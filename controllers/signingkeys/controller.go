@@ -4,7 +4,7 @@
 // a ConfigMap that sidecars and the discovery server read.
 //
 // Each reconcile reads (SigningKey, Secret, ConfigMap), decides with the
-// pure functions of internal/signingkey, then writes: the Secret first (the
+// pure functions of internal/keyring, then writes: the Secret first (the
 // source of truth), the ConfigMap second, the status last. The ConfigMap and
 // the status are derived from the Secret, so a crash between two writes is
 // repaired by the next reconcile. Every update is conditional on the
@@ -43,8 +43,8 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/conditions"
+	"gatehouse.dev/gatehouse/internal/keyring"
 	"gatehouse.dev/gatehouse/internal/owned"
-	"gatehouse.dev/gatehouse/internal/signingkey"
 )
 
 // ControllerName names the controller, its logger and its Events.
@@ -80,7 +80,7 @@ type Reconciler struct {
 	// Clock defaults to the real clock.
 	Clock clock.PassiveClock
 	// Generator makes new keys; defaults to crypto/rand.
-	Generator signingkey.Generator
+	Generator keyring.Generator
 }
 
 // +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=signingkeys,verbs=get;list;watch
@@ -93,7 +93,7 @@ type Reconciler struct {
 type observation struct {
 	secret        *corev1.Secret
 	secretForeign bool
-	keySet        *signingkey.KeySet
+	keySet        *keyring.KeySet
 	// docBroken: the Secret exists but its document is unusable.
 	docBroken bool
 
@@ -118,7 +118,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	now := r.now()
 
-	policy, err := signingkey.PolicyFor(sk)
+	policy, err := keyring.PolicyFor(sk)
 	if err != nil {
 		return ctrl.Result{}, r.setNotReady(ctx, sk, now, gatehousev1.ReasonInvalidSpec, fmt.Sprintf("The spec is invalid: %v.", err))
 	}
@@ -136,21 +136,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	switch {
 	case obs.secretForeign:
-		msg := fmt.Sprintf("Secret %s exists and is not controlled by this SigningKey; rename or delete it.", signingkey.SecretName(sk.Name))
+		msg := fmt.Sprintf("Secret %s exists and is not controlled by this SigningKey; rename or delete it.", keyring.SecretName(sk.Name))
 		return ctrl.Result{RequeueAfter: conflictRetry}, r.setNotReady(ctx, sk, now, gatehousev1.ReasonSecretConflict, msg)
 	case obs.cmForeign:
-		msg := fmt.Sprintf("ConfigMap %s exists and is not controlled by this SigningKey; rename or delete it, or set spec.jwksConfigMapName.", signingkey.JWKSConfigMapName(sk))
+		msg := fmt.Sprintf("ConfigMap %s exists and is not controlled by this SigningKey; rename or delete it, or set spec.jwksConfigMapName.", keyring.JWKSConfigMapName(sk))
 		return ctrl.Result{RequeueAfter: conflictRetry}, r.setNotReady(ctx, sk, now, ReasonJWKSConflict, msg)
 	}
 
-	var changes []signingkey.Change
+	var changes []keyring.Change
 	ks := obs.keySet
 	if ks == nil {
-		ks = &signingkey.KeySet{}
+		ks = &keyring.KeySet{}
 	}
-	recovered, lost, gone := signingkey.Recover(ks, sk.Status.Keys, obs.pubKeys, policy, now)
+	recovered, lost, gone := keyring.Recover(ks, sk.Status.Keys, obs.pubKeys, policy, now)
 	if obs.secret == nil && len(sk.Status.Keys) > 0 || obs.docBroken || len(lost)+len(gone) > 0 || len(ks.Invalid) > 0 {
-		msg := fmt.Sprintf("Private keys in Secret %s were lost (the Secret was deleted or edited).", signingkey.SecretName(sk.Name))
+		msg := fmt.Sprintf("Private keys in Secret %s were lost (the Secret was deleted or edited).", keyring.SecretName(sk.Name))
 		if len(lost) > 0 {
 			msg += fmt.Sprintf(" Keys %s stay published, retired, so tokens they signed verify until the overlap ends.", strings.Join(lost, ", "))
 		}
@@ -158,7 +158,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			msg += fmt.Sprintf(" Keys %s are gone from the JWKS too: tokens they signed now fail.", strings.Join(gone, ", "))
 		}
 		msg += " A new key signs from now on."
-		changes = append(changes, signingkey.Change{Type: corev1.EventTypeWarning, Reason: gatehousev1.ReasonKeyLost, Message: msg})
+		changes = append(changes, keyring.Change{Type: corev1.EventTypeWarning, Reason: gatehousev1.ReasonKeyLost, Message: msg})
 		logger.Info("signing keys lost", "lost", lost, "gone", gone, "invalid", ks.Invalid)
 		ks = recovered
 		// Rewrite the Secret even when the surviving keys are unchanged,
@@ -168,12 +168,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 	published := obs.published
 	var next time.Time
-	var told []signingkey.Change
+	var told []keyring.Change
 	for pass := 0; ; pass++ {
 		if pass > 2 {
 			return ctrl.Result{}, errors.New("signing key state did not settle")
 		}
-		plan, err := signingkey.Decide(ks, policy, published, now, r.generator())
+		plan, err := keyring.Decide(ks, policy, published, now, r.generator())
 		if err != nil {
 			return ctrl.Result{}, fmt.Errorf("deciding keys: %w", err)
 		}
@@ -205,7 +205,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		// The JWKS now holds what it holds: decide again so a new next
 		// key is scheduled from this publication.
 		fresh := false
-		for kid := range signingkey.PublishedKeys(doc) {
+		for kid := range keyring.PublishedKeys(doc) {
 			if !published[kid] {
 				fresh = true
 			}
@@ -224,7 +224,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	told = append(told, changes...)
-	r.emit(ctx, sk, append(changes, dedupe(signingkey.PhaseChanges(before.Keys, sk.Status.Keys), told)...))
+	r.emit(ctx, sk, append(changes, dedupe(keyring.PhaseChanges(before.Keys, sk.Status.Keys), told)...))
 	if next.IsZero() {
 		return ctrl.Result{}, nil
 	}
@@ -233,11 +233,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 }
 
 // emit records changes as Events and log lines.
-func (r *Reconciler) emit(ctx context.Context, sk *gatehousev1.SigningKey, changes []signingkey.Change) {
+func (r *Reconciler) emit(ctx context.Context, sk *gatehousev1.SigningKey, changes []keyring.Change) {
 	logger := log.FromContext(ctx)
 	for _, c := range changes {
 		action := actionRotate
-		if c.Reason == signingkey.ReasonBadRotateRequest || c.Reason == signingkey.ReasonRotationIgnored {
+		if c.Reason == keyring.ReasonBadRotateRequest || c.Reason == keyring.ReasonRotationIgnored {
 			action = actionReconcile
 		}
 		r.Recorder.Eventf(sk, nil, c.Type, c.Reason, action, "%s", c.Message)
@@ -254,10 +254,10 @@ func setWith(m map[string]bool, k string) map[string]bool {
 }
 
 // dedupe drops phase-change events that a decision change already told.
-func dedupe(phase, told []signingkey.Change) []signingkey.Change {
-	return slices.DeleteFunc(phase, func(c signingkey.Change) bool {
-		return slices.ContainsFunc(told, func(t signingkey.Change) bool {
-			return t.KeyID == c.KeyID && (t.Reason == c.Reason || c.Reason == signingkey.ReasonKeyRemoved && t.Reason == gatehousev1.ReasonKeyLost)
+func dedupe(phase, told []keyring.Change) []keyring.Change {
+	return slices.DeleteFunc(phase, func(c keyring.Change) bool {
+		return slices.ContainsFunc(told, func(t keyring.Change) bool {
+			return t.KeyID == c.KeyID && (t.Reason == c.Reason || c.Reason == keyring.ReasonKeyRemoved && t.Reason == gatehousev1.ReasonKeyLost)
 		})
 	})
 }
@@ -269,9 +269,9 @@ func (r *Reconciler) now() time.Time {
 	return r.Clock.Now()
 }
 
-func (r *Reconciler) generator() signingkey.Generator {
+func (r *Reconciler) generator() keyring.Generator {
 	if r.Generator == nil {
-		return signingkey.NewGenerator(rand.Reader)
+		return keyring.NewGenerator(rand.Reader)
 	}
 	return r.Generator
 }
@@ -279,14 +279,14 @@ func (r *Reconciler) generator() signingkey.Generator {
 // suspicious reports whether the cached view looks like lost keys: a
 // missing or unreadable Secret, or keys the status reports that the
 // Secret lacks. The cache may simply not have seen our last write yet.
-func suspicious(sk *gatehousev1.SigningKey, obs observation, p signingkey.Policy, now time.Time) bool {
+func suspicious(sk *gatehousev1.SigningKey, obs observation, p keyring.Policy, now time.Time) bool {
 	if obs.docBroken || (obs.keySet != nil && len(obs.keySet.Invalid) > 0) {
 		return true
 	}
 	if obs.secret == nil {
 		return len(sk.Status.Keys) > 0 || obs.cm != nil
 	}
-	_, lost, gone := signingkey.Recover(obs.keySet, sk.Status.Keys, obs.pubKeys, p, now)
+	_, lost, gone := keyring.Recover(obs.keySet, sk.Status.Keys, obs.pubKeys, p, now)
 	return len(lost)+len(gone) > 0
 }
 
@@ -294,7 +294,7 @@ func suspicious(sk *gatehousev1.SigningKey, obs observation, p signingkey.Policy
 func (r *Reconciler) observe(ctx context.Context, reader client.Reader, sk *gatehousev1.SigningKey) (observation, error) {
 	var obs observation
 	sec := &corev1.Secret{}
-	switch err := reader.Get(ctx, types.NamespacedName{Namespace: sk.Namespace, Name: signingkey.SecretName(sk.Name)}, sec); {
+	switch err := reader.Get(ctx, types.NamespacedName{Namespace: sk.Namespace, Name: keyring.SecretName(sk.Name)}, sec); {
 	case apierrors.IsNotFound(err):
 	case err != nil:
 		return obs, fmt.Errorf("reading signing key secret: %w", err)
@@ -302,7 +302,7 @@ func (r *Reconciler) observe(ctx context.Context, reader client.Reader, sk *gate
 		obs.secretForeign = true
 	default:
 		obs.secret = sec
-		ks, err := signingkey.LoadKeySet(sec)
+		ks, err := keyring.LoadKeySet(sec)
 		if err != nil {
 			obs.docBroken = true
 		} else {
@@ -310,7 +310,7 @@ func (r *Reconciler) observe(ctx context.Context, reader client.Reader, sk *gate
 		}
 	}
 	cm := &corev1.ConfigMap{}
-	switch err := reader.Get(ctx, types.NamespacedName{Namespace: sk.Namespace, Name: signingkey.JWKSConfigMapName(sk)}, cm); {
+	switch err := reader.Get(ctx, types.NamespacedName{Namespace: sk.Namespace, Name: keyring.JWKSConfigMapName(sk)}, cm); {
 	case apierrors.IsNotFound(err):
 	case err != nil:
 		return obs, fmt.Errorf("reading jwks configmap: %w", err)
@@ -318,7 +318,7 @@ func (r *Reconciler) observe(ctx context.Context, reader client.Reader, sk *gate
 		obs.cmForeign = true
 	default:
 		obs.cm = cm
-		obs.pubKeys = signingkey.PublishedKeys([]byte(cm.Data[gatehousev1.JWKSDataKey]))
+		obs.pubKeys = keyring.PublishedKeys([]byte(cm.Data[gatehousev1.JWKSDataKey]))
 		obs.published = map[string]bool{}
 		for kid := range obs.pubKeys {
 			obs.published[kid] = true
@@ -337,12 +337,12 @@ func jwksLabels(sk *gatehousev1.SigningKey) map[string]string {
 
 // writeSecret stores ks, creating the Secret if needed, and returns what
 // was written.
-func (r *Reconciler) writeSecret(ctx context.Context, sk *gatehousev1.SigningKey, observed *corev1.Secret, ks *signingkey.KeySet) (*corev1.Secret, error) {
+func (r *Reconciler) writeSecret(ctx context.Context, sk *gatehousev1.SigningKey, observed *corev1.Secret, ks *keyring.KeySet) (*corev1.Secret, error) {
 	doc, err := ks.Marshal()
 	if err != nil {
 		return nil, fmt.Errorf("encoding key set: %w", err)
 	}
-	if observed != nil && observed.Type != signingkey.SecretType {
+	if observed != nil && observed.Type != keyring.SecretType {
 		// The type is immutable: a Secret of another type that we control
 		// can only have been replaced by hand. Recreate it.
 		if err := owned.Delete(ctx, r.Client, observed.DeepCopy()); err != nil {
@@ -351,9 +351,9 @@ func (r *Reconciler) writeSecret(ctx context.Context, sk *gatehousev1.SigningKey
 		observed = nil
 	}
 	want := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: sk.Namespace, Name: signingkey.SecretName(sk.Name), Labels: owned.Labels(sk, nil)},
-		Type:       signingkey.SecretType,
-		Data:       map[string][]byte{signingkey.SecretDataKey: doc},
+		ObjectMeta: metav1.ObjectMeta{Namespace: sk.Namespace, Name: keyring.SecretName(sk.Name), Labels: owned.Labels(sk, nil)},
+		Type:       keyring.SecretType,
+		Data:       map[string][]byte{keyring.SecretDataKey: doc},
 	}
 	sec, _, err := r.writer().Secret(ctx, sk, observed, want)
 	if err != nil {
@@ -366,7 +366,7 @@ func (r *Reconciler) writeSecret(ctx context.Context, sk *gatehousev1.SigningKey
 // wrote.
 func (r *Reconciler) writeConfigMap(ctx context.Context, sk *gatehousev1.SigningKey, observed *corev1.ConfigMap, doc []byte) (bool, *corev1.ConfigMap, error) {
 	want := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Namespace: sk.Namespace, Name: signingkey.JWKSConfigMapName(sk), Labels: jwksLabels(sk)},
+		ObjectMeta: metav1.ObjectMeta{Namespace: sk.Namespace, Name: keyring.JWKSConfigMapName(sk), Labels: jwksLabels(sk)},
 		Data:       map[string]string{gatehousev1.JWKSDataKey: string(doc), gatehousev1.JWKSIssuerKey: sk.Spec.Issuer},
 	}
 	cm, written, err := r.writer().ConfigMap(ctx, sk, observed, want)
@@ -381,7 +381,7 @@ func (r *Reconciler) deleteStaleConfigMaps(ctx context.Context, sk *gatehousev1.
 	if err := r.Client.List(ctx, list, client.InNamespace(sk.Namespace), client.MatchingLabels(jwksLabels(sk))); err != nil {
 		return fmt.Errorf("listing jwks configmaps: %w", err)
 	}
-	current := signingkey.JWKSConfigMapName(sk)
+	current := keyring.JWKSConfigMapName(sk)
 	for i := range list.Items {
 		cm := &list.Items[i]
 		if cm.Name == current || !metav1.IsControlledBy(cm, sk) {
@@ -396,13 +396,13 @@ func (r *Reconciler) deleteStaleConfigMaps(ctx context.Context, sk *gatehousev1.
 }
 
 // writeStatus derives the status from ks and writes it when it changed.
-func (r *Reconciler) writeStatus(ctx context.Context, sk *gatehousev1.SigningKey, ks *signingkey.KeySet, p signingkey.Policy, now time.Time) error {
-	st := signingkey.StatusWithNextRotation(ks, p, now)
+func (r *Reconciler) writeStatus(ctx context.Context, sk *gatehousev1.SigningKey, ks *keyring.KeySet, p keyring.Policy, now time.Time) error {
+	st := keyring.StatusWithNextRotation(ks, p, now)
 	next := sk.DeepCopy()
 	s := &next.Status
 	s.ObservedGeneration = sk.Generation
 	s.ActiveKeyID, s.NextRotationTime, s.LastRotationTime, s.Keys = st.ActiveKeyID, st.NextRotationTime, st.LastRotationTime, st.Keys
-	s.SecretName, s.JWKSConfigMapName = signingkey.SecretName(sk.Name), signingkey.JWKSConfigMapName(sk)
+	s.SecretName, s.JWKSConfigMapName = keyring.SecretName(sk.Name), keyring.JWKSConfigMapName(sk)
 
 	var revoked, lost []string
 	published := 0

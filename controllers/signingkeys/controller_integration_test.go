@@ -10,7 +10,7 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/conditions"
-	"gatehouse.dev/gatehouse/internal/signingkey"
+	"gatehouse.dev/gatehouse/internal/keyring"
 )
 
 // TestIntegrationRotationsNeverFailAToken walks a SigningKey through four
@@ -185,7 +185,7 @@ func TestIntegrationEachAlgorithmSignsAndVerifies(t *testing.T) {
 			sec := h.secret(name)
 			cm := h.configMap(name + "-jwks")
 
-			if sec.Type != signingkey.SecretType || !metav1.IsControlledBy(sec, sk) || !metav1.IsControlledBy(cm, sk) {
+			if sec.Type != keyring.SecretType || !metav1.IsControlledBy(sec, sk) || !metav1.IsControlledBy(cm, sk) {
 				t.Fatalf("secret type %q, secret controlled %v, configmap controlled %v", sec.Type, metav1.IsControlledBy(sec, sk), metav1.IsControlledBy(cm, sk))
 			}
 			if _, ok := sec.Labels[gatehousev1.LabelRecord]; ok {
@@ -205,7 +205,7 @@ func TestIntegrationEachAlgorithmSignsAndVerifies(t *testing.T) {
 			}
 			doc := []byte(cm.Data[gatehousev1.JWKSDataKey])
 			assertPublicOnly(t, doc)
-			if strings.Contains(cm.Data[gatehousev1.JWKSDataKey], `"d":`) || !strings.Contains(string(sec.Data[signingkey.SecretDataKey]), `"d":`) {
+			if strings.Contains(cm.Data[gatehousev1.JWKSDataKey], `"d":`) || !strings.Contains(string(sec.Data[keyring.SecretDataKey]), `"d":`) {
 				t.Fatal("private member in the ConfigMap, or none in the Secret")
 			}
 			priv, err := h.keySet(name).ActiveSigningKey(t0)
@@ -372,7 +372,7 @@ func TestIntegrationLostSecretIsRecovered(t *testing.T) {
 // ConfigMap the SigningKey does not control is reported, never overwritten.
 func TestIntegrationForeignObjectsAreNotTakenOver(t *testing.T) {
 	h := newHarness(t)
-	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: signingkey.SecretName("taken")}, StringData: map[string]string{"x": "y"}}
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: keyring.SecretName("taken")}, StringData: map[string]string{"x": "y"}}
 	if err := h.env.Client.Create(h.ctx(), foreign); err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/signingkey"
+	"gatehouse.dev/gatehouse/internal/keyring"
 )
 
 func TestSecretToSigningKeyMapsOnlyUncontrolledSecretsByName(t *testing.T) {
@@ -38,13 +38,13 @@ func TestSecretToSigningKeyMapsOnlyUncontrolledSecretsByName(t *testing.T) {
 }
 
 func TestDedupeDropsPhaseEventsAlreadyTold(t *testing.T) {
-	phase := []signingkey.Change{
-		{Reason: signingkey.ReasonKeyActivated, KeyID: "a"},
-		{Reason: signingkey.ReasonKeyRetired, KeyID: "b"},
-		{Reason: signingkey.ReasonKeyRemoved, KeyID: "c"},
+	phase := []keyring.Change{
+		{Reason: keyring.ReasonKeyActivated, KeyID: "a"},
+		{Reason: keyring.ReasonKeyRetired, KeyID: "b"},
+		{Reason: keyring.ReasonKeyRemoved, KeyID: "c"},
 	}
-	told := []signingkey.Change{
-		{Reason: signingkey.ReasonKeyActivated, KeyID: "a"},
+	told := []keyring.Change{
+		{Reason: keyring.ReasonKeyActivated, KeyID: "a"},
 		{Reason: gatehousev1.ReasonKeyLost, KeyID: "c"},
 	}
 	got := dedupe(phase, told)

@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/signingkey"
+	"gatehouse.dev/gatehouse/internal/keyring"
 	"gatehouse.dev/gatehouse/test/testenv"
 )
 
@@ -61,7 +61,7 @@ func testGenerator(alg jwa.SignatureAlgorithm, bits int) (jwk.Key, error) {
 	genMu.Lock()
 	genCount++
 	genMu.Unlock()
-	return signingkey.Generate(alg, bits, rand.Reader)
+	return keyring.Generate(alg, bits, rand.Reader)
 }
 
 func (h *harness) ctx() context.Context {
@@ -106,15 +106,15 @@ func (h *harness) get(name string) *gatehousev1.SigningKey {
 func (h *harness) secret(name string) *corev1.Secret {
 	h.t.Helper()
 	sec := &corev1.Secret{}
-	if err := h.env.Client.Get(h.ctx(), types.NamespacedName{Namespace: h.ns, Name: signingkey.SecretName(name)}, sec); err != nil {
+	if err := h.env.Client.Get(h.ctx(), types.NamespacedName{Namespace: h.ns, Name: keyring.SecretName(name)}, sec); err != nil {
 		h.t.Fatal(err)
 	}
 	return sec
 }
 
-func (h *harness) keySet(name string) *signingkey.KeySet {
+func (h *harness) keySet(name string) *keyring.KeySet {
 	h.t.Helper()
-	ks, err := signingkey.LoadKeySet(h.secret(name))
+	ks, err := keyring.LoadKeySet(h.secret(name))
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func assertPublicOnly(t *testing.T, doc []byte) {
 }
 
 func hasKid(doc []byte, kid string) bool {
-	return signingkey.PublishedKeys(doc)[kid] != nil
+	return keyring.PublishedKeys(doc)[kid] != nil
 }
 
 func dur(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }

@@ -20,7 +20,7 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/conditions"
-	"gatehouse.dev/gatehouse/internal/signingkey"
+	"gatehouse.dev/gatehouse/internal/keyring"
 	"gatehouse.dev/gatehouse/operator/discovery"
 	"gatehouse.dev/gatehouse/test/testenv"
 )
@@ -181,7 +181,7 @@ func TestIntegrationManagerRepairsHandEditsAndServesDiscovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	sec := &corev1.Secret{}
-	if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: signingkey.SecretName(sk.Name)}, sec); err != nil {
+	if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: keyring.SecretName(sk.Name)}, sec); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Delete(ctx, sec); err != nil {

@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/signingkey"
+	"gatehouse.dev/gatehouse/internal/keyring"
 )
 
 // TestIntegrationAFailedConfigMapWriteNeverActivatesAnUnpublishedKey
@@ -87,21 +87,21 @@ func TestIntegrationAHandEditedSecretIsReportedAndRepaired(t *testing.T) {
 		edit func(sec *corev1.Secret)
 	}{
 		{"A key-set document that is not JSON loses every key.", func(sec *corev1.Secret) {
-			sec.Data[signingkey.SecretDataKey] = []byte("{garbage")
+			sec.Data[keyring.SecretDataKey] = []byte("{garbage")
 		}},
 		{"An active key entry whose JWK was swapped for another key is refused.", func(sec *corev1.Secret) {
-			other, err := signingkey.Generate("ES256", 0, rand.Reader)
+			other, err := keyring.Generate("ES256", 0, rand.Reader)
 			if err != nil {
 				t.Fatal(err)
 			}
-			doc := string(sec.Data[signingkey.SecretDataKey])
+			doc := string(sec.Data[keyring.SecretDataKey])
 			i := strings.Index(doc, `"jwk":`)
 			b, _ := other.(interface{ MarshalJSON() ([]byte, error) }).MarshalJSON()
 			end := i + len(`"jwk":`) + matchingBrace(doc[i+len(`"jwk":`):])
-			sec.Data[signingkey.SecretDataKey] = []byte(doc[:i] + `"jwk":` + string(b) + doc[end:])
+			sec.Data[keyring.SecretDataKey] = []byte(doc[:i] + `"jwk":` + string(b) + doc[end:])
 		}},
 		{"A Secret whose key-set document was removed loses every key.", func(sec *corev1.Secret) {
-			delete(sec.Data, signingkey.SecretDataKey)
+			delete(sec.Data, keyring.SecretDataKey)
 		}},
 	}
 	for i, tc := range cases {

@@ -23,8 +23,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
-	"gatehouse.dev/gatehouse/internal/signingkey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
+	"gatehouse.dev/gatehouse/internal/keyring"
 	"gatehouse.dev/gatehouse/test/stack"
 	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/test/testfixture"
@@ -93,7 +93,7 @@ func (f *fixture) deliveredKey(t *testing.T, secretName string) string {
 			return false, err.Error()
 		}
 		key = string(sec.Data[gatehousev1.DeliveryKeyDataKey])
-		_, err := apikey.Parse(key)
+		_, err := apikeyformat.Parse(key)
 		return err == nil, "no parsable key in the delivery Secret"
 	})
 	return key
@@ -228,7 +228,7 @@ func TestIntegrationAnExchangedTokenIsAllowedUntilItsAPIKeyIsDisabled(t *testing
 	if hdr.Type() != "at+jwt" || hdr.KeyID() != f.signingKeyStatus(t, "platform").ActiveKeyID {
 		t.Fatalf("typ %q kid %q, want at+jwt signed by the active key %q", hdr.Type(), hdr.KeyID(), f.signingKeyStatus(t, "platform").ActiveKeyID)
 	}
-	parsedKey, _ := apikey.Parse(key)
+	parsedKey, _ := apikeyformat.Parse(key)
 	if got, _ := tok.Get(gatehousev1.ClaimAPIKeyID); got != parsedKey.ID() {
 		t.Fatalf("%s claim %v, want the API key's ID", gatehousev1.ClaimAPIKeyID, got)
 	}
@@ -302,10 +302,10 @@ func TestIntegrationAnExchangedTokenIsAllowedUntilItsAPIKeyIsDisabled(t *testing
 	// seconds: the key must have been Active at some instant of that
 	// second.
 	sec := &corev1.Secret{}
-	if err := f.env.Client.Get(context.Background(), types.NamespacedName{Namespace: f.ns, Name: signingkey.SecretName("platform")}, sec); err != nil {
+	if err := f.env.Client.Get(context.Background(), types.NamespacedName{Namespace: f.ns, Name: keyring.SecretName("platform")}, sec); err != nil {
 		t.Fatal(err)
 	}
-	ks, err := signingkey.LoadKeySet(sec)
+	ks, err := keyring.LoadKeySet(sec)
 	if err != nil {
 		t.Fatal(err)
 	}

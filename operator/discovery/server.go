@@ -33,7 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/signingkey"
+	"gatehouse.dev/gatehouse/internal/keyring"
 )
 
 const (
@@ -200,7 +200,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body = []byte(cm.Data[gatehousev1.JWKSDataKey])
 		h.Set("Content-Type", "application/json")
 	} else {
-		alg, err := signingkey.Algorithm(sk.Spec.Algorithm)
+		alg, err := keyring.Algorithm(sk.Spec.Algorithm)
 		if err != nil {
 			http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
 			return
@@ -292,7 +292,7 @@ func (s *Server) lookup(ctx context.Context, key string) (*gatehousev1.SigningKe
 // controller wrote for it.
 func (s *Server) jwks(ctx context.Context, sk *gatehousev1.SigningKey) (*corev1.ConfigMap, int) {
 	cm := &corev1.ConfigMap{}
-	if err := s.Reader.Get(ctx, types.NamespacedName{Namespace: sk.Namespace, Name: signingkey.JWKSConfigMapName(sk)}, cm); err != nil {
+	if err := s.Reader.Get(ctx, types.NamespacedName{Namespace: sk.Namespace, Name: keyring.JWKSConfigMapName(sk)}, cm); err != nil {
 		return nil, http.StatusServiceUnavailable
 	}
 	if !metav1.IsControlledBy(cm, sk) || cm.Labels[gatehousev1.LabelRecord] != gatehousev1.RecordJWKS || cm.Data[gatehousev1.JWKSDataKey] == "" {
@@ -306,7 +306,7 @@ func (s *Server) maxAge(sk *gatehousev1.SigningKey) time.Duration {
 	if maxAge <= 0 {
 		maxAge = DefaultMaxAge
 	}
-	propagation := signingkey.DefaultPropagation
+	propagation := keyring.DefaultPropagation
 	if r := sk.Spec.Rotation; r != nil && r.Propagation != nil {
 		propagation = r.Propagation.Duration
 	}

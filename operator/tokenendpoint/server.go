@@ -34,7 +34,7 @@ import (
 	"k8s.io/utils/clock"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 )
 
 // maxBodyBytes bounds a token request; real ones are a few hundred bytes.
@@ -57,7 +57,7 @@ type Signer struct {
 // Store reads what the endpoint needs, from the operator's cache.
 type Store interface {
 	// RecordByKeyID returns the hash record listing keyID, or ErrNotFound.
-	RecordByKeyID(ctx context.Context, keyID string) (*apikey.Record, error)
+	RecordByKeyID(ctx context.Context, keyID string) (*apikeyformat.Record, error)
 	// ActiveSigner returns the key that signs at now for the SigningKey
 	// namespace/name; never a Next, Retired or revoked key.
 	ActiveSigner(ctx context.Context, namespace, name string, now time.Time) (*Signer, error)
@@ -178,7 +178,7 @@ func (s *Server) issue(r *http.Request, now time.Time) (issued, *oauthError) {
 		res.reason = reason
 		return res, &oauthError{status: http.StatusUnauthorized, code: errInvalidClient, description: "Client authentication failed."}
 	}
-	key, err := apikey.Parse(secret)
+	key, err := apikeyformat.Parse(secret)
 	if err != nil {
 		return fail("malformed_key", "")
 	}
@@ -199,7 +199,7 @@ func (s *Server) issue(r *http.Request, now time.Time) (issued, *oauthError) {
 		s.Log.Error(err, "reading api key record", "keyID", key.ID())
 		return res, &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavail, description: "The token endpoint cannot read its state; try again later."}
 	}
-	if d := rec.Check(key, now); d != apikey.Accepted {
+	if d := rec.Check(key, now); d != apikeyformat.Accepted {
 		return fail(string(d), key.ID())
 	}
 	res.subject, res.namespace = rec.Subject, rec.Namespace
@@ -256,7 +256,7 @@ func (s *Server) issue(r *http.Request, now time.Time) (issued, *oauthError) {
 	return res, nil
 }
 
-func (s *Server) lifetime(te *apikey.RecordTokenExchange, signer *Signer) time.Duration {
+func (s *Server) lifetime(te *apikeyformat.RecordTokenExchange, signer *Signer) time.Duration {
 	d := time.Duration(te.MaxLifetimeSeconds) * time.Second
 	if d <= 0 {
 		d = 15 * time.Minute

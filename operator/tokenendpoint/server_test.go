@@ -26,18 +26,18 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 )
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
 type fakeStore struct {
-	records map[string]*apikey.Record
+	records map[string]*apikeyformat.Record
 	signer  *Signer
 	err     error
 }
 
-func (f *fakeStore) RecordByKeyID(_ context.Context, keyID string) (*apikey.Record, error) {
+func (f *fakeStore) RecordByKeyID(_ context.Context, keyID string) (*apikeyformat.Record, error) {
 	if f.err != nil {
 		return nil, f.err
 	}
@@ -62,7 +62,7 @@ type fixture struct {
 	srv     *Server
 	store   *fakeStore
 	clock   *clocktesting.FakeClock
-	key     apikey.Key
+	key     apikeyformat.Key
 	public  jwk.Key
 	logs    *bytes.Buffer
 	reg     *prometheus.Registry
@@ -85,16 +85,16 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := apikey.Generate(rand.Reader)
+	key, err := apikeyformat.Generate(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	store := &fakeStore{
-		records: map[string]*apikey.Record{"billing": {
+		records: map[string]*apikeyformat.Record{"billing": {
 			Version: 1, Name: "billing", Namespace: "shop", Subject: "service:billing",
-			Scopes: []string{"orders:read", "orders:write"}, State: apikey.StateActive,
-			TokenExchange: &apikey.RecordTokenExchange{SigningKeyName: "platform", Audiences: []string{"orders", "billing"}, MaxLifetimeSeconds: 900},
-			Keys:          []apikey.RecordKey{{KeyID: key.ID(), SHA256: key.Hash()}},
+			Scopes: []string{"orders:read", "orders:write"}, State: apikeyformat.StateActive,
+			TokenExchange: &apikeyformat.RecordTokenExchange{SigningKeyName: "platform", Audiences: []string{"orders", "billing"}, MaxLifetimeSeconds: 900},
+			Keys:          []apikeyformat.RecordKey{{KeyID: key.ID(), SHA256: key.Hash()}},
 		}},
 		signer: &Signer{Key: priv, Issuer: "https://auth.example.com/platform", MaxLifetime: time.Hour},
 	}
@@ -248,7 +248,7 @@ func TestTokenLifetimeIsCappedByEveryLimit(t *testing.T) {
 }
 
 func TestEveryRefusalFollowsRFC6749(t *testing.T) {
-	other, _ := apikey.Generate(rand.Reader)
+	other, _ := apikeyformat.Generate(rand.Reader)
 	grant := url.Values{"grant_type": {"client_credentials"}}
 	with := func(kv ...string) url.Values {
 		v := url.Values{"grant_type": {"client_credentials"}}
@@ -282,7 +282,7 @@ func TestEveryRefusalFollowsRFC6749(t *testing.T) {
 			func(f *fixture) func(*http.Request) { return basic(other.ID(), f.key.Plaintext()) }, nil, 401, "invalid_client"},
 		{"a revoked key is invalid_client", http.MethodPost, func(*fixture) url.Values { return grant },
 			func(f *fixture) func(*http.Request) { return basic(f.key.ID(), f.key.Plaintext()) },
-			func(f *fixture) { f.store.records["billing"].State = apikey.StateRevoked }, 401, "invalid_client"},
+			func(f *fixture) { f.store.records["billing"].State = apikeyformat.StateRevoked }, 401, "invalid_client"},
 		{"an expired key is invalid_client", http.MethodPost, func(*fixture) url.Values { return grant },
 			func(f *fixture) func(*http.Request) { return basic(f.key.ID(), f.key.Plaintext()) },
 			func(f *fixture) { e := t0.Add(-time.Second); f.store.records["billing"].ExpiresAt = &e }, 401, "invalid_client"},
@@ -340,7 +340,7 @@ func TestEveryRefusalFollowsRFC6749(t *testing.T) {
 
 func TestRepeatedFailuresFromOneAddressAreSlowedDown(t *testing.T) {
 	f := newFixture(t)
-	bad, _ := apikey.Generate(rand.Reader)
+	bad, _ := apikeyformat.Generate(rand.Reader)
 	for i := 0; i < 10; i++ {
 		if r := f.do(t, http.MethodPost, url.Values{"grant_type": {"client_credentials"}}, basic(bad.ID(), bad.Plaintext())); r.status != 401 {
 			t.Fatalf("attempt %d: status %d", i, r.status)
@@ -368,7 +368,7 @@ func TestRepeatedFailuresFromOneAddressAreSlowedDown(t *testing.T) {
 
 func TestRepeatedFailuresForOneKeyIDAreSlowedDownAcrossAddresses(t *testing.T) {
 	f := newFixture(t)
-	f.store.records["billing"].State = apikey.StateRevoked // a replayed revoked key
+	f.store.records["billing"].State = apikeyformat.StateRevoked // a replayed revoked key
 	for i := 0; i < 10; i++ {
 		r := f.do(t, http.MethodPost, url.Values{"grant_type": {"client_credentials"}}, func(req *http.Request) {
 			basic(f.key.ID(), f.key.Plaintext())(req)

@@ -11,8 +11,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
-	"gatehouse.dev/gatehouse/internal/signingkey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
+	"gatehouse.dev/gatehouse/internal/keyring"
 )
 
 // IndexKeyID is the cache field index from a key ID to the record
@@ -40,7 +40,7 @@ func keyIDsOf(obj client.Object) []string {
 	if !ok || cm.Labels[gatehousev1.LabelRecord] != gatehousev1.RecordAPIKey {
 		return nil
 	}
-	rec, err := apikey.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey]))
+	rec, err := apikeyformat.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey]))
 	if err != nil {
 		return nil
 	}
@@ -54,7 +54,7 @@ func keyIDsOf(obj client.Object) []string {
 // RecordByKeyID implements Store. The record's namespace is where its
 // ConfigMap lives, whatever the JSON claims, so that a record can only
 // name SigningKeys of its own namespace.
-func (s *KubeStore) RecordByKeyID(ctx context.Context, keyID string) (*apikey.Record, error) {
+func (s *KubeStore) RecordByKeyID(ctx context.Context, keyID string) (*apikeyformat.Record, error) {
 	list := &corev1.ConfigMapList{}
 	if err := s.Reader.List(ctx, list,
 		client.MatchingFields{IndexKeyID: keyID},
@@ -71,7 +71,7 @@ func (s *KubeStore) RecordByKeyID(ctx context.Context, keyID string) (*apikey.Re
 		return nil, fmt.Errorf("%d api key records list key ID %s", len(list.Items), keyID)
 	}
 	cm := &list.Items[0]
-	rec, err := apikey.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey]))
+	rec, err := apikeyformat.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey]))
 	if err != nil {
 		return nil, fmt.Errorf("record %s/%s: %w", cm.Namespace, cm.Name, err)
 	}
@@ -88,11 +88,11 @@ func (s *KubeStore) ActiveSigner(ctx context.Context, namespace, name string, no
 }
 
 // SigningKeySigner is the SignerFunc of the operator: the Active key of
-// the SigningKey's private Secret (signingkey.ActiveFor), never a Next,
+// the SigningKey's private Secret (keyring.ActiveFor), never a Next,
 // Retired or revoked one, with the longest lifetime a token signed by it
 // may have and still verify until it expires.
 func SigningKeySigner(ctx context.Context, r client.Reader, namespace, name string, now time.Time) (*Signer, error) {
-	active, sk, err := signingkey.ActiveFor(ctx, r, namespace, name, now)
+	active, sk, err := keyring.ActiveFor(ctx, r, namespace, name, now)
 	if err != nil {
 		return nil, err
 	}

@@ -22,7 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/sidecar/app"
 	"gatehouse.dev/gatehouse/sidecar/server"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
@@ -217,7 +217,7 @@ func TestSidecarServesFromFilesAndReloadsThem(t *testing.T) {
 	}
 
 	// Revoke the key in the file: the next checks must deny it.
-	key.Record.State = apikey.StateRevoked
+	key.Record.State = apikeyformat.StateRevoked
 	writeFile(t, filepath.Join(dir, "records.yaml"), testfixture.YAML(t, key.ConfigMap(t)))
 	testfixture.WaitFor(t, 10*time.Second, "the revoked key to be denied", func() (bool, string) {
 		got := reason(r.send(t, map[string]string{"x-api-key": key.Key.Plaintext()}))

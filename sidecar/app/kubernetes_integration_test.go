@@ -29,7 +29,7 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/controllers/apikeys"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/sidecar/source"
 	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/test/testfixture"
@@ -137,13 +137,13 @@ func TestIntegrationAnAPIKeyIsAllowedThenDeniedSoonAfterItIsDisabled(t *testing.
 	create(t, env, ak, pol)
 
 	// The operator delivers the key; a client would read it from the Secret.
-	var key apikey.Key
+	var key apikeyformat.Key
 	testfixture.WaitFor(t, 30*time.Second, "the operator to deliver the key", func() (bool, string) {
 		sec := &corev1.Secret{}
 		if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "billing-key"}, sec); err != nil {
 			return false, err.Error()
 		}
-		k, err := apikey.Parse(string(sec.Data[gatehousev1.DeliveryKeyDataKey]))
+		k, err := apikeyformat.Parse(string(sec.Data[gatehousev1.DeliveryKeyDataKey]))
 		key = k
 		return err == nil, "no parsable key in the delivery Secret"
 	})
@@ -404,7 +404,7 @@ func TestIntegrationTheSidecarServesItsLastStateWhileTheAPIServerIsAwayAndResync
 
 	// The key is revoked while the sidecar cannot see it; once the API
 	// server is back, the sidecar resyncs and denies.
-	key.Record.State = apikey.StateRevoked
+	key.Record.State = apikeyformat.StateRevoked
 	upd := key.ConfigMap(t)
 	cur := &corev1.ConfigMap{}
 	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(cm), cur); err != nil {

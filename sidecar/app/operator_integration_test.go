@@ -17,7 +17,7 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/controllers/signingkeys"
-	"gatehouse.dev/gatehouse/internal/signingkey"
+	"gatehouse.dev/gatehouse/internal/keyring"
 	"gatehouse.dev/gatehouse/sidecar/source"
 	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/test/testfixture"
@@ -76,7 +76,7 @@ func TestIntegrationTokensOfTheOperatorsActiveKeyAreAllowedThroughARotation(t *t
 	// mint signs with the key the operator says is active now, the way
 	// the token endpoint does.
 	mint := func() (string, string, bool) {
-		active, _, err := signingkey.ActiveFor(context.Background(), env.Client, ns, "platform", time.Now())
+		active, _, err := keyring.ActiveFor(context.Background(), env.Client, ns, "platform", time.Now())
 		if err != nil {
 			return "", err.Error(), false
 		}
@@ -163,7 +163,7 @@ func TestIntegrationTokensOfTheOperatorsActiveKeyAreAllowedThroughARotation(t *t
 	}
 	// The published JWKS holds both keys while the old one is retired.
 	cm := &corev1.ConfigMap{}
-	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: signingkey.JWKSConfigMapName(sk)}, cm); err != nil {
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: keyring.JWKSConfigMapName(sk)}, cm); err != nil {
 		t.Fatal(err)
 	}
 	set, _, err := snapshotParse(cm.Data[gatehousev1.JWKSDataKey])

@@ -19,7 +19,7 @@ import (
 	"github.com/hashicorp/golang-lru/v2/expirable"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 )
 
@@ -264,7 +264,7 @@ func challenges(apiKeys, jwts bool) string {
 }
 
 func (e *Engine) checkAPIKey(snap *snapshot.Snapshot, value string, now time.Time) (*Identity, Reason, time.Duration) {
-	key, err := apikey.Parse(value)
+	key, err := apikeyformat.Parse(value)
 	if err != nil {
 		return nil, MalformedAPIKey, 0
 	}
@@ -273,18 +273,18 @@ func (e *Engine) checkAPIKey(snap *snapshot.Snapshot, value string, now time.Tim
 		return nil, UnknownAPIKey, 0
 	}
 	switch rec.Check(key, now) {
-	case apikey.Accepted:
-	case apikey.UnknownKey:
+	case apikeyformat.Accepted:
+	case apikeyformat.UnknownKey:
 		return nil, UnknownAPIKey, 0
-	case apikey.WrongKey:
+	case apikeyformat.WrongKey:
 		return nil, WrongAPIKey, 0
-	case apikey.Revoked:
+	case apikeyformat.Revoked:
 		return nil, APIKeyRevoked, 0
-	case apikey.Expired:
+	case apikeyformat.Expired:
 		return nil, APIKeyExpired, 0
-	case apikey.NotYetValid:
+	case apikeyformat.NotYetValid:
 		return nil, APIKeyNotYetValid, 0
-	case apikey.GraceOver:
+	case apikeyformat.GraceOver:
 		return nil, APIKeyGracePeriod, 0
 	default:
 		return nil, InvalidAPIKeyRecord, 0

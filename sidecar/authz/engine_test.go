@@ -10,7 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/sidecar/authz"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 	"gatehouse.dev/gatehouse/test/testfixture"
@@ -115,7 +115,7 @@ func TestRevocationReachesCachedTokens(t *testing.T) {
 	}
 	// The token is now cached; revoking the key must deny it on the next
 	// request, without any re-verification trigger but the new record.
-	key.Record.State = apikey.StateRevoked
+	key.Record.State = apikeyformat.StateRevoked
 	e.cms[key.Record.Name] = key.ConfigMap(t)
 	e.rebuild()
 	if d := e.engine.Check(req("Authorization", "Bearer "+tok)); d.Allowed || d.Reason != authz.TokenRevoked {
@@ -186,7 +186,7 @@ func TestCachedTokensFollowKeysAndClock(t *testing.T) {
 
 func TestRateLimitRefillsWithTheClock(t *testing.T) {
 	key := testfixture.NewAPIKey(t, ns, "limited", "svc")
-	key.Record.RateLimit = &apikey.RecordRateLimit{RequestsPerSecond: 2, Burst: 2}
+	key.Record.RateLimit = &apikeyformat.RecordRateLimit{RequestsPerSecond: 2, Burst: 2}
 	e := newEnv(t, nil, key)
 	r := req("x-api-key", key.Key.Plaintext())
 	for i := range 2 {

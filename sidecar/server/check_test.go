@@ -19,7 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 	"gatehouse.dev/gatehouse/test/testfixture"
 )
@@ -35,8 +35,8 @@ type world struct {
 	clock                             *testfixture.Clock
 	active, revoked, expired, rotated *testfixture.APIKey
 	limited, future                   *testfixture.APIKey
-	previous                          apikey.Key // the rotated record's key in grace
-	gracePassed                       apikey.Key // a key whose grace period is over
+	previous                          apikeyformat.Key // the rotated record's key in grace
+	gracePassed                       apikeyformat.Key // a key whose grace period is over
 	es, rs, attacker                  *testfixture.Signer
 	rsPublicPEM                       []byte
 	store                             *snapshot.Store
@@ -50,21 +50,21 @@ func newWorld(t testing.TB) *world {
 
 	w.active = testfixture.NewAPIKey(t, ns, "billing", "service:billing", "orders:read")
 	w.revoked = testfixture.NewAPIKey(t, ns, "old", "service:old", "orders:read")
-	w.revoked.Record.State = apikey.StateRevoked
+	w.revoked.Record.State = apikeyformat.StateRevoked
 	w.expired = testfixture.NewAPIKey(t, ns, "expired", "service:expired", "orders:read")
 	w.expired.Record.ExpiresAt = &past
 	w.future = testfixture.NewAPIKey(t, ns, "future", "service:future", "orders:read")
 	w.future.Record.Keys[0].NotBefore = &soon
 	w.limited = testfixture.NewAPIKey(t, ns, "limited", "service:limited", "orders:read")
-	w.limited.Record.RateLimit = &apikey.RecordRateLimit{RequestsPerSecond: 1, Burst: 1}
+	w.limited.Record.RateLimit = &apikeyformat.RecordRateLimit{RequestsPerSecond: 1, Burst: 1}
 	// A rotated record: a current key, a previous key in its grace period
 	// and an older one whose grace is over.
 	w.rotated = testfixture.NewAPIKey(t, ns, "rotated", "service:rotated", "orders:read")
 	w.previous = testfixture.NewAPIKey(t, ns, "x", "x").Key
 	w.gracePassed = testfixture.NewAPIKey(t, ns, "y", "y").Key
 	w.rotated.Record.Keys = append(w.rotated.Record.Keys,
-		apikey.RecordKey{KeyID: w.previous.ID(), SHA256: w.previous.Hash(), NotAfter: &soon},
-		apikey.RecordKey{KeyID: w.gracePassed.ID(), SHA256: w.gracePassed.Hash(), NotAfter: &past})
+		apikeyformat.RecordKey{KeyID: w.previous.ID(), SHA256: w.previous.Hash(), NotAfter: &soon},
+		apikeyformat.RecordKey{KeyID: w.gracePassed.ID(), SHA256: w.gracePassed.Hash(), NotAfter: &past})
 
 	w.es = testfixture.NewSigner(t, jwa.ES256)
 	w.rs = testfixture.NewSigner(t, jwa.RS256)
@@ -104,14 +104,14 @@ func newWorld(t testing.TB) *world {
 
 // keyWithID returns a well-formed key (valid checksum) with the given key
 // ID and a different secret.
-func keyWithID(t *testing.T, id string) apikey.Key {
+func keyWithID(t *testing.T, id string) apikeyformat.Key {
 	t.Helper()
 	enc := base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 	idBytes, err := enc.DecodeString(id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := apikey.Generate(io.MultiReader(strings.NewReader(string(idBytes)), rand.Reader))
+	k, err := apikeyformat.Generate(io.MultiReader(strings.NewReader(string(idBytes)), rand.Reader))
 	if err != nil || k.ID() != id {
 		t.Fatalf("forging a key with ID %s: %v", id, err)
 	}

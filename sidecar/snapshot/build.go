@@ -12,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 )
 
 // Defaults applied when an AuthPolicy leaves a field unset.
@@ -189,7 +189,7 @@ func (b *Builder) indexRecords(maps []RecordData, problemf func(string, ...any))
 		} else if i, ok := b.memo[version]; ok {
 			idx = tb.copyRecord(b.prev, i)
 			memo[version] = idx
-		} else if rec, err := apikey.UnmarshalRecord([]byte(data)); err != nil {
+		} else if rec, err := apikeyformat.UnmarshalRecord([]byte(data)); err != nil {
 			failed[version] = err
 		} else {
 			idx = tb.addRecord(rec)

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 )
 
 // The API key records of a snapshot are held in a compact form, because a
@@ -19,7 +19,7 @@ import (
 // fixed-size binary key ID to a fixed-size entry, the records are a slice
 // of fixed-size structs, and their strings are slices of one shared string.
 // None of these hold pointers, so the collector does not look inside them
-// at all. Every decision is the one apikey.Record.Check and KeyValid would
+// at all. Every decision is the one apikeyformat.Record.Check and KeyValid would
 // take on the record the entry came from (see records_test.go).
 
 // keyIDBytes is the binary size of a key ID: 16 base32 characters.
@@ -32,7 +32,7 @@ var keyIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithP
 // parseKeyID decodes a key ID as apikey writes them (16 lower-case base32
 // characters). Anything else is not a key ID: ok is false.
 func parseKeyID(s string) (id keyID, ok bool) {
-	if !apikey.ValidKeyID(s) {
+	if !apikeyformat.ValidKeyID(s) {
 		return id, false
 	}
 	var buf [16]byte
@@ -164,7 +164,7 @@ func (b *tableBuilder) internScopes(list []string) uint32 {
 }
 
 // addRecord appends rec and returns its index.
-func (b *tableBuilder) addRecord(rec *apikey.Record) uint32 {
+func (b *tableBuilder) addRecord(rec *apikeyformat.Record) uint32 {
 	i := uint32(len(b.t.recs)) //nolint:gosec // fewer records than 4 billion
 	info := recordInfo{
 		subject:   b.addString(rec.Subject),
@@ -174,11 +174,11 @@ func (b *tableBuilder) addRecord(rec *apikey.Record) uint32 {
 		firstKey:  uint32(len(b.t.keys)), //nolint:gosec // as above
 	}
 	switch rec.State {
-	case apikey.StateActive:
+	case apikeyformat.StateActive:
 		info.state = stateActive
-	case apikey.StateRevoked:
+	case apikeyformat.StateRevoked:
 		info.state = stateRevoked
-	case apikey.StateExpired:
+	case apikeyformat.StateExpired:
 		info.state = stateExpired
 	}
 	if rl := rec.RateLimit; rl != nil {
@@ -241,38 +241,38 @@ type KeyRecord struct {
 func (r KeyRecord) info() *recordInfo { return &r.t.recs[r.e.rec] }
 
 // Check decides whether key k, whose ID r was found under, is valid at
-// now: the decision of apikey.Record.Check. The hash comparison is
+// now: the decision of apikeyformat.Record.Check. The hash comparison is
 // constant time.
-func (r KeyRecord) Check(k apikey.Key, now time.Time) apikey.Decision {
+func (r KeyRecord) Check(k apikeyformat.Key, now time.Time) apikeyformat.Decision {
 	sum := sha256.Sum256([]byte(k.Plaintext()))
 	if subtle.ConstantTimeCompare(sum[:], r.e.hash[:]) != 1 || r.e.badHash {
-		return apikey.WrongKey
+		return apikeyformat.WrongKey
 	}
 	info := r.info()
 	switch info.state {
 	case stateActive:
 	case stateRevoked:
-		return apikey.Revoked
+		return apikeyformat.Revoked
 	case stateExpired:
-		return apikey.Expired
+		return apikeyformat.Expired
 	default:
-		return apikey.InvalidRecord
+		return apikeyformat.InvalidRecord
 	}
 	t := nanos(now)
 	if t >= info.expiresAt {
-		return apikey.Expired
+		return apikeyformat.Expired
 	}
 	if t < r.e.notBefore {
-		return apikey.NotYetValid
+		return apikeyformat.NotYetValid
 	}
 	if t >= r.e.notAfter {
-		return apikey.GraceOver
+		return apikeyformat.GraceOver
 	}
-	return apikey.Accepted
+	return apikeyformat.Accepted
 }
 
 // KeyValid reports whether the key may still be used at now, for
-// revocation checks of tokens minted from it: apikey.Record.KeyValid.
+// revocation checks of tokens minted from it: apikeyformat.Record.KeyValid.
 func (r KeyRecord) KeyValid(now time.Time) bool {
 	info := r.info()
 	t := nanos(now)

@@ -13,19 +13,19 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 )
 
-func genKey(t *testing.T) apikey.Key {
+func genKey(t *testing.T) apikeyformat.Key {
 	t.Helper()
-	k, err := apikey.Generate(rand.Reader)
+	k, err := apikeyformat.Generate(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return k
 }
 
-func recordConfigMap(t *testing.T, name, version string, r *apikey.Record) *corev1.ConfigMap {
+func recordConfigMap(t *testing.T, name, version string, r *apikeyformat.Record) *corev1.ConfigMap {
 	t.Helper()
 	data, err := r.Marshal()
 	if err != nil {
@@ -40,7 +40,7 @@ func recordConfigMap(t *testing.T, name, version string, r *apikey.Record) *core
 
 // TestCompactRecordsDecideLikeRecordCheck builds snapshots of records in
 // every state, with and without expiry and key windows, and checks that the
-// compact form takes the decision of apikey.Record.Check and KeyValid for
+// compact form takes the decision of apikeyformat.Record.Check and KeyValid for
 // the right key, a wrong key of the same ID, and clocks on and around every
 // bound.
 func TestCompactRecordsDecideLikeRecordCheck(t *testing.T) {
@@ -53,20 +53,20 @@ func TestCompactRecordsDecideLikeRecordCheck(t *testing.T) {
 		}
 		return at(time.Duration(rng.IntN(7)-3) * time.Hour)
 	}
-	states := []apikey.State{apikey.StateActive, apikey.StateActive, apikey.StateRevoked, apikey.StateExpired, "Weird"}
+	states := []apikeyformat.State{apikeyformat.StateActive, apikeyformat.StateActive, apikeyformat.StateRevoked, apikeyformat.StateExpired, "Weird"}
 	type keyed struct {
-		key apikey.Key
-		rec *apikey.Record
+		key apikeyformat.Key
+		rec *apikeyformat.Record
 	}
 	var all []keyed
 	var cms []*corev1.ConfigMap
 	for i := range 300 {
-		r := &apikey.Record{Version: 1, Name: fmt.Sprintf("r%d", i), Namespace: "ns", Subject: fmt.Sprintf("service:%d", i),
+		r := &apikeyformat.Record{Version: 1, Name: fmt.Sprintf("r%d", i), Namespace: "ns", Subject: fmt.Sprintf("service:%d", i),
 			Scopes: [][]string{nil, {"a"}, {"a", "b"}}[i%3], State: states[rng.IntN(len(states))], ExpiresAt: optTime()}
 		for range 1 + rng.IntN(3) {
 			k := genKey(t)
 			other := genKey(t)
-			rk := apikey.RecordKey{KeyID: k.ID(), SHA256: k.Hash(), NotBefore: optTime(), NotAfter: optTime()}
+			rk := apikeyformat.RecordKey{KeyID: k.ID(), SHA256: k.Hash(), NotBefore: optTime(), NotAfter: optTime()}
 			switch rng.IntN(6) {
 			case 0:
 				// A wrong key for this ID (the checksum of a key covers
@@ -124,7 +124,7 @@ func TestCompactRecordsDecideLikeRecordCheck(t *testing.T) {
 	// others are served from the memo.
 	r0 := all[0].rec
 	orig := r0.State
-	r0.State = apikey.StateRevoked
+	r0.State = apikeyformat.StateRevoked
 	cms[0] = recordConfigMap(t, r0.Name, "2", r0)
 	s2 := b.Build(Inputs{ConfigMaps: cms})
 	check(s2)
@@ -170,12 +170,12 @@ func TestTimesOutsideTheNanosecondRangeAreClamped(t *testing.T) {
 // 10,000 records.
 func BenchmarkRecordLookup(b *testing.B) {
 	var cms []*corev1.ConfigMap
-	var keys []apikey.Key
+	var keys []apikeyformat.Key
 	for i := range 10000 {
-		k, _ := apikey.Generate(rand.Reader)
+		k, _ := apikeyformat.Generate(rand.Reader)
 		keys = append(keys, k)
-		r := &apikey.Record{Version: 1, Name: fmt.Sprintf("r%d", i), Namespace: "ns", Subject: "s", Scopes: []string{"a"},
-			State: apikey.StateActive, Keys: []apikey.RecordKey{{KeyID: k.ID(), SHA256: k.Hash()}}}
+		r := &apikeyformat.Record{Version: 1, Name: fmt.Sprintf("r%d", i), Namespace: "ns", Subject: "s", Scopes: []string{"a"},
+			State: apikeyformat.StateActive, Keys: []apikeyformat.RecordKey{{KeyID: k.ID(), SHA256: k.Hash()}}}
 		data, _ := r.Marshal()
 		cms = append(cms, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: r.Name, Namespace: "ns",
 			Labels: map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordAPIKey}},
@@ -188,7 +188,7 @@ func BenchmarkRecordLookup(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		k := keys[i%len(keys)]
 		r, ok := s.Record(k.ID())
-		if !ok || r.Check(k, now) != apikey.Accepted {
+		if !ok || r.Check(k, now) != apikeyformat.Accepted {
 			b.Fatal("not accepted")
 		}
 	}
@@ -199,10 +199,10 @@ func BenchmarkRecordLookup(b *testing.B) {
 // delivers them), mixed, and across namespaces.
 func TestRecordsWithoutConfigMapsCountLikeTheirConfigMaps(t *testing.T) {
 	a, b, other := genKey(t), genKey(t), genKey(t)
-	rec := func(name string, keys ...apikey.Key) *apikey.Record {
-		r := &apikey.Record{Version: 1, Name: name, Namespace: "ns", Subject: name, State: apikey.StateActive}
+	rec := func(name string, keys ...apikeyformat.Key) *apikeyformat.Record {
+		r := &apikeyformat.Record{Version: 1, Name: name, Namespace: "ns", Subject: name, State: apikeyformat.StateActive}
 		for _, k := range keys {
-			r.Keys = append(r.Keys, apikey.RecordKey{KeyID: k.ID(), SHA256: k.Hash()})
+			r.Keys = append(r.Keys, apikeyformat.RecordKey{KeyID: k.ID(), SHA256: k.Hash()})
 		}
 		return r
 	}
@@ -217,7 +217,7 @@ func TestRecordsWithoutConfigMapsCountLikeTheirConfigMaps(t *testing.T) {
 	if _, ok := s.Record(a.ID()); ok {
 		t.Error("a key ID claimed by a ConfigMap and a RecordData is served")
 	}
-	if r, ok := s.Record(b.ID()); !ok || r.Check(b, time.Now()) != apikey.Accepted || r.Subject() != "b" {
+	if r, ok := s.Record(b.ID()); !ok || r.Check(b, time.Now()) != apikeyformat.Accepted || r.Subject() != "b" {
 		t.Error("the key of a RecordData is not served")
 	}
 	if _, ok := s.Record(other.ID()); ok {

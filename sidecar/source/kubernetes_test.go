@@ -8,7 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 )
 
@@ -16,12 +16,12 @@ import (
 // slimmed API key record and JWKS ConfigMaps is the one built from the
 // originals, and that the slimmed objects dropped the rest.
 func TestSlimObjectKeepsWhatTheBuilderReads(t *testing.T) {
-	k, err := apikey.Generate(rand.Reader)
+	k, err := apikeyformat.Generate(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &apikey.Record{Version: 1, Name: "billing", Namespace: "shop", Subject: "svc", State: apikey.StateActive,
-		Keys: []apikey.RecordKey{{KeyID: k.ID(), SHA256: k.Hash()}}}
+	rec := &apikeyformat.Record{Version: 1, Name: "billing", Namespace: "shop", Subject: "svc", State: apikeyformat.StateActive,
+		Keys: []apikeyformat.RecordKey{{KeyID: k.ID(), SHA256: k.Hash()}}}
 	data, _ := rec.Marshal()
 	meta := func(name, kind string) metav1.ObjectMeta {
 		return metav1.ObjectMeta{Name: name, Namespace: "shop", UID: "uid-" + "x", ResourceVersion: "42",

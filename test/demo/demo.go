@@ -36,7 +36,7 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/config/samples"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/internal/conditions"
 	"gatehouse.dev/gatehouse/internal/scheme"
 	"gatehouse.dev/gatehouse/test/controlplane"
@@ -228,7 +228,7 @@ func (d *demo) requests(ctx context.Context) error {
 		return fmt.Errorf("reading the delivered key: %w", err)
 	}
 	plain := string(sec.Data[gatehousev1.DeliveryKeyDataKey])
-	key, err := apikey.Parse(plain)
+	key, err := apikeyformat.Parse(plain)
 	if err != nil {
 		return fmt.Errorf("the delivered key does not parse: %w", err)
 	}

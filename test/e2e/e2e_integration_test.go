@@ -24,9 +24,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/internal/conditions"
-	"gatehouse.dev/gatehouse/internal/signingkey"
+	"gatehouse.dev/gatehouse/internal/keyring"
 	operatorapp "gatehouse.dev/gatehouse/operator/app"
 	"gatehouse.dev/gatehouse/operator/webhook"
 	"gatehouse.dev/gatehouse/sidecar/app"
@@ -190,7 +190,7 @@ func TestIntegrationEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := string(sec.Data[gatehousev1.DeliveryKeyDataKey])
-	parsed, err := apikey.Parse(key)
+	parsed, err := apikeyformat.Parse(key)
 	if err != nil {
 		t.Fatalf("the delivered key does not parse: %v", err)
 	}
@@ -310,7 +310,7 @@ func assertRBAC(ctx context.Context, t *testing.T, env *testenv.Env, operatorCon
 		return c
 	}
 	operatorClient, sidecarClient := clientFor(operatorConfig), clientFor(sidecarConfig)
-	privateKeys := types.NamespacedName{Namespace: appNS, Name: signingkey.SecretName("platform")}
+	privateKeys := types.NamespacedName{Namespace: appNS, Name: keyring.SecretName("platform")}
 	if err := env.Client.Get(ctx, privateKeys, &corev1.Secret{}); err != nil {
 		t.Fatalf("the SigningKey's private Secret %s: %v", privateKeys, err)
 	}

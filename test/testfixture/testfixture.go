@@ -25,7 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 )
 
 // Epoch is the fixed "now" tests start from.
@@ -56,21 +56,21 @@ func (c *Clock) Advance(d time.Duration) {
 
 // APIKey is a generated key and its record.
 type APIKey struct {
-	Key    apikey.Key
-	Record *apikey.Record
+	Key    apikeyformat.Key
+	Record *apikeyformat.Record
 }
 
 // NewAPIKey generates a key with an Active record named name.
 func NewAPIKey(t testing.TB, namespace, name, subject string, scopes ...string) *APIKey {
 	t.Helper()
-	k, err := apikey.Generate(rand.Reader)
+	k, err := apikeyformat.Generate(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &APIKey{Key: k, Record: &apikey.Record{
-		Version: apikey.RecordVersion, Name: name, Namespace: namespace, Subject: subject,
-		Scopes: scopes, State: apikey.StateActive,
-		Keys: []apikey.RecordKey{{KeyID: k.ID(), SHA256: k.Hash()}},
+	return &APIKey{Key: k, Record: &apikeyformat.Record{
+		Version: apikeyformat.RecordVersion, Name: name, Namespace: namespace, Subject: subject,
+		Scopes: scopes, State: apikeyformat.StateActive,
+		Keys: []apikeyformat.RecordKey{{KeyID: k.ID(), SHA256: k.Hash()}},
 	}}
 }
 

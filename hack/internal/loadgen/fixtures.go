@@ -22,7 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 )
 
 // Fixture layout under FixtureOptions.Dir.
@@ -144,7 +144,7 @@ func WriteFixtures(opts FixtureOptions) (*Credentials, error) {
 		return err
 	}
 	for i := range opts.Keys {
-		key, err := apikey.Generate(opts.Rand)
+		key, err := apikeyformat.Generate(opts.Rand)
 		if err != nil {
 			return nil, fmt.Errorf("generating api key: %w", err)
 		}
@@ -179,15 +179,15 @@ func objectMeta(opts FixtureOptions, name, record, owner string) metav1.ObjectMe
 	}}
 }
 
-func recordConfigMap(opts FixtureOptions, name string, key apikey.Key, notBefore time.Time) (*corev1.ConfigMap, error) {
-	rec := &apikey.Record{
-		Version:   apikey.RecordVersion,
+func recordConfigMap(opts FixtureOptions, name string, key apikeyformat.Key, notBefore time.Time) (*corev1.ConfigMap, error) {
+	rec := &apikeyformat.Record{
+		Version:   apikeyformat.RecordVersion,
 		Name:      name,
 		Namespace: opts.Namespace,
 		Subject:   "service:" + name,
 		Scopes:    []string{opts.Scope},
-		State:     apikey.StateActive,
-		Keys:      []apikey.RecordKey{{KeyID: key.ID(), SHA256: key.Hash(), NotBefore: &notBefore}},
+		State:     apikeyformat.StateActive,
+		Keys:      []apikeyformat.RecordKey{{KeyID: key.ID(), SHA256: key.Hash(), NotBefore: &notBefore}},
 	}
 	data, err := rec.Marshal()
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/apikey"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 )
 
 // readDocs returns the YAML documents of every file in dir.
@@ -49,7 +49,7 @@ func TestFixturesHoldRecordsThatAcceptTheClientsKeys(t *testing.T) {
 		t.Fatalf("got %d keys and %d tokens, want 10 and 3", len(creds.APIKeys), len(creds.Tokens))
 	}
 	docs := readDocs(t, filepath.Join(dir, ConfigDirName))
-	records := map[string]*apikey.Record{}
+	records := map[string]*apikeyformat.Record{}
 	var files int
 	for name, ds := range docs {
 		if !strings.HasPrefix(name, "apikeys-") {
@@ -64,7 +64,7 @@ func TestFixturesHoldRecordsThatAcceptTheClientsKeys(t *testing.T) {
 			if cm.Kind != "ConfigMap" || cm.Labels[gatehousev1.LabelRecord] != gatehousev1.RecordAPIKey || cm.Labels[gatehousev1.LabelOwnerName] == "" {
 				t.Fatalf("%s: %s lacks the kind or labels of a record ConfigMap: %v %v", name, cm.Name, cm.Kind, cm.Labels)
 			}
-			rec, err := apikey.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey]))
+			rec, err := apikeyformat.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey]))
 			if err != nil {
 				t.Fatalf("%s: %s: %v", name, cm.Name, err)
 			}
@@ -75,7 +75,7 @@ func TestFixturesHoldRecordsThatAcceptTheClientsKeys(t *testing.T) {
 		t.Fatalf("found %d records in %d files, want 25 in 3", len(records), files)
 	}
 	for i, plain := range creds.APIKeys {
-		k, err := apikey.Parse(plain)
+		k, err := apikeyformat.Parse(plain)
 		if err != nil {
 			t.Fatalf("client key %d does not parse: %v", i, err)
 		}
@@ -83,7 +83,7 @@ func TestFixturesHoldRecordsThatAcceptTheClientsKeys(t *testing.T) {
 		if rec == nil {
 			t.Fatalf("client key %d has no record", i)
 		}
-		if d := rec.Check(k, now); d != apikey.Accepted {
+		if d := rec.Check(k, now); d != apikeyformat.Accepted {
 			t.Errorf("client key %d: record says %s, want accepted", i, d)
 		}
 		if len(rec.Scopes) != 1 || rec.Scopes[0] != "orders:read" {

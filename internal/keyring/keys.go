@@ -1,4 +1,4 @@
-// Package signingkey is the pure logic behind SigningKeys: key generation
+// Package keyring is the pure logic behind SigningKeys: key generation
 // per algorithm, key IDs (RFC 7638 thumbprints), the private key-set format
 // kept in the operator-only Secret, the three-phase rotation schedule as a
 // function of (state, policy, now), and assembly of the public JWKS.
@@ -7,7 +7,7 @@
 // with a fixed clock. The controller (controllers/signingkeys) reads the
 // Secret and the JWKS ConfigMap, calls Decide, and writes the results; the
 // token endpoint calls LoadKeySet and ActiveSigningKey to sign.
-package signingkey
+package keyring
 
 import (
 	"crypto"

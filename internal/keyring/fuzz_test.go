@@ -1,4 +1,4 @@
-package signingkey
+package keyring
 
 import (
 	"testing"

@@ -1,4 +1,4 @@
-// Package apikey defines the API key format and the hash record that the
+// Package apikeyformat defines the API key format and the hash record that the
 // operator writes and the sidecar and token endpoint read.
 //
 // # Key format
@@ -17,7 +17,7 @@
 // A key is stored only as the lowercase hex SHA-256 of the whole key string.
 // Keys carry 256 bits of entropy, so a fast hash is right; slow password
 // hashes would only cost latency on every request.
-package apikey
+package apikeyformat
 
 import (
 	"crypto/rand"
