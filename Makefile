@@ -99,12 +99,12 @@ test-integration: $(HELM) ## Run integration tests against a real kube-apiserver
 ##@ Build
 
 .PHONY: build
-build: ## Build bin/gatehouse.
-	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/gatehouse ./cmd/gatehouse
+build: ## Build bin/gatehouse (operator, tools) and bin/gatehouse-sidecar.
+	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/ ./cmd/gatehouse ./cmd/gatehouse-sidecar
 
 .PHONY: demo
-demo: build ## Run Gatehouse locally: API server, operator, sidecar, samples and real requests.
-	$(LOCALBIN)/gatehouse demo --assets "$$(hack/build-apiserver.sh)" $(DEMO_FLAGS)
+demo: ## Run Gatehouse locally: API server, operator, sidecar, samples and real requests.
+	go run ./hack/demo --assets "$$(hack/build-apiserver.sh)" $(DEMO_FLAGS)
 
 ##@ Tools
 

@@ -114,7 +114,7 @@ run() {
 
 log "building into $WORK/bin"
 mkdir -p "$WORK/bin"
-(cd "$ROOT" && go build -o "$WORK/bin/" ./hack/loadgen ./hack/okserver ./cmd/gatehouse)
+(cd "$ROOT" && go build -o "$WORK/bin/" ./hack/loadgen ./hack/okserver ./cmd/gatehouse-sidecar)
 
 if [[ ! -f $CREDS ]]; then
 	log "writing fixtures: $KEYS API key records"
@@ -128,7 +128,7 @@ log "starting the baseline and the sidecar on CPU $SERVER_CPU"
 "${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/okserver" --grpc-bind-address "$BASE_GRPC" --http-bind-address "$BASE_HTTP" \
 	>"$WORK/baseline.log" 2>&1 &
 BASE_PID=$!
-"${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/gatehouse" sidecar --source files --config-dir "$WORK/fixtures/config" \
+"${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/gatehouse-sidecar" --source files --config-dir "$WORK/fixtures/config" \
 	--namespace loadtest --grpc-bind-address "$SIDE_GRPC" --http-bind-address "$SIDE_HTTP" \
 	--health-probe-bind-address "$SIDE_PROBE" --metrics-bind-address "$SIDE_METRICS" \
 	>"$WORK/sidecar.log" 2>&1 &

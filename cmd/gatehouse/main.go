@@ -1,10 +1,10 @@
-// Command gatehouse is the single Gatehouse binary. One image serves every
-// role through subcommands:
+// Command gatehouse is the operator's binary and the offline tools:
 //
 //	gatehouse operator  the controllers, webhook, token endpoint and JWKS serving
-//	gatehouse sidecar   the Envoy ext_authz server that runs beside each workload
-//	gatehouse demo      a local run: API server, operator, sidecar, samples, requests
 //	gatehouse keys      offline tools: mint an API key, inspect a JWKS
+//
+// The sidecar is a binary of its own (cmd/gatehouse-sidecar) in the same
+// image, so that the pod beside every workload maps none of this code.
 package main
 
 import (
@@ -12,6 +12,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"gatehouse.dev/gatehouse/internal/version"
 )
 
 func main() {
@@ -30,10 +32,8 @@ func newRootCommand() *cobra.Command {
 	}
 	root.AddCommand(
 		newOperatorCommand(),
-		newSidecarCommand(),
-		newDemoCommand(),
 		newKeysCommand(),
-		newVersionCommand(),
+		version.NewCommand("gatehouse"),
 	)
 	return root
 }

@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"gatehouse.dev/gatehouse/controllers/apikeys"
+	"gatehouse.dev/gatehouse/internal/kubeconfig"
 	operatorapp "gatehouse.dev/gatehouse/operator/app"
 )
 
@@ -48,7 +49,7 @@ func runOperator(o *operatorFlags) error {
 	// SafeLogger: client-go logs request bodies (delivery Secrets included)
 	// at V(8)+, so no log level flag may reach that far.
 	ctrl.SetLogger(apikeys.SafeLogger(zap.New(zap.UseFlagOptions(&o.zap))))
-	cfg, err := restConfig(o.kubeconfig)
+	cfg, err := kubeconfig.Load(o.kubeconfig)
 	if err != nil {
 		return err
 	}

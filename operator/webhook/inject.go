@@ -30,6 +30,9 @@ const (
 	// SidecarName is the name of the injected container; a pod that has a
 	// container of that name is never injected again.
 	SidecarName = "gatehouse-sidecar"
+	// SidecarCommand is the sidecar's binary in the Gatehouse image
+	// (cmd/gatehouse-sidecar; the Dockerfile copies it there).
+	SidecarCommand = "/gatehouse-sidecar"
 	// PodInfoVolume holds the pod's labels from the downward API.
 	PodInfoVolume = "gatehouse-podinfo"
 	// TokenVolume holds the sidecar's ServiceAccount token.
@@ -155,7 +158,6 @@ func (c *InjectionConfig) container() corev1.Container {
 		return &corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(c.HealthProbePort)}}
 	}
 	args := []string{
-		"sidecar",
 		"--source=kubernetes",
 		"--namespace=$(POD_NAMESPACE)",
 		"--pod-labels-file=" + podInfoDir + "/labels",
@@ -169,7 +171,10 @@ func (c *InjectionConfig) container() corev1.Container {
 		Name:            SidecarName,
 		Image:           c.Image,
 		ImagePullPolicy: c.ImagePullPolicy,
-		Args:            args,
+		// The image's entrypoint is the operator; the sidecar is the
+		// binary beside it that links none of the operator's code.
+		Command: []string{SidecarCommand},
+		Args:    args,
 		// Always makes this init container a native sidecar: it starts
 		// before the app containers, runs beside them, and stops after
 		// them (also in Jobs, which it does not keep from completing).

@@ -166,7 +166,10 @@ func TestInjectedSidecar(t *testing.T) {
 		if c.Image != "example.com/gatehouse:v1" || c.ImagePullPolicy != corev1.PullIfNotPresent {
 			t.Errorf("image %q pull %q", c.Image, c.ImagePullPolicy)
 		}
-		want := []string{"sidecar", "--source=kubernetes", "--namespace=$(POD_NAMESPACE)", "--pod-labels-file=/etc/podinfo/labels",
+		if !slices.Equal(c.Command, []string{"/gatehouse-sidecar"}) {
+			t.Errorf("command = %q, want the sidecar binary", c.Command)
+		}
+		want := []string{"--source=kubernetes", "--namespace=$(POD_NAMESPACE)", "--pod-labels-file=/etc/podinfo/labels",
 			"--health-probe-bind-address=:9004", "--zap-log-level=debug", "--drain-delay=5s"}
 		if !slices.Equal(c.Args, want) {
 			t.Errorf("args = %q, want %q", c.Args, want)

@@ -550,23 +550,23 @@ func TestEveryServiceSelectsTheOperatorPods(t *testing.T) {
 	}
 }
 
-// TestOperatorAndSidecarAcceptTheChartsFlags builds the binary and checks
-// that every flag the chart passes to the operator, and every flag the
-// webhook passes to an injected sidecar, is one the binary defines: a
+// TestOperatorAndSidecarAcceptTheChartsFlags builds both binaries and
+// checks that every flag the chart passes to the operator, and every flag
+// the webhook passes to an injected sidecar, is one the binary defines: a
 // misspelt flag would crash the pod at start, which no render shows.
 func TestOperatorAndSidecarAcceptTheChartsFlags(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "gatehouse")
+	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/gatehouse")
+	build := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./cmd/gatehouse", "./cmd/gatehouse-sidecar")
 	build.Dir = testenv.RepoRoot()
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	flagsOf := func(sub string) map[string]bool {
-		out, err := exec.CommandContext(ctx, bin, sub, "--help").CombinedOutput()
+	flagsOf := func(cmdline ...string) map[string]bool {
+		out, err := exec.CommandContext(ctx, filepath.Join(dir, cmdline[0]), append(cmdline[1:], "--help")...).CombinedOutput()
 		if err != nil {
-			t.Fatalf("gatehouse %s --help: %v\n%s", sub, err, out)
+			t.Fatalf("%v --help: %v\n%s", cmdline, err, out)
 		}
 		known := map[string]bool{}
 		for _, m := range regexp.MustCompile(`--([a-z0-9-]+)`).FindAllStringSubmatch(string(out), -1) {
@@ -574,15 +574,11 @@ func TestOperatorAndSidecarAcceptTheChartsFlags(t *testing.T) {
 		}
 		return known
 	}
-	check := func(t *testing.T, sub string, args []string) {
-		known := flagsOf(sub)
-		if len(args) == 0 || args[0] != sub {
-			t.Fatalf("args %q do not start with the %s subcommand", args, sub)
-		}
-		for _, a := range args[1:] {
+	check := func(t *testing.T, known map[string]bool, args []string) {
+		for _, a := range args {
 			name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
 			if !strings.HasPrefix(a, "--") || !known[name] {
-				t.Errorf("gatehouse %s has no flag %q", sub, a)
+				t.Errorf("no flag %q", a)
 			}
 		}
 	}
@@ -590,7 +586,11 @@ func TestOperatorAndSidecarAcceptTheChartsFlags(t *testing.T) {
 	for _, sets := range [][]string{nil, {"webhook.certManager.enabled=true"}, {"webhook.enabled=false", "operator.leaderElection=false", "operator.replicas=1"}} {
 		t.Run(fmt.Sprintf("The operator accepts the chart's arguments with %v.", sets), func(t *testing.T) {
 			d := into[appsv1.Deployment](t, render(t, sets...).find(t, "Deployment", "gh-gatehouse"))
-			check(t, "operator", d.Spec.Template.Spec.Containers[0].Args)
+			args := d.Spec.Template.Spec.Containers[0].Args
+			if len(args) == 0 || args[0] != "operator" {
+				t.Fatalf("args %q do not start with the operator subcommand", args)
+			}
+			check(t, flagsOf("gatehouse", "operator"), args[1:])
 		})
 	}
 	t.Run("The sidecar accepts the arguments the webhook injects from the chart's configuration.", func(t *testing.T) {
@@ -607,10 +607,13 @@ func TestOperatorAndSidecarAcceptTheChartsFlags(t *testing.T) {
 		if out, err := cfg.Mutate(pod); out != webhook.Injected || err != nil {
 			t.Fatalf("injection: %v %v", out, err)
 		}
-		args := pod.Spec.InitContainers[0].Args
-		if !slices.Contains(args, "--zap-log-level=debug") {
-			t.Errorf("sidecar.logLevel did not reach the sidecar: %q", args)
+		c := pod.Spec.InitContainers[0]
+		if !slices.Equal(c.Command, []string{"/gatehouse-sidecar"}) {
+			t.Fatalf("the injected sidecar runs %q, not the sidecar binary", c.Command)
 		}
-		check(t, "sidecar", args)
+		if !slices.Contains(c.Args, "--zap-log-level=debug") {
+			t.Errorf("sidecar.logLevel did not reach the sidecar: %q", c.Args)
+		}
+		check(t, flagsOf("gatehouse-sidecar"), c.Args)
 	})
 }

@@ -127,19 +127,20 @@ func TestDockerfileIsMultiStageStaticAndNonRoot(t *testing.T) {
 			for _, in := range build {
 				if in.Cmd == "RUN" && strings.Contains(in.Args, "go build") {
 					return strings.Contains(in.Args, "CGO_ENABLED=0") && strings.Contains(in.Args, "-trimpath") &&
-						strings.Contains(in.Args, `-ldflags "-s -w`) && strings.Contains(in.Args, "./cmd/gatehouse")
+						strings.Contains(in.Args, `-ldflags "-s -w`) &&
+						strings.Contains(in.Args, "./cmd/gatehouse ") && strings.Contains(in.Args, "./cmd/gatehouse-sidecar")
 				}
 			}
 			return false
 		}},
-		{"The runtime holds only the binary, from the build stage.", func() bool {
+		{"The runtime holds only the two binaries, from the build stage.", func() bool {
 			var copies []string
 			for _, in := range final {
 				if in.Cmd == "COPY" || in.Cmd == "ADD" || in.Cmd == "RUN" {
 					copies = append(copies, in.Cmd+" "+in.Args)
 				}
 			}
-			return len(copies) == 1 && copies[0] == "COPY --from=build /out/gatehouse /gatehouse"
+			return len(copies) == 1 && copies[0] == "COPY --from=build /out/gatehouse /out/gatehouse-sidecar /"
 		}},
 		{"The runtime runs as the numeric non-root user 65532.", func() bool {
 			var user string
@@ -150,7 +151,7 @@ func TestDockerfileIsMultiStageStaticAndNonRoot(t *testing.T) {
 			}
 			return user == "65532:65532"
 		}},
-		{"The entrypoint is the binary, in exec form.", func() bool {
+		{"The entrypoint is the operator's binary, in exec form.", func() bool {
 			last := final[len(final)-1]
 			return last.Cmd == "ENTRYPOINT" && last.Args == `["/gatehouse"]`
 		}},
@@ -235,14 +236,14 @@ func TestIgnoredMatchesDockerSemantics(t *testing.T) {
 }
 
 // TestDockerContextHoldsEveryBuildInput lists the module's packages that
-// ./cmd/gatehouse is built from, with their Go and embedded files, and fails
-// when .dockerignore would leave one out of the image build.
+// the image's binaries are built from, with their Go and embedded files, and
+// fails when .dockerignore would leave one out of the image build.
 func TestDockerContextHoldsEveryBuildInput(t *testing.T) {
 	root := repoRoot(t)
 	pats := dockerignore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "list", "-deps", "-json=ImportPath,Dir,GoFiles,EmbedFiles,Module", "./cmd/gatehouse")
+	cmd := exec.CommandContext(ctx, "go", "list", "-deps", "-json=ImportPath,Dir,GoFiles,EmbedFiles,Module", "./cmd/gatehouse", "./cmd/gatehouse-sidecar")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	var stderr bytes.Buffer
@@ -306,42 +307,24 @@ func TestBinaryIsStaticAndRunsAsNonRootWithoutWriting(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil { //nolint:gosec // must be traversable by the unprivileged user.
 		t.Fatal(err)
 	}
-	bin := filepath.Join(dir, "gatehouse")
+	bins := []string{filepath.Join(dir, "gatehouse"), filepath.Join(dir, "gatehouse-sidecar")}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=v0.0.0-test", "-o", bin, "./cmd/gatehouse")
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath",
+		"-ldflags", "-s -w -X gatehouse.dev/gatehouse/internal/version.Version=v0.0.0-test",
+		"-o", dir+"/", "./cmd/gatehouse", "./cmd/gatehouse-sidecar")
 	build.Dir = root
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 
-	t.Run("The binary has no interpreter and needs no shared library.", func(t *testing.T) {
-		f, err := elf.Open(bin)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = f.Close() }()
-		for _, p := range f.Progs {
-			if p.Type == elf.PT_INTERP {
-				t.Error("the binary has a PT_INTERP program header: it is dynamically linked")
-			}
-			if p.Type == elf.PT_DYNAMIC {
-				t.Error("the binary has a PT_DYNAMIC program header")
-			}
-		}
-		libs, err := f.ImportedLibraries()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(libs) > 0 {
-			t.Errorf("the binary needs shared libraries (DT_NEEDED): %v", libs)
-		}
-		if f.Section(".symtab") != nil {
-			t.Error("the binary keeps its symbol table: -s was not applied")
-		}
-	})
+	for _, bin := range bins {
+		t.Run(filepath.Base(bin)+" has no interpreter and needs no shared library.", func(t *testing.T) {
+			assertStaticStripped(t, bin)
+		})
+	}
 
 	// The working directory is read-only for the process, and is checked to
 	// stay empty; TMPDIR is the one place it may write, as /tmp in the pod.
@@ -361,18 +344,21 @@ func TestBinaryIsStaticAndRunsAsNonRootWithoutWriting(t *testing.T) {
 	}
 	tests := []struct {
 		name string
+		bin  string
 		args []string
 		want string
 	}{
-		{name: "version prints the stamped version.", args: []string{"version"}, want: "gatehouse v0.0.0-test"},
-		{name: "help lists the operator and sidecar subcommands.", args: []string{"--help"}, want: "sidecar"},
-		{name: "the operator's help parses its flags.", args: []string{"operator", "--help"}, want: "--metrics-bind-address"},
+		{name: "gatehouse version prints the stamped version.", bin: bins[0], args: []string{"version"}, want: "gatehouse v0.0.0-test"},
+		{name: "gatehouse help lists the operator subcommand.", bin: bins[0], args: []string{"--help"}, want: "operator"},
+		{name: "the operator's help parses its flags.", bin: bins[0], args: []string{"operator", "--help"}, want: "--metrics-bind-address"},
+		{name: "gatehouse-sidecar version prints the stamped version.", bin: bins[1], args: []string{"version"}, want: "gatehouse-sidecar v0.0.0-test"},
+		{name: "the sidecar's help parses its flags.", bin: bins[1], args: []string{"--help"}, want: "--grpc-bind-address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, bin, tt.args...)
+			cmd := exec.CommandContext(ctx, tt.bin, tt.args...)
 			cmd.Dir = work
 			// No HOME, no USER: distroless' nonroot user has neither a
 			// writable home nor a shell profile.
@@ -382,18 +368,47 @@ func TestBinaryIsStaticAndRunsAsNonRootWithoutWriting(t *testing.T) {
 			}
 			out, err := cmd.CombinedOutput()
 			if err != nil {
-				t.Fatalf("gatehouse %v as a non-root user: %v\n%s", tt.args, err, out)
+				t.Fatalf("%s %v as a non-root user: %v\n%s", filepath.Base(tt.bin), tt.args, err, out)
 			}
 			if !strings.Contains(string(out), tt.want) {
-				t.Fatalf("gatehouse %v printed %q, want it to contain %q", tt.args, out, tt.want)
+				t.Fatalf("%s %v printed %q, want it to contain %q", filepath.Base(tt.bin), tt.args, out, tt.want)
 			}
 			entries, err := os.ReadDir(work)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if len(entries) > 0 {
-				t.Fatalf("gatehouse %v wrote into its working directory: %v", tt.args, entries)
+				t.Fatalf("%s %v wrote into its working directory: %v", filepath.Base(tt.bin), tt.args, entries)
 			}
 		})
+	}
+}
+
+// assertStaticStripped fails unless bin is a static ELF binary without a
+// symbol table, as distroless/static needs and -s promises.
+func assertStaticStripped(t *testing.T, bin string) {
+	t.Helper()
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Error("the binary has a PT_INTERP program header: it is dynamically linked")
+		}
+		if p.Type == elf.PT_DYNAMIC {
+			t.Error("the binary has a PT_DYNAMIC program header")
+		}
+	}
+	libs, err := f.ImportedLibraries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(libs) > 0 {
+		t.Errorf("the binary needs shared libraries (DT_NEEDED): %v", libs)
+	}
+	if f.Section(".symtab") != nil {
+		t.Error("the binary keeps its symbol table: -s was not applied")
 	}
 }

@@ -2,7 +2,7 @@
 // server: the operator (every controller, discovery, the token endpoint)
 // and one sidecar, each with its own client identity, on loopback ports.
 // The demo and the end-to-end tests use it; production runs the same parts
-// as `gatehouse operator` and `gatehouse sidecar`.
+// as `gatehouse operator` and `gatehouse-sidecar`.
 package stack
 
 import (

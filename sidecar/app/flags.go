@@ -1,24 +1,19 @@
-package main
+package app
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"maps"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/spf13/cobra"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	ctrl "sigs.k8s.io/controller-runtime"
+	"github.com/go-logr/logr"
+	"github.com/spf13/pflag"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"gatehouse.dev/gatehouse/sidecar/app"
+	"gatehouse.dev/gatehouse/internal/kubeconfig"
 	"gatehouse.dev/gatehouse/sidecar/authz"
 	"gatehouse.dev/gatehouse/sidecar/remotejwks"
 	"gatehouse.dev/gatehouse/sidecar/server"
@@ -28,8 +23,9 @@ import (
 // serviceAccountNamespaceFile holds the pod's namespace inside a pod.
 const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
-// sidecarOptions are the sidecar's flags.
-type sidecarOptions struct {
+// Flags are the sidecar's command-line flags. BindFlags registers them;
+// Config turns them into a Config.
+type Flags struct {
 	namespace       string
 	podLabelsFile   string
 	podLabels       string
@@ -52,25 +48,13 @@ type sidecarOptions struct {
 	remoteIssuers   bool
 	drainDelay      time.Duration
 	shutdownTimeout time.Duration
-	zap             zap.Options
+
+	// Zap are the logging flags (--zap-log-level and friends).
+	Zap zap.Options
 }
 
-func newSidecarCommand() *cobra.Command {
-	o := &sidecarOptions{}
-	cmd := &cobra.Command{
-		Use:   "sidecar",
-		Short: "Run the Envoy ext_authz server that validates API keys and JWTs beside a workload",
-		Long: `Run the sidecar: an Envoy ext_authz server (gRPC envoy.service.auth.v3 and the
-HTTP contract) that decides each request locally from the API key records,
-JWKS and AuthPolicy of its namespace. It denies everything until its first
-complete state is loaded, and whenever no AuthPolicy selects its pod.
-See docs/sidecar.md.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runSidecar(cmd.Context(), o)
-		},
-	}
-	f := cmd.Flags()
+// BindFlags registers the sidecar's flags.
+func (o *Flags) BindFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.namespace, "namespace", "", "Namespace whose records and AuthPolicies apply (default: $POD_NAMESPACE, then the service account's namespace).")
 	f.StringVar(&o.podLabelsFile, "pod-labels-file", "", "Downward-API file of the pod's labels (key=\"value\" lines), matched against AuthPolicy selectors.")
 	f.StringVar(&o.podLabels, "pod-labels", "", "The pod's labels as k=v,k2=v2 (added to --pod-labels-file).")
@@ -92,28 +76,25 @@ See docs/sidecar.md.`,
 	f.Float64Var(&o.decisionLogRate, "decision-logs-per-second", 10, "Sampled decision logs per second; 0 disables them.")
 	f.BoolVar(&o.remoteIssuers, "remote-issuers", true, "Fetch keys of AuthPolicy issuers with discovery or jwksURI over HTTPS.")
 	f.DurationVar(&o.drainDelay, "drain-delay", 2*time.Second, "On SIGTERM, report not ready for this long before stopping.")
-	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", app.DefaultShutdownTimeout, "Longest graceful stop.")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "Longest graceful stop.")
 	zfs := flag.NewFlagSet("zap", flag.ContinueOnError)
-	o.zap.BindFlags(zfs)
+	o.Zap.BindFlags(zfs)
 	f.AddGoFlagSet(zfs)
-	return cmd
 }
 
-func runSidecar(parent context.Context, o *sidecarOptions) error {
-	log := zap.New(zap.UseFlagOptions(&o.zap)).WithName("sidecar")
-	ctrl.SetLogger(log)
-	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, os.Interrupt)
-	defer stop()
-
+// Config resolves the flags (namespace, pod labels, the state source) into
+// a Config that logs to log. The caller calls release once the sidecar has
+// stopped: it stops the remote issuers' fetchers.
+func (o *Flags) Config(log logr.Logger) (cfg Config, release func(), err error) {
 	ns, err := sidecarNamespace(o.namespace)
 	if err != nil {
-		return err
+		return Config{}, nil, err
 	}
 	labels, err := podLabels(o.podLabelsFile, o.podLabels)
 	if err != nil {
-		return err
+		return Config{}, nil, err
 	}
-	cfg := app.Config{
+	cfg = Config{
 		Namespace:   ns,
 		PodLabels:   labels,
 		GRPCAddr:    o.grpcAddr,
@@ -134,28 +115,36 @@ func runSidecar(parent context.Context, o *sidecarOptions) error {
 	if o.cacheSize <= 0 {
 		cfg.Engine.CacheSize = -1
 	}
+	if cfg.Source, err = o.stateSource(ns, log); err != nil {
+		return Config{}, nil, err
+	}
+	release = func() {}
 	if o.remoteIssuers {
 		remote := remotejwks.NewRegistry(remotejwks.Options{Log: log.WithName("remotejwks")})
-		defer remote.Close()
-		cfg.Remote = remote
+		cfg.Remote, release = remote, remote.Close
 	}
+	return cfg, release, nil
+}
+
+// SourceName is the --source flag's value, for the start-up log line.
+func (o *Flags) SourceName() string { return o.source }
+
+func (o *Flags) stateSource(ns string, log logr.Logger) (source.Source, error) {
 	switch o.source {
 	case "files":
 		if o.configDir == "" {
-			return errors.New("--source=files needs --config-dir")
+			return nil, errors.New("--source=files needs --config-dir")
 		}
-		cfg.Source = &source.Files{Dir: o.configDir, PollInterval: o.pollInterval, Log: log.WithName("files")}
+		return &source.Files{Dir: o.configDir, PollInterval: o.pollInterval, Log: log.WithName("files")}, nil
 	case "kubernetes":
-		rc, err := restConfig(o.kubeconfig)
+		rc, err := kubeconfig.Load(o.kubeconfig)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		cfg.Source = &source.Kubernetes{Config: rc, Namespace: ns, Log: log.WithName("kubernetes")}
+		return &source.Kubernetes{Config: rc, Namespace: ns, Log: log.WithName("kubernetes")}, nil
 	default:
-		return fmt.Errorf("--source must be kubernetes or files, not %q", o.source)
+		return nil, fmt.Errorf("--source must be kubernetes or files, not %q", o.source)
 	}
-	log.Info("starting", "namespace", ns, "podLabels", labels, "source", o.source)
-	return app.Run(ctx, cfg)
 }
 
 func disabledIfZero(addr string) string {
@@ -187,31 +176,16 @@ func podLabels(file, inline string) (map[string]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading --pod-labels-file: %w", err)
 		}
-		fromFile, err := app.ParseLabelsFile(data)
+		fromFile, err := ParseLabelsFile(data)
 		if err != nil {
 			return nil, fmt.Errorf("parsing --pod-labels-file %s: %w", file, err)
 		}
 		maps.Copy(out, fromFile)
 	}
-	fromFlag, err := app.ParseLabels(inline)
+	fromFlag, err := ParseLabels(inline)
 	if err != nil {
 		return nil, fmt.Errorf("parsing --pod-labels: %w", err)
 	}
 	maps.Copy(out, fromFlag)
 	return out, nil
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
-		if rc, err := rest.InClusterConfig(); err == nil {
-			return rc, nil
-		}
-	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("loading the Kubernetes client configuration: %w", err)
-	}
-	return rc, nil
 }

@@ -1,6 +1,11 @@
+// Command demo runs Gatehouse for real on one machine: etcd and
+// kube-apiserver on 127.0.0.1, the CRDs, the operator and a sidecar in this
+// process, the samples, and real requests that must be allowed or denied.
+// `make demo` runs it. It is tooling: nothing here ships in an image.
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -9,6 +14,13 @@ import (
 
 	"gatehouse.dev/gatehouse/test/demo"
 )
+
+func main() {
+	if err := newDemoCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
 
 func newDemoCommand() *cobra.Command {
 	o := demo.Options{}
@@ -22,7 +34,9 @@ func newDemoCommand() *cobra.Command {
 			"denied without credentials, without scope and after the key is disabled.\n" +
 			"It exits non-zero if any answer is wrong. Everything started is stopped on\n" +
 			"exit or Ctrl-C.",
-		Args: cobra.NoArgs,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
