@@ -32,12 +32,64 @@ type AuthPolicySpec struct {
 	// +kubebuilder:default={header: "x-api-key"}
 	APIKeys APIKeySource `json:"apiKeys,omitempty"`
 
+	// pathNormalization relaxes how request paths are read before the
+	// rules are matched. By default a path that the upstream could read
+	// otherwise than the rules do (empty segments "//", ";" path
+	// parameters, dot segments, encoded separators, double encoding) is
+	// refused with 400 ambiguous_path. Only the first two can be relaxed,
+	// and only when the upstream reads them the way chosen here.
+	// +optional
+	PathNormalization *PathNormalization `json:"pathNormalization,omitempty"`
+
 	// rules decide each request, first match wins.
 	// +required
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=128
 	Rules []Rule `json:"rules"`
 }
+
+// PathNormalization says how a policy reads request paths that are refused
+// by default. Set a field only when the upstream (and every proxy in front
+// of it) reads such paths in the same way: otherwise a rule can be bypassed.
+type PathNormalization struct {
+	// emptySegments is Reject (default): a path with an empty segment
+	// ("//admin", "/api//x") is refused with 400 ambiguous_path; or Merge:
+	// it is matched as if each run of slashes were one ("/api/x"), as
+	// Envoy's merge_slashes and nginx's merge_slashes do. Choose Merge
+	// for upstreams that merge slashes or treat "//" as "/".
+	// +optional
+	// +kubebuilder:default=Reject
+	EmptySegments EmptySegmentsAction `json:"emptySegments,omitempty"`
+
+	// pathParameters is Reject (default): a path with a ";" in a segment
+	// ("/admin;x=1") is refused with 400 ambiguous_path; or Strip: each
+	// segment is matched without its parameters ("/admin"), as Tomcat,
+	// Jetty and Spring route such paths. Choose Strip for upstreams that
+	// use matrix parameters or jsessionid in paths.
+	// +optional
+	// +kubebuilder:default=Reject
+	PathParameters PathParametersAction `json:"pathParameters,omitempty"`
+}
+
+// EmptySegmentsAction is what a policy does with "//" in a path.
+// +kubebuilder:validation:Enum=Reject;Merge
+type EmptySegmentsAction string
+
+// Empty segment actions.
+const (
+	EmptySegmentsReject EmptySegmentsAction = "Reject"
+	EmptySegmentsMerge  EmptySegmentsAction = "Merge"
+)
+
+// PathParametersAction is what a policy does with ";" path parameters.
+// +kubebuilder:validation:Enum=Reject;Strip
+type PathParametersAction string
+
+// Path parameter actions.
+const (
+	PathParametersReject PathParametersAction = "Reject"
+	PathParametersStrip  PathParametersAction = "Strip"
+)
 
 // TrustedIssuer is one accepted JWT issuer. Exactly one of signingKeyRef,
 // discovery, jwksURI and jwks says where its keys come from.
@@ -217,8 +269,12 @@ type RuleMatch struct {
 	// +kubebuilder:validation:items:MaxLength=253
 	Hosts []string `json:"hosts,omitempty"`
 
-	// paths match the request path without query. A trailing "*" matches
-	// any suffix ("/api/*"); otherwise the match is exact.
+	// paths match the canonical request path (without query; see
+	// docs/sidecar.md, "Matching"): percent-encoded unreserved characters
+	// decoded, other escapes with upper-case hex. A trailing "*" matches
+	// any suffix ("/api/*"); otherwise the match is exact. Patterns are
+	// put in the same canonical form; one that cannot be (a dot segment,
+	// an encoded "/") matches nothing and is reported by the sidecar.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1
@@ -228,7 +284,8 @@ type RuleMatch struct {
 	// +kubebuilder:validation:items:Pattern=`^(/.*|\*)$`
 	Paths []string `json:"paths,omitempty"`
 
-	// methods match the HTTP method, upper case.
+	// methods match the HTTP method; a request's method is upper-cased
+	// before matching ("get" matches GET).
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1

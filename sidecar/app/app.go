@@ -189,7 +189,10 @@ func Run(ctx context.Context, cfg Config) error {
 	var httpServers []httpServer
 	newHTTP := func(name string, h http.Handler) {
 		if l := listeners[name]; l != nil {
-			httpServers = append(httpServers, httpServer{name, l, &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10}})
+			httpServers = append(httpServers, httpServer{name, l, &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10,
+				// "OPTIONS *" must reach the handler and be checked, not be
+				// answered 200 (an allow) by net/http itself.
+				DisableGeneralOptionsHandler: true}})
 		}
 	}
 	newHTTP("http", core.HTTPHandler(cfg.HTTP))

@@ -20,6 +20,7 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/apikeyformat"
+	"gatehouse.dev/gatehouse/sidecar/canonical"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 )
 
@@ -154,10 +155,11 @@ func (e *Engine) Check(req *Request) (d Decision) {
 }
 
 func (e *Engine) decide(snap *snapshot.Snapshot, pol *snapshot.Policy, req *Request) Decision {
-	if snapshot.AmbiguousPath(req.Path) {
-		return deny(InvalidPath)
+	method, path, err := canonical.Request(req.Method, req.Path, pol.PathOptions)
+	if err != nil {
+		return deny(refusalReason(err))
 	}
-	rule := pol.Match(req.Method, req.Host, req.Path)
+	rule := pol.Match(method, req.Host, path)
 	if rule == nil {
 		return deny(NoMatchingRule)
 	}

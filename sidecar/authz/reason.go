@@ -3,6 +3,8 @@ package authz
 import (
 	"net/http"
 	"strings"
+
+	"gatehouse.dev/gatehouse/sidecar/canonical"
 )
 
 // Reason is a static code saying why a request was allowed or denied. It is
@@ -22,6 +24,8 @@ const (
 	NoMatchingRule Reason = "no_matching_rule"
 	DeniedByRule   Reason = "denied_by_rule"
 	InvalidPath    Reason = "invalid_path"
+	AmbiguousPath  Reason = "ambiguous_path"
+	InvalidMethod  Reason = "invalid_method"
 	TooManyHeaders Reason = "too_many_headers"
 	InternalError  Reason = "internal_error"
 
@@ -60,7 +64,7 @@ const (
 // initialisation.
 var AllReasons = []Reason{
 	Authenticated, Anonymous,
-	NotReady, NoPolicy, NoMatchingRule, DeniedByRule, InvalidPath, TooManyHeaders, InternalError,
+	NotReady, NoPolicy, NoMatchingRule, DeniedByRule, InvalidPath, AmbiguousPath, InvalidMethod, TooManyHeaders, InternalError,
 	MissingCredential, MultipleCredentials, CredentialNotAccepted,
 	MalformedAPIKey, UnknownAPIKey, WrongAPIKey, APIKeyRevoked, APIKeyExpired, APIKeyNotYetValid, APIKeyGracePeriod, InvalidAPIKeyRecord, RateLimited,
 	TokenTooLarge, MalformedToken, AlgorithmNotAllowed, UnknownIssuer, UnknownKeyID, InvalidSignature, MalformedClaims, MissingExpiry, TokenExpired, TokenNotYetValid, WrongAudience, TokenRevoked,
@@ -75,7 +79,7 @@ func (r Reason) Status() int {
 	switch r {
 	case Authenticated, Anonymous:
 		return http.StatusOK
-	case InvalidPath:
+	case InvalidPath, AmbiguousPath, InvalidMethod:
 		return http.StatusBadRequest
 	case TooManyHeaders:
 		return http.StatusRequestHeaderFieldsTooLarge
@@ -85,6 +89,24 @@ func (r Reason) Status() int {
 		return http.StatusForbidden
 	default:
 		return http.StatusUnauthorized
+	}
+}
+
+// refusalReason is the deny reason of a request the canonicaliser refused:
+// invalid_method, ambiguous_path for a well-formed path the upstream could
+// read otherwise than the rules (dot segments, encoded separators, "//",
+// ";" parameters, double encoding), invalid_path for a malformed one.
+func refusalReason(err error) Reason {
+	r, ok := canonical.AsRefusal(err)
+	switch {
+	case !ok:
+		return InternalError
+	case r == canonical.ErrInvalidMethod:
+		return InvalidMethod
+	case r.Ambiguous():
+		return AmbiguousPath
+	default:
+		return InvalidPath
 	}
 }
 

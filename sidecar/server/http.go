@@ -48,15 +48,7 @@ func (c *Core) HTTPHandler(opts HTTPOptions) http.Handler {
 				req.Path = strings.TrimPrefix(req.Path, opts.PathPrefix)
 			}
 			if opts.TrustForwardedHeaders {
-				if m := r.Header.Get(ForwardedMethodHeader); m != "" {
-					req.Method = m
-				}
-				if h := r.Header.Get(ForwardedHostHeader); h != "" {
-					req.Host = h
-				}
-				if u := r.Header.Get(ForwardedURIHeader); u != "" {
-					req.Path = u
-				}
+				forwarded(r.Header, req)
 			}
 			v = c.check("http", r.Header.Get("X-Request-Id"), req)
 			if v.d.Allowed {
@@ -65,6 +57,31 @@ func (c *Core) HTTPHandler(opts HTTPOptions) http.Handler {
 		}()
 		c.writeHTTP(w, v)
 	})
+}
+
+// forwarded takes the original method, host and URI from the forwarded
+// headers, where present. A repeated one is ambiguous (which copy did the
+// proxy write?): the path is then emptied, which the engine refuses as
+// invalid_path.
+func forwarded(h http.Header, req *authz.Request) {
+	repeated := false
+	one := func(name string, into *string) {
+		switch vs := h.Values(name); len(vs) {
+		case 0:
+		case 1:
+			if vs[0] != "" {
+				*into = vs[0]
+			}
+		default:
+			repeated = true
+		}
+	}
+	one(ForwardedMethodHeader, &req.Method)
+	one(ForwardedHostHeader, &req.Host)
+	one(ForwardedURIHeader, &req.Path)
+	if repeated {
+		req.Path = ""
+	}
 }
 
 func (c *Core) writeHTTP(w http.ResponseWriter, v verdict) {

@@ -13,6 +13,7 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/apikeyformat"
+	"gatehouse.dev/gatehouse/sidecar/canonical"
 )
 
 // Defaults applied when an AuthPolicy leaves a field unset.
@@ -268,11 +269,63 @@ func (b *Builder) compilePolicy(p *gatehousev1.AuthPolicy, jwksByOwner, byName m
 		cp.byIss[iss.Issuer] = iss
 		cp.Issuers = append(cp.Issuers, iss)
 	}
+	if pn := p.Spec.PathNormalization; pn != nil {
+		cp.PathOptions = canonical.Options{
+			MergeSlashes:        pn.EmptySegments == gatehousev1.EmptySegmentsMerge,
+			StripPathParameters: pn.PathParameters == gatehousev1.PathParametersStrip,
+		}
+	}
 	for i := range p.Spec.Rules {
-		cp.Rules = append(cp.Rules, compileRule(&p.Spec.Rules[i]))
+		cr := compileRule(&p.Spec.Rules[i])
+		cr.Paths = canonicalPatterns(p.Name, cr.Name, cr.Paths, cp.PathOptions, problemf)
+		cp.Rules = append(cp.Rules, cr)
 	}
 	return cp
 }
+
+// canonicalPatterns puts rule path patterns in the canonical form requests
+// are matched in, so that "/%61dmin" in a rule is "/admin". A pattern that
+// has no canonical form (a dot segment, an encoded "/") is replaced by one
+// that no canonical path can equal or start with, so the rule never
+// matches by that path (and a rule whose every path is unusable never
+// matches at all, rather than matching every path).
+func canonicalPatterns(policy, rule string, patterns []string, opts canonical.Options, problemf func(string, ...any)) []string {
+	out := make([]string, 0, len(patterns))
+	for _, p := range patterns {
+		c, ok := canonicalPattern(p, opts)
+		if !ok {
+			problemf("AuthPolicy %s: rule %q: path pattern %q has no canonical form and matches nothing", policy, rule, p)
+			c = unmatchablePattern
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func canonicalPattern(p string, opts canonical.Options) (string, bool) {
+	if p == "*" {
+		return p, true
+	}
+	if p == "" || strings.ContainsAny(p, "?#") {
+		return "", false
+	}
+	if !strings.HasSuffix(p, "*") {
+		c, err := canonical.Path(p, opts)
+		return c, err == nil
+	}
+	// A prefix's last segment is incomplete: canonicalise it with a letter
+	// in place of the "*", so that "/api/.*" is not taken for a dot
+	// segment, and put the "*" back.
+	c, err := canonical.Path(p[:len(p)-1]+"x", opts)
+	if err != nil || !strings.HasSuffix(c, "x") {
+		return "", false
+	}
+	return c[:len(c)-1] + "*", true
+}
+
+// unmatchablePattern can never equal a canonical path: those never hold
+// a raw "?".
+const unmatchablePattern = "/?"
 
 func (b *Builder) compileIssuer(ti *gatehousev1.TrustedIssuer, jwksByOwner, byName map[string]*corev1.ConfigMap, problemf func(string, ...any)) *Issuer {
 	iss := &Issuer{Name: ti.Name, Issuer: ti.Issuer, Audiences: append([]string(nil), ti.Audiences...), ClockSkew: DefaultClockSkew, Keys: EmptyKeySet}

@@ -5,11 +5,12 @@ import (
 	"strings"
 )
 
-// Match returns the first rule that matches the request, or nil. host may
-// carry a port; path may carry a query string (both are ignored).
+// Match returns the first rule that matches the request, or nil. method
+// and path must be canonical (canonical.Request with the policy's
+// PathOptions): rules hold canonical patterns and compare bytes. host may
+// carry a port (ignored).
 func (p *Policy) Match(method, host, path string) *Rule {
 	host = HostWithoutPort(host)
-	path = PathWithoutQuery(path)
 	for _, r := range p.Rules {
 		if r.matches(method, host, path) {
 			return r
@@ -90,33 +91,4 @@ func PathWithoutQuery(path string) string {
 		return path[:i]
 	}
 	return path
-}
-
-// AmbiguousPath reports whether path could mean something else to the
-// upstream than to prefix matching: dot segments, backslashes, or encoded
-// dots, slashes and backslashes. "/public/../admin" must not be let through
-// by a rule for "/public/*", so such requests are denied instead of guessed.
-func AmbiguousPath(path string) bool {
-	path = PathWithoutQuery(path)
-	if path == "" || path[0] != '/' {
-		return path != "*" // "*" is the OPTIONS asterisk form
-	}
-	if strings.Contains(path, "\\") {
-		return true
-	}
-	if strings.Contains(path, "%") {
-		l := strings.ToLower(path)
-		if strings.Contains(l, "%2e") || strings.Contains(l, "%2f") || strings.Contains(l, "%5c") || strings.Contains(l, "%00") {
-			return true
-		}
-	}
-	if !strings.Contains(path, "/.") {
-		return false
-	}
-	for _, seg := range strings.Split(path, "/") {
-		if seg == "." || seg == ".." {
-			return true
-		}
-	}
-	return false
 }

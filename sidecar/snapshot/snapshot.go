@@ -12,6 +12,7 @@ import (
 	"time"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/sidecar/canonical"
 )
 
 // Snapshot is a compiled, immutable state. Never modify one after Build.
@@ -65,6 +66,9 @@ type Policy struct {
 	APIKeyHeader string
 	// Issuers are the trusted JWT issuers, in policy order.
 	Issuers []*Issuer
+	// PathOptions say how request paths are canonicalised before matching
+	// (spec.pathNormalization).
+	PathOptions canonical.Options
 	// Rules decide requests; the first match wins.
 	Rules []*Rule
 
@@ -97,9 +101,11 @@ type Issuer struct {
 
 // Rule is a compiled AuthPolicy rule.
 type Rule struct {
-	Name    string
-	Hosts   []string
-	Paths   []string
+	Name  string
+	Hosts []string
+	// Paths are canonical patterns (a trailing "*" is a prefix match).
+	Paths []string
+	// Methods are upper case.
 	Methods []string
 	Action  gatehousev1.RuleAction
 	// AcceptAPIKey and AcceptJWT say which credential types the rule takes.

@@ -182,7 +182,7 @@ func TestRuleMatching(t *testing.T) {
 	cases := []struct {
 		name, method, host, path, want string
 	}{
-		{"An exact path matches with a query string", "GET", "h", "/health?full=1", "exact"},
+		{"An exact path matches", "GET", "h", "/health", "exact"},
 		{"An exact path does not match a longer one", "GET", "h", "/healthz", ""},
 		{"A prefix matches below it", "GET", "h", "/api/v1/x", "prefix-get"},
 		{"A prefix rule's method must match", "POST", "h", "/api/v1/x", ""},
@@ -205,21 +205,49 @@ func TestRuleMatching(t *testing.T) {
 	}
 }
 
-func TestAmbiguousPath(t *testing.T) {
+func TestRulePathsAreMatchedInCanonicalForm(t *testing.T) {
+	pol := testfixture.Policy(ns, "p", testfixture.Epoch, nil,
+		gatehousev1.Rule{Name: "encoded", Match: gatehousev1.RuleMatch{Paths: []string{"/%61dmin"}}},
+		gatehousev1.Rule{Name: "lower-hex", Match: gatehousev1.RuleMatch{Paths: []string{"/caf%c3%a9/*"}}},
+		gatehousev1.Rule{Name: "dot-prefix", Match: gatehousev1.RuleMatch{Paths: []string{"/.well-known/*", "/x/.*"}}},
+		gatehousev1.Rule{Name: "unusable", Match: gatehousev1.RuleMatch{Paths: []string{"/a/../b*", "/c%2fd", "/e?f"}}},
+	)
+	s := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: ns}).Build(snapshot.Inputs{Policies: []*gatehousev1.AuthPolicy{pol}})
 	cases := []struct {
-		path string
-		want bool
+		name, path, want string
 	}{
-		{"/api/x", false}, {"/api/x?next=/../y", false}, {"/a.b/c.d", false}, {"*", false},
-		{"/api/../admin", true}, {"/api/./x", true}, {"/api/..", true}, {"/api/%2E%2E/admin", true},
-		{"/api%2fadmin", true}, {"/api\\admin", true}, {"relative", true}, {"", true},
+		{"A pattern with an encoded letter matches the decoded path.", "/admin", "encoded"},
+		{"A pattern's escapes are upper-cased like the request's.", "/caf%C3%A9/menu", "lower-hex"},
+		{"A prefix may end in a dot.", "/x/.hidden", "dot-prefix"},
+		{"A prefix may start a segment with a dot.", "/.well-known/jwks.json", "dot-prefix"},
+		{"A pattern with a dot segment matches nothing, not everything.", "/b", ""},
+		{"A pattern with an encoded slash matches nothing.", "/c/d", ""},
 	}
 	for _, tc := range cases {
-		t.Run("Path "+tc.path, func(t *testing.T) {
-			if got := snapshot.AmbiguousPath(tc.path); got != tc.want {
-				t.Fatalf("AmbiguousPath(%q) = %v, want %v", tc.path, got, tc.want)
+		t.Run(tc.name, func(t *testing.T) {
+			got := ""
+			if r := s.Policy.Match("GET", "h", tc.path); r != nil {
+				got = r.Name
+			}
+			if got != tc.want {
+				t.Fatalf("matched %q, want %q", got, tc.want)
 			}
 		})
+	}
+	if len(s.Problems) != 3 {
+		t.Fatalf("want one problem per unusable pattern, got %q", s.Problems)
+	}
+}
+
+func TestPathNormalizationOptInReachesThePolicy(t *testing.T) {
+	pol := testfixture.Policy(ns, "p", testfixture.Epoch, nil, gatehousev1.Rule{Name: "r", Match: gatehousev1.RuleMatch{Paths: []string{"/a//b;x/*"}}})
+	pol.Spec.PathNormalization = &gatehousev1.PathNormalization{EmptySegments: gatehousev1.EmptySegmentsMerge, PathParameters: gatehousev1.PathParametersStrip}
+	s := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: ns}).Build(snapshot.Inputs{Policies: []*gatehousev1.AuthPolicy{pol}})
+	if o := s.Policy.PathOptions; !o.MergeSlashes || !o.StripPathParameters {
+		t.Fatalf("PathOptions = %+v", o)
+	}
+	if got := s.Policy.Rules[0].Paths[0]; got != "/a/b/*" {
+		t.Fatalf("the pattern was compiled to %q, want /a/b/*", got)
 	}
 }
 
