@@ -182,6 +182,11 @@ func TestEnvoyBootstrapsAreValid(t *testing.T) {
 			if len(hcms) != 1 {
 				t.Fatalf("want one HTTP connection manager, got %d", len(hcms))
 			}
+			hcm := hcms[0]
+			if !hcm.GetNormalizePath().GetValue() || !hcm.GetMergeSlashes() || hcm.GetPathWithEscapedSlashesAction() != hcmv3.HttpConnectionManager_REJECT_REQUEST {
+				t.Errorf("normalize_path=%v merge_slashes=%v path_with_escaped_slashes_action=%v: Envoy and the sidecar would not see one path",
+					hcm.GetNormalizePath().GetValue(), hcm.GetMergeSlashes(), hcm.GetPathWithEscapedSlashesAction())
+			}
 			filters := hcms[0].GetHttpFilters()
 			if len(filters) != 2 || filters[0].GetName() != "envoy.filters.http.ext_authz" || filters[1].GetName() != "envoy.filters.http.router" {
 				t.Fatalf("http_filters = %v, want ext_authz then the router", filters)
@@ -275,6 +280,7 @@ func TestEnvoyValidationCatchesMistakes(t *testing.T) {
 	}{
 		{name: "An unknown field is rejected.", from: "failure_mode_allow: false", to: "failure_mode_alow: false", wantErr: "failure_mode_alow"},
 		{name: "An invalid status code inside the ext_authz typed_config is rejected.", from: "code: ServiceUnavailable", to: "code: 42", wantErr: "StatusOnError"},
+		{name: "An unknown escaped-slashes action is rejected.", from: "path_with_escaped_slashes_action: REJECT_REQUEST", to: "path_with_escaped_slashes_action: REJECT", wantErr: "REJECT"},
 		{name: "A cluster with a negative connect timeout is rejected.", from: "connect_timeout: 1s", to: "connect_timeout: -1s", wantErr: "ConnectTimeout"},
 		{name: "An unknown typed_config type is rejected.", from: "v3.Router", to: "v3.Routerr", wantErr: "Routerr"},
 	}
@@ -382,6 +388,11 @@ func TestIstioObjectsMatchIstioAPI(t *testing.T) {
 		ports[p.GetNumber()] = p.GetProtocol()
 	}
 
+	t.Run("The mesh normalises paths and merges slashes, so that Envoy and the sidecar see one path.", func(t *testing.T) {
+		if got := x.mesh.GetPathNormalization().GetNormalization(); got != meshv1alpha1.MeshConfig_ProxyPathNormalization_MERGE_SLASHES {
+			t.Errorf("pathNormalization.normalization = %v, want MERGE_SLASHES", got)
+		}
+	})
 	t.Run("The gRPC provider reaches the sidecar's gRPC port through the ServiceEntry, failing closed with 503.", func(t *testing.T) {
 		g := providers["gatehouse-grpc"].GetEnvoyExtAuthzGrpc()
 		if g == nil {
