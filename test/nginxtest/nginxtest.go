@@ -42,6 +42,14 @@ http {
   scgi_temp_path {{.Dir}}/scgi;
   server {
     listen 127.0.0.1:{{.Port}};
+    # nginx and the sidecar must read one path (docs/security.md, "What the
+    # proxy must normalise"). The sidecar is asked about $request_uri, the
+    # raw target, and proxy_pass below has no URI part, so the upstream gets
+    # that same raw target. merge_slashes off keeps nginx's own location
+    # matching from hiding "//" (which the sidecar refuses); nginx still
+    # resolves dot segments for location matching, so every location must
+    # be behind auth_request.
+    merge_slashes off;
     location = /_gatehouse_auth {
       internal;
       proxy_pass http://{{.Sidecar}};
@@ -68,6 +76,8 @@ http {
       proxy_set_header x-gatehouse-token-id $gh_token_id;
       proxy_set_header Authorization "";
       proxy_set_header x-api-key "";
+      # No URI part: the upstream gets the raw target the sidecar checked,
+      # not nginx's decoded and re-encoded $uri.
       proxy_pass http://{{.Upstream}};
     }
   }

@@ -1,7 +1,6 @@
 package nginx_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,13 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr/testr"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/sidecar/app"
-	"gatehouse.dev/gatehouse/sidecar/server"
-	"gatehouse.dev/gatehouse/sidecar/source"
 	"gatehouse.dev/gatehouse/test/nginxtest"
 	"gatehouse.dev/gatehouse/test/testfixture"
 )
@@ -44,39 +39,7 @@ func TestNginxAuthRequestAllowsAndDeniesThroughTheSidecar(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan app.Addresses, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- app.Run(ctx, app.Config{
-			Namespace: ns, Source: &source.Files{Dir: dir, PollInterval: 50 * time.Millisecond},
-			GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", HealthAddr: "127.0.0.1:0",
-			HTTP:        server.HTTPOptions{TrustForwardedHeaders: true},
-			Core:        server.Options{StripCredential: true},
-			Log:         testr.New(t),
-			OnListening: func(a app.Addresses) { addrs <- a },
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("sidecar: %v", err)
-		}
-	})
-	var a app.Addresses
-	select {
-	case a = <-addrs:
-	case err := <-done:
-		t.Fatalf("the sidecar stopped: %v", err)
-	}
-	testfixture.WaitFor(t, 10*time.Second, "the sidecar to be ready", func() (bool, string) {
-		resp, err := http.Get("http://" + a.Health + "/readyz")
-		if err != nil {
-			return false, err.Error()
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200, resp.Status
-	})
+	a := startSidecar(t, dir)
 	proxy := nginxtest.Start(t, a.HTTP, nginxtest.EchoUpstream(t))
 
 	tok := signer.Sign(t, testfixture.Claims(issuer, "user:alice", time.Now(), map[string]any{"scope": "orders:read", "aud": nil}), nil)
