@@ -115,6 +115,8 @@ func TestIntegrationInvalidSpecsAreRejectedNamingTheField(t *testing.T) {
 		{"an issuer with two key sources", validAuthPolicy, `issuers: [{name: a, issuer: "https://a.example.com", discovery: true, jwksURI: "https://a.example.com/jwks"}]`, "spec.issuers[0]"},
 		{"a remote issuer without an issuer", validAuthPolicy, `issuers: [{name: a, discovery: true}]`, "spec.issuers[0]"},
 		{"a jwksURI that is not https", validAuthPolicy, `issuers: [{name: a, issuer: "https://a.example.com", jwksURI: "http://a.example.com/jwks"}]`, "spec.issuers[0].jwksURI"},
+		{"an unknown empty-segments action", validAuthPolicy, `pathNormalization: {emptySegments: Keep}`, "spec.pathNormalization.emptySegments"},
+		{"an unknown path-parameters action", validAuthPolicy, `pathNormalization: {pathParameters: Literal}`, "spec.pathNormalization.pathParameters"},
 		{"a clock skew over five minutes", validAuthPolicy, `issuers: [{name: a, signingKeyRef: {name: s}, clockSkew: 1h}]`, "spec.issuers[0].clockSkew"},
 	}
 	for _, tc := range cases {
@@ -194,6 +196,7 @@ func TestIntegrationDefaultsAreAppliedByTheAPIServer(t *testing.T) {
 	ap.Name, ap.Namespace = "defaults", ns
 	ap.Spec.Issuers = []gatehousev1.TrustedIssuer{{Name: "platform", SigningKeyRef: &gatehousev1.LocalObjectReference{Name: "defaults"}}}
 	ap.Spec.Rules = []gatehousev1.Rule{{Match: gatehousev1.RuleMatch{Paths: []string{"/"}}}}
+	ap.Spec.PathNormalization = &gatehousev1.PathNormalization{}
 	if err := env.Client.Create(ctx, ap); err != nil {
 		t.Fatal(err)
 	}
@@ -209,6 +212,9 @@ func TestIntegrationDefaultsAreAppliedByTheAPIServer(t *testing.T) {
 	}
 	if c := gotPolicy.Spec.Issuers[0].ClockSkew; c == nil || c.Duration != 30*time.Second {
 		t.Errorf("clockSkew defaulted to %v, want 30s", c)
+	}
+	if pn := gotPolicy.Spec.PathNormalization; pn == nil || pn.EmptySegments != gatehousev1.EmptySegmentsReject || pn.PathParameters != gatehousev1.PathParametersReject {
+		t.Errorf("pathNormalization defaulted to %+v, want Reject for both", pn)
 	}
 }
 

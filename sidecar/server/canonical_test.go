@@ -1,9 +1,11 @@
 package server_test
 
 import (
+	"net/http/httptest"
 	"testing"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/sidecar/server"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 	"gatehouse.dev/gatehouse/test/testfixture"
 )
@@ -132,4 +134,38 @@ func TestPathNormalizationOptInOverGRPCAndHTTP(t *testing.T) {
 		{name: "An encoded slash is still refused.", method: "GET", path: "/admin%2f", status: bad, reason: "ambiguous_path"},
 		{name: "A public path with parameters is allowed.", method: "GET", path: "/public;v=2//x", status: allowed},
 	})
+}
+
+// TestForwardedHeadersAreCanonicalisedAndMustBeSingle: behind nginx the
+// method and target come from X-Forwarded-*; they go through the same
+// canonicaliser, and a repeated one is refused rather than guessed.
+func TestForwardedHeadersAreCanonicalisedAndMustBeSingle(t *testing.T) {
+	clock := testfixture.NewClock()
+	store := &snapshot.Store{}
+	store.Swap(snapshot.NewBuilder(snapshot.BuildOptions{Namespace: ns, Clock: clock.Now}).Build(snapshot.Inputs{Policies: []*gatehousev1.AuthPolicy{canonicalPolicy(nil)}}))
+	hs := httptest.NewServer(newCore(t, store, clock).HTTPHandler(server.HTTPOptions{TrustForwardedHeaders: true}))
+	t.Cleanup(hs.Close)
+	cases := []struct {
+		name    string
+		headers [][2]string
+		status  int
+		reason  string
+	}{
+		{"A forwarded public target is allowed.", hdrs("X-Forwarded-Uri", "/public/x"), 200, ""},
+		{"A forwarded encoded letter is decoded and denied by the rule.", hdrs("X-Forwarded-Uri", "/%61dmin"), 403, "denied_by_rule"},
+		{"A forwarded empty segment is refused.", hdrs("X-Forwarded-Uri", "//admin"), 400, "ambiguous_path"},
+		{"A forwarded lower-case method is upper-cased.", hdrs("X-Forwarded-Method", "delete", "X-Forwarded-Uri", "/public/x"), 403, "denied_by_rule"},
+		{"A repeated forwarded target is refused.", hdrs("X-Forwarded-Uri", "/public/x", "X-Forwarded-Uri", "/admin"), 400, "invalid_path"},
+		{"A repeated forwarded method is refused.", hdrs("X-Forwarded-Method", "GET", "X-Forwarded-Method", "DELETE", "X-Forwarded-Uri", "/public/x"), 400, "invalid_path"},
+		{"A repeated forwarded host is refused.", hdrs("X-Forwarded-Host", "a.example.com", "X-Forwarded-Host", "b.example.com", "X-Forwarded-Uri", "/public/x"), 400, "invalid_path"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := sendRawHTTP(t, hs.Listener.Addr().String(), request{method: "GET", host: "api.example.com", path: "/_gatehouse_auth", headers: tc.headers})
+			_ = resp.Body.Close()
+			if resp.StatusCode != tc.status || resp.Header.Get("x-gatehouse-deny-reason") != tc.reason {
+				t.Fatalf("status %d reason %q, want %d %q", resp.StatusCode, resp.Header.Get("x-gatehouse-deny-reason"), tc.status, tc.reason)
+			}
+		})
+	}
 }

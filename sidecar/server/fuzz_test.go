@@ -9,9 +9,11 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/go-logr/logr"
 
 	"gatehouse.dev/gatehouse/sidecar/authz"
+	"gatehouse.dev/gatehouse/sidecar/canonical"
 	"gatehouse.dev/gatehouse/sidecar/server"
 )
 
@@ -45,6 +47,12 @@ func FuzzCheckHandler(f *testing.F) {
 		resp, err := srv.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: httpReq}}})
 		if err != nil {
 			t.Fatalf("Check returned an error: %v", err)
+		}
+		// A request the canonicaliser refuses never reaches the rules.
+		if _, _, err := canonical.Request(method, path, canonical.Options{}); err != nil {
+			if resp.GetOkResponse() != nil || resp.GetDeniedResponse().GetStatus().GetCode() != typev3.StatusCode_BadRequest {
+				t.Fatalf("a refused method or path got %v, want 400", resp.GetHttpResponse())
+			}
 		}
 		if resp.GetOkResponse() != nil {
 			v := strings.TrimSpace(value)
