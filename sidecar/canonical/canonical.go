@@ -156,46 +156,22 @@ type builder struct {
 func (b *builder) run() (string, error) {
 	in := b.in
 	for i := 0; i < len(in); {
-		c := in[i]
-		switch {
+		var err error
+		switch c := in[i]; {
 		case c == '/':
-			if err := b.endSegment(); err != nil {
-				return "", err
-			}
-			if b.n > 0 && b.n == b.segStart {
-				// The segment that just ended is empty: "//".
-				if !b.opts.MergeSlashes {
-					return "", ErrEmptySegment
-				}
-				b.diverge()
-			} else {
-				b.keep(i)
-			}
-			b.segStart = b.n
+			err = b.slash(i)
 			i++
 		case c == '%':
-			if err := b.escape(i); err != nil {
-				return "", err
-			}
+			err = b.escape(i)
 			i += 3
 		case c == ';':
-			if !b.opts.StripPathParameters {
-				return "", ErrPathParameter
-			}
-			b.diverge()
-			for ; i < len(in) && in[i] != '/'; i++ {
-				// The parameter is dropped, not matched, but it must
-				// still be plain text.
-				if c := in[i]; c < 0x20 || c >= 0x7f || c == '\\' {
-					return "", ErrPathParameter
-				}
-			}
+			i, err = b.parameter(i)
 		case c == '\\':
-			return "", ErrBackslash
+			err = ErrBackslash
 		case c < 0x20 || c == 0x7f:
-			return "", ErrControlCharacter
+			err = ErrControlCharacter
 		case c >= 0x80:
-			return "", ErrNonASCII
+			err = ErrNonASCII
 		case isPathChar(c):
 			b.keep(i)
 			i++
@@ -204,6 +180,9 @@ func (b *builder) run() (string, error) {
 			b.put(upperHex[c>>4])
 			b.put(upperHex[c&0xf])
 			i++
+		}
+		if err != nil {
+			return "", err
 		}
 	}
 	if err := b.endSegment(); err != nil {
@@ -216,6 +195,41 @@ func (b *builder) run() (string, error) {
 		return in, nil
 	}
 	return string(b.out), nil
+}
+
+// slash ends a segment at in[i] == '/' and starts the next one.
+func (b *builder) slash(i int) error {
+	if err := b.endSegment(); err != nil {
+		return err
+	}
+	if b.n > 0 && b.n == b.segStart {
+		// The segment that just ended is empty: "//".
+		if !b.opts.MergeSlashes {
+			return ErrEmptySegment
+		}
+		b.diverge()
+	} else {
+		b.keep(i)
+	}
+	b.segStart = b.n
+	return nil
+}
+
+// parameter handles the ';' at in[i]: refused, or (StripPathParameters)
+// dropped up to the end of the segment. It returns where to go on.
+func (b *builder) parameter(i int) (int, error) {
+	if !b.opts.StripPathParameters {
+		return i, ErrPathParameter
+	}
+	b.diverge()
+	for ; i < len(b.in) && b.in[i] != '/'; i++ {
+		// The parameter is dropped, not matched, but it must still be
+		// plain text.
+		if c := b.in[i]; c < 0x20 || c >= 0x7f || c == '\\' {
+			return i, ErrPathParameter
+		}
+	}
+	return i, nil
 }
 
 // escape handles the percent escape at in[i].
