@@ -314,18 +314,23 @@ func (e *Engine) checkJWT(snap *snapshot.Snapshot, pol *snapshot.Policy, token s
 		}
 	}
 	if vt == nil {
+		// Times are checked before the signature: an expired or replayed
+		// token costs no verification, and is never cached.
 		var reason Reason
-		vt, reason = verifyToken(pol, token, e.opts.MaxTokenBytes)
+		vt, reason = verifyToken(pol, token, e.opts.MaxTokenBytes, now)
 		if reason != "" {
 			return nil, nil, reason
 		}
 		if e.cache != nil {
 			e.cache.Add(sum, vt)
 		}
-	}
-	iss, _ := pol.IssuerFor(vt.iss)
-	if reason := vt.checkTimes(now, iss.ClockSkew); reason != "" {
-		return nil, nil, reason
+	} else {
+		// A cached verification is re-checked against the current clock
+		// and the issuer's current skew.
+		iss, _ := pol.IssuerFor(vt.iss)
+		if reason := vt.checkTimes(now, iss.ClockSkew); reason != "" {
+			return nil, nil, reason
+		}
 	}
 	// Revocation is checked on every use, cached or not: a token exchanged
 	// from an API key dies with the key.

@@ -58,10 +58,57 @@ func verifierFor(alg jwa.SignatureAlgorithm) (jws.Verifier, error) {
 	return v, nil
 }
 
-// verifyToken checks a compact JWS token's structure, issuer, key,
-// algorithm, signature and claim types. Time claims are checked by the
-// caller (checkTimes), so that cached results are re-checked too.
-func verifyToken(pol *snapshot.Policy, token string, maxBytes int) (*verifiedToken, Reason) {
+// verifyToken checks a compact JWS token at now, cheapest step first, so
+// that whatever can be refused without cryptography is refused before the
+// signature is verified: an expired or replayed token, or one for another
+// issuer, key or audience, costs a parse, not an RSA or ECDSA verification.
+//
+// The order opens no oracle. Every step before the signature reads only
+// the token's own header and claims and the public trust settings (issuers,
+// their published key IDs and audiences), so an attacker learns from its
+// answer only what the attacker wrote; a forged token may therefore be
+// refused as, say, expired rather than as forged. What the attacker cannot
+// know (whether the key a token was exchanged from is revoked, whether its
+// scopes suffice for a route) is only looked at after the signature holds.
+func verifyToken(pol *snapshot.Policy, token string, maxBytes int, now time.Time) (*verifiedToken, Reason) {
+	pt, reason := parseToken(token, maxBytes)
+	if reason != "" {
+		return nil, reason
+	}
+	iss, key, reason := pt.trustedKey(pol)
+	if reason != "" {
+		return nil, reason
+	}
+	vt := &verifiedToken{iss: iss.Issuer, fingerprint: iss.Fingerprint, key: key, claims: pt.claims}
+	if reason := vt.fill(iss); reason != "" {
+		return nil, reason
+	}
+	if reason := vt.checkTimes(now, iss.ClockSkew); reason != "" {
+		return nil, reason
+	}
+	if reason := pt.verifySignature(key); reason != "" {
+		return nil, reason
+	}
+	return vt, ""
+}
+
+// parsedToken is a compact JWS split and decoded, its signature not yet
+// verified: nothing in it is trusted.
+type parsedToken struct {
+	header tokenHeader
+	// signingInput is the signed part, header "." payload, as received.
+	signingInput string
+	signature    []byte
+	claims       map[string]any
+}
+
+// parseToken splits and decodes a compact JWS of at most maxBytes. It
+// refuses what no trusted key could have signed: a size over the bound, a
+// shape other than three non-empty parts of strict unpadded base64url, a
+// header or payload that is not one JSON object, a critical header, and
+// the algorithms none and HS* (whatever the key; no shared secret is ever
+// trusted).
+func parseToken(token string, maxBytes int) (*parsedToken, Reason) {
 	if len(token) > maxBytes {
 		return nil, TokenTooLarge
 	}
@@ -79,60 +126,70 @@ func verifyToken(pol *snapshot.Policy, token string, maxBytes int) (*verifiedTok
 	if err != nil {
 		return nil, MalformedToken
 	}
-	var hdr tokenHeader
-	if err := json.Unmarshal(headerJSON, &hdr); err != nil {
+	pt := &parsedToken{signingInput: token[:len(h64)+1+len(p64)]}
+	if err := json.Unmarshal(headerJSON, &pt.header); err != nil {
 		return nil, MalformedToken
 	}
-	if len(hdr.Crit) > 0 {
+	if len(pt.header.Crit) > 0 {
 		// No critical extension is understood here (RFC 7515 4.1.11),
 		// including b64=false: refuse rather than misinterpret.
 		return nil, MalformedToken
 	}
-	if hdr.Alg == "" || strings.EqualFold(hdr.Alg, "none") || strings.HasPrefix(strings.ToUpper(hdr.Alg), "HS") {
+	if alg := pt.header.Alg; alg == "" || strings.EqualFold(alg, "none") || strings.HasPrefix(strings.ToUpper(alg), "HS") {
 		return nil, AlgorithmNotAllowed
 	}
 	payload, err := base64.RawURLEncoding.Strict().DecodeString(p64)
 	if err != nil {
 		return nil, MalformedToken
 	}
-	sig, err := base64.RawURLEncoding.Strict().DecodeString(s64)
-	if err != nil || len(sig) == 0 {
+	pt.signature, err = base64.RawURLEncoding.Strict().DecodeString(s64)
+	if err != nil || len(pt.signature) == 0 {
 		return nil, MalformedToken
 	}
 	claims, reason := decodeClaims(payload)
 	if reason != "" {
 		return nil, reason
 	}
-	issClaim, _ := claims["iss"].(string)
+	pt.claims = claims
+	return pt, ""
+}
+
+// trustedKey finds the issuer the token names and the key its kid names in
+// that issuer's key set, and requires the header's algorithm to be the
+// key's. It reads only public trust settings.
+func (pt *parsedToken) trustedKey(pol *snapshot.Policy) (*snapshot.Issuer, *snapshot.VerificationKey, Reason) {
+	issClaim, _ := pt.claims["iss"].(string)
 	iss, ok := pol.IssuerFor(issClaim)
 	if !ok || issClaim == "" {
-		return nil, UnknownIssuer
+		return nil, nil, UnknownIssuer
 	}
-	if hdr.Kid == "" {
-		return nil, UnknownKeyID
+	if pt.header.Kid == "" {
+		return nil, nil, UnknownKeyID
 	}
-	key, ok := iss.Keys.Key(hdr.Kid)
+	key, ok := iss.Keys.Key(pt.header.Kid)
 	if !ok {
-		return nil, UnknownKeyID
+		return nil, nil, UnknownKeyID
 	}
 	// The algorithm is the key's. A header naming any other (HS256 against
 	// an RSA key, RS256 against a PS256 key, ...) is refused before any
 	// cryptography runs.
-	if hdr.Alg != key.Algorithm.String() {
-		return nil, AlgorithmNotAllowed
+	if pt.header.Alg != key.Algorithm.String() {
+		return nil, nil, AlgorithmNotAllowed
 	}
+	return iss, key, ""
+}
+
+// verifySignature verifies the signature with key, under the key's own
+// algorithm.
+func (pt *parsedToken) verifySignature(key *snapshot.VerificationKey) Reason {
 	v, err := verifierFor(key.Algorithm)
 	if err != nil {
-		return nil, AlgorithmNotAllowed
+		return AlgorithmNotAllowed
 	}
-	if err := v.Verify([]byte(token[:len(h64)+1+len(p64)]), sig, key.Public); err != nil {
-		return nil, InvalidSignature
+	if err := v.Verify([]byte(pt.signingInput), pt.signature, key.Public); err != nil {
+		return InvalidSignature
 	}
-	vt := &verifiedToken{iss: issClaim, fingerprint: iss.Fingerprint, key: key, claims: claims}
-	if reason := vt.fill(iss); reason != "" {
-		return nil, reason
-	}
-	return vt, ""
+	return ""
 }
 
 func decodeClaims(payload []byte) (map[string]any, Reason) {
@@ -160,14 +217,11 @@ func (vt *verifiedToken) fill(iss *snapshot.Issuer) Reason {
 		return MalformedClaims
 	}
 	vt.exp = exp
-	for name, dst := range map[string]**time.Time{"nbf": &vt.nbf, "iat": &vt.iat} {
-		if v, present := c[name]; present {
-			t, ok := numericDate(v)
-			if !ok {
-				return MalformedClaims
-			}
-			*dst = &t
-		}
+	var okN, okI bool
+	vt.nbf, okN = optionalNumericDate(c, "nbf")
+	vt.iat, okI = optionalNumericDate(c, "iat")
+	if !okN || !okI {
+		return MalformedClaims
 	}
 	if len(iss.Audiences) > 0 {
 		auds, ok := stringOrList(c["aud"])
@@ -256,6 +310,20 @@ func numericDate(v any) (time.Time, bool) {
 	f = math.Max(math.Min(f, maxNumericDate), -maxNumericDate)
 	sec, frac := math.Modf(f)
 	return time.Unix(int64(sec), int64(frac*1e9)), true
+}
+
+// optionalNumericDate reads an optional NumericDate claim: nil when absent,
+// false when present but not a number.
+func optionalNumericDate(c map[string]any, name string) (*time.Time, bool) {
+	v, present := c[name]
+	if !present {
+		return nil, true
+	}
+	t, ok := numericDate(v)
+	if !ok {
+		return nil, false
+	}
+	return &t, true
 }
 
 func optionalString(v any) (string, bool) {
