@@ -3,6 +3,7 @@
 package metrics
 
 import (
+	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +20,12 @@ type Metrics struct {
 
 	decisions    *prometheus.CounterVec
 	latency      *prometheus.HistogramVec
+	// byDecision and byProtocol hold the series of every known reason
+	// and protocol, resolved once: a label look-up per check (hashing,
+	// a locked map) cost more than the increment itself. Read-only after
+	// New.
+	byDecision map[decisionKey]prometheus.Counter
+	byProtocol map[string]prometheus.Observer
 	reloads      prometheus.Counter
 	reloadErrors prometheus.Counter
 	problems     prometheus.Gauge
@@ -89,6 +96,15 @@ func New(store *snapshot.Store, clock func() time.Time) *Metrics {
 		}
 		return 0
 	})
+	m.byDecision = make(map[decisionKey]prometheus.Counter, len(authz.AllReasons))
+	for _, r := range authz.AllReasons {
+		allowed := r.Status() == http.StatusOK
+		m.byDecision[decisionKey{allowed, r}] = m.decisions.WithLabelValues(resultLabel(allowed), string(r))
+	}
+	m.byProtocol = map[string]prometheus.Observer{}
+	for _, p := range Protocols {
+		m.byProtocol[p] = m.latency.WithLabelValues(p)
+	}
 	reg.MustRegister(m.decisions, m.latency, m.reloads, m.reloadErrors, m.problems, stateAge, ready, keys,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -96,12 +112,31 @@ func New(store *snapshot.Store, clock func() time.Time) *Metrics {
 
 // ObserveDecision counts a decision and its latency.
 func (m *Metrics) ObserveDecision(protocol string, d *authz.Decision, took time.Duration) {
-	result := "deny"
-	if d.Allowed {
-		result = "allow"
+	c, ok := m.byDecision[decisionKey{d.Allowed, d.Reason}]
+	if !ok {
+		c = m.decisions.WithLabelValues(resultLabel(d.Allowed), string(d.Reason))
 	}
-	m.decisions.WithLabelValues(result, string(d.Reason)).Inc()
-	m.latency.WithLabelValues(protocol).Observe(took.Seconds())
+	c.Inc()
+	o, ok := m.byProtocol[protocol]
+	if !ok {
+		o = m.latency.WithLabelValues(protocol)
+	}
+	o.Observe(took.Seconds())
+}
+
+// Protocols are the protocol label values of the check latency.
+var Protocols = []string{"grpc", "http"}
+
+type decisionKey struct {
+	allowed bool
+	reason  authz.Reason
+}
+
+func resultLabel(allowed bool) string {
+	if allowed {
+		return "allow"
+	}
+	return "deny"
 }
 
 // ObserveReload counts an installed snapshot and its problems.

@@ -5,9 +5,14 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-logr/logr"
 	"github.com/lestrrat-go/jwx/v2/jwa"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
@@ -106,5 +111,97 @@ func BenchmarkCheck(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// envoyShaped is what Envoy really sends for the same request: every
+// request header (including the ones it adds), both peers with their
+// SPIFFE principals and labels, the request time, route context
+// extensions and filter metadata. The sidecar reads only the method,
+// host, path, request id and headers of it.
+func envoyShaped(compact *authv3.CheckRequest) *authv3.CheckRequest {
+	r := proto.Clone(compact).(*authv3.CheckRequest)
+	h := r.Attributes.Request.Http
+	for k, v := range map[string]string{
+		"accept-encoding": "gzip, deflate, br", "accept-language": "en-GB,en;q=0.9", "cache-control": "no-cache",
+		"x-forwarded-for": "10.12.0.7", "x-envoy-external-address": "10.12.0.7", "x-envoy-expected-rq-timeout-ms": "15000",
+		"x-b3-traceid": "80f198ee56343ba864fe8b2a57d3eff7", "x-b3-spanid": "e457b5a2e4d86bd1", "x-b3-sampled": "1",
+		"x-envoy-attempt-count": "1", "traceparent": "00-80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-01",
+		"cookie":  "session=2f6c1e0d9b8a7c6e5d4c3b2a1f0e9d8c; theme=dark; consent=yes",
+		"referer": "https://app.example.com/orders", "origin": "https://app.example.com",
+		"sec-fetch-mode": "cors", "sec-fetch-site": "same-site", "x-forwarded-client-cert": "By=spiffe://cluster.local/ns/shop/sa/orders;Hash=0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0;Subject=\"\";URI=spiffe://cluster.local/ns/edge/sa/gateway",
+	} {
+		h.Headers[k] = v
+	}
+	h.Scheme, h.Protocol, h.Size, h.Id = "https", "HTTP/2", 0, "3f1c2a7e-0d4b-4c55-9d6e-1b2a3c4d5e6f"
+	peer := func(ip string, port uint32, principal, app string) *authv3.AttributeContext_Peer {
+		return &authv3.AttributeContext_Peer{
+			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+				Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}},
+			Principal: principal,
+			Labels:    map[string]string{"app": app, "version": "v1", "pod-template-hash": "7d9f8c6b5"},
+		}
+	}
+	r.Attributes.Source = peer("10.12.0.7", 48512, "spiffe://cluster.local/ns/edge/sa/gateway", "gateway")
+	r.Attributes.Destination = peer("10.12.3.9", 8080, "spiffe://cluster.local/ns/shop/sa/orders", "orders")
+	r.Attributes.Request.Time = timestamppb.New(time.Unix(1796000000, 123456789))
+	r.Attributes.ContextExtensions = map[string]string{"policy": "main", "route": "orders", "virtual_host": "api"}
+	md, _ := structpb.NewStruct(map[string]any{"route": "orders", "cluster": "outbound|8080||orders.shop.svc.cluster.local"})
+	r.Attributes.MetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio_authn": md}}
+	r.Attributes.RouteMetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"envoy.filters.http.ext_authz": md}}
+	return r
+}
+
+// BenchmarkCheckWire measures what the gRPC server spends above its
+// transport on one check: the codec decoding the request bytes, the
+// handler, and the codec encoding the answer, for compact requests and for
+// Envoy-shaped ones.
+func BenchmarkCheckWire(b *testing.B) {
+	store, key, es, _ := benchState(b, 1000)
+	esTok := es.Sign(b, testfixture.Claims(esIssuer, "alice", time.Now(), map[string]any{"scope": "orders:read"}), nil)
+	for _, shape := range []string{"Compact", "Envoy"} {
+		for _, tc := range []struct {
+			name    string
+			headers map[string]string
+		}{
+			{"APIKey", map[string]string{"x-api-key": key.Key.Plaintext()}},
+			{"JWTCached", map[string]string{"authorization": "Bearer " + esTok}},
+		} {
+			b.Run(shape+"/"+tc.name, func(b *testing.B) {
+				engine := authz.New(store, authz.Options{})
+				core := server.NewCore(engine, store, metrics.New(store, nil), server.Options{StripCredential: true, Log: logr.Discard()})
+				srv := server.NewAuthorizationServer(core)
+				codec := core.GRPCCodec()
+				req := benchRequest(tc.headers)
+				if shape == "Envoy" {
+					req = envoyShaped(req)
+				}
+				wire, err := proto.Marshal(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ctx := context.Background()
+				b.ReportAllocs()
+				b.SetBytes(int64(len(wire)))
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						in := new(authv3.CheckRequest)
+						if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire)}, in); err != nil {
+							b.Fatal(err)
+						}
+						resp, err := srv.Check(ctx, in)
+						if err != nil || resp.GetOkResponse() == nil {
+							b.Fatalf("not allowed: %v %v", resp, err)
+						}
+						out, err := codec.Marshal(resp)
+						if err != nil {
+							b.Fatal(err)
+						}
+						out.Free()
+					}
+				})
+			})
+		}
 	}
 }

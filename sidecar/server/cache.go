@@ -34,12 +34,12 @@ type allowKey struct {
 type responseCache struct {
 	mu  sync.RWMutex
 	m   map[allowKey]*authv3.CheckResponse
-	enc map[*authv3.CheckResponse][]byte
+	enc map[*authv3.CheckResponse]mem.BufferSlice
 	max int
 }
 
 func newResponseCache(size int) *responseCache {
-	return &responseCache{m: make(map[allowKey]*authv3.CheckResponse), enc: make(map[*authv3.CheckResponse][]byte), max: size}
+	return &responseCache{m: make(map[allowKey]*authv3.CheckResponse), enc: make(map[*authv3.CheckResponse]mem.BufferSlice), max: size}
 }
 
 func (c *responseCache) get(k *allowKey) *authv3.CheckResponse {
@@ -50,8 +50,9 @@ func (c *responseCache) get(k *allowKey) *authv3.CheckResponse {
 }
 
 // encoded is the wire encoding of an answer of the cache, nil for any
-// other message.
-func (c *responseCache) encoded(r *authv3.CheckResponse) []byte {
+// other message. It is shared by every send of the answer: gRPC only reads
+// it, and freeing a SliceBuffer does nothing.
+func (c *responseCache) encoded(r *authv3.CheckResponse) mem.BufferSlice {
 	c.mu.RLock()
 	b := c.enc[r]
 	c.mu.RUnlock()
@@ -80,15 +81,16 @@ func (c *responseCache) put(k *allowKey, r *authv3.CheckResponse) {
 	}
 	c.m[*k] = r
 	if err == nil && r != nil {
-		c.enc[r] = b
+		c.enc[r] = mem.BufferSlice{mem.SliceBuffer(b)}
 	}
 }
 
 // GRPCCodec is the gRPC codec for a server of this Core (install it with
 // grpc.ForceServerCodecV2): the standard protobuf codec, except that a
 // shared allow answer is sent as the bytes it was encoded to when it was
-// built, rather than encoded again for every check. Those bytes are only
-// read.
+// built, rather than encoded again for every check (those bytes are only
+// read), and that a CheckRequest is decoded only as far as the sidecar
+// reads it (decodeCheckRequest).
 func (c *Core) GRPCCodec() encoding.CodecV2 {
 	return checkCodec{base: encoding.GetCodecV2(grpcproto.Name), cache: c.allows}
 }
@@ -103,10 +105,23 @@ func (c checkCodec) Name() string { return c.base.Name() }
 func (c checkCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if r, ok := v.(*authv3.CheckResponse); ok {
 		if b := c.cache.encoded(r); b != nil {
-			return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+			return b, nil
 		}
 	}
 	return c.base.Marshal(v)
 }
 
-func (c checkCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.base.Unmarshal(data, v) }
+// Unmarshal decodes a CheckRequest with decodeCheckRequest (only what the
+// sidecar reads of it) and any other message with the standard codec.
+func (c checkCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	req, ok := v.(*authv3.CheckRequest)
+	if !ok {
+		return c.base.Unmarshal(data, v)
+	}
+	if len(data) == 1 {
+		return decodeCheckRequest(data[0].ReadOnlyData(), req)
+	}
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	return decodeCheckRequest(buf.ReadOnlyData(), req)
+}
