@@ -18,14 +18,14 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	decisions    *prometheus.CounterVec
-	latency      *prometheus.HistogramVec
+	decisions *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
 	// byDecision and byProtocol hold the series of every known reason
 	// and protocol, resolved once: a label look-up per check (hashing,
 	// a locked map) cost more than the increment itself. Read-only after
 	// New.
-	byDecision map[decisionKey]prometheus.Counter
-	byProtocol map[string]prometheus.Observer
+	byDecision   map[decisionKey]prometheus.Counter
+	byProtocol   map[string]prometheus.Observer
 	reloads      prometheus.Counter
 	reloadErrors prometheus.Counter
 	problems     prometheus.Gauge
