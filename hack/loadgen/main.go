@@ -4,7 +4,8 @@
 //	    write a files-source config dir (DIR/config) and the client's
 //	    credentials (DIR/credentials.json, mode 0600)
 //	loadgen run --target grpc://127.0.0.1:9001 --credentials DIR/credentials.json \
-//	    --workload apikey|jwt-cached|deny --mode closed|open [flags]
+//	    --workload apikey|jwt-cached|deny|expired-jwt|jwt-uncached-es256|jwt-uncached-rs256 \
+//	    --shape compact|envoy --mode closed|open [--expect-allow] [flags]
 //	    drive a server and check every verdict; one summary line on stdout,
 //	    the full result appended as JSON to --results
 //	loadgen table --results FILE [--baseline baseline]
@@ -79,6 +80,8 @@ func runLoad(args []string) error {
 	credsPath := fs.String("credentials", "", "credentials file written by `loadgen fixtures` (required)")
 	workload := fs.String("workload", loadgen.WorkloadAPIKey, "workload: "+strings.Join(loadgen.WorkloadNames, ", "))
 	distinct := fs.Int("distinct", 0, "distinct credentials to cycle through (0: workload default)")
+	shape := fs.String("shape", loadgen.ShapeCompact, "request shape: "+strings.Join(loadgen.Shapes, ", "))
+	expectAllow := fs.Bool("expect-allow", false, "expect every request to be allowed whatever the workload (the baseline allows everything)")
 	mode := fs.String("mode", "closed", "closed (saturation) or open (fixed rate)")
 	concurrency := fs.Int("concurrency", 32, "closed loop: workers; open loop: max requests in flight")
 	conns := fs.Int("conns", 2, "gRPC connections")
@@ -99,7 +102,7 @@ func runLoad(args []string) error {
 	if err != nil {
 		return err
 	}
-	w, err := loadgen.BuildWorkload(*workload, creds, loadgen.WorkloadOptions{Distinct: *distinct})
+	w, err := loadgen.BuildWorkload(*workload, creds, loadgen.WorkloadOptions{Distinct: *distinct, Shape: *shape, ExpectAllow: *expectAllow})
 	if err != nil {
 		return err
 	}
@@ -137,6 +140,9 @@ func runLoad(args []string) error {
 		return err
 	}
 	res.Label, res.Round = *label, *round
+	if res.Protocol == "grpc" {
+		res.Conns = *conns
+	}
 	fmt.Println(res.OneLine())
 	if *results != "" {
 		if err := loadgen.AppendResult(*results, res); err != nil {

@@ -3,7 +3,9 @@
 // (envoy.service.auth.v3.Authorization/Check, with server reflection so that
 // ghz and grpcurl need no proto files) and over HTTP (200 for any method and
 // path). Ratios against it isolate the cost of real authorization from the
-// cost of gRPC on the same machine.
+// cost of gRPC on the same machine. By default it does not even decode the
+// request and sends an answer encoded once (--decode none, the floor; see
+// loadgen.FloorCodec); --decode standard decodes every request in full.
 package main
 
 import (
@@ -35,7 +37,12 @@ func main() {
 func run() error {
 	grpcAddr := flag.String("grpc-bind-address", "127.0.0.1:9001", "gRPC listen address")
 	httpAddr := flag.String("http-bind-address", "127.0.0.1:9002", "HTTP listen address (empty: no HTTP)")
+	decode := flag.String("decode", loadgen.DecodeNone, "request decoding: none (the floor) or standard (the protobuf codec)")
 	flag.Parse()
+	codec, err := loadgen.FloorCodec(*decode)
+	if err != nil {
+		return err
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -44,7 +51,7 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", *grpcAddr, err)
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(grpc.ForceServerCodecV2(codec))
 	authv3.RegisterAuthorizationServer(gs, loadgen.OKServer{})
 	reflection.Register(gs)
 	errc := make(chan error, 2)
@@ -60,7 +67,7 @@ func run() error {
 		hs = &http.Server{Handler: loadgen.OKServer{}, ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- hs.Serve(hl) }()
 	}
-	fmt.Fprintf(os.Stderr, "okserver: gRPC on %s, HTTP on %s\n", lis.Addr(), *httpAddr)
+	fmt.Fprintf(os.Stderr, "okserver: gRPC on %s (decode %s), HTTP on %s\n", lis.Addr(), *decode, *httpAddr)
 
 	select {
 	case <-ctx.Done():

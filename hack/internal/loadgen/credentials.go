@@ -16,12 +16,18 @@ type Credentials struct {
 	Path         string   `json:"path"`
 	APIKeyHeader string   `json:"apiKeyHeader"`
 	APIKeys      []string `json:"apiKeys"`
-	Tokens       []string `json:"tokens"`
+	// Tokens are valid ES256 tokens.
+	Tokens []string `json:"tokens"`
+	// RSTokens are valid RS256 tokens.
+	RSTokens []string `json:"rsTokens,omitempty"`
+	// ExpiredTokens are correctly signed (RS256) and expired.
+	ExpiredTokens []string `json:"expiredTokens,omitempty"`
 }
 
 // String summarises the credentials without any of them.
 func (c *Credentials) String() string {
-	return fmt.Sprintf("%d api keys, %d tokens for %s%s (redacted)", len(c.APIKeys), len(c.Tokens), c.Host, c.Path)
+	return fmt.Sprintf("%d api keys, %d ES256, %d RS256 and %d expired tokens for %s%s (redacted)",
+		len(c.APIKeys), len(c.Tokens), len(c.RSTokens), len(c.ExpiredTokens), c.Host, c.Path)
 }
 
 // GoString is String, so that %#v cannot print a credential either.

@@ -2,11 +2,8 @@ package loadgen
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,9 +11,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
-	"github.com/lestrrat-go/jwx/v2/jwt"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
@@ -51,7 +45,8 @@ type FixtureOptions struct {
 	Keys int
 	// ClientKeys is how many of those keys the client gets (min(Keys, 1,000)).
 	ClientKeys int
-	// Tokens is the number of JWTs minted (16).
+	// Tokens is the number of JWTs minted of each kind (16): valid ES256,
+	// valid RS256, expired RS256.
 	Tokens int
 	// TokenLifetime is the tokens' lifetime (2h): long enough for a run.
 	TokenLifetime time.Duration
@@ -127,7 +122,7 @@ func WriteFixtures(opts FixtureOptions) (*Credentials, error) {
 	if err != nil {
 		return nil, err
 	}
-	creds.Tokens = tokens
+	creds.Tokens, creds.RSTokens, creds.ExpiredTokens = tokens.es, tokens.rs, tokens.expired
 	if err := writeYAML(filepath.Join(configDir, "jwks.yaml"), []any{jwksMap}); err != nil {
 		return nil, err
 	}
@@ -221,69 +216,17 @@ func policy(opts FixtureOptions) *gatehousev1.AuthPolicy {
 	}
 }
 
-// signingFixtures makes an ES256 key, its public JWKS ConfigMap, and
-// opts.Tokens tokens signed with it.
-func signingFixtures(opts FixtureOptions) (*corev1.ConfigMap, []string, error) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), opts.Rand)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generating signing key: %w", err)
-	}
-	key, err := jwk.FromRaw(priv)
-	if err != nil {
-		return nil, nil, fmt.Errorf("wrapping signing key: %w", err)
-	}
-	kid, err := randomHex(opts.Rand, 8)
+// signingFixtures makes the signing keys, their public JWKS ConfigMap and
+// the tokens of every JWT workload (mintTokens).
+func signingFixtures(opts FixtureOptions) (*corev1.ConfigMap, *tokenSets, error) {
+	tokens, err := mintTokens(opts)
 	if err != nil {
 		return nil, nil, err
-	}
-	for k, v := range map[string]any{jwk.KeyIDKey: kid, jwk.AlgorithmKey: jwa.ES256, jwk.KeyUsageKey: "sig"} {
-		if err := key.Set(k, v); err != nil {
-			return nil, nil, fmt.Errorf("setting jwk %s: %w", k, err)
-		}
-	}
-	pub, err := key.PublicKey()
-	if err != nil {
-		return nil, nil, fmt.Errorf("deriving public jwk: %w", err)
-	}
-	set := jwk.NewSet()
-	if err := set.AddKey(pub); err != nil {
-		return nil, nil, fmt.Errorf("building jwks: %w", err)
-	}
-	doc, err := json.Marshal(set)
-	if err != nil {
-		return nil, nil, fmt.Errorf("encoding jwks: %w", err)
 	}
 	cm := &corev1.ConfigMap{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: objectMeta(opts, SigningKeyName+"-jwks", gatehousev1.RecordJWKS, SigningKeyName),
-		Data:       map[string]string{gatehousev1.JWKSDataKey: string(doc), gatehousev1.JWKSIssuerKey: opts.Issuer},
-	}
-
-	now := opts.Now.Truncate(time.Second)
-	tokens := make([]string, 0, opts.Tokens)
-	for i := range opts.Tokens {
-		jti, err := randomHex(opts.Rand, 16)
-		if err != nil {
-			return nil, nil, err
-		}
-		tok, err := jwt.NewBuilder().
-			Issuer(opts.Issuer).
-			Audience([]string{opts.Audience}).
-			Subject(fmt.Sprintf("service:jwt-%03d", i)).
-			IssuedAt(now).
-			NotBefore(now.Add(-time.Minute)).
-			Expiration(now.Add(opts.TokenLifetime)).
-			JwtID(jti).
-			Claim("scope", opts.Scope).
-			Build()
-		if err != nil {
-			return nil, nil, fmt.Errorf("building token: %w", err)
-		}
-		signed, err := jwt.Sign(tok, jwt.WithKey(jwa.ES256, key))
-		if err != nil {
-			return nil, nil, fmt.Errorf("signing token: %w", err)
-		}
-		tokens = append(tokens, string(signed))
+		Data:       map[string]string{gatehousev1.JWKSDataKey: string(tokens.jwks), gatehousev1.JWKSIssuerKey: opts.Issuer},
 	}
 	return cm, tokens, nil
 }

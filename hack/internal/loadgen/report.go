@@ -106,7 +106,10 @@ func (r *Result) serverCPUPerRequest() time.Duration {
 // (At a fixed open-loop rate the CPU per request is mostly the cost of
 // waking up, so no CPU ratio is given for open-loop runs.)
 func WriteTable(w io.Writer, results []*Result, baseline string) error {
-	type group struct{ protocol, workload, mode string }
+	type group struct {
+		protocol, shape, workload, mode string
+		conns                           int
+	}
 	type key struct {
 		group
 		round int
@@ -114,7 +117,7 @@ func WriteTable(w io.Writer, results []*Result, baseline string) error {
 	base := map[key]*Result{}
 	for _, r := range results {
 		if r.Label == baseline {
-			base[key{group{r.Protocol, r.Workload, r.Mode}, r.Round}] = r
+			base[key{group{r.Protocol, shapeName(r), r.Workload, r.Mode, r.Conns}, r.Round}] = r
 		}
 	}
 	rows := append([]*Result(nil), results...)
@@ -123,6 +126,10 @@ func WriteTable(w io.Writer, results []*Result, baseline string) error {
 		switch {
 		case a.Protocol != b.Protocol:
 			return a.Protocol < b.Protocol
+		case shapeName(a) != shapeName(b):
+			return shapeName(a) < shapeName(b)
+		case a.Conns != b.Conns:
+			return a.Conns < b.Conns
 		case a.Mode != b.Mode:
 			return a.Mode < b.Mode
 		case a.Workload != b.Workload:
@@ -135,6 +142,7 @@ func WriteTable(w io.Writer, results []*Result, baseline string) error {
 
 	type agg struct {
 		ratios, p50s, p99s []float64
+		baseP99s           []float64
 		cpuPerReq          []float64
 		baseCPUPerReq      []float64
 	}
@@ -142,13 +150,13 @@ func WriteTable(w io.Writer, results []*Result, baseline string) error {
 	var order []string
 
 	var sb strings.Builder
-	sb.WriteString("| server | protocol | workload | mode | round | req/s | ratio to baseline | p50 | p90 | p99 | max | requests | wrong | errors | server CPU | client CPU | server CPU/request |\n")
-	sb.WriteString("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	sb.WriteString("| server | protocol | shape | conns | workload | mode | round | req/s | ratio to baseline | p50 | p90 | p99 | max | requests | wrong | errors | server CPU | client CPU | server CPU/request |\n")
+	sb.WriteString("|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
-		g := group{r.Protocol, r.Workload, r.Mode}
+		g := group{r.Protocol, shapeName(r), r.Workload, r.Mode, r.Conns}
 		b := base[key{g, r.Round}]
 		ratio := "—"
-		name := strings.Join([]string{r.Label, r.Protocol, r.Workload, modeName(r)}, " | ")
+		name := strings.Join([]string{r.Label, r.Protocol, shapeName(r), connsName(r), r.Workload, modeName(r)}, " | ")
 		a := aggs[name]
 		if a == nil {
 			a = &agg{}
@@ -167,32 +175,55 @@ func WriteTable(w io.Writer, results []*Result, baseline string) error {
 		}
 		a.p50s = append(a.p50s, float64(r.Latency.P50))
 		a.p99s = append(a.p99s, float64(r.Latency.P99))
+		if b != nil {
+			a.baseP99s = append(a.baseP99s, float64(b.Latency.P99))
+		}
 		cpuReq := "—"
 		if c := r.serverCPUPerRequest(); c > 0 {
 			cpuReq = fmt.Sprintf("%.1fµs", float64(c)/float64(time.Microsecond))
 		}
-		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %d | %d | %d | %s | %s | %s |\n",
-			r.Label, r.Protocol, r.Workload, modeName(r), r.Round, r.Throughput, ratio,
+		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %d | %d | %d | %s | %s | %s |\n",
+			r.Label, r.Protocol, shapeName(r), connsName(r), r.Workload, modeName(r), r.Round, r.Throughput, ratio,
 			fmtDur(r.Latency.P50), fmtDur(r.Latency.P90), fmtDur(r.Latency.P99), fmtDur(r.Latency.Max),
 			r.Completed, r.Wrong, r.Errors, fmtShare(r.ServerCPU), fmtShare(r.ClientCPU), cpuReq)
 	}
 
-	sb.WriteString("\n| server | protocol | workload | mode | rounds | median req/s ratio (min–max) | CPU/request ratio | median p50 | median p99 | worst p99 |\n")
-	sb.WriteString("|---|---|---|---|---:|---:|---:|---:|---:|---:|\n")
+	sb.WriteString("\n| server | protocol | shape | conns | workload | mode | rounds | median req/s ratio (min–max) | server CPU/request, baseline → this | CPU ratio (baseline / this) | median p50 | median p99 | p99 / baseline p99 | worst p99 |\n")
+	sb.WriteString("|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, name := range order {
 		a := aggs[name]
-		ratio, cpuRatio := "—", "—"
-		if len(a.ratios) > 0 && !strings.HasPrefix(name, baseline+" |") {
+		ratio, cpu, cpuRatio, p99Ratio := "—", "—", "—", "—"
+		isBase := strings.HasPrefix(name, baseline+" |")
+		if len(a.ratios) > 0 && !isBase {
 			ratio = fmt.Sprintf("%.2f (%.2f–%.2f)", median(a.ratios), slices.Min(a.ratios), slices.Max(a.ratios))
 		}
-		if len(a.baseCPUPerReq) > 0 && len(a.baseCPUPerReq) == len(a.cpuPerReq) && !strings.HasPrefix(name, baseline+" |") {
-			cpuRatio = fmt.Sprintf("%.2f", median(a.baseCPUPerReq)/median(a.cpuPerReq))
+		if len(a.baseCPUPerReq) > 0 && len(a.baseCPUPerReq) == len(a.cpuPerReq) && !isBase {
+			b, c := median(a.baseCPUPerReq), median(a.cpuPerReq)
+			cpu = fmt.Sprintf("%.1f → %.1f µs", b/float64(time.Microsecond), c/float64(time.Microsecond))
+			cpuRatio = fmt.Sprintf("%.2f", b/c)
 		}
-		fmt.Fprintf(&sb, "| %s | %d | %s | %s | %s | %s | %s |\n", name, len(a.p99s), ratio, cpuRatio,
-			fmtDur(time.Duration(median(a.p50s))), fmtDur(time.Duration(median(a.p99s))), fmtDur(time.Duration(slices.Max(a.p99s))))
+		if len(a.baseP99s) > 0 && len(a.baseP99s) == len(a.p99s) && !isBase && median(a.baseP99s) > 0 {
+			p99Ratio = fmt.Sprintf("%.2f", median(a.p99s)/median(a.baseP99s))
+		}
+		fmt.Fprintf(&sb, "| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", name, len(a.p99s), ratio, cpu, cpuRatio,
+			fmtDur(time.Duration(median(a.p50s))), fmtDur(time.Duration(median(a.p99s))), p99Ratio, fmtDur(time.Duration(slices.Max(a.p99s))))
 	}
 	_, err := io.WriteString(w, sb.String())
 	return err
+}
+
+func shapeName(r *Result) string {
+	if r.Shape == "" {
+		return ShapeCompact
+	}
+	return r.Shape
+}
+
+func connsName(r *Result) string {
+	if r.Conns == 0 {
+		return "—"
+	}
+	return fmt.Sprint(r.Conns)
 }
 
 func modeName(r *Result) string {

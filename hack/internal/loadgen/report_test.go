@@ -9,8 +9,10 @@ import (
 	"time"
 )
 
-func TestTheTableComparesEachRunToTheBaselineOfTheSameProtocolWorkloadAndMode(t *testing.T) {
+func TestTheTableComparesEachRunToTheBaselineOfTheSameProtocolShapeConnectionsWorkloadAndMode(t *testing.T) {
 	results := []*Result{
+		{Label: "baseline", Protocol: "grpc", Shape: "envoy", Conns: 1, Workload: "apikey", Mode: "closed", Concurrency: 32, Throughput: 20000},
+		{Label: "sidecar", Protocol: "grpc", Shape: "envoy", Conns: 1, Workload: "apikey", Mode: "closed", Concurrency: 32, Throughput: 18000},
 		{Label: "sidecar", Protocol: "grpc", Workload: "apikey", Mode: "closed", Concurrency: 32, Throughput: 24000},
 		{Label: "baseline", Protocol: "grpc", Workload: "apikey", Mode: "closed", Concurrency: 32, Throughput: 30000},
 		{Label: "baseline", Protocol: "http", Workload: "apikey", Mode: "closed", Concurrency: 32, Throughput: 20000},
@@ -26,16 +28,17 @@ func TestTheTableComparesEachRunToTheBaselineOfTheSameProtocolWorkloadAndMode(t 
 	runs, _, _ := strings.Cut(buf.String(), "\n\n") // the per-run table
 	for _, line := range strings.Split(runs, "\n") {
 		cells := strings.Split(line, " | ")
-		if len(cells) > 6 {
-			rows[strings.TrimPrefix(cells[0], "| ")+"/"+cells[1]+"/"+cells[2]+"/"+cells[3]] = cells[6]
+		if len(cells) > 8 {
+			rows[strings.Join([]string{strings.TrimPrefix(cells[0], "| "), cells[1], cells[2], cells[3], cells[4], cells[5]}, "/")] = cells[8]
 		}
 	}
 	for row, want := range map[string]string{
-		"sidecar/grpc/apikey/closed c=32":  "0.80", // 24000/30000
-		"baseline/grpc/apikey/closed c=32": "1.00",
-		"sidecar/http/apikey/closed c=32":  "0.25", // against the HTTP baseline only
-		"sidecar/grpc/apikey/open 1000/s":  "—",    // open-loop rates are set, not measured
-		"sidecar/grpc/deny/closed c=32":    "—",    // no baseline for this workload
+		"sidecar/grpc/compact/—/apikey/closed c=32":  "0.80", // 24000/30000
+		"baseline/grpc/compact/—/apikey/closed c=32": "1.00",
+		"sidecar/grpc/envoy/1/apikey/closed c=32":    "0.90", // against the envoy-shaped, one-connection baseline only
+		"sidecar/http/compact/—/apikey/closed c=32":  "0.25", // against the HTTP baseline only
+		"sidecar/grpc/compact/—/apikey/open 1000/s":  "—",    // open-loop rates are set, not measured
+		"sidecar/grpc/compact/—/deny/closed c=32":    "—",    // no baseline for this workload
 	} {
 		if got, ok := rows[row]; !ok || got != want {
 			t.Errorf("row %s: ratio %q, want %q\n%s", row, got, want, buf.String())
@@ -45,7 +48,7 @@ func TestTheTableComparesEachRunToTheBaselineOfTheSameProtocolWorkloadAndMode(t 
 		t.Errorf("the open-loop p99 is missing:\n%s", buf.String())
 	}
 	// Baseline rows come first within a group.
-	if strings.Index(buf.String(), "| baseline | grpc | apikey | closed") > strings.Index(buf.String(), "| sidecar | grpc | apikey | closed") {
+	if strings.Index(buf.String(), "| baseline | grpc | compact | — | apikey | closed") > strings.Index(buf.String(), "| sidecar | grpc | compact | — | apikey | closed") {
 		t.Errorf("the baseline row should precede the sidecar row:\n%s", buf.String())
 	}
 }
@@ -90,7 +93,7 @@ func TestTheSummaryGivesTheMedianRatioOverRoundsAndTheCPUPerRequestRatio(t *test
 	_, summary, _ := strings.Cut(buf.String(), "\n\n")
 	// Ratios 0.80, 0.60, 0.90: median 0.80. CPU per request: baseline
 	// 30 µs, sidecar 37.5 µs in every round: 0.80.
-	want := "| sidecar | grpc | apikey | closed c=32 | 3 | 0.80 (0.60–0.90) | 0.80 |"
+	want := "| sidecar | grpc | compact | — | apikey | closed c=32 | 3 | 0.80 (0.60–0.90) | 30.0 → 37.5 µs | 0.80 |"
 	if !strings.Contains(summary, want) {
 		t.Errorf("summary lacks %q:\n%s", want, summary)
 	}

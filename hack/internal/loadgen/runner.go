@@ -11,7 +11,9 @@ import (
 
 // Workload is a named set of prebuilt requests, sent round robin.
 type Workload struct {
-	Name     string
+	Name string
+	// Shape is the request shape (ShapeCompact, ShapeEnvoy).
+	Shape    string
 	Requests []*Request
 }
 
@@ -38,6 +40,10 @@ type Result struct {
 	// baseline run of the same round.
 	Round    int    `json:"round,omitempty"`
 	Workload string `json:"workload"`
+	// Shape is the request shape (compact, envoy); empty means compact.
+	Shape string `json:"shape,omitempty"`
+	// Conns is the number of gRPC connections the client used.
+	Conns int `json:"conns,omitempty"`
 	// Mode is "closed" or "open".
 	Mode string `json:"mode"`
 	// Concurrency is the number of workers (closed) or the in-flight limit (open).
@@ -200,7 +206,7 @@ func RunClosed(ctx context.Context, t Target, w *Workload, cfg ClosedConfig) (*R
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("closed-loop run interrupted: %w", err)
 	}
-	res.Target, res.Protocol, res.Workload, res.Mode, res.Concurrency = t.String(), protocolOf(t), w.Name, "closed", cfg.Concurrency
+	res.Target, res.Protocol, res.Workload, res.Shape, res.Mode, res.Concurrency = t.String(), protocolOf(t), w.Name, w.Shape, "closed", cfg.Concurrency
 	mergeStats(res, stats)
 	res.Issued = issued.Load()
 	return res, nil
@@ -334,7 +340,7 @@ func RunOpen(ctx context.Context, t Target, w *Workload, cfg OpenConfig) (*Resul
 		}
 	}
 	res := &Result{
-		Target: t.String(), Protocol: protocolOf(t), Workload: w.Name, Mode: "open",
+		Target: t.String(), Protocol: protocolOf(t), Workload: w.Name, Shape: w.Shape, Mode: "open",
 		Concurrency: cfg.MaxInFlight, Rate: cfg.Rate,
 		Elapsed: end.Sub(sched(warmupN)),
 		Issued:  uint64(issued),

@@ -40,37 +40,78 @@ func TestEveryWorkloadGetsItsExpectedVerdictFromTheSidecarEngine(t *testing.T) {
 	}
 	store := &snapshot.Store{}
 	store.Swap(snap)
-	core := server.NewCore(authz.New(store, authz.Options{}), store, nil, server.Options{})
+	// The verification cache off, as hack/load.sh runs the sidecar for the
+	// uncached and expired workloads: every token is verified.
+	core := server.NewCore(authz.New(store, authz.Options{CacheSize: -1}), store, nil, server.Options{})
+	target := serveGRPC(t, grpc.ForceServerCodecV2(core.GRPCCodec()), server.NewAuthorizationServer(core))
+	for _, shape := range loadgen.Shapes {
+		for _, name := range loadgen.WorkloadNames {
+			t.Run(shape+" "+name, func(t *testing.T) {
+				drive(t, target, creds, name, loadgen.WorkloadOptions{Shape: shape})
+			})
+		}
+	}
+}
 
+// The baseline allows everything without decoding the request; the client
+// still checks every verdict (allow, with --expect-allow).
+func TestTheFloorBaselineAllowsEveryWorkloadWithoutDecodingIt(t *testing.T) {
+	creds, err := loadgen.WriteFixtures(loadgen.FixtureOptions{Dir: t.TempDir(), Keys: 10, Tokens: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, decode := range []string{loadgen.DecodeNone, loadgen.DecodeStandard} {
+		codec, err := loadgen.FloorCodec(decode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		target := serveGRPC(t, grpc.ForceServerCodecV2(codec), loadgen.OKServer{})
+		for _, shape := range loadgen.Shapes {
+			for _, name := range loadgen.WorkloadNames {
+				t.Run(decode+" "+shape+" "+name, func(t *testing.T) {
+					drive(t, target, creds, name, loadgen.WorkloadOptions{Shape: shape, ExpectAllow: true})
+				})
+			}
+		}
+	}
+	if _, err := loadgen.FloorCodec("some"); err == nil {
+		t.Error("an unknown decode mode was accepted")
+	}
+}
+
+func serveGRPC(t *testing.T, opt grpc.ServerOption, srv authv3.AuthorizationServer) *loadgen.GRPCTarget {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(gs, server.NewAuthorizationServer(core))
+	gs := grpc.NewServer(opt)
+	authv3.RegisterAuthorizationServer(gs, srv)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = gs.Serve(lis) }()
-	defer func() { gs.Stop(); <-done }()
+	t.Cleanup(func() { gs.Stop(); <-done })
 	target, err := loadgen.DialGRPC(lis.Addr().String(), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer target.Close()
+	t.Cleanup(func() { _ = target.Close() })
+	return target
+}
 
-	for _, name := range loadgen.WorkloadNames {
-		t.Run(name, func(t *testing.T) {
-			w, err := loadgen.BuildWorkload(name, creds, loadgen.WorkloadOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := loadgen.RunClosed(t.Context(), target, w, loadgen.ClosedConfig{Concurrency: 2, Duration: 200 * time.Millisecond})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if res.Completed < uint64(len(w.Requests)) || res.Wrong != 0 || res.Errors != 0 {
-				t.Errorf("%d completed (want at least one per credential, %d), %d wrong, %d errors %v",
-					res.Completed, len(w.Requests), res.Wrong, res.Errors, res.ErrorSamples)
-			}
-		})
+// drive runs a workload briefly and requires every verdict to be the
+// expected one, at least one request per credential.
+func drive(t *testing.T, target loadgen.Target, creds *loadgen.Credentials, name string, opts loadgen.WorkloadOptions) {
+	t.Helper()
+	w, err := loadgen.BuildWorkload(name, creds, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := loadgen.RunClosed(t.Context(), target, w, loadgen.ClosedConfig{Concurrency: 2, Duration: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Completed < uint64(len(w.Requests)) || res.Wrong != 0 || res.Errors != 0 {
+		t.Errorf("%d completed (want at least one per credential, %d), %d wrong, %d errors %v",
+			res.Completed, len(w.Requests), res.Wrong, res.Errors, res.ErrorSamples)
 	}
 }
