@@ -75,17 +75,23 @@ func BenchmarkCheck(b *testing.B) {
 	now := time.Now()
 	esTok := es.Sign(b, testfixture.Claims(esIssuer, "alice", now, map[string]any{"scope": "orders:read"}), nil)
 	rsTok := rs.Sign(b, testfixture.Claims(rsIssuer, "alice", now, map[string]any{"scope": "orders:read"}), nil)
+	expired := map[string]any{"scope": "orders:read", "iat": now.Add(-3 * time.Hour).Unix(), "nbf": nil, "exp": now.Add(-time.Hour).Unix()}
+	esExpired := es.Sign(b, testfixture.Claims(esIssuer, "alice", now, expired), nil)
+	rsExpired := rs.Sign(b, testfixture.Claims(rsIssuer, "alice", now, expired), nil)
 	cases := []struct {
 		name    string
 		cache   int
 		headers map[string]string
+		allow   bool
 	}{
-		{"APIKey", 0, map[string]string{"x-api-key": key.Key.Plaintext()}},
-		{"JWTCached/ES256", 0, map[string]string{"authorization": "Bearer " + esTok}},
-		{"JWTCached/RS256", 0, map[string]string{"authorization": "Bearer " + rsTok}},
-		{"JWTUncached/ES256", -1, map[string]string{"authorization": "Bearer " + esTok}},
-		{"JWTUncached/RS256", -1, map[string]string{"authorization": "Bearer " + rsTok}},
-		{"DenyMissingCredential", 0, nil},
+		{"APIKey", 0, map[string]string{"x-api-key": key.Key.Plaintext()}, true},
+		{"JWTCached/ES256", 0, map[string]string{"authorization": "Bearer " + esTok}, true},
+		{"JWTCached/RS256", 0, map[string]string{"authorization": "Bearer " + rsTok}, true},
+		{"JWTUncached/ES256", -1, map[string]string{"authorization": "Bearer " + esTok}, true},
+		{"JWTUncached/RS256", -1, map[string]string{"authorization": "Bearer " + rsTok}, true},
+		{"JWTExpiredUncached/ES256", -1, map[string]string{"authorization": "Bearer " + esExpired}, false},
+		{"JWTExpiredUncached/RS256", -1, map[string]string{"authorization": "Bearer " + rsExpired}, false},
+		{"DenyMissingCredential", 0, nil, false},
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
@@ -98,7 +104,7 @@ func BenchmarkCheck(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if allowed := resp.GetOkResponse() != nil; allowed != (tc.headers != nil) {
+			if allowed := resp.GetOkResponse() != nil; allowed != tc.allow {
 				b.Fatalf("unexpected verdict: %v", resp)
 			}
 			b.ReportAllocs()

@@ -17,14 +17,20 @@ import (
 // each) not to matter.
 const defaultResponseCacheSize = 4096
 
-// allowKey is everything an allow answer is made of. It holds no
-// credential: only what the answer itself carries.
+// allowKey is everything a shared answer is made of: an allow's (identity,
+// policy, rule, credential header) or, with denied set, a denial's (reason,
+// status, challenge, Retry-After). It holds no credential: only what the
+// answer itself carries.
 type allowKey struct {
 	reason                                  authz.Reason
 	policy, rule, credentialHeader          string
 	hasIdentity                             bool
 	credential                              authz.CredentialKind
 	subject, scopes, keyID, issuer, tokenID string
+
+	denied                bool
+	status                int
+	challenge, retryAfter string
 }
 
 // responseCache maps allow keys to their answers, and each answer to its

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-logr/logr"
@@ -92,8 +93,9 @@ func TestTheCodecSendsTheEncodingOfSharedAnswers(t *testing.T) {
 	}
 	alice := &authz.Identity{Credential: authz.CredentialAPIKey, Subject: "alice", Scopes: []string{"a"}, KeyID: "k1"}
 	shared := c.allowResponse(allowOf(alice, "x-api-key", "r"))
-	fresh := c.grpcResponse(verdict{d: authz.Decision{Reason: authz.MissingCredential, Status: 401}})
-	for name, msg := range map[string]*authv3.CheckResponse{"a shared answer": shared, "a denial": fresh} {
+	denial := c.grpcResponse(verdict{d: authz.Decision{Reason: authz.MissingCredential, Status: 401}})
+	fresh := proto.Clone(denial).(*authv3.CheckResponse) // equal, but not the shared message
+	for name, msg := range map[string]*authv3.CheckResponse{"a shared answer": shared, "a shared denial": denial, "a message of its own": fresh} {
 		data, err := codec.Marshal(msg)
 		if err != nil {
 			t.Fatal(err)
@@ -109,7 +111,42 @@ func TestTheCodecSendsTheEncodingOfSharedAnswers(t *testing.T) {
 	if b := c.allows.encoded(shared); b == nil {
 		t.Error("the shared answer has no stored encoding")
 	}
+	if b := c.allows.encoded(denial); b == nil {
+		t.Error("the shared denial has no stored encoding")
+	}
 	if b := c.allows.encoded(fresh); b != nil {
 		t.Error("a message that is not a shared answer has a stored encoding")
+	}
+}
+
+// Denials are shared answers too: the same denial gets the same answer,
+// and every field of a denial that shows in the answer tells answers
+// apart.
+func TestSharedDenialsAreThoseOfTheirOwnDecision(t *testing.T) {
+	c := NewCore(nil, nil, nil, Options{Log: logr.Discard()})
+	deny := func(r authz.Reason, challenge string, retry time.Duration) *authz.Decision {
+		return &authz.Decision{Reason: r, Status: r.Status(), Challenge: challenge, RetryAfter: retry}
+	}
+	first := c.denyResponse(deny(authz.TokenExpired, "Bearer x", 0))
+	if again := c.denyResponse(deny(authz.TokenExpired, "Bearer x", 0)); again != first {
+		t.Error("the same denial got a new answer")
+	}
+	if c.allows.encoded(first) == nil {
+		t.Error("a shared denial has no prebuilt encoding")
+	}
+	for name, d := range map[string]*authz.Decision{
+		"another reason":      deny(authz.InvalidSignature, "Bearer x", 0),
+		"another challenge":   deny(authz.TokenExpired, "Bearer y", 0),
+		"no challenge":        deny(authz.TokenExpired, "", 0),
+		"another status":      {Reason: authz.TokenExpired, Status: 403, Challenge: "Bearer x"},
+		"a Retry-After":       deny(authz.TokenExpired, "Bearer x", time.Second),
+		"another Retry-After": deny(authz.TokenExpired, "Bearer x", 3*time.Second),
+	} {
+		if got := c.denyResponse(d); got == first {
+			t.Errorf("a denial with %s shares the answer", name)
+		}
+	}
+	if got := c.denyResponse(deny(authz.RateLimited, "", 2500*time.Millisecond)); got.GetDeniedResponse().GetHeaders()[2].GetHeader().GetValue() != "3" {
+		t.Errorf("Retry-After of 2.5 s is %v, want 3", got.GetDeniedResponse().GetHeaders())
 	}
 }

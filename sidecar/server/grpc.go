@@ -114,6 +114,21 @@ func (c *Core) grpcResponse(v verdict) *authv3.CheckResponse {
 	if d.Allowed {
 		return c.allowResponse(&d)
 	}
+	return c.denyResponse(&d)
+}
+
+// denyResponse is the answer to a denied check. Like allows, denials are
+// shared answers, encoded once: a denial depends only on its reason,
+// status, challenge and Retry-After, and a flood of bad or expired
+// credentials should cost as little as possible.
+func (c *Core) denyResponse(d *authz.Decision) *authv3.CheckResponse {
+	k := allowKey{denied: true, reason: d.Reason, status: d.Status, challenge: d.Challenge}
+	if d.RetryAfter > 0 {
+		k.retryAfter = retryAfterSeconds(d.RetryAfter)
+	}
+	if resp := c.allows.get(&k); resp != nil {
+		return resp
+	}
 	headers := []*corev3.HeaderValueOption{
 		overwrite("content-type", "application/json"),
 		overwrite(c.opts.Headers.DenyReason, string(d.Reason)),
@@ -121,11 +136,11 @@ func (c *Core) grpcResponse(v verdict) *authv3.CheckResponse {
 	if d.Challenge != "" {
 		headers = append(headers, overwrite("www-authenticate", d.Challenge))
 	}
-	if d.RetryAfter > 0 {
-		headers = append(headers, overwrite("retry-after", retryAfterSeconds(d.RetryAfter)))
+	if k.retryAfter != "" {
+		headers = append(headers, overwrite("retry-after", k.retryAfter))
 	}
 	grpcCode, httpCode := statusCodes(d.Status)
-	return &authv3.CheckResponse{
+	resp := &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: grpcCode, Message: string(d.Reason)},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  &typev3.HttpStatus{Code: httpCode},
@@ -133,6 +148,8 @@ func (c *Core) grpcResponse(v verdict) *authv3.CheckResponse {
 			Body:    denyBody(d.Reason),
 		}},
 	}
+	c.allows.put(&k, resp)
+	return resp
 }
 
 // allowResponse is the answer to an allowed check. It depends only on the
