@@ -134,7 +134,7 @@ func decodeHTTPRequest(b []byte, h *authv3.AttributeContext_HttpRequest) error {
 		if num == fieldHTTPSize {
 			if typ == protowire.VarintType {
 				n, _ := protowire.ConsumeVarint(v)
-				h.Size = int64(n)
+				h.Size = int64(n) //nolint:gosec // protobuf int64: the two's complement of the varint, as the standard decoder reads it
 			}
 			return nil
 		}
@@ -240,10 +240,11 @@ func eachField(b []byte, fn func(protowire.Number, protowire.Type, []byte) error
 			// Sliced here, not by protowire, so that v keeps the
 			// capacity of b: decodeHTTPRequest finds v's offset by it.
 			m, k := protowire.ConsumeVarint(b)
-			if k < 0 || m > uint64(len(b)-k) {
+			if k < 0 || m > uint64(len(b)-k) { //nolint:gosec // k <= len(b): the difference is not negative
 				return errMalformedRequest
 			}
-			v, n = b[k:k+int(m)], k+int(m)
+			l := int(m) //nolint:gosec // m <= len(b)-k, so it fits an int
+			v, n = b[k:k+l], k+l
 		} else {
 			n = protowire.ConsumeFieldValue(num, typ, b)
 			if n >= 0 {
