@@ -1,25 +1,42 @@
 #!/usr/bin/env bash
-# hack/load.sh: Gatehouse's load test. It runs the trivial always-OK
-# baseline (hack/okserver) and the sidecar (files source, LOAD_KEYS API key
-# records) side by side, both pinned to SERVER_CPU with taskset, and drives
-# them in turn, round after round, with the project's load client pinned to
-# CLIENT_CPU. Interleaving the two servers in every round keeps the
-# machine's changing load from favouring either. It prints a table of
-# requests/s, latency percentiles, CPU shares and the ratio to the baseline
-# of the same round, a summary over the rounds, the sidecar's RSS, and one
-# ghz run against the baseline for comparison.
+# hack/load.sh: Gatehouse's load test. It runs the floor baseline
+# (hack/okserver: a prebuilt answer, the request not even decoded) and two
+# sidecars (files source, LOAD_KEYS API key records; one with the default
+# verification cache, one with --token-cache-size=0) side by side, all
+# pinned to SERVER_CPU with taskset, and drives them in turn, round after
+# round, with the project's load client pinned to CLIENT_CPU. Every sidecar
+# run follows a baseline run of the same workload, request shape and
+# connection count (the baseline allows everything, and the client checks
+# that; the sidecar's verdicts are checked against the workload), so the
+# machine's changing load cannot favour either. Server CPU time per request
+# comes from /proc/<pid>/stat of each server over each measured window.
 #
-# Usage: hack/load.sh                                   (about 8 minutes)
-#        LOAD_KEYS=1000 LOAD_DURATION=3s LOAD_ROUNDS=1 hack/load.sh   (quick check)
+# Closed loop, for every connection mode (LOAD_CONN_MODES) and request
+# shape (LOAD_SHAPES): apikey and jwt-cached against the sidecar;
+# expired-jwt, jwt-uncached-es256 and jwt-uncached-rs256 against the
+# uncached sidecar. Open loop at LOAD_RATE requests/s on one connection:
+# apikey and jwt-cached, compact requests. Then the HTTP contract, a deny
+# run, the sidecar's RSS, and one ghz run against the baseline.
+#
+# It prints a table of every run and a summary over the rounds: per
+# workload, shape and connection count, the throughput ratio, the server
+# CPU per request of baseline and sidecar and their ratio (baseline /
+# sidecar: what the throughput ratio would be on a core of its own), the
+# latency percentiles and the p99 ratio to the baseline.
+#
+# Usage: hack/load.sh                                   (about 20 minutes)
+#        LOAD_KEYS=1000 LOAD_DURATION=2s LOAD_WARMUP=1s LOAD_ROUNDS=1 hack/load.sh   (quick check)
 #
 # Environment (defaults in brackets):
 #   LOAD_WORKDIR      binaries, fixtures and results [mktemp -d]
 #   LOAD_KEYS         API key records the sidecar loads [100000]
-#   LOAD_ROUNDS       rounds of baseline/sidecar pairs [3]
-#   LOAD_DURATION     measured time per run [10s]
-#   LOAD_WARMUP       unmeasured warm-up per run [2s]
+#   LOAD_TOKENS       distinct tokens of each kind (ES256, RS256, expired) [1000]
+#   LOAD_ROUNDS       rounds of baseline/sidecar pairs [2]
+#   LOAD_DURATION     measured time per run [5s]
+#   LOAD_WARMUP       unmeasured warm-up per run [1s]
 #   LOAD_CONCURRENCY  closed-loop workers [32]
-#   LOAD_CONNS        gRPC connections of the client [2]
+#   LOAD_CONN_MODES   gRPC connection counts to run each closed-loop workload with [1 8]
+#   LOAD_SHAPES       request shapes [compact envoy]
 #   LOAD_RATE         open-loop requests/s [1000]
 #   SERVER_CPU, CLIENT_CPU   CPUs of the servers and of the client [0, 1]
 #   LOAD_NICE         run servers and client at this nice value, e.g. -10 on
@@ -35,11 +52,14 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${LOAD_WORKDIR:-$(mktemp -d -t gatehouse-load.XXXXXX)}
 KEYS=${LOAD_KEYS:-100000}
-ROUNDS=${LOAD_ROUNDS:-3}
-DURATION=${LOAD_DURATION:-10s}
-WARMUP=${LOAD_WARMUP:-2s}
+TOKENS=${LOAD_TOKENS:-1000}
+ROUNDS=${LOAD_ROUNDS:-2}
+DURATION=${LOAD_DURATION:-5s}
+WARMUP=${LOAD_WARMUP:-1s}
 CONCURRENCY=${LOAD_CONCURRENCY:-32}
-CONNS=${LOAD_CONNS:-2}
+read -r -a CONN_MODES <<<"${LOAD_CONN_MODES:-1 8}"
+read -r -a SHAPES <<<"${LOAD_SHAPES:-compact envoy}"
+CONNS=${CONN_MODES[-1]}
 RATE=${LOAD_RATE:-1000}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -53,15 +73,20 @@ SIDE_GRPC=127.0.0.1:19101
 SIDE_HTTP=127.0.0.1:19102
 SIDE_PROBE=127.0.0.1:19103
 SIDE_METRICS=127.0.0.1:19104
+NOCACHE_GRPC=127.0.0.1:19201
+NOCACHE_HTTP=127.0.0.1:19202
+NOCACHE_PROBE=127.0.0.1:19203
+NOCACHE_METRICS=127.0.0.1:19204
 
 RESULTS=$WORK/results.jsonl
 CREDS=$WORK/fixtures/credentials.json
 BASE_PID=
 SIDE_PID=
+NOCACHE_PID=
 
 cleanup() {
 	local pid
-	for pid in $BASE_PID $SIDE_PID; do
+	for pid in $BASE_PID $SIDE_PID $NOCACHE_PID; do
 		if kill -0 "$pid" 2>/dev/null; then
 			kill "$pid" 2>/dev/null || true
 			wait "$pid" 2>/dev/null || true
@@ -118,13 +143,13 @@ mkdir -p "$WORK/bin"
 
 if [[ ! -f $CREDS ]]; then
 	log "writing fixtures: $KEYS API key records"
-	"$WORK/bin/loadgen" fixtures --out "$WORK/fixtures" --keys "$KEYS"
+	"$WORK/bin/loadgen" fixtures --out "$WORK/fixtures" --keys "$KEYS" --tokens "$TOKENS"
 fi
 : >"$RESULTS"
 : >"$WORK/rss.txt"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
-log "starting the baseline and the sidecar on CPU $SERVER_CPU"
+log "starting the baseline and the sidecars on CPU $SERVER_CPU"
 "${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/okserver" --grpc-bind-address "$BASE_GRPC" --http-bind-address "$BASE_HTTP" \
 	>"$WORK/baseline.log" 2>&1 &
 BASE_PID=$!
@@ -139,20 +164,39 @@ wait_ready "http://$SIDE_PROBE/readyz" "$SIDE_PID"
 log "sidecar ready after $(echo "$(date +%s.%N) - $start" | bc | cut -c1-5) s"
 sleep 2
 rss "$SIDE_PID" "ready with $KEYS records, before load"
+# The second sidecar starts after the first is measured, so that the two
+# do not read their fixtures at the same time.
+"${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/gatehouse-sidecar" --source files --config-dir "$WORK/fixtures/config" \
+	--namespace loadtest --grpc-bind-address "$NOCACHE_GRPC" --http-bind-address "$NOCACHE_HTTP" \
+	--health-probe-bind-address "$NOCACHE_PROBE" --metrics-bind-address "$NOCACHE_METRICS" --token-cache-size=0 \
+	>"$WORK/sidecar-nocache.log" 2>&1 &
+NOCACHE_PID=$!
+wait_ready "http://$NOCACHE_PROBE/readyz" "$NOCACHE_PID"
+
+# pair ROUND WORKLOAD SERVER ARGS...: the baseline, then SERVER (sidecar or
+# sidecar-nocache), with the same workload and arguments.
+pair() {
+	local round=$1 w=$2 s=$3 pid addr
+	shift 3
+	run baseline "$BASE_PID" "grpc://$BASE_GRPC" "$round" --workload "$w" --expect-allow "$@"
+	if [[ $s == sidecar ]]; then pid=$SIDE_PID addr=$SIDE_GRPC; else pid=$NOCACHE_PID addr=$NOCACHE_GRPC; fi
+	run "$s" "$pid" "grpc://$addr" "$round" --workload "$w" "$@"
+}
 
 for round in $(seq "$ROUNDS"); do
 	log "round $round of $ROUNDS (load average $(cut -d' ' -f1 /proc/loadavg))"
-	for w in apikey jwt-cached; do
-		for s in baseline sidecar; do
-			if [[ $s == baseline ]]; then pid=$BASE_PID addr=$BASE_GRPC; else pid=$SIDE_PID addr=$SIDE_GRPC; fi
-			run "$s" "$pid" "grpc://$addr" "$round" --workload "$w" --mode closed --concurrency "$CONCURRENCY" --conns "$CONNS"
+	for conns in "${CONN_MODES[@]}"; do
+		for shape in "${SHAPES[@]}"; do
+			for w in apikey jwt-cached; do
+				pair "$round" "$w" sidecar --shape "$shape" --mode closed --concurrency "$CONCURRENCY" --conns "$conns"
+			done
+			for w in expired-jwt jwt-uncached-es256 jwt-uncached-rs256; do
+				pair "$round" "$w" sidecar-nocache --shape "$shape" --mode closed --concurrency "$CONCURRENCY" --conns "$conns"
+			done
 		done
 	done
 	for w in apikey jwt-cached; do
-		for s in baseline sidecar; do
-			if [[ $s == baseline ]]; then pid=$BASE_PID addr=$BASE_GRPC; else pid=$SIDE_PID addr=$SIDE_GRPC; fi
-			run "$s" "$pid" "grpc://$addr" "$round" --workload "$w" --mode open --rate "$RATE" --concurrency 64 --conns 1
-		done
+		pair "$round" "$w" sidecar --mode open --rate "$RATE" --concurrency 64 --conns 1
 	done
 	# The HTTP ext_authz contract (nginx auth_request, Traefik, Envoy's
 	# http_service).
@@ -189,7 +233,8 @@ fi
 
 echo
 echo "Gatehouse load test, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"
-echo "servers on CPU $SERVER_CPU, client on CPU $CLIENT_CPU, $ROUNDS rounds of $WARMUP + $DURATION per run, nice ${LOAD_NICE:-0}."
+echo "servers on CPU $SERVER_CPU, client on CPU $CLIENT_CPU, $ROUNDS rounds of $WARMUP + $DURATION per run, nice ${LOAD_NICE:-0},"
+echo "$KEYS API key records, $TOKENS tokens of each kind; connection modes: ${CONN_MODES[*]}; shapes: ${SHAPES[*]}."
 echo "Load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo
 "$WORK/bin/loadgen" table --results "$RESULTS"
