@@ -69,7 +69,7 @@ func TestTheFloorBaselineAllowsEveryWorkloadWithoutDecodingIt(t *testing.T) {
 		for _, shape := range loadgen.Shapes {
 			for _, name := range loadgen.WorkloadNames {
 				t.Run(decode+" "+shape+" "+name, func(t *testing.T) {
-					drive(t, target, creds, name, loadgen.WorkloadOptions{Shape: shape, ExpectAllow: true})
+					drive(t, target, creds, name, loadgen.WorkloadOptions{Shape: shape, ExpectAllow: true, Distinct: 2})
 				})
 			}
 		}
@@ -106,7 +106,7 @@ func drive(t *testing.T, target loadgen.Target, creds *loadgen.Credentials, name
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := loadgen.RunClosed(t.Context(), target, w, loadgen.ClosedConfig{Concurrency: 2, Duration: 200 * time.Millisecond})
+	res, err := loadgen.RunClosed(t.Context(), target, w, loadgen.ClosedConfig{Concurrency: 2, Duration: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
