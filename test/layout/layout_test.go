@@ -1,0 +1,154 @@
+// Package layout guards the import arrows of the tree (docs: README's
+// layout table, /work/shared/design.md "two wings over a foundation"):
+// internal/ is the foundation both deployables share and never imports a
+// wing, the harness or the tooling; the sidecar binary links nothing of the
+// operator, the test harness or the tooling; the operator binary links no
+// test harness or tooling.
+package layout
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "gatehouse.dev/gatehouse"
+
+// goPackage is the part of `go list -json` these tests read.
+type goPackage struct {
+	ImportPath string
+	Imports    []string
+	Deps       []string
+}
+
+// goList runs `go list -json` with args from the module's root.
+func goList(t *testing.T, args ...string) []goPackage {
+	t.Helper()
+	cmd := exec.Command("go", append([]string{"list", "-json"}, args...)...) //nolint:gosec // fixed tool, test-chosen args
+	cmd.Dir = "../.."
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	var pkgs []goPackage
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var p goPackage
+		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("decoding go list: %v", err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+// within reports whether the import path pkg is the module folder dir or
+// below it.
+func within(pkg, dir string) bool {
+	p := module + "/" + dir
+	return pkg == p || strings.HasPrefix(pkg, p+"/")
+}
+
+// offending returns the imports that lie in one of the forbidden folders.
+func offending(imports []string, forbidden []string) []string {
+	var bad []string
+	for _, imp := range imports {
+		for _, dir := range forbidden {
+			if within(imp, dir) {
+				bad = append(bad, imp)
+				break
+			}
+		}
+	}
+	slices.Sort(bad)
+	return slices.Compact(bad)
+}
+
+// wingsAndSheds are the folders internal/ must never import.
+var wingsAndSheds = []string{"controllers", "operator", "sidecar", "test", "hack", "cmd"}
+
+func TestInternalImportsNoWingHarnessOrTooling(t *testing.T) {
+	// -test adds the packages' test variants, so that a test file of
+	// internal/ cannot import a wing either.
+	pkgs := goList(t, "-test", "./internal/...")
+	if len(pkgs) == 0 {
+		t.Fatal("go list found no package under internal/")
+	}
+	for _, p := range pkgs {
+		if bad := offending(p.Imports, wingsAndSheds); len(bad) > 0 {
+			t.Errorf("%s imports %s; internal/ holds only what both deployables share and never imports a wing, the harness or the tooling", p.ImportPath, strings.Join(bad, ", "))
+		}
+	}
+}
+
+func TestBinariesLinkOnlyTheirOwnWing(t *testing.T) {
+	tests := []struct {
+		name      string
+		main      string
+		forbidden []string
+	}{
+		{
+			name: "The sidecar binary links nothing of the operator, the reconcilers, the test harness (with its control plane) or the tooling.",
+			main: "./cmd/gatehouse-sidecar",
+			forbidden: []string{
+				"operator", "controllers", "test", "hack", "cmd/gatehouse",
+			},
+		},
+		{
+			name:      "The operator binary links neither the test harness nor the tooling.",
+			main:      "./cmd/gatehouse",
+			forbidden: []string{"test", "hack"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			pkgs := goList(t, "-deps", tc.main)
+			var deps []string
+			for _, p := range pkgs {
+				deps = append(deps, p.ImportPath)
+			}
+			if !slices.Contains(deps, module+strings.TrimPrefix(tc.main, ".")) {
+				t.Fatalf("go list -deps %s does not list the command itself; the test reads the wrong output", tc.main)
+			}
+			if bad := offending(deps, tc.forbidden); len(bad) > 0 {
+				t.Errorf("%s links %s", tc.main, strings.Join(bad, ", "))
+			}
+			if tc.main == "./cmd/gatehouse-sidecar" {
+				if bad := testControlPlane(deps); len(bad) > 0 {
+					t.Errorf("%s links the test control plane: %s", tc.main, strings.Join(bad, ", "))
+				}
+			}
+		})
+	}
+}
+
+// testControlPlane returns the dependencies that start a test API server
+// (controller-runtime's envtest, or the project's own control plane).
+func testControlPlane(deps []string) []string {
+	var bad []string
+	for _, d := range deps {
+		if strings.HasPrefix(d, "sigs.k8s.io/controller-runtime/pkg/envtest") || within(d, "test/controlplane") {
+			bad = append(bad, d)
+		}
+	}
+	return bad
+}
+
+func TestOffendingFindsAFolderAndItsSubfolders(t *testing.T) {
+	imports := []string{module + "/operator", module + "/operator/app", module + "/operatorish", module + "/internal/owned"}
+	got := fmt.Sprint(offending(imports, []string{"operator"}))
+	want := fmt.Sprint([]string{module + "/operator", module + "/operator/app"})
+	if got != want {
+		t.Errorf("offending = %s, want %s", got, want)
+	}
+}
