@@ -31,10 +31,13 @@ RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 # CGO_ENABLED=0: a static binary, as distroless/static has no libc.
 # -trimpath: no build-machine paths in the binary; -s -w: no symbol tables.
+# -tags grpcnotrace: gRPC without golang.org/x/net/trace, whose html/template
+# stops the linker from dropping unused methods (about 7 MiB less resident
+# memory per sidecar; docs/performance.md).
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags "-s -w -X gatehouse.dev/gatehouse/internal/version.Version=${VERSION}" \
+    go build -trimpath -tags grpcnotrace -ldflags "-s -w -X gatehouse.dev/gatehouse/internal/version.Version=${VERSION}" \
       -o /out/ ./cmd/gatehouse ./cmd/gatehouse-sidecar
 
 # Runtime: pin as gcr.io/distroless/static-debian12:nonroot@sha256:<digest> in

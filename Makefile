@@ -99,8 +99,13 @@ test-integration: $(HELM) ## Run integration tests against a real kube-apiserver
 ##@ Build
 
 .PHONY: build
+# grpcnotrace: gRPC without golang.org/x/net/trace, whose html/template keeps
+# every exported method in the binary (docs/performance.md); the Dockerfile
+# builds the same way.
+GO_BUILD_TAGS ?= grpcnotrace
+
 build: ## Build bin/gatehouse (operator, tools) and bin/gatehouse-sidecar.
-	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/ ./cmd/gatehouse ./cmd/gatehouse-sidecar
+	CGO_ENABLED=0 go build -trimpath -tags $(GO_BUILD_TAGS) -o $(LOCALBIN)/ ./cmd/gatehouse ./cmd/gatehouse-sidecar
 
 .PHONY: demo
 demo: ## Run Gatehouse locally: API server, operator, sidecar, samples and real requests.

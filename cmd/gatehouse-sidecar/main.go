@@ -11,7 +11,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-	ctrl "sigs.k8s.io/controller-runtime"
+	crlog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"gatehouse.dev/gatehouse/internal/version"
@@ -49,7 +49,7 @@ See docs/sidecar.md.`,
 
 func run(cmd *cobra.Command, f *app.Flags) error {
 	log := zap.New(zap.UseFlagOptions(&f.Zap)).WithName("sidecar")
-	ctrl.SetLogger(log)
+	crlog.SetLogger(log)
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	cfg, release, err := f.Config(log)

@@ -144,6 +144,36 @@ func testControlPlane(deps []string) []string {
 	return bad
 }
 
+// reflectMethodImporters are packages that call reflect's Method or
+// MethodByName with a computed name: once one is linked, the linker keeps
+// every exported method of every type that can reach an interface, which
+// grew the sidecar's mapped executable by about a third.
+var reflectMethodImporters = []string{"html/template", "golang.org/x/net/trace"}
+
+// operatorFramework are controller-runtime's process-level packages (the
+// root package, the manager and what it starts): the sidecar needs only
+// the logger, cache and client.
+var operatorFramework = []string{
+	"sigs.k8s.io/controller-runtime",
+	"sigs.k8s.io/controller-runtime/pkg/manager",
+	"sigs.k8s.io/controller-runtime/pkg/builder",
+	"sigs.k8s.io/controller-runtime/pkg/webhook",
+}
+
+func TestTheSidecarAsShippedLinksNoMethodKeeperNorTheOperatorFramework(t *testing.T) {
+	// The Dockerfile and `make build` build with -tags grpcnotrace
+	// (test/image checks the Dockerfile).
+	var deps []string
+	for _, p := range goList(t, "-deps", "-tags", "grpcnotrace", "./cmd/gatehouse-sidecar") {
+		deps = append(deps, p.ImportPath)
+	}
+	for _, bad := range append(append([]string{}, reflectMethodImporters...), operatorFramework...) {
+		if slices.Contains(deps, bad) {
+			t.Errorf("./cmd/gatehouse-sidecar (-tags grpcnotrace) links %s; see docs/performance.md for what it costs every pod", bad)
+		}
+	}
+}
+
 func TestOffendingFindsAFolderAndItsSubfolders(t *testing.T) {
 	imports := []string{module + "/operator", module + "/operator/app", module + "/operatorish", module + "/internal/owned"}
 	got := fmt.Sprint(offending(imports, []string{"operator"}))
