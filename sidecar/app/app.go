@@ -98,179 +98,294 @@ type Addresses struct {
 }
 
 // Run runs the sidecar until ctx ends, then drains and stops. It returns
-// the first error of any part (nil on a clean stop).
+// the first error of any part (nil on a clean stop). It builds everything
+// first (listeners, servers, the state's installer) and only then runs the
+// parts under one errgroup.
 func Run(ctx context.Context, cfg Config) error {
+	cfg, err := withDefaults(cfg)
+	if err != nil {
+		return err
+	}
+	s, err := build(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	// Until the first state is in, collect garbage eagerly: reading
+	// 100,000 records interleaves their live objects with decoding
+	// garbage, and the freed gaps stay resident as fragmentation (about
+	// 35 MB at 100,000 records with the default GOGC). Recycling the
+	// garbage early packs the state densely; the normal setting returns
+	// with the first state (installer.install).
+	prevGC := debug.SetGCPercent(startupGCPercent)
+	defer debug.SetGCPercent(prevGC) // the process's own setting once the sidecar stops
+	s.installer.normalGC = runningGCPercent(cfg.GCPercent, prevGC, os.Getenv)
+	return s.run(ctx)
+}
+
+// withDefaults checks cfg and fills in the defaults of optional fields.
+func withDefaults(cfg Config) (Config, error) {
+	if cfg.Source == nil || cfg.GRPCAddr == "" {
+		return Config{}, errors.New("a source and a gRPC address are required")
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
-	if cfg.Source == nil || cfg.GRPCAddr == "" {
-		return errors.New("a source and a gRPC address are required")
+	if cfg.Engine.Log.GetSink() == nil {
+		cfg.Engine.Log = cfg.Log.WithName("engine")
 	}
+	if cfg.Core.Log.GetSink() == nil {
+		cfg.Core.Log = cfg.Log.WithName("decision")
+	}
+	cfg.Engine.Clock, cfg.Core.Clock = cfg.Clock, cfg.Clock
+	return cfg, nil
+}
+
+// runningGCPercent is the GOGC once the first state is loaded:
+// Config.GCPercent if set, else GOGC from the environment (the process's
+// setting, prev), else DefaultGCPercent.
+func runningGCPercent(configured, prev int, getenv func(string) string) int {
+	switch {
+	case configured != 0:
+		return configured
+	case getenv("GOGC") == "":
+		return DefaultGCPercent
+	default:
+		return prev
+	}
+}
+
+// sidecar is a built sidecar: everything Run starts, built before anything
+// runs.
+type sidecar struct {
+	cfg       Config
+	log       logr.Logger
+	metrics   *metrics.Metrics
+	health    *health.Server
+	grpc      *grpc.Server
+	grpcLis   net.Listener
+	https     []httpServer
+	installer *installer
+	draining  *atomic.Bool
+}
+
+// httpServer is one of the HTTP servers (ext_authz, probes, metrics) on its
+// listener.
+type httpServer struct {
+	name string
+	lis  net.Listener
+	srv  *http.Server
+}
+
+// build makes the decision engine and the check core, opens the listeners
+// (so that a busy port fails Run at once), and builds the servers and the
+// state installer.
+func build(ctx context.Context, cfg Config) (*sidecar, error) {
 	log := cfg.Log
 	if limit := applyMemoryLimit(cfg.MemoryLimit); limit != math.MaxInt64 {
 		log.Info("memory limit of the Go runtime", "bytes", limit)
 	}
 	store := &snapshot.Store{}
 	m := metrics.New(store, cfg.Clock)
-	cfg.Engine.Clock, cfg.Core.Clock = cfg.Clock, cfg.Clock
-	if cfg.Engine.Log.GetSink() == nil {
-		cfg.Engine.Log = log.WithName("engine")
-	}
-	if cfg.Core.Log.GetSink() == nil {
-		cfg.Core.Log = log.WithName("decision")
-	}
 	engine := authz.New(store, cfg.Engine)
 	core := server.NewCore(engine, store, m, cfg.Core)
-	var draining atomic.Bool
+	draining := &atomic.Bool{}
 
-	listeners := map[string]net.Listener{}
-	closeAll := func() {
-		for _, l := range listeners {
-			_ = l.Close()
-		}
+	lis, err := listen(ctx, cfg)
+	if err != nil {
+		return nil, err
 	}
-	listen := func(name, addr string) error {
-		if addr == "" {
-			return nil
-		}
-		l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
-		if err != nil {
-			closeAll()
-			return fmt.Errorf("listening for %s on %s: %w", name, addr, err)
-		}
-		listeners[name] = l
-		return nil
-	}
-	for _, l := range []struct{ name, addr string }{{"grpc", cfg.GRPCAddr}, {"http", cfg.HTTPAddr}, {"health", cfg.HealthAddr}, {"metrics", cfg.MetricsAddr}} {
-		if err := listen(l.name, l.addr); err != nil {
-			return err
-		}
-	}
-	addr := func(name string) string {
-		if l := listeners[name]; l != nil {
-			return l.Addr().String()
-		}
-		return ""
-	}
-	addrs := Addresses{GRPC: addr("grpc"), HTTP: addr("http"), Health: addr("health"), Metrics: addr("metrics")}
+	addrs := lis.addresses()
 	log.Info("listening", "grpc", addrs.GRPC, "http", addrs.HTTP, "health", addrs.Health, "metrics", addrs.Metrics)
 	if cfg.OnListening != nil {
 		cfg.OnListening(addrs)
 	}
 
-	healthSrv := health.NewServer()
-	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	healthSrv.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
-	setServing := func(ok bool) {
-		st := healthpb.HealthCheckResponse_NOT_SERVING
-		if ok {
-			st = healthpb.HealthCheckResponse_SERVING
-		}
-		healthSrv.SetServingStatus("", st)
-		healthSrv.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, st)
+	healthSrv := newHealthServer()
+	s := &sidecar{
+		cfg: cfg, log: log, metrics: m, health: healthSrv, draining: draining,
+		grpc:    newGRPCServer(core, healthSrv),
+		grpcLis: lis["grpc"],
+		https:   newHTTPServers(lis, core, m, cfg.HTTP, draining),
 	}
-	grpcSrv := grpc.NewServer(
+	s.installer = &installer{
+		log: log, clock: cfg.Clock, store: store, metrics: m, engine: engine, draining: draining,
+		setServing: func(ok bool) { setServing(healthSrv, ok) },
+		builder: snapshot.NewBuilder(snapshot.BuildOptions{
+			Namespace: cfg.Namespace, PodLabels: labels.Set(cfg.PodLabels), Remote: cfg.Remote, Clock: cfg.Clock,
+		}),
+	}
+	return s, nil
+}
+
+// listeners are the open listeners by server name (grpc, http, health,
+// metrics); a disabled server has none.
+type listeners map[string]net.Listener
+
+// listen opens the listener of every enabled server, or none.
+func listen(ctx context.Context, cfg Config) (listeners, error) {
+	lis := listeners{}
+	for _, l := range []struct{ name, addr string }{{"grpc", cfg.GRPCAddr}, {"http", cfg.HTTPAddr}, {"health", cfg.HealthAddr}, {"metrics", cfg.MetricsAddr}} {
+		if l.addr == "" {
+			continue
+		}
+		nl, err := (&net.ListenConfig{}).Listen(ctx, "tcp", l.addr)
+		if err != nil {
+			for _, open := range lis {
+				_ = open.Close()
+			}
+			return nil, fmt.Errorf("listening for %s on %s: %w", l.name, l.addr, err)
+		}
+		lis[l.name] = nl
+	}
+	return lis, nil
+}
+
+func (lis listeners) addresses() Addresses {
+	addr := func(name string) string {
+		if l := lis[name]; l != nil {
+			return l.Addr().String()
+		}
+		return ""
+	}
+	return Addresses{GRPC: addr("grpc"), HTTP: addr("http"), Health: addr("health"), Metrics: addr("metrics")}
+}
+
+// newHealthServer is the gRPC health service, NOT_SERVING until the first
+// state is installed.
+func newHealthServer() *health.Server {
+	h := health.NewServer()
+	setServing(h, false)
+	return h
+}
+
+// setServing sets the overall and the ext_authz service's health.
+func setServing(h *health.Server, ok bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ok {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	h.SetServingStatus("", st)
+	h.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, st)
+}
+
+// newGRPCServer is the gRPC ext_authz and health server.
+func newGRPCServer(core *server.Core, h *health.Server) *grpc.Server {
+	srv := grpc.NewServer(
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(4<<20),
 		grpc.ForceServerCodecV2(core.GRPCCodec()),
 	)
-	authv3.RegisterAuthorizationServer(grpcSrv, server.NewAuthorizationServer(core))
-	healthpb.RegisterHealthServer(grpcSrv, healthSrv)
+	authv3.RegisterAuthorizationServer(srv, server.NewAuthorizationServer(core))
+	healthpb.RegisterHealthServer(srv, h)
+	return srv
+}
 
-	type httpServer struct {
-		name string
-		lis  net.Listener
-		srv  *http.Server
-	}
-	var httpServers []httpServer
-	newHTTP := func(name string, h http.Handler) {
-		if l := listeners[name]; l != nil {
-			httpServers = append(httpServers, httpServer{name, l, &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10,
+// newHTTPServers are the HTTP servers whose listeners are open: the HTTP
+// ext_authz contract, the probes and the metrics.
+func newHTTPServers(lis listeners, core *server.Core, m *metrics.Metrics, opts server.HTTPOptions, draining *atomic.Bool) []httpServer {
+	metricsMux := http.NewServeMux()
+	metricsMux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	var out []httpServer
+	for _, h := range []struct {
+		name    string
+		handler http.Handler
+	}{
+		{"http", core.HTTPHandler(opts)},
+		{"health", core.HealthHandler(draining.Load)},
+		{"metrics", metricsMux},
+	} {
+		if l := lis[h.name]; l != nil {
+			out = append(out, httpServer{h.name, l, &http.Server{Handler: h.handler, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10,
 				// "OPTIONS *" must reach the handler and be checked, not be
 				// answered 200 (an allow) by net/http itself.
 				DisableGeneralOptionsHandler: true}})
 		}
 	}
-	newHTTP("http", core.HTTPHandler(cfg.HTTP))
-	newHTTP("health", core.HealthHandler(draining.Load))
-	metricsMux := http.NewServeMux()
-	metricsMux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
-	newHTTP("metrics", metricsMux)
+	return out
+}
 
-	// Until the first state is in, collect garbage eagerly: reading
-	// 100,000 records interleaves their live objects with decoding
-	// garbage, and the freed gaps stay resident as fragmentation (about
-	// 35 MB at 100,000 records with the default GOGC). Recycling the
-	// garbage early packs the state densely; the normal setting returns
-	// with the first state.
-	prevGC := debug.SetGCPercent(startupGCPercent)
-	defer debug.SetGCPercent(prevGC) // the process's own setting once the sidecar stops
-	normalGC := prevGC
-	switch {
-	case cfg.GCPercent != 0:
-		normalGC = cfg.GCPercent
-	case os.Getenv("GOGC") == "":
-		normalGC = DefaultGCPercent
-	}
-	var restoreGC sync.Once
-	builder := snapshot.NewBuilder(snapshot.BuildOptions{
-		Namespace: cfg.Namespace, PodLabels: labels.Set(cfg.PodLabels), Remote: cfg.Remote, Clock: cfg.Clock,
-	})
-	var lastProblems []string
-	changed := func(in snapshot.Inputs) {
-		start := cfg.Clock()
-		snap := builder.Build(in)
-		store.Swap(snap)
-		m.ObserveReload(snap)
-		engine.PruneLimiters(snap)
-		if !draining.Load() {
-			setServing(true)
-		}
-		policy := ""
-		if snap.Policy != nil {
-			policy = snap.Policy.Namespace + "/" + snap.Policy.Name
-		}
-		log.V(1).Info("state installed", "generation", snap.Generation, "keyIds", snap.KeyCount(), "policy", policy,
-			"buildMillis", cfg.Clock().Sub(start).Milliseconds())
-		if snap.Generation == 1 {
-			log.Info("first state installed; ready", "keyIds", snap.KeyCount(), "policy", policy)
-			// Reading the first state (100,000 records: ~50 MB of YAML or
-			// a full informer list) leaves garbage several times the size
-			// of the state; give it back to the OS now rather than carry
-			// it as resident memory. Later, because the source still holds
-			// its inputs while this callback runs.
-			restoreGC.Do(func() { debug.SetGCPercent(normalGC) })
-			time.AfterFunc(time.Second, debug.FreeOSMemory)
-		}
-		if !slices.Equal(snap.Problems, lastProblems) {
-			for _, p := range snap.Problems {
-				log.Info("state problem", "problem", p)
-			}
-			if snap.Policy == nil {
-				log.Info("no AuthPolicy selects this pod; denying every request")
-			}
-			lastProblems = snap.Problems
-		}
-	}
+// installer installs each state the source delivers: it builds the
+// snapshot, swaps it in, and reports readiness, metrics and problems.
+type installer struct {
+	log        logr.Logger
+	clock      func() time.Time
+	store      *snapshot.Store
+	metrics    *metrics.Metrics
+	engine     *authz.Engine
+	builder    *snapshot.Builder
+	draining   *atomic.Bool
+	setServing func(bool)
+	// normalGC is the GOGC set once the first state is in.
+	normalGC     int
+	restoreGC    sync.Once
+	lastProblems []string
+}
 
+// install is the source's Changed callback.
+func (in *installer) install(inputs snapshot.Inputs) {
+	start := in.clock()
+	snap := in.builder.Build(inputs)
+	in.store.Swap(snap)
+	in.metrics.ObserveReload(snap)
+	in.engine.PruneLimiters(snap)
+	if !in.draining.Load() {
+		in.setServing(true)
+	}
+	policy := ""
+	if snap.Policy != nil {
+		policy = snap.Policy.Namespace + "/" + snap.Policy.Name
+	}
+	in.log.V(1).Info("state installed", "generation", snap.Generation, "keyIds", snap.KeyCount(), "policy", policy,
+		"buildMillis", in.clock().Sub(start).Milliseconds())
+	if snap.Generation == 1 {
+		in.log.Info("first state installed; ready", "keyIds", snap.KeyCount(), "policy", policy)
+		// Reading the first state (100,000 records: ~50 MB of YAML or
+		// a full informer list) leaves garbage several times the size
+		// of the state; give it back to the OS now rather than carry
+		// it as resident memory. Later, because the source still holds
+		// its inputs while this callback runs.
+		in.restoreGC.Do(func() { debug.SetGCPercent(in.normalGC) })
+		time.AfterFunc(time.Second, debug.FreeOSMemory)
+	}
+	in.logProblems(snap)
+}
+
+// logProblems logs the state's problems when they changed.
+func (in *installer) logProblems(snap *snapshot.Snapshot) {
+	if slices.Equal(snap.Problems, in.lastProblems) {
+		return
+	}
+	for _, p := range snap.Problems {
+		in.log.Info("state problem", "problem", p)
+	}
+	if snap.Policy == nil {
+		in.log.Info("no AuthPolicy selects this pod; denying every request")
+	}
+	in.lastProblems = snap.Problems
+}
+
+// run runs the built sidecar under one errgroup: the state source, the
+// servers, and the drain that stops them when ctx ends.
+func (s *sidecar) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := cfg.Source.Run(gctx, source.Events{Changed: changed, Failed: func(error) { m.ObserveReloadError() }, Confirmed: m.ObserveConfirmed}); err != nil {
+		events := source.Events{Changed: s.installer.install, Failed: func(error) { s.metrics.ObserveReloadError() }, Confirmed: s.metrics.ObserveConfirmed}
+		if err := s.cfg.Source.Run(gctx, events); err != nil {
 			return fmt.Errorf("state source: %w", err)
 		}
 		return nil
 	})
 	g.Go(func() error {
-		if err := grpcSrv.Serve(listeners["grpc"]); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		if err := s.grpc.Serve(s.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("grpc server: %w", err)
 		}
 		return nil
 	})
-	for _, hs := range httpServers {
+	for _, hs := range s.https {
 		g.Go(func() error {
 			if err := hs.srv.Serve(hs.lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("%s server: %w", hs.name, err)
@@ -280,30 +395,35 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	g.Go(func() error {
 		<-gctx.Done()
-		// Drain: say not serving first, so that Envoy's health checks and
-		// the kubelet stop sending, then stop.
-		draining.Store(true)
-		healthSrv.Shutdown()
-		log.Info("shutting down")
-		if cfg.DrainDelay > 0 {
-			t := time.NewTimer(cfg.DrainDelay)
-			<-t.C
-		}
-		stopped := make(chan struct{})
-		go func() { grpcSrv.GracefulStop(); close(stopped) }()
-		timer := time.NewTimer(cfg.ShutdownTimeout)
-		defer timer.Stop()
-		select {
-		case <-stopped:
-		case <-timer.C:
-			grpcSrv.Stop()
-		}
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), cfg.ShutdownTimeout)
-		defer cancel()
-		for _, hs := range httpServers {
-			_ = hs.srv.Shutdown(sctx)
-		}
+		s.drainAndStop(gctx)
 		return nil
 	})
 	return g.Wait()
+}
+
+// drainAndStop says not serving first, so that Envoy's health checks and
+// the kubelet stop sending, waits DrainDelay, then stops the servers
+// gracefully (at most ShutdownTimeout each for gRPC and HTTP).
+func (s *sidecar) drainAndStop(ctx context.Context) {
+	s.draining.Store(true)
+	s.health.Shutdown()
+	s.log.Info("shutting down")
+	if s.cfg.DrainDelay > 0 {
+		t := time.NewTimer(s.cfg.DrainDelay)
+		<-t.C
+	}
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	timer := time.NewTimer(s.cfg.ShutdownTimeout)
+	defer timer.Stop()
+	select {
+	case <-stopped:
+	case <-timer.C:
+		s.grpc.Stop()
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	for _, hs := range s.https {
+		_ = hs.srv.Shutdown(sctx)
+	}
 }
