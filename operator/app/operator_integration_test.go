@@ -25,6 +25,7 @@ import (
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/internal/keyring"
+	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/stack"
 	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/test/testfixture"
@@ -87,7 +88,7 @@ func (f *fixture) create(t *testing.T, objs ...client.Object) {
 func (f *fixture) deliveredKey(t *testing.T, secretName string) string {
 	t.Helper()
 	var key string
-	testfixture.WaitFor(t, 30*time.Second, "the operator to deliver the key", func() (bool, string) {
+	framework.Eventually(t, "the operator to deliver the key", 30*time.Second, func() (bool, string) {
 		sec := &corev1.Secret{}
 		if err := f.env.Client.Get(context.Background(), types.NamespacedName{Namespace: f.ns, Name: secretName}, sec); err != nil {
 			return false, err.Error()
@@ -137,7 +138,7 @@ func (f *fixture) publishedKeys(t *testing.T, issuer string) jwk.Set {
 	get := func(path string) []byte {
 		var body []byte
 		// The operator's cache may not hold the JWKS ConfigMap yet (503).
-		testfixture.WaitFor(t, 10*time.Second, "GET "+path, func() (bool, string) {
+		framework.Eventually(t, "GET "+path, 10*time.Second, func() (bool, string) {
 			req, err := http.NewRequest(http.MethodGet, f.stack.DiscoveryURL+path, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -206,7 +207,7 @@ func TestIntegrationAnExchangedTokenIsAllowedUntilItsAPIKeyIsDisabled(t *testing
 
 	// 1. A token, verified as an outside verifier would.
 	var tr stack.TokenResponse
-	testfixture.WaitFor(t, 30*time.Second, "the endpoint to issue a token", func() (bool, string) {
+	framework.Eventually(t, "the endpoint to issue a token", 30*time.Second, func() (bool, string) {
 		tr = f.token(t, key, "orders:read")
 		return tr.Status == http.StatusOK, tr.String()
 	})
@@ -236,7 +237,7 @@ func TestIntegrationAnExchangedTokenIsAllowedUntilItsAPIKeyIsDisabled(t *testing
 	// 2. The sidecar allows it with the APIKey's subject (once it has the
 	// JWKS and the record).
 	bearer := map[string]string{"authorization": "Bearer " + tr.AccessToken}
-	testfixture.WaitFor(t, 30*time.Second, "the sidecar to allow the token", func() (bool, string) {
+	framework.Eventually(t, "the sidecar to allow the token", 30*time.Second, func() (bool, string) {
 		v := f.check(t, bearer)
 		return v.Allowed && v.Subject == "service:billing", v.String()
 	})
@@ -253,7 +254,7 @@ func TestIntegrationAnExchangedTokenIsAllowedUntilItsAPIKeyIsDisabled(t *testing
 	// A request counts only if later than the active key's activation,
 	// and RFC 3339 has whole seconds: wait for one to pass.
 	sk := &gatehousev1.SigningKey{}
-	testfixture.WaitFor(t, 30*time.Second, "the active key's activation to be a second in the past", func() (bool, string) {
+	framework.Eventually(t, "the active key's activation to be a second in the past", 30*time.Second, func() (bool, string) {
 		if err := f.env.Client.Get(context.Background(), types.NamespacedName{Namespace: f.ns, Name: "platform"}, sk); err != nil {
 			return false, err.Error()
 		}
@@ -292,7 +293,7 @@ func TestIntegrationAnExchangedTokenIsAllowedUntilItsAPIKeyIsDisabled(t *testing
 		during = append(during, signed{kid: kid, iat: tk.IssuedAt()})
 		return kid
 	}
-	testfixture.WaitFor(t, 60*time.Second, "the rotation to finish", func() (bool, string) {
+	framework.Eventually(t, "the rotation to finish", 60*time.Second, func() (bool, string) {
 		st := f.signingKeyStatus(t, "platform")
 		kid := signedBy()
 		return st.ActiveKeyID != first && phaseOf(st, first) == gatehousev1.KeyPhaseRetired && kid == st.ActiveKeyID, fmt.Sprintf("active %s, signed by %s", st.ActiveKeyID, kid)
@@ -340,12 +341,12 @@ func TestIntegrationAnExchangedTokenIsAllowedUntilItsAPIKeyIsDisabled(t *testing
 	if err := f.env.Client.Update(context.Background(), ak); err != nil {
 		t.Fatal(err)
 	}
-	testfixture.WaitFor(t, 10*time.Second, "the sidecar to deny the token of the disabled key", func() (bool, string) {
+	framework.Eventually(t, "the sidecar to deny the token of the disabled key", 10*time.Second, func() (bool, string) {
 		v := f.check(t, bearer)
 		return !v.Allowed && v.Status == http.StatusUnauthorized, v.String()
 	})
 	t.Logf("time from disabling the APIKey to the first deny of its token: %v", time.Since(t0))
-	testfixture.WaitFor(t, 10*time.Second, "the endpoint to refuse the disabled key", func() (bool, string) {
+	framework.Eventually(t, "the endpoint to refuse the disabled key", 10*time.Second, func() (bool, string) {
 		tr := f.token(t, key, "")
 		return tr.Status == http.StatusUnauthorized && tr.Error == "invalid_client", tr.String()
 	})

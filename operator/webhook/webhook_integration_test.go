@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/testenv"
 )
 
@@ -33,23 +34,6 @@ func freePort(t *testing.T) int {
 	}
 	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// eventually polls cond every 50 ms for up to 30 s, reporting the last
-// error on timeout.
-func eventually(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // servedCert dials the webhook like the API server does, trusting only the
@@ -119,23 +103,10 @@ func TestIntegrationWebhookInjectsThroughTheAPIServer(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	mgrCtx, stopMgr := context.WithCancel(context.Background())
-	mgrDone := make(chan error, 1)
-	go func() { mgrDone <- mgr.Start(mgrCtx) }()
-	t.Cleanup(func() {
-		stopMgr()
-		select {
-		case err := <-mgrDone:
-			if err != nil {
-				t.Errorf("manager: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("the manager did not stop")
-		}
-	})
+	framework.StartManager(t, mgr)
 
 	var caBundle []byte
-	eventually(t, "the operator to write caBundle and serve a certificate it trusts", func() error {
+	framework.Eventually(t, "the operator to write caBundle and serve a certificate it trusts", 30*time.Second, framework.NoError(func() error {
 		got := &admissionregistrationv1.MutatingWebhookConfiguration{}
 		if err := env.Client.Get(ctx, client.ObjectKey{Name: mwcName}, got); err != nil {
 			return err
@@ -143,7 +114,7 @@ func TestIntegrationWebhookInjectsThroughTheAPIServer(t *testing.T) {
 		caBundle = got.Webhooks[0].ClientConfig.CABundle
 		_, err := servedCert(addr, caBundle)
 		return err
-	})
+	}))
 
 	newPod := func(name string, labels, annotations map[string]string) *corev1.Pod {
 		return &corev1.Pod{
@@ -218,13 +189,13 @@ func TestIntegrationWebhookInjectsThroughTheAPIServer(t *testing.T) {
 		go func() {
 			_ = (&CertWatcher{Clientset: cs, Namespace: ns, Name: secret.Name, Store: follower, Log: mgr.GetLogger()}).Start(wctx)
 		}()
-		eventually(t, "the follower to load the certificate", func() error {
+		framework.Eventually(t, "the follower to load the certificate", 30*time.Second, framework.NoError(func() error {
 			c, err := follower.GetCertificate(nil)
 			if err == nil && !c.Leaf.Equal(before) {
 				return errors.New("the follower loaded another certificate")
 			}
 			return err
-		})
+		}))
 
 		// Rotate as the leader would: a new serving certificate from the
 		// same CA, written to the Secret.
@@ -249,7 +220,7 @@ func TestIntegrationWebhookInjectsThroughTheAPIServer(t *testing.T) {
 				return c.Leaf, nil
 			},
 		} {
-			eventually(t, name+" to present the rotated certificate", func() error {
+			framework.Eventually(t, name+" to present the rotated certificate", 30*time.Second, framework.NoError(func() error {
 				c, err := check()
 				if err != nil {
 					return err
@@ -258,7 +229,7 @@ func TestIntegrationWebhookInjectsThroughTheAPIServer(t *testing.T) {
 					return errors.New("still the old certificate")
 				}
 				return nil
-			})
+			}))
 		}
 		after := newPod("after-rotation", optIn, nil)
 		if err := env.Client.Create(ctx, after); err != nil {

@@ -27,6 +27,7 @@ import (
 	"gatehouse.dev/gatehouse/sidecar/server"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 	"gatehouse.dev/gatehouse/sidecar/source"
+	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
@@ -199,7 +200,7 @@ func TestSidecarServesFromFilesAndReloadsThem(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "records.yaml"), testfixture.YAML(t, key.ConfigMap(t)))
 
 	r := start(t, ns, &source.Files{Dir: dir, PollInterval: 20 * time.Millisecond}, map[string]string{"app": "orders"})
-	testfixture.WaitFor(t, 10*time.Second, "/readyz to succeed", func() (bool, string) {
+	framework.Eventually(t, "/readyz to succeed", 10*time.Second, func() (bool, string) {
 		code, body := httpGet(t, "http://"+r.addrs.Health+"/readyz")
 		return code == http.StatusOK, fmt.Sprint(code, body)
 	})
@@ -219,14 +220,14 @@ func TestSidecarServesFromFilesAndReloadsThem(t *testing.T) {
 	// Revoke the key in the file: the next checks must deny it.
 	key.Record.State = apikeyformat.StateRevoked
 	writeFile(t, filepath.Join(dir, "records.yaml"), testfixture.YAML(t, key.ConfigMap(t)))
-	testfixture.WaitFor(t, 10*time.Second, "the revoked key to be denied", func() (bool, string) {
+	framework.Eventually(t, "the revoked key to be denied", 10*time.Second, func() (bool, string) {
 		got := reason(r.send(t, map[string]string{"x-api-key": key.Key.Plaintext()}))
 		return got == "api_key_revoked", got
 	})
 
 	// A broken file is reported and the last good state stays in force.
 	writeFile(t, filepath.Join(dir, "records.yaml"), []byte("kind: [unclosed"))
-	testfixture.WaitFor(t, 10*time.Second, "the reload error to be counted", func() (bool, string) {
+	framework.Eventually(t, "the reload error to be counted", 10*time.Second, func() (bool, string) {
 		_, body := httpGet(t, "http://"+r.addrs.Metrics+"/metrics")
 		return strings.Contains(body, "gatehouse_sidecar_reload_errors_total 1") || strings.Contains(body, "gatehouse_sidecar_reload_errors_total 2"), "no reload error counted"
 	})
@@ -244,7 +245,7 @@ func TestSidecarServesFromFilesAndReloadsThem(t *testing.T) {
 		t.Errorf("a sidecar with only a broken state answered /readyz %d, want 503", code)
 	}
 	writeFile(t, filepath.Join(dir, "records.yaml"), testfixture.YAML(t, key.ConfigMap(t)))
-	testfixture.WaitFor(t, 10*time.Second, "the second sidecar to be ready", func() (bool, string) {
+	framework.Eventually(t, "the second sidecar to be ready", 10*time.Second, func() (bool, string) {
 		code, _ := httpGet(t, "http://"+other.addrs.Health+"/readyz")
 		return code == http.StatusOK, fmt.Sprint(code)
 	})
@@ -307,14 +308,14 @@ func TestOnShutdownTheSidecarReportsNotServingFirstAndKeepsAnsweringWhileItDrain
 		gatehousev1.Rule{Name: "public", Match: gatehousev1.RuleMatch{Paths: []string{"/orders/*"}}, Action: gatehousev1.ActionAllowAnonymous})
 	writeFile(t, filepath.Join(dir, "policy.yaml"), testfixture.YAML(t, pol))
 	r := start(t, ns, &source.Files{Dir: dir, PollInterval: 20 * time.Millisecond}, nil, func(c *app.Config) { c.DrainDelay = 3 * time.Second })
-	testfixture.WaitFor(t, 10*time.Second, "the sidecar to be ready", func() (bool, string) {
+	framework.Eventually(t, "the sidecar to be ready", 10*time.Second, func() (bool, string) {
 		code, _ := httpGet(t, "http://"+r.addrs.Health+"/readyz")
 		return code == http.StatusOK, fmt.Sprint(code)
 	})
 	health := healthpb.NewHealthClient(r.conn)
 
 	r.stop() // SIGTERM
-	testfixture.WaitFor(t, 2*time.Second, "/readyz to fail once draining", func() (bool, string) {
+	framework.Eventually(t, "/readyz to fail once draining", 2*time.Second, func() (bool, string) {
 		code, _ := httpGet(t, "http://"+r.addrs.Health+"/readyz")
 		return code == http.StatusServiceUnavailable, fmt.Sprint(code)
 	})

@@ -31,6 +31,7 @@ import (
 	"gatehouse.dev/gatehouse/controllers/apikeys"
 	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/sidecar/source"
+	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/test/testfixture"
 )
@@ -88,21 +89,10 @@ func startAPIKeyController(t *testing.T, env *testenv.Env, ns string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := (&apikeys.Reconciler{}).SetupWithManager(ctx, mgr, 1); err != nil {
-		cancel()
+	if err := (&apikeys.Reconciler{}).SetupWithManager(t.Context(), mgr, 1); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("the operator's manager did not stop within 30s")
-		}
-	})
+	framework.StartManager(t, mgr)
 }
 
 func create(t *testing.T, env *testenv.Env, objs ...client.Object) {
@@ -118,7 +108,7 @@ func create(t *testing.T, env *testenv.Env, objs ...client.Object) {
 
 func waitReady(t *testing.T, r *running) {
 	t.Helper()
-	testfixture.WaitFor(t, 30*time.Second, "the sidecar to be ready", func() (bool, string) {
+	framework.Eventually(t, "the sidecar to be ready", 30*time.Second, func() (bool, string) {
 		code, body := httpGet(t, "http://"+r.addrs.Health+"/readyz")
 		return code == http.StatusOK, fmt.Sprint(code, body)
 	})
@@ -138,7 +128,7 @@ func TestIntegrationAnAPIKeyIsAllowedThenDeniedSoonAfterItIsDisabled(t *testing.
 
 	// The operator delivers the key; a client would read it from the Secret.
 	var key apikeyformat.Key
-	testfixture.WaitFor(t, 30*time.Second, "the operator to deliver the key", func() (bool, string) {
+	framework.Eventually(t, "the operator to deliver the key", 30*time.Second, func() (bool, string) {
 		sec := &corev1.Secret{}
 		if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "billing-key"}, sec); err != nil {
 			return false, err.Error()
@@ -150,7 +140,7 @@ func TestIntegrationAnAPIKeyIsAllowedThenDeniedSoonAfterItIsDisabled(t *testing.
 
 	r := start(t, ns, &source.Kubernetes{Config: sidecarConfig(t, env, ns), Namespace: ns, Log: testr.New(t)}, nil)
 	waitReady(t, r)
-	testfixture.WaitFor(t, 10*time.Second, "the delivered key to be allowed", func() (bool, string) {
+	framework.Eventually(t, "the delivered key to be allowed", 10*time.Second, func() (bool, string) {
 		got := reason(r.send(t, map[string]string{"x-api-key": key.Plaintext()}))
 		return got == "allowed", got
 	})
@@ -248,7 +238,7 @@ func TestIntegrationASigningKeyRotationDeniesNoValidToken(t *testing.T) {
 	propagated := func(s *testfixture.Signer) {
 		t.Helper()
 		probe := mint(s, "probe")
-		testfixture.WaitFor(t, 10*time.Second, "the next key to reach the sidecar", func() (bool, string) {
+		framework.Eventually(t, "the next key to reach the sidecar", 10*time.Second, func() (bool, string) {
 			got := reason(r.send(t, map[string]string{"authorization": "Bearer " + probe}))
 			return got == "allowed", got
 		})
@@ -258,7 +248,7 @@ func TestIntegrationASigningKeyRotationDeniesNoValidToken(t *testing.T) {
 	traffic := func(n int64) {
 		t.Helper()
 		target := client.sent.Load() + n
-		testfixture.WaitFor(t, 30*time.Second, "client traffic", func() (bool, string) {
+		framework.Eventually(t, "client traffic", 30*time.Second, func() (bool, string) {
 			return client.sent.Load() >= target, fmt.Sprint(client.sent.Load())
 		})
 	}
@@ -384,7 +374,7 @@ func TestIntegrationTheSidecarServesItsLastStateWhileTheAPIServerIsAwayAndResync
 	proxy.cut()
 	// The watch breaks; the sidecar must notice (reload errors) and keep
 	// answering from what it has.
-	testfixture.WaitFor(t, 30*time.Second, "the outage to be counted", func() (bool, string) {
+	framework.Eventually(t, "the outage to be counted", 30*time.Second, func() (bool, string) {
 		_, body := httpGet(t, "http://"+r.addrs.Metrics+"/metrics")
 		for _, line := range strings.Split(body, "\n") {
 			if strings.HasPrefix(line, "gatehouse_sidecar_reload_errors_total ") && line != "gatehouse_sidecar_reload_errors_total 0" {
@@ -418,7 +408,7 @@ func TestIntegrationTheSidecarServesItsLastStateWhileTheAPIServerIsAwayAndResync
 		t.Fatalf("the sidecar saw a change through a cut connection (%q)", got)
 	}
 	proxy.listen(t, proxy.addr)
-	testfixture.WaitFor(t, 60*time.Second, "the sidecar to resync and deny the revoked key", func() (bool, string) {
+	framework.Eventually(t, "the sidecar to resync and deny the revoked key", 60*time.Second, func() (bool, string) {
 		got := reason(r.send(t, apiKey))
 		return got == "api_key_revoked", got
 	})

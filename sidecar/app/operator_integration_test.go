@@ -19,6 +19,7 @@ import (
 	"gatehouse.dev/gatehouse/controllers/signingkeys"
 	"gatehouse.dev/gatehouse/internal/keyring"
 	"gatehouse.dev/gatehouse/sidecar/source"
+	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/test/testfixture"
 )
@@ -38,17 +39,7 @@ func startSigningKeyController(t *testing.T, env *testenv.Env, ns string) {
 	if err := (&signingkeys.Reconciler{}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("the operator's manager did not stop within 30s")
-		}
-	})
+	framework.StartManager(t, mgr)
 }
 
 // TestIntegrationTokensOfTheOperatorsActiveKeyAreAllowedThroughARotation
@@ -92,7 +83,7 @@ func TestIntegrationTokensOfTheOperatorsActiveKeyAreAllowedThroughARotation(t *t
 		return string(signed), active.Key.KeyID(), true
 	}
 	var first string
-	testfixture.WaitFor(t, 30*time.Second, "the operator to activate a key", func() (bool, string) {
+	framework.Eventually(t, "the operator to activate a key", 30*time.Second, func() (bool, string) {
 		_, kid, ok := mint()
 		first = kid
 		return ok, kid
@@ -100,7 +91,7 @@ func TestIntegrationTokensOfTheOperatorsActiveKeyAreAllowedThroughARotation(t *t
 
 	r := start(t, ns, &source.Kubernetes{Config: sidecarConfig(t, env, ns), Namespace: ns, Log: testr.New(t)}, nil)
 	waitReady(t, r)
-	testfixture.WaitFor(t, 10*time.Second, "the operator's JWKS to reach the sidecar", func() (bool, string) {
+	framework.Eventually(t, "the operator's JWKS to reach the sidecar", 10*time.Second, func() (bool, string) {
 		tok, _, _ := mint()
 		got := reason(r.send(t, map[string]string{"authorization": "Bearer " + tok}))
 		return got == "allowed", got
@@ -109,7 +100,7 @@ func TestIntegrationTokensOfTheOperatorsActiveKeyAreAllowedThroughARotation(t *t
 	// A rotation request counts only if it is later than the activation
 	// of the current key (RFC 3339 has whole seconds): wait for that.
 	cur := &gatehousev1.SigningKey{}
-	testfixture.WaitFor(t, 30*time.Second, "the active key's activation to be a second in the past", func() (bool, string) {
+	framework.Eventually(t, "the active key's activation to be a second in the past", 30*time.Second, func() (bool, string) {
 		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(sk), cur); err != nil {
 			return false, err.Error()
 		}

@@ -17,6 +17,7 @@ import (
 	"gatehouse.dev/gatehouse/sidecar/authz"
 	"gatehouse.dev/gatehouse/sidecar/remotejwks"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
+	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
@@ -76,7 +77,7 @@ func registry(t *testing.T, s *issuerServer, fetches chan<- error) *remotejwks.R
 
 func waitKey(t *testing.T, set snapshot.KeySet, kid string) {
 	t.Helper()
-	testfixture.WaitFor(t, 10*time.Second, "key "+kid, func() (bool, string) {
+	framework.Eventually(t, "key "+kid, 10*time.Second, func() (bool, string) {
 		_, ok := set.Key(kid)
 		return ok, "not found"
 	})
@@ -246,7 +247,7 @@ func TestAPolicyWithADiscoveryIssuerAcceptsItsTokens(t *testing.T) {
 	store.Swap(snapshot.NewBuilder(snapshot.BuildOptions{Namespace: "shop", Remote: reg}).Build(snapshot.Inputs{Policies: []*gatehousev1.AuthPolicy{pol}}))
 	engine := authz.New(store, authz.Options{})
 	tok := a.Sign(t, testfixture.Claims(s.srv.URL, "alice", time.Now(), nil), nil)
-	testfixture.WaitFor(t, 10*time.Second, "the discovered key to verify the token", func() (bool, string) {
+	framework.Eventually(t, "the discovered key to verify the token", 10*time.Second, func() (bool, string) {
 		d := engine.Check(&authz.Request{Method: "GET", Host: "h", Path: "/x", Headers: bearerHeaders(tok)})
 		return d.Allowed && d.Identity.Issuer == s.srv.URL, string(d.Reason)
 	})

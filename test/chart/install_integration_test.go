@@ -21,6 +21,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"gatehouse.dev/gatehouse/operator/webhook"
+	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/testenv"
 )
 
@@ -218,37 +219,18 @@ func runWebhookAsOperator(t *testing.T, env *testenv.Env, ns, prefix string) []b
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("manager: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("the manager did not stop")
-		}
-	}()
+	framework.StartManager(t, mgr)
+	ctx := t.Context()
 
 	var caBundle []byte
-	var last error
-	for deadline := time.Now().Add(30 * time.Second); ; {
+	framework.Eventually(t, "the webhook to serve, with the operator's RBAC, a certificate trusted by the caBundle", 30*time.Second, framework.NoError(func() error {
 		mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
-		if last = env.Client.Get(ctx, client.ObjectKey{Name: prefix + "-sidecar-injector"}, mwc); last == nil {
-			caBundle = mwc.Webhooks[0].ClientConfig.CABundle
-			last = verifyServed(addr, caBundle)
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: prefix + "-sidecar-injector"}, mwc); err != nil {
+			return err
 		}
-		if last == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("with the operator's RBAC, the webhook never served a certificate trusted by the caBundle: %v", last)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		caBundle = mwc.Webhooks[0].ClientConfig.CABundle
+		return verifyServed(addr, caBundle)
+	}))
 	secret := &corev1.Secret{}
 	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: prefix + "-webhook-tls"}, secret); err != nil {
 		t.Fatal(err)

@@ -40,6 +40,7 @@ import (
 	"gatehouse.dev/gatehouse/internal/conditions"
 	"gatehouse.dev/gatehouse/internal/scheme"
 	"gatehouse.dev/gatehouse/test/controlplane"
+	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/sidecarrbac"
 	"gatehouse.dev/gatehouse/test/stack"
 )
@@ -181,14 +182,15 @@ func (d *demo) waitReady(ctx context.Context) error {
 	objs := []client.Object{&gatehousev1.SigningKey{}, &gatehousev1.APIKey{}, &gatehousev1.AuthPolicy{}}
 	names := []string{"platform", "billing", "orders"}
 	for i, obj := range objs {
-		err := stack.Poll(ctx, func() bool {
-			if d.client.Get(ctx, types.NamespacedName{Namespace: Namespace, Name: names[i]}, obj) != nil {
-				return false
+		err := framework.Poll(ctx, fmt.Sprintf("%T %s to be Ready", obj, names[i]), func() (bool, string) {
+			if err := d.client.Get(ctx, types.NamespacedName{Namespace: Namespace, Name: names[i]}, obj); err != nil {
+				return false, err.Error()
 			}
-			return conditions.IsTrue(ReadyConditions(obj), gatehousev1.ConditionReady)
+			conds := ReadyConditions(obj)
+			return conditions.IsTrue(conds, gatehousev1.ConditionReady), fmt.Sprint(conds)
 		})
 		if err != nil {
-			return fmt.Errorf("%T %s did not become Ready: %w", obj, names[i], err)
+			return err
 		}
 	}
 	if err := d.stack.WaitReady(ctx); err != nil {
@@ -268,9 +270,12 @@ func (d *demo) requests(ctx context.Context) error {
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := stack.Poll(waitCtx, func() bool {
+	if err := framework.Poll(waitCtx, "the sidecar to deny the disabled key", func() (bool, string) {
 		v, err := stack.CheckGRPC(waitCtx, d.stack.Sidecar.GRPC, orders("GET", withKey))
-		return err == nil && !v.Allowed
+		if err != nil {
+			return false, err.Error()
+		}
+		return !v.Allowed, fmt.Sprintf("allowed=%v status=%d reason=%s", v.Allowed, v.Status, v.Reason)
 	}); err != nil {
 		return fmt.Errorf("the disabled key was still allowed after 10s: %w", err)
 	}

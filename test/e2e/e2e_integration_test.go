@@ -31,10 +31,10 @@ import (
 	"gatehouse.dev/gatehouse/operator/webhook"
 	"gatehouse.dev/gatehouse/sidecar/app"
 	"gatehouse.dev/gatehouse/test/demo"
+	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/nginxtest"
 	"gatehouse.dev/gatehouse/test/stack"
 	"gatehouse.dev/gatehouse/test/testenv"
-	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
 const (
@@ -151,7 +151,7 @@ func TestIntegrationEndToEnd(t *testing.T) {
 	if err := s.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	testfixture.WaitFor(t, 30*time.Second, "the operator to write the caBundle and serve a certificate it trusts", func() (bool, string) {
+	framework.Eventually(t, "the operator to write the caBundle and serve a certificate it trusts", 30*time.Second, func() (bool, string) {
 		got := &admissionregistrationv1.MutatingWebhookConfiguration{}
 		if err := env.Client.Get(ctx, client.ObjectKey{Name: mwcName}, got); err != nil {
 			return false, err.Error()
@@ -171,7 +171,7 @@ func TestIntegrationEndToEnd(t *testing.T) {
 		&gatehousev1.APIKey{ObjectMeta: metav1.ObjectMeta{Name: "billing"}},
 		&gatehousev1.AuthPolicy{ObjectMeta: metav1.ObjectMeta{Name: "orders"}},
 	} {
-		testfixture.WaitFor(t, 30*time.Second, fmt.Sprintf("%T %s to be Ready", obj, obj.GetName()), func() (bool, string) {
+		framework.Eventually(t, fmt.Sprintf("%T %s to be Ready", obj, obj.GetName()), 30*time.Second, func() (bool, string) {
 			if err := env.Client.Get(ctx, types.NamespacedName{Namespace: appNS, Name: obj.GetName()}, obj); err != nil {
 				return false, err.Error()
 			}
@@ -197,7 +197,7 @@ func TestIntegrationEndToEnd(t *testing.T) {
 	token := func(scope string) string {
 		t.Helper()
 		var tr stack.TokenResponse
-		testfixture.WaitFor(t, 30*time.Second, "the token endpoint to issue a token for "+scope, func() (bool, string) {
+		framework.Eventually(t, "the token endpoint to issue a token for "+scope, 30*time.Second, func() (bool, string) {
 			var err error
 			if tr, err = stack.GetToken(ctx, s.DiscoveryURL, key, scope, "orders"); err != nil {
 				return false, err.Error()
@@ -215,7 +215,7 @@ func TestIntegrationEndToEnd(t *testing.T) {
 	withWrite := map[string]string{"authorization": "Bearer " + writeToken}
 	// The sidecar may get the record or the JWKS a moment after Ready.
 	for _, h := range []map[string]string{withKey, withRead} {
-		testfixture.WaitFor(t, 30*time.Second, "the sidecar to know the key and the issuer", func() (bool, string) {
+		framework.Eventually(t, "the sidecar to know the key and the issuer", 30*time.Second, func() (bool, string) {
 			v, err := stack.CheckGRPC(ctx, f.grpcAddr, stack.Request{Method: "GET", Host: "orders.example.com", Path: "/orders/42", Headers: h})
 			if err != nil {
 				return false, err.Error()
@@ -248,7 +248,7 @@ func TestIntegrationEndToEnd(t *testing.T) {
 	if err := env.Client.Patch(ctx, &gatehousev1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "billing"}}, patch); err != nil {
 		t.Fatal(err)
 	}
-	testfixture.WaitFor(t, 10*time.Second, "the sidecar to deny the disabled key", func() (bool, string) {
+	framework.Eventually(t, "the sidecar to deny the disabled key", 10*time.Second, func() (bool, string) {
 		v, err := stack.CheckGRPC(ctx, f.grpcAddr, stack.Request{Method: "GET", Host: "orders.example.com", Path: "/orders/42", Headers: withKey})
 		if err != nil {
 			return false, err.Error()

@@ -22,7 +22,7 @@ import (
 	"text/template"
 	"time"
 
-	"gatehouse.dev/gatehouse/test/testfixture"
+	"gatehouse.dev/gatehouse/test/framework"
 )
 
 // conf puts nginx in front of the upstream, asking the sidecar's HTTP
@@ -142,7 +142,7 @@ func Start(t testing.TB, sidecarAddr, upstreamAddr string) string {
 		}
 	})
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	testfixture.WaitFor(t, 10*time.Second, "nginx to listen", func() (bool, string) {
+	framework.Eventually(t, "nginx to listen", 10*time.Second, func() (bool, string) {
 		select {
 		case <-exited:
 			t.Fatalf("nginx exited: %v\n%s", waitErr, out.String())

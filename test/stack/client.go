@@ -8,12 +8,10 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	"gatehouse.dev/gatehouse/sidecar/server"
 )
@@ -153,12 +151,4 @@ func CheckHTTP(ctx context.Context, addr string, r Request) (Verdict, error) {
 		Reason:  resp.Header.Get(names.DenyReason),
 		Subject: resp.Header.Get(names.Subject),
 	}, nil
-}
-
-// Poll calls cond every 50 ms until it is true or ctx ends (then it
-// returns ctx's error).
-func Poll(ctx context.Context, cond func() bool) error {
-	return wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
-		return cond(), nil
-	})
 }

@@ -20,6 +20,7 @@ import (
 	"gatehouse.dev/gatehouse/sidecar/app"
 	"gatehouse.dev/gatehouse/sidecar/server"
 	"gatehouse.dev/gatehouse/sidecar/source"
+	"gatehouse.dev/gatehouse/test/framework"
 )
 
 // Options configure a Stack.
@@ -140,12 +141,17 @@ func (s *Stack) WaitReady(ctx context.Context) error {
 		_ = resp.Body.Close()
 		return resp.StatusCode
 	}
-	if err := Poll(ctx, func() bool { return get("http://"+s.Sidecar.Health+"/readyz") == http.StatusOK }); err != nil {
-		return fmt.Errorf("waiting for the sidecar to be ready: %w", err)
+	if err := framework.Poll(ctx, "the sidecar to be ready", func() (bool, string) {
+		code := get("http://" + s.Sidecar.Health + "/readyz")
+		return code == http.StatusOK, fmt.Sprintf("/readyz answered %d", code)
+	}); err != nil {
+		return err
 	}
 	// Any answer will do: 404 is an issuer the server does not know.
-	if err := Poll(ctx, func() bool { return get(s.DiscoveryURL+"/.well-known/openid-configuration") != 0 }); err != nil {
-		return fmt.Errorf("waiting for the discovery server: %w", err)
+	if err := framework.Poll(ctx, "the discovery server to answer", func() (bool, string) {
+		return get(s.DiscoveryURL+"/.well-known/openid-configuration") != 0, "no answer"
+	}); err != nil {
+		return err
 	}
 	return nil
 }

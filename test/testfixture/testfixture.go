@@ -278,22 +278,3 @@ func YAML(t testing.TB, objs ...any) []byte {
 	}
 	return out
 }
-
-// WaitFor polls cond every 10ms until it holds or timeout passes, then
-// fails the test with what cond last reported.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s; last seen: %s", timeout, what, last)
-		}
-		<-tick.C
-	}
-}

@@ -21,6 +21,7 @@ import (
 	"gatehouse.dev/gatehouse/sidecar/app"
 	"gatehouse.dev/gatehouse/sidecar/server"
 	"gatehouse.dev/gatehouse/sidecar/source"
+	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/nginxtest"
 	"gatehouse.dev/gatehouse/test/testfixture"
 )
@@ -182,7 +183,7 @@ func startSidecar(t *testing.T, dir string) app.Addresses {
 	case err := <-done:
 		t.Fatalf("the sidecar stopped: %v", err)
 	}
-	testfixture.WaitFor(t, 10*time.Second, "the sidecar to be ready", func() (bool, string) {
+	framework.Eventually(t, "the sidecar to be ready", 10*time.Second, func() (bool, string) {
 		resp, err := http.Get("http://" + a.Health + "/readyz") //nolint:noctx // bounded by the client's default dial and the WaitFor timeout
 		if err != nil {
 			return false, err.Error()
