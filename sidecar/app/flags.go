@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"gatehouse.dev/gatehouse/internal/kubeconfig"
@@ -48,6 +49,8 @@ type Flags struct {
 	remoteIssuers   bool
 	drainDelay      time.Duration
 	shutdownTimeout time.Duration
+	gcPercent       int
+	memoryLimit     string
 
 	// Zap are the logging flags (--zap-log-level and friends).
 	Zap zap.Options
@@ -77,6 +80,8 @@ func (o *Flags) BindFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.remoteIssuers, "remote-issuers", true, "Fetch keys of AuthPolicy issuers with discovery or jwksURI over HTTPS.")
 	f.DurationVar(&o.drainDelay, "drain-delay", 2*time.Second, "On SIGTERM, report not ready for this long before stopping.")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "Longest graceful stop.")
+	f.IntVar(&o.gcPercent, "gc-percent", 0, "GOGC once the first state is loaded; 0: $GOGC if set, else 50; negative: no garbage collection.")
+	f.StringVar(&o.memoryLimit, "memory-limit", "auto", "Soft memory limit of the Go runtime, as a quantity (96Mi); auto: $GOMEMLIMIT if set, else 75% of the container's memory limit; none: no limit.")
 	zfs := flag.NewFlagSet("zap", flag.ContinueOnError)
 	o.Zap.BindFlags(zfs)
 	f.AddGoFlagSet(zfs)
@@ -110,7 +115,11 @@ func (o *Flags) Config(log logr.Logger) (cfg Config, release func(), err error) 
 		Engine:          authz.Options{MaxTokenBytes: o.maxTokenBytes, MaxHeaders: o.maxHeaders, CacheSize: o.cacheSize},
 		DrainDelay:      o.drainDelay,
 		ShutdownTimeout: o.shutdownTimeout,
+		GCPercent:       o.gcPercent,
 		Log:             log,
+	}
+	if cfg.MemoryLimit, err = ParseMemoryLimit(o.memoryLimit); err != nil {
+		return Config{}, nil, err
 	}
 	if o.cacheSize <= 0 {
 		cfg.Engine.CacheSize = -1
@@ -188,4 +197,25 @@ func podLabels(file, inline string) (map[string]string, error) {
 	}
 	maps.Copy(out, fromFlag)
 	return out, nil
+}
+
+// ParseMemoryLimit reads the --memory-limit flag into Config.MemoryLimit:
+// "auto" (or empty) is 0, "none" is -1, anything else a positive quantity
+// such as 96Mi or 100M.
+func ParseMemoryLimit(v string) (int64, error) {
+	switch v {
+	case "", "auto":
+		return 0, nil
+	case "none":
+		return -1, nil
+	}
+	q, err := resource.ParseQuantity(v)
+	if err != nil {
+		return 0, fmt.Errorf("--memory-limit must be auto, none or a quantity such as 96Mi: %w", err)
+	}
+	n, ok := q.AsInt64()
+	if !ok || n <= 0 {
+		return 0, fmt.Errorf("--memory-limit must be a positive number of bytes, not %q", v)
+	}
+	return n, nil
 }

@@ -12,8 +12,8 @@ import (
 // MemoryLimitShare is the part of the container's memory limit that the
 // automatic Config.MemoryLimit gives the Go runtime. The rest is for what
 // the runtime does not count: thread stacks, and the executable's pages
-// (about 45 MiB of the gatehouse binary are resident; they are clean and
-// the kernel can reclaim them, but the cgroup charges them).
+// (about 24 MiB of the gatehouse-sidecar binary are resident; they are
+// clean and the kernel can reclaim them, but the cgroup charges them).
 const MemoryLimitShare = 0.75
 
 // cgroupLimitFiles are where a container's memory limit is found: cgroup v2,

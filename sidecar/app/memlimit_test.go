@@ -63,3 +63,32 @@ func TestResolveMemoryLimit(t *testing.T) {
 		})
 	}
 }
+
+func TestParseMemoryLimit(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    int64
+		wantErr bool
+	}{
+		{name: "auto is the automatic limit (0).", in: "auto", want: 0},
+		{name: "An empty value is the automatic limit too.", in: "", want: 0},
+		{name: "none turns the limit off (-1).", in: "none", want: -1},
+		{name: "A binary quantity is read in bytes.", in: "96Mi", want: 96 << 20},
+		{name: "A decimal quantity is read in bytes.", in: "100M", want: 100_000_000},
+		{name: "Zero is refused: it would mean automatic, which auto says.", in: "0", wantErr: true},
+		{name: "A negative quantity is refused.", in: "-1Mi", wantErr: true},
+		{name: "A word that is no quantity is refused.", in: "lots", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseMemoryLimit(tc.in)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("ParseMemoryLimit(%q) error = %v, want error: %v", tc.in, err, tc.wantErr)
+			}
+			if got != tc.want {
+				t.Errorf("ParseMemoryLimit(%q) = %d, want %d", tc.in, got, tc.want)
+			}
+		})
+	}
+}
