@@ -34,9 +34,13 @@ generate: $(CONTROLLER_GEN) ## Write zz_generated.deepcopy.go from the API types
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Write CRDs and RBAC from markers, and copy both into the chart.
 	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
-	$(CONTROLLER_GEN) rbac:roleName=gatehouse-operator paths="./..." output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=gatehouse-operator paths="./controllers/...;./operator/..." output:rbac:artifacts:config=config/rbac
+	@# The sidecar's rules come from the markers in sidecar/source, the
+	@# code that reads; test/sidecarrbac binds them and the chart renders them.
+	$(CONTROLLER_GEN) rbac:roleName=gatehouse-sidecar paths="./sidecar/..." output:rbac:artifacts:config=config/rbac/sidecar
 	mkdir -p charts/gatehouse/crds charts/gatehouse/files
 	cp config/crd/bases/*.yaml charts/gatehouse/crds/
+	cp config/rbac/sidecar/role.yaml charts/gatehouse/files/sidecar-role.yaml
 	@# The chart renders the operator's ClusterRole from this copy, so that
 	@# its RBAC is always the markers'. controller-gen writes no file while
 	@# there are no markers: the operator then needs no cluster-wide rule.

@@ -27,6 +27,7 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"gatehouse.dev/gatehouse/operator/webhook"
+	"gatehouse.dev/gatehouse/config/rbac"
 	"gatehouse.dev/gatehouse/test/testenv"
 )
 
@@ -369,19 +370,32 @@ func TestOperatorExtraRulesAreScopedToItsOwnObjects(t *testing.T) {
 	}
 }
 
-func TestSidecarRBACReadsConfigMapsAndAuthPoliciesOnly(t *testing.T) {
+func TestSidecarRBACIsTheGeneratedReadOnlyRole(t *testing.T) {
 	objs := render(t,
 		"sidecar.namespaces[0].name=shop",
 		"sidecar.namespaces[0].serviceAccounts={default,checkout}",
 		"sidecar.namespaces[1].name=billing",
 	)
 	cr := into[rbacv1.ClusterRole](t, objs.find(t, "ClusterRole", "gh-gatehouse-sidecar"))
-	want := []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{"auth.gatehouse.dev"}, Resources: []string{"authpolicies"}, Verbs: []string{"get", "list", "watch"}},
+	generated, err := rbac.SidecarRole()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(cr.Rules, want) {
-		t.Fatalf("sidecar rules = %+v, want exactly %+v", cr.Rules, want)
+	if len(generated.Rules) == 0 {
+		t.Fatal("config/rbac/sidecar/role.yaml grants nothing; the comparison would be empty")
+	}
+	if !reflect.DeepEqual(cr.Rules, generated.Rules) {
+		t.Fatalf("the chart's sidecar rules differ from config/rbac/sidecar/role.yaml (run `make manifests`):\nchart: %+v\ngenerated: %+v", cr.Rules, generated.Rules)
+	}
+	for _, r := range cr.Rules {
+		for _, v := range r.Verbs {
+			if v != "get" && v != "list" && v != "watch" {
+				t.Errorf("the sidecar may %s %v; it only reads", v, r.Resources)
+			}
+		}
+		if slices.Contains(r.Resources, "secrets") || slices.Contains(r.Resources, "*") {
+			t.Errorf("the sidecar may read %v; Secrets hold private signing keys and delivered API keys", r.Resources)
+		}
 	}
 
 	tests := []struct {

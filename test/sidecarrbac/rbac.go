@@ -1,8 +1,8 @@
 // Package sidecarrbac holds what a sidecar may do on the API server: read
-// the ConfigMaps (API key hash records, JWKS) and AuthPolicies of its own
-// namespace, and nothing else. The chart's sidecar ClusterRole
-// (charts/gatehouse/templates/rbac-sidecar.yaml) grants exactly Rules; the
-// demo and the tests bind them to run a sidecar with least privilege.
+// what the markers in sidecar/source grant (config/rbac/sidecar/role.yaml,
+// generated), and nothing else. The chart's sidecar ClusterRole
+// (charts/gatehouse/templates/rbac-sidecar.yaml) renders the same file; the
+// demo and the tests bind Rules to run a sidecar with least privilege.
 package sidecarrbac
 
 import (
@@ -15,19 +15,23 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/config/rbac"
 )
 
 // Name is the Role and RoleBinding Bind creates.
 const Name = "gatehouse-sidecar"
 
-// Rules are the sidecar's permissions: no Secrets (private signing keys
-// and delivered API keys live there), no writes.
+// Rules are the sidecar's permissions, exactly as controller-gen
+// generated them from the markers in sidecar/source
+// (config/rbac/sidecar/role.yaml): no Secrets (private signing keys and
+// delivered API keys live there), no writes. It panics if the embedded
+// file is broken, which `make verify` and every test that binds it report.
 func Rules() []rbacv1.PolicyRule {
-	return []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{gatehousev1.GroupVersion.Group}, Resources: []string{"authpolicies"}, Verbs: []string{"get", "list", "watch"}},
+	role, err := rbac.SidecarRole()
+	if err != nil {
+		panic(fmt.Sprintf("sidecarrbac: %v", err))
 	}
+	return role.Rules
 }
 
 // Bind creates a Role with Rules in ns and binds it to the ServiceAccount
