@@ -56,8 +56,8 @@ chart-lint: $(HELM) ## Lint the Helm chart.
 	$(HELM) lint --strict charts/gatehouse
 
 .PHONY: fmt
-fmt: ## Run gofmt.
-	gofmt -s -w $$(git ls-files '*.go')
+fmt: $(GOLANGCI_LINT) ## Format with the formatters `make lint` checks (.golangci.yml: gofmt, goimports with the local prefix).
+	$(GOLANGCI_LINT) fmt ./...
 
 .PHONY: vet
 vet: ## Run go vet.

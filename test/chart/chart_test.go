@@ -26,8 +26,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/yaml"
 	sigsyaml "sigs.k8s.io/yaml"
 
-	"gatehouse.dev/gatehouse/operator/webhook"
 	"gatehouse.dev/gatehouse/config/rbac"
+	"gatehouse.dev/gatehouse/operator/webhook"
 	"gatehouse.dev/gatehouse/test/testenv"
 )
 

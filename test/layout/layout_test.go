@@ -12,7 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -181,4 +183,80 @@ func TestOffendingFindsAFolderAndItsSubfolders(t *testing.T) {
 	if got != want {
 		t.Errorf("offending = %s, want %s", got, want)
 	}
+}
+
+// TestTheReadmeLayoutTableNamesEveryFolder keeps README.md's layout table
+// complete: every top-level folder has a row, and every folder one level
+// below has a row of its own or is named (`name`) in its parent's row.
+// Two levels, because that is where a package's purpose is decided
+// (controllers/apikeys, sidecar/app); deeper folders belong to their
+// package's own doc comment.
+func TestTheReadmeLayoutTableNamesEveryFolder(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := layoutRows(string(readme))
+	if len(rows) == 0 {
+		t.Fatal("README.md has no layout table (| `path/` | ... |)")
+	}
+	out, err := exec.Command("git", "-C", "../..", "ls-files").Output()
+	if err != nil {
+		t.Fatalf("git ls-files: %v", err)
+	}
+	top, second := map[string]bool{}, map[string]bool{}
+	for f := range strings.SplitSeq(strings.TrimSpace(string(out)), "\n") {
+		parts := strings.Split(f, "/")
+		if len(parts) > 1 {
+			top[parts[0]] = true
+		}
+		if len(parts) > 2 {
+			second[parts[0]+"/"+parts[1]] = true
+		}
+	}
+	if len(top) == 0 {
+		t.Fatal("git ls-files listed no folder; the test reads the wrong tree")
+	}
+	for dir := range top {
+		if !hasRowAtOrBelow(rows, dir) {
+			t.Errorf("README.md's layout table has no row for %s/", dir)
+		}
+	}
+	for dir := range second {
+		parent, name, _ := strings.Cut(dir, "/")
+		if _, ok := rows[dir]; ok {
+			continue
+		}
+		if !strings.Contains(rows[parent], "`"+name+"`") {
+			t.Errorf("README.md's layout table names %s/ neither in a row of its own nor as `%s` in the row of %s/", dir, name, parent)
+		}
+	}
+}
+
+// layoutRows maps each path of the README's layout table (the first cell's
+// `path/` entries, without the slash) to the row's description.
+func layoutRows(readme string) map[string]string {
+	rows := map[string]string{}
+	path := regexp.MustCompile("`([^`]+)/`")
+	for line := range strings.SplitSeq(readme, "\n") {
+		first, rest, ok := strings.Cut(strings.TrimPrefix(line, "| "), " | ")
+		if !strings.HasPrefix(line, "| `") || !ok {
+			continue
+		}
+		for _, m := range path.FindAllStringSubmatch(first, -1) {
+			rows[m[1]] = rest
+		}
+	}
+	return rows
+}
+
+// hasRowAtOrBelow reports whether dir or a folder below it has a row
+// (api/ is documented by its only package's row, api/v1/).
+func hasRowAtOrBelow(rows map[string]string, dir string) bool {
+	for p := range rows {
+		if p == dir || strings.HasPrefix(p, dir+"/") {
+			return true
+		}
+	}
+	return false
 }
