@@ -38,6 +38,19 @@ const (
 	// for every value later than the last rotation (like `cmctl renew`).
 	AnnotationRotateRequestedAt = "auth.gatehouse.dev/rotate-requested-at"
 
+	// LabelInject opts a pod in to sidecar injection: the webhook
+	// configuration sends only pods labelled LabelInject=true to the
+	// injector. A label rather than an annotation because only labels can
+	// be selected in the API server.
+	LabelInject = "auth.gatehouse.dev/inject"
+	// AnnotationInject set to "false" opts a pod out again, e.g. one pod of
+	// a Deployment whose template carries LabelInject.
+	AnnotationInject = "auth.gatehouse.dev/inject"
+
+	// SigningKeySecretType is the type of the Secret holding a SigningKey's
+	// private keys (internal/keyring's key-set document).
+	SigningKeySecretType = "auth.gatehouse.dev/signing-keys"
+
 	// RecordDataKey is the data key of an API key hash record (a JSON
 	// document, see internal/apikeyformat.Record) in its ConfigMap.
 	RecordDataKey = "record.json"

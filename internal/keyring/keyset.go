@@ -19,7 +19,7 @@ import (
 const (
 	// SecretType is the type of the Secret holding a SigningKey's private
 	// keys.
-	SecretType corev1.SecretType = "auth.gatehouse.dev/signing-keys"
+	SecretType corev1.SecretType = gatehousev1.SigningKeySecretType
 	// SecretDataKey is the data key of the key-set document in that Secret.
 	SecretDataKey = "keys.json"
 	// formatVersion is the version of the key-set document.

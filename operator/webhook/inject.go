@@ -16,16 +16,16 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	"sigs.k8s.io/yaml"
+
+	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 )
 
 const (
-	// LabelInject opts a pod in: the webhook configuration sends only pods
-	// labelled LabelInject=true to the injector. A label rather than an
-	// annotation because only labels can be selected in the API server.
-	LabelInject = "auth.gatehouse.dev/inject"
-	// AnnotationInject set to "false" opts a pod out again, e.g. one pod of
-	// a Deployment whose template carries the label.
-	AnnotationInject = "auth.gatehouse.dev/inject"
+	// LabelInject opts a pod in (api/v1.LabelInject).
+	LabelInject = gatehousev1.LabelInject
+	// AnnotationInject set to "false" opts a pod out again
+	// (api/v1.AnnotationInject).
+	AnnotationInject = gatehousev1.AnnotationInject
 
 	// SidecarName is the name of the injected container; a pod that has a
 	// container of that name is never injected again.
