@@ -185,6 +185,7 @@ func TestValuesSchemaRejectsMistakes(t *testing.T) {
 		{name: "A webhook timeout above the API server's 30 s maximum is rejected.", sets: []string{"webhook.timeoutSeconds=31"}, wantErr: "timeoutSeconds"},
 		{name: "Several replicas without leader election are rejected.", sets: []string{"operator.leaderElection=false"}, wantErr: "leaderElection must be true"},
 		{name: "A certificate validity that is not a Go duration is rejected.", sets: []string{"webhook.selfSigned.certValidity=1y"}, wantErr: "certValidity"},
+		{name: "A trusted proxy that is a host name, not an address or CIDR, is rejected.", sets: []string{"tokenEndpoint.trustedProxies={ingress.example.com}"}, wantErr: "trustedProxies"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -583,7 +584,7 @@ func TestOperatorAndSidecarAcceptTheChartsFlags(t *testing.T) {
 		}
 	}
 
-	for _, sets := range [][]string{nil, {"webhook.certManager.enabled=true"}, {"webhook.enabled=false", "operator.leaderElection=false", "operator.replicas=1"}} {
+	for _, sets := range [][]string{nil, {"webhook.certManager.enabled=true"}, {"webhook.enabled=false", "operator.leaderElection=false", "operator.replicas=1"}, {"tokenEndpoint.trustedProxies={10.0.0.0/8,192.0.2.1}"}} {
 		t.Run(fmt.Sprintf("The operator accepts the chart's arguments with %v.", sets), func(t *testing.T) {
 			d := into[appsv1.Deployment](t, render(t, sets...).find(t, "Deployment", "gh-gatehouse"))
 			args := d.Spec.Template.Spec.Containers[0].Args
