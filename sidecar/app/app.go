@@ -227,6 +227,9 @@ func Run(ctx context.Context, cfg Config) error {
 		store.Swap(snap)
 		m.ObserveReload(snap)
 		engine.PruneLimiters(snap)
+		if r, ok := cfg.Remote.(interface{ Sweep() }); ok {
+			r.Sweep() // stop polling issuers the new state no longer names
+		}
 		if !draining.Load() {
 			setServing(true)
 		}
