@@ -187,19 +187,16 @@ func Run(ctx context.Context, cfg Config) error {
 		srv  *http.Server
 	}
 	var httpServers []httpServer
-	newHTTP := func(name string, h http.Handler) {
+	newHTTP := func(name string, h http.Handler, idle time.Duration) {
 		if l := listeners[name]; l != nil {
-			httpServers = append(httpServers, httpServer{name, l, &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10,
-				// "OPTIONS *" must reach the handler and be checked, not be
-				// answered 200 (an allow) by net/http itself.
-				DisableGeneralOptionsHandler: true}})
+			httpServers = append(httpServers, httpServer{name, l, server.NewHTTPServer(h, idle)})
 		}
 	}
-	newHTTP("http", core.HTTPHandler(cfg.HTTP))
-	newHTTP("health", core.HealthHandler(draining.Load))
+	newHTTP("http", core.HTTPHandler(cfg.HTTP), server.ExtAuthzIdleTimeout)
+	newHTTP("health", core.HealthHandler(draining.Load), server.ProbeIdleTimeout)
 	metricsMux := http.NewServeMux()
 	metricsMux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
-	newHTTP("metrics", metricsMux)
+	newHTTP("metrics", metricsMux, server.ProbeIdleTimeout)
 
 	// Until the first state is in, collect garbage eagerly: reading
 	// 100,000 records interleaves their live objects with decoding
