@@ -25,6 +25,7 @@ import (
 	"gatehouse.dev/gatehouse/controllers/apikeys"
 	"gatehouse.dev/gatehouse/controllers/authpolicies"
 	"gatehouse.dev/gatehouse/controllers/signingkeys"
+	"gatehouse.dev/gatehouse/internal/owned"
 	"gatehouse.dev/gatehouse/internal/scheme"
 	"gatehouse.dev/gatehouse/operator/discovery"
 	"gatehouse.dev/gatehouse/operator/tokenendpoint"
@@ -99,6 +100,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager, error)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme.New(),
 		Logger:                  log,
+		Cache:                   owned.CacheOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:  o.ProbeAddr,
 		LeaderElection:          o.LeaderElect,
