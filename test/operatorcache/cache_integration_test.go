@@ -1,4 +1,8 @@
-package app_test
+// Package operatorcache measures what the operator's cache holds in a
+// cluster full of other people's Secrets. It is a package of its own so
+// that its operator is the only one in the test binary (controller names
+// are process-wide).
+package operatorcache_test
 
 import (
 	"context"
@@ -25,6 +29,8 @@ import (
 	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/test/testfixture"
 )
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 // unrelatedSecrets is how many 10 KiB Secrets the cache test creates;
 // GATEHOUSE_UNRELATED_SECRETS=10000 measures the figure (slow).
