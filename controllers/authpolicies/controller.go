@@ -30,13 +30,24 @@ import (
 // Reconciler sets the Ready condition of AuthPolicies.
 type Reconciler struct {
 	Client client.Client
-	Clock  clock.PassiveClock
+	// APIReader reads a JWKS ConfigMap that an AuthPolicy names: it is the
+	// user's, without the operator's label, so the cache does not hold it.
+	// Client when nil.
+	APIReader client.Reader
+	Clock     clock.PassiveClock
 }
 
 // +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=authpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=authpolicies/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=signingkeys,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
+
+func (r *Reconciler) apiReader() client.Reader {
+	if r.APIReader != nil {
+		return r.APIReader
+	}
+	return r.Client
+}
 
 // Reconcile checks one AuthPolicy's references and records the verdict.
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
@@ -91,7 +102,7 @@ func (r *Reconciler) check(ctx context.Context, p *gatehousev1.AuthPolicy) (stri
 		case iss.JWKS != nil && iss.JWKS.ConfigMapKeyRef != nil:
 			ref := iss.JWKS.ConfigMapKeyRef
 			cm := &corev1.ConfigMap{}
-			err := r.Client.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name}, cm)
+			err := r.apiReader().Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name}, cm)
 			switch {
 			case apierrors.IsNotFound(err):
 				reason = gatehousev1.ReasonIssuerNotFound
@@ -155,6 +166,9 @@ func privateMarker(k jwk.Key) (string, bool) {
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
+	}
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&gatehousev1.AuthPolicy{}).

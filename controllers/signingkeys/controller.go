@@ -283,8 +283,11 @@ func suspicious(sk *gatehousev1.SigningKey, obs observation, p keyring.Policy, n
 	if obs.docBroken || (obs.keySet != nil && len(obs.keySet.Invalid) > 0) {
 		return true
 	}
-	if obs.secret == nil {
-		return len(sk.Status.Keys) > 0 || obs.cm != nil
+	if obs.secret == nil || obs.cm == nil {
+		// The cache holds only objects with the operator's label: an
+		// object in the way (a user's Secret or ConfigMap of that name)
+		// is seen only by an uncached read.
+		return true
 	}
 	_, lost, gone := keyring.Recover(obs.keySet, sk.Status.Keys, obs.pubKeys, p, now)
 	return len(lost)+len(gone) > 0

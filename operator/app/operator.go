@@ -25,6 +25,7 @@ import (
 	"gatehouse.dev/gatehouse/controllers/apikeys"
 	"gatehouse.dev/gatehouse/controllers/authpolicies"
 	"gatehouse.dev/gatehouse/controllers/signingkeys"
+	"gatehouse.dev/gatehouse/internal/owned"
 	"gatehouse.dev/gatehouse/internal/scheme"
 	"gatehouse.dev/gatehouse/operator/discovery"
 	"gatehouse.dev/gatehouse/operator/tokenendpoint"
@@ -61,6 +62,10 @@ type Options struct {
 	// TokenMaxLifetime caps the lifetime of every issued token (0: the
 	// APIKey's and the SigningKey's caps only).
 	TokenMaxLifetime time.Duration
+	// TokenTrustedProxies are CIDRs or addresses of the proxies whose
+	// X-Forwarded-For names the client that token endpoint failures count
+	// against (none: the TCP peer is the client).
+	TokenTrustedProxies []string
 
 	// Logger, when set, is the manager's logger (default: ctrl.Log). It
 	// is capped below the verbosity at which client-go logs bodies.
@@ -78,6 +83,7 @@ func (o *Options) BindFlags(f *pflag.FlagSet) {
 	f.DurationVar(&o.DiscoveryMaxAge, "discovery-max-age", discovery.DefaultMaxAge, "Upper bound of the Cache-Control max-age of discovery responses (never more than half a SigningKey's propagation interval).")
 	f.BoolVar(&o.TokenEndpoint, "token-endpoint", true, "Serve the OAuth 2.0 token endpoint (POST /oauth2/token and <issuer>/oauth2/token) on the discovery address.")
 	f.DurationVar(&o.TokenMaxLifetime, "token-max-lifetime", time.Hour, "Upper bound of the lifetime of every issued token, whatever an APIKey allows.")
+	f.StringSliceVar(&o.TokenTrustedProxies, "token-endpoint-trusted-proxies", nil, "CIDRs or addresses of the proxies (ingress, load balancer) whose X-Forwarded-For names the token endpoint's client, by the rightmost-untrusted rule; none by default.")
 	o.Webhook.BindFlags(f)
 }
 
@@ -94,6 +100,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager, error)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme.New(),
 		Logger:                  log,
+		Cache:                   owned.CacheOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:  o.ProbeAddr,
 		LeaderElection:          o.LeaderElect,
@@ -155,12 +162,17 @@ func addDiscovery(ctx context.Context, mgr ctrl.Manager, o Options, log logr.Log
 		MaxAge:   o.DiscoveryMaxAge,
 	}
 	if o.TokenEndpoint {
+		trusted, err := tokenendpoint.ParseTrustedProxies(o.TokenTrustedProxies)
+		if err != nil {
+			return fmt.Errorf("--token-endpoint-trusted-proxies: %w", err)
+		}
 		if err := tokenendpoint.RegisterIndex(ctx, mgr); err != nil {
 			return fmt.Errorf("indexing api key records: %w", err)
 		}
 		store := &tokenendpoint.KubeStore{Reader: mgr.GetClient(), Signer: tokenendpoint.SigningKeySigner}
 		te := tokenendpoint.NewServer(store, log.WithName("token-endpoint"), tokenendpoint.NewMetrics(ctrlmetrics.Registry))
 		te.MaxLifetime = o.TokenMaxLifetime
+		te.TrustedProxies = trusted
 		srv.TokenEndpoint = te
 	}
 	if err := mgr.Add(srv); err != nil {

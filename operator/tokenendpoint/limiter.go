@@ -8,10 +8,12 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// failureLimiter counts failed authentications per client address and per
-// key ID with token buckets, so that guessing keys or replaying a revoked one
-// slows down to a trickle. The buckets live in a bounded LRU: an attacker
-// spraying addresses only evicts old buckets, it cannot exhaust memory.
+// failureLimiter counts failed authentications per client address or per
+// key ID with token buckets. It is consulted only after a request has been
+// verified and has failed, so it can never refuse a correct key: a bucket
+// that is empty turns the answer to a failure into "slow down", nothing
+// more. The buckets live in a bounded LRU: an attacker spraying addresses
+// only evicts old buckets, it cannot exhaust memory.
 type failureLimiter struct {
 	mu      sync.Mutex
 	buckets *lru.Cache[string, *rate.Limiter]
@@ -27,26 +29,10 @@ func newFailureLimiter(size int, perMinute float64, burst int) *failureLimiter {
 	return &failureLimiter{buckets: c, every: rate.Limit(perMinute / 60), burst: burst}
 }
 
-// blocked reports whether key has used up its failures, and when the next
-// attempt may come.
-func (l *failureLimiter) blocked(key string, now time.Time) (bool, time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b, ok := l.buckets.Get(key)
-	if !ok {
-		return false, 0
-	}
-	if b.TokensAt(now) >= 1 {
-		return false, 0
-	}
-	r := b.ReserveN(now, 1)
-	wait := r.DelayFrom(now)
-	r.CancelAt(now)
-	return true, wait
-}
-
-// fail records a failed attempt for key.
-func (l *failureLimiter) fail(key string, now time.Time) {
+// fail records a failed attempt for key and reports whether key had used
+// up its failures before this one, and if so when the next failure would
+// fit in the bucket again.
+func (l *failureLimiter) fail(key string, now time.Time) (exceeded bool, wait time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b, ok := l.buckets.Get(key)
@@ -54,5 +40,11 @@ func (l *failureLimiter) fail(key string, now time.Time) {
 		b = rate.NewLimiter(l.every, l.burst)
 		l.buckets.Add(key, b)
 	}
-	b.AllowN(now, 1)
+	if b.AllowN(now, 1) {
+		return false, 0
+	}
+	r := b.ReserveN(now, 1)
+	wait = r.DelayFrom(now)
+	r.CancelAt(now)
+	return true, wait
 }

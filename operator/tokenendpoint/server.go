@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -39,6 +38,10 @@ import (
 
 // maxBodyBytes bounds a token request; real ones are a few hundred bytes.
 const maxBodyBytes = 8 << 10
+
+// noHash is a well-formed stored hash that no key has, to compare an
+// unknown key against.
+var noHash = strings.Repeat("0", 64)
 
 // ErrNotFound is returned by a Store when there is no such record or key.
 var ErrNotFound = errors.New("not found")
@@ -73,6 +76,9 @@ type Server struct {
 	// MaxLifetime caps every token whatever the APIKey allows (0: no cap
 	// beyond the APIKey's and the SigningKey's).
 	MaxLifetime time.Duration
+	// TrustedProxies are the proxies whose X-Forwarded-For names the
+	// client address that failures count against (none by default).
+	TrustedProxies TrustedProxies
 
 	byAddr  *failureLimiter
 	byKeyID *failureLimiter
@@ -110,11 +116,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		log = log.WithValues("keyID", res.keyID)
 	}
 	if e != nil {
-		if res.reason != "" {
-			log = log.WithValues("reason", res.reason)
+		log = log.WithValues("reason", string(e.reason))
+		if res.failure != "" && res.failure != e.reason {
+			log = log.WithValues("failure", string(res.failure))
+		}
+		if res.keyFailuresExceeded {
+			log = log.WithValues("keyFailuresExceeded", true)
 		}
 		log.Info("token refused")
-		s.metrics.observe(e.code)
+		s.metrics.observe(e.reason.Code())
 		s.writeError(w, *e)
 		return
 	}
@@ -131,7 +141,7 @@ func resultOf(e *oauthError) string {
 	if e == nil {
 		return "issued"
 	}
-	return e.code
+	return e.reason.Code()
 }
 
 // issued is what a request produced, for the response, the log and metrics.
@@ -142,118 +152,186 @@ type issued struct {
 	subject   string
 	namespace string
 	jti       string
-	reason    string
+	// failure is the authentication failure behind a slow-down answer.
+	failure Reason
+	// keyFailuresExceeded says the key ID has failed more often than the
+	// limit allows: logged for operators, never shown to the client.
+	keyFailuresExceeded bool
 }
 
+// tokenRequest is a well-formed client_credentials request.
+type tokenRequest struct {
+	form     url.Values
+	clientID string
+	secret   string
+}
+
+// issue runs the steps of a token request: read it, authenticate the
+// client (and account for a failure), authorise the scopes and audience
+// asked for, and mint the token.
 func (s *Server) issue(r *http.Request, now time.Time) (issued, *oauthError) {
 	var res issued
-	if r.Method != http.MethodPost {
-		return res, &oauthError{status: http.StatusMethodNotAllowed, code: errInvalidRequest, description: "The token endpoint accepts POST only."}
+	req, e := readRequest(r)
+	if e != nil {
+		return res, e
 	}
-	addr := clientAddr(r)
-	if blocked, wait := s.byAddr.blocked(addr, now); blocked {
-		res.reason = "address_rate_limited"
-		return res, &oauthError{status: http.StatusTooManyRequests, code: errSlowDown, description: "Too many failed attempts from this address.", retryAfter: wait}
+	key, rec, e := s.authenticate(r.Context(), req, now)
+	if key != nil {
+		res.keyID = key.ID()
+	}
+	if e != nil {
+		return s.accountFailure(res, r, rec != nil, e, now)
+	}
+	res.subject, res.namespace = rec.Subject, rec.Namespace
+	grant, e := authorize(req.form, rec)
+	if e != nil {
+		return res, e
+	}
+	res.body, res.jti, e = s.mint(r.Context(), *key, rec, grant, now)
+	return res, e
+}
+
+// readRequest checks the method, the form and the grant type, and reads
+// the client's credentials.
+func readRequest(r *http.Request) (tokenRequest, *oauthError) {
+	if r.Method != http.MethodPost {
+		return tokenRequest{}, refuse(MethodNotAllowed)
 	}
 	form, e := parseForm(r)
 	if e != nil {
-		return res, e
+		return tokenRequest{}, e
 	}
-	if form.Get("grant_type") == "" {
-		return res, &oauthError{status: http.StatusBadRequest, code: errInvalidRequest, description: "grant_type is required."}
-	}
-	if form.Get("grant_type") != "client_credentials" {
-		return res, &oauthError{status: http.StatusBadRequest, code: errUnsupportedGrantType, description: "Only the client_credentials grant is supported."}
+	switch form.Get("grant_type") {
+	case "":
+		return tokenRequest{}, refuse(MissingGrantType)
+	case "client_credentials":
+	default:
+		return tokenRequest{}, refuse(UnsupportedGrantType)
 	}
 	clientID, secret, e := clientCredentials(r, form)
 	if e != nil {
-		return res, e
+		return tokenRequest{}, e
 	}
+	return tokenRequest{form: form, clientID: clientID, secret: secret}, nil
+}
 
-	fail := func(reason string, keyID string) (issued, *oauthError) {
-		s.byAddr.fail(addr, now)
-		if keyID != "" {
-			s.byKeyID.fail(keyID, now)
-		}
-		res.reason = reason
-		return res, &oauthError{status: http.StatusUnauthorized, code: errInvalidClient, description: "Client authentication failed."}
-	}
-	key, err := apikeyformat.Parse(secret)
+// authenticate verifies the API key. It returns the parsed key when the
+// secret is well-formed and the record when the key ID exists, also on
+// failure, so that the caller can account for the failure. Every
+// authentication failure gets the same answer (see refusals).
+func (s *Server) authenticate(ctx context.Context, req tokenRequest, now time.Time) (*apikeyformat.Key, *apikeyformat.Record, *oauthError) {
+	key, err := apikeyformat.Parse(req.secret)
 	if err != nil {
-		return fail("malformed_key", "")
+		return nil, nil, refuse(MalformedKey)
 	}
-	res.keyID = key.ID()
-	if clientID != "" && clientID != key.ID() {
-		return fail("client_id_mismatch", key.ID())
-	}
-	if blocked, wait := s.byKeyID.blocked(key.ID(), now); blocked {
-		res.reason = "key_rate_limited"
-		return res, &oauthError{status: http.StatusTooManyRequests, code: errSlowDown, description: "Too many failed attempts for this key.", retryAfter: wait}
-	}
-	rec, err := s.Store.RecordByKeyID(r.Context(), key.ID())
+	rec, err := s.Store.RecordByKeyID(ctx, key.ID())
 	if errors.Is(err, ErrNotFound) {
-		return fail("unknown_key", key.ID())
+		// Hash the key anyway, as Check would, so that an unknown key
+		// ID costs the same work as a wrong secret for a known one.
+		_ = apikeyformat.HashMatches(key, noHash)
+		return &key, nil, refuse(UnknownKey)
 	}
 	if err != nil {
-		res.reason = "store_error"
 		s.Log.Error(err, "reading api key record", "keyID", key.ID())
-		return res, &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavail, description: "The token endpoint cannot read its state; try again later."}
+		return &key, nil, refuse(StoreError)
 	}
 	if d := rec.Check(key, now); d != apikeyformat.Accepted {
-		return fail(string(d), key.ID())
+		return &key, rec, refuse(reasonOf(d))
 	}
-	res.subject, res.namespace = rec.Subject, rec.Namespace
+	if req.clientID != "" && req.clientID != key.ID() {
+		return &key, rec, refuse(ClientIDMismatch)
+	}
+	return &key, rec, nil
+}
+
+// accountFailure counts a failed authentication against the client
+// address and, when the key ID exists, against the key ID. It runs only
+// after verification, so a correct key is never refused because others
+// failed. The answer depends on the client address's bucket alone: the
+// key ID's bucket is logged, never shown, since a different answer for
+// an existing key ID would tell anyone which key IDs exist.
+func (s *Server) accountFailure(res issued, r *http.Request, keyExists bool, e *oauthError, now time.Time) (issued, *oauthError) {
+	if e.reason.Status() != http.StatusUnauthorized {
+		return res, e // not the client's failure (a store error)
+	}
+	if keyExists {
+		res.keyFailuresExceeded, _ = s.byKeyID.fail(res.keyID, now)
+	}
+	exceeded, wait := s.byAddr.fail(s.TrustedProxies.clientAddr(r), now)
+	if !exceeded {
+		return res, e
+	}
+	res.failure = e.reason
+	return res, &oauthError{reason: AddressSlowedDown, retryAfter: wait}
+}
+
+// grant is what an authorised request may have in its token.
+type grant struct {
+	exchange *apikeyformat.RecordTokenExchange
+	scopes   []string
+	audience string
+}
+
+// authorize checks that the key may be exchanged, and for the scopes and
+// audience asked for.
+func authorize(form url.Values, rec *apikeyformat.Record) (grant, *oauthError) {
 	te := rec.TokenExchange
 	if te == nil {
-		res.reason = "exchange_not_enabled"
-		return res, &oauthError{status: http.StatusBadRequest, code: errUnauthorizedClient, description: "This API key may not be exchanged for tokens (spec.tokenExchange is not set)."}
+		return grant{}, refuse(ExchangeNotEnabled)
 	}
 	scopes, e := grantScopes(form.Get("scope"), rec.Scopes)
 	if e != nil {
-		return res, e
+		return grant{}, e
 	}
 	audience, e := pickAudience(form, te.Audiences)
 	if e != nil {
-		return res, e
+		return grant{}, e
 	}
-	signer, err := s.Store.ActiveSigner(r.Context(), rec.Namespace, te.SigningKeyName, now)
-	if err != nil {
-		res.reason = "no_active_signing_key"
-		s.Log.Error(err, "finding the active signing key", "keyID", key.ID(), "namespace", rec.Namespace, "signingKey", te.SigningKeyName)
-		return res, &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavail, description: "No signing key is active for this API key; try again later."}
-	}
+	return grant{exchange: te, scopes: scopes, audience: audience}, nil
+}
 
+// mint signs the token with the active key of the APIKey's SigningKey.
+func (s *Server) mint(ctx context.Context, key apikeyformat.Key, rec *apikeyformat.Record, g grant, now time.Time) (tokenResponse, string, *oauthError) {
+	signer, err := s.Store.ActiveSigner(ctx, rec.Namespace, g.exchange.SigningKeyName, now)
+	if err != nil {
+		s.Log.Error(err, "finding the active signing key", "keyID", key.ID(), "namespace", rec.Namespace, "signingKey", g.exchange.SigningKeyName)
+		return tokenResponse{}, "", refuse(NoActiveSigningKey)
+	}
+	exp := s.expiry(key, rec, g.exchange, signer, now)
+	jti, err := s.newJTI()
+	if err != nil {
+		return tokenResponse{}, "", refuse(RandomnessFailed)
+	}
+	token, err := sign(signer, tokenClaims{
+		issuer: signer.Issuer, subject: rec.Subject, audience: g.audience, scopes: g.scopes,
+		keyID: key.ID(), jti: jti, now: now, exp: exp,
+	})
+	if err != nil {
+		s.Log.Error(err, "signing a token", "keyID", key.ID(), "jti", jti)
+		return tokenResponse{}, "", refuse(SigningFailed)
+	}
+	return tokenResponse{
+		AccessToken: token,
+		TokenType:   "Bearer",
+		ExpiresIn:   int64(exp.Sub(now).Round(time.Second) / time.Second),
+		Scope:       strings.Join(g.scopes, " "),
+	}, jti, nil
+}
+
+// expiry is the earliest of the lifetime caps, the APIKey's expiry and,
+// for a key in its rotation grace period, the end of that period: such a
+// key cannot mint tokens that outlive it.
+func (s *Server) expiry(key apikeyformat.Key, rec *apikeyformat.Record, te *apikeyformat.RecordTokenExchange, signer *Signer, now time.Time) time.Time {
 	exp := now.Add(s.lifetime(te, signer))
 	if rec.ExpiresAt != nil && rec.ExpiresAt.Before(exp) {
 		exp = *rec.ExpiresAt
 	}
 	for _, k := range rec.Keys {
 		if k.KeyID == key.ID() && k.NotAfter != nil && k.NotAfter.Before(exp) {
-			exp = *k.NotAfter // a key in its rotation grace period cannot mint tokens that outlive it
+			exp = *k.NotAfter
 		}
 	}
-	jti, err := s.newJTI()
-	if err != nil {
-		res.reason = "randomness_failed"
-		return res, &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavail, description: "The token endpoint could not create a token; try again later."}
-	}
-	token, err := sign(signer, tokenClaims{
-		issuer: signer.Issuer, subject: rec.Subject, audience: audience, scopes: scopes,
-		keyID: key.ID(), jti: jti, now: now, exp: exp,
-	})
-	if err != nil {
-		res.reason = "signing_failed"
-		s.Log.Error(err, "signing a token", "keyID", key.ID(), "jti", jti)
-		return res, &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavail, description: "The token endpoint could not sign a token; try again later."}
-	}
-	res.jti = jti
-	res.body = tokenResponse{
-		AccessToken: token,
-		TokenType:   "Bearer",
-		ExpiresIn:   int64(exp.Sub(now).Round(time.Second) / time.Second),
-		Scope:       strings.Join(scopes, " "),
-	}
-	return res, nil
+	return exp
 }
 
 func (s *Server) lifetime(te *apikeyformat.RecordTokenExchange, signer *Signer) time.Duration {
@@ -285,23 +363,23 @@ func parseForm(r *http.Request) (url.Values, *oauthError) {
 		ct = ct[:i]
 	}
 	if !strings.EqualFold(strings.TrimSpace(ct), "application/x-www-form-urlencoded") {
-		return nil, &oauthError{status: http.StatusBadRequest, code: errInvalidRequest, description: "The body must be application/x-www-form-urlencoded."}
+		return nil, refuse(NotAForm)
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
 	if err != nil || len(body) > maxBodyBytes {
-		return nil, &oauthError{status: http.StatusBadRequest, code: errInvalidRequest, description: "The request body is unreadable or too large."}
+		return nil, refuse(UnreadableBody)
 	}
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
-		return nil, &oauthError{status: http.StatusBadRequest, code: errInvalidRequest, description: "The request body is not a valid form."}
+		return nil, refuse(UnreadableBody)
 	}
 	if len(r.URL.RawQuery) > 0 {
 		// Credentials in a URL end up in access logs.
-		return nil, &oauthError{status: http.StatusBadRequest, code: errInvalidRequest, description: "Parameters must be sent in the body, not the URL."}
+		return nil, refuse(ParametersInURL)
 	}
 	for _, v := range form {
 		if len(v) > 1 {
-			return nil, &oauthError{status: http.StatusBadRequest, code: errInvalidRequest, description: "A parameter was sent more than once."}
+			return nil, refuse(RepeatedParameter)
 		}
 	}
 	return form, nil
@@ -313,25 +391,22 @@ func parseForm(r *http.Request) (url.Values, *oauthError) {
 func clientCredentials(r *http.Request, form url.Values) (string, string, *oauthError) {
 	user, pass, basic := r.BasicAuth()
 	postSecret := form.Get("client_secret")
-	invalid := func(desc string) (string, string, *oauthError) {
-		return "", "", &oauthError{status: http.StatusUnauthorized, code: errInvalidClient, description: desc}
-	}
 	switch {
 	case basic && postSecret != "":
-		return "", "", &oauthError{status: http.StatusBadRequest, code: errInvalidRequest, description: "Use one client authentication method, not two."}
+		return "", "", refuse(TwoAuthMethods)
 	case basic:
 		id, err1 := url.QueryUnescape(user)
 		secret, err2 := url.QueryUnescape(pass)
 		if err1 != nil || err2 != nil || secret == "" {
-			return invalid("Client authentication failed.")
+			return "", "", refuse(MalformedCredentials)
 		}
 		return id, secret, nil
 	case postSecret != "":
 		return form.Get("client_id"), postSecret, nil
 	case r.Header.Get("Authorization") != "":
-		return invalid("Client authentication failed.")
+		return "", "", refuse(MalformedCredentials)
 	default:
-		return invalid("Client authentication is required: the API key is the client secret.")
+		return "", "", refuse(MissingCredentials)
 	}
 }
 
@@ -345,7 +420,7 @@ func grantScopes(requested string, granted []string) ([]string, *oauthError) {
 	var out []string
 	for _, s := range fields {
 		if !slices.Contains(granted, s) {
-			return nil, &oauthError{status: http.StatusBadRequest, code: errInvalidScope, description: "A requested scope is not granted to this API key."}
+			return nil, refuse(ScopeNotGranted)
 		}
 		if !slices.Contains(out, s) {
 			out = append(out, s)
@@ -368,17 +443,9 @@ func pickAudience(form url.Values, allowed []string) (string, *oauthError) {
 		return "", nil
 	}
 	if !slices.Contains(allowed, want) {
-		return "", &oauthError{status: http.StatusBadRequest, code: errInvalidTarget, description: "The requested audience is not allowed for this API key."}
+		return "", refuse(AudienceNotAllowed)
 	}
 	return want, nil
-}
-
-func clientAddr(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 type tokenClaims struct {

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/base32"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -338,52 +339,191 @@ func TestEveryRefusalFollowsRFC6749(t *testing.T) {
 	}
 }
 
-func TestRepeatedFailuresFromOneAddressAreSlowedDown(t *testing.T) {
-	f := newFixture(t)
-	bad, _ := apikeyformat.Generate(rand.Reader)
-	for i := 0; i < 10; i++ {
-		if r := f.do(t, http.MethodPost, url.Values{"grant_type": {"client_credentials"}}, basic(bad.ID(), bad.Plaintext())); r.status != 401 {
-			t.Fatalf("attempt %d: status %d", i, r.status)
-		}
+// forgeWithID returns a well-formed key (right format, right checksum)
+// with the key ID of real and a random secret: what an attacker who read a
+// key ID from a token can send.
+func forgeWithID(t *testing.T, real apikeyformat.Key) apikeyformat.Key {
+	t.Helper()
+	id, err := base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding).DecodeString(real.ID())
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Even the right key is refused from this address now.
-	r := f.do(t, http.MethodPost, url.Values{"grant_type": {"client_credentials"}}, basic(f.key.ID(), f.key.Plaintext()))
-	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" {
-		t.Fatalf("11th attempt: %d %v (Retry-After %q), want 429", r.status, r.body, r.header.Get("Retry-After"))
+	k, err := apikeyformat.Generate(io.MultiReader(bytes.NewReader(id), rand.Reader))
+	if err != nil || k.ID() != real.ID() || k.Plaintext() == real.Plaintext() {
+		t.Fatalf("forging a key for ID %s: %v", real.ID(), err)
 	}
-	// Another address is unaffected.
-	r = f.do(t, http.MethodPost, url.Values{"grant_type": {"client_credentials"}}, func(req *http.Request) {
-		basic(f.key.ID(), f.key.Plaintext())(req)
-		req.RemoteAddr = "198.51.100.7:1234"
-	})
-	if r.status != http.StatusOK {
-		t.Fatalf("another address: %d %v", r.status, r.body)
-	}
-	f.clock.Step(7 * time.Second)
-	r = f.do(t, http.MethodPost, url.Values{"grant_type": {"client_credentials"}}, basic(f.key.ID(), f.key.Plaintext()))
-	if r.status != http.StatusOK {
-		t.Fatalf("after the bucket refilled: %d %v", r.status, r.body)
+	return k
+}
+
+func tokenRequestFrom(addr string, k apikeyformat.Key) func(*http.Request) {
+	return func(r *http.Request) {
+		basic(k.ID(), k.Plaintext())(r)
+		r.RemoteAddr = addr
 	}
 }
 
-func TestRepeatedFailuresForOneKeyIDAreSlowedDownAcrossAddresses(t *testing.T) {
+func TestJunkForARealKeyIDFromManyAddressesDoesNotLockTheRealClientOut(t *testing.T) {
 	f := newFixture(t)
-	f.store.records["billing"].State = apikeyformat.StateRevoked // a replayed revoked key
-	for i := 0; i < 10; i++ {
-		r := f.do(t, http.MethodPost, url.Values{"grant_type": {"client_credentials"}}, func(req *http.Request) {
-			basic(f.key.ID(), f.key.Plaintext())(req)
-			req.RemoteAddr = fmt.Sprintf("203.0.113.%d:1", i)
-		})
-		if r.status != 401 {
-			t.Fatalf("attempt %d: %d", i, r.status)
+	junk := forgeWithID(t, f.key)
+	grant := url.Values{"grant_type": {"client_credentials"}}
+	for i := 0; i < 100; i++ {
+		r := f.do(t, http.MethodPost, grant, tokenRequestFrom(fmt.Sprintf("203.0.113.%d:1", i%50), junk))
+		if r.status != http.StatusUnauthorized && r.status != http.StatusTooManyRequests {
+			t.Fatalf("junk attempt %d: %d %v", i, r.status, r.body)
 		}
 	}
-	r := f.do(t, http.MethodPost, url.Values{"grant_type": {"client_credentials"}}, func(req *http.Request) {
-		basic(f.key.ID(), f.key.Plaintext())(req)
-		req.RemoteAddr = "203.0.113.200:1"
-	})
-	if r.status != http.StatusTooManyRequests {
-		t.Fatalf("11th attempt for the key from a new address: %d, want 429", r.status)
+	if !strings.Contains(f.logs.String(), `"keyFailuresExceeded"=true`) {
+		t.Errorf("the key ID's failures were not reported as exceeded:\n%s", f.logs.String())
+	}
+	for _, addr := range []string{"192.0.2.1:40000", "203.0.113.7:1"} {
+		r := f.do(t, http.MethodPost, grant, tokenRequestFrom(addr, f.key))
+		if r.status != http.StatusOK {
+			t.Fatalf("the real key from %s after the junk: %d %v, want 200", addr, r.status, r.body)
+		}
+	}
+}
+
+func TestFailuresForAnExistingKeyIDGetTheSameAnswerAsForAnUnknownOne(t *testing.T) {
+	f := newFixture(t)
+	junk := forgeWithID(t, f.key)
+	unknown, _ := apikeyformat.Generate(rand.Reader)
+	grant := url.Values{"grant_type": {"client_credentials"}}
+	for i := 0; i < 30; i++ {
+		addr := fmt.Sprintf("198.51.100.%d:1", i) // one failure per address: only key ID buckets fill
+		a := f.do(t, http.MethodPost, grant, tokenRequestFrom(addr, junk))
+		b := f.do(t, http.MethodPost, grant, tokenRequestFrom(addr, unknown))
+		if a.status != http.StatusUnauthorized || b.status != http.StatusUnauthorized ||
+			a.body["error_description"] != b.body["error_description"] || a.header.Get("Retry-After") != b.header.Get("Retry-After") {
+			t.Fatalf("attempt %d: existing key ID got %d %v (Retry-After %q), unknown got %d %v (Retry-After %q)",
+				i, a.status, a.body, a.header.Get("Retry-After"), b.status, b.body, b.header.Get("Retry-After"))
+		}
+	}
+}
+
+func TestFailuresCountAgainstAKeyIDOnlyWhenTheKeyExists(t *testing.T) {
+	f := newFixture(t)
+	unknown, _ := apikeyformat.Generate(rand.Reader)
+	for i := 0; i < 20; i++ {
+		f.do(t, http.MethodPost, url.Values{"grant_type": {"client_credentials"}}, tokenRequestFrom(fmt.Sprintf("198.51.100.%d:1", i), unknown))
+	}
+	if f.srv.byKeyID.buckets.Contains(unknown.ID()) || f.srv.byKeyID.buckets.Len() != 0 {
+		t.Fatalf("an unknown key ID got a failure bucket (%d buckets)", f.srv.byKeyID.buckets.Len())
+	}
+	if strings.Contains(f.logs.String(), "keyFailuresExceeded") {
+		t.Fatal("failures for an unknown key ID were counted against it")
+	}
+	f.do(t, http.MethodPost, url.Values{"grant_type": {"client_credentials"}}, tokenRequestFrom("198.51.100.1:1", forgeWithID(t, f.key)))
+	if !f.srv.byKeyID.buckets.Contains(f.key.ID()) {
+		t.Fatal("a failure for an existing key ID was not counted against it")
+	}
+}
+
+func TestRepeatedFailuresFromOneAddressAreSlowedDownButTheRightKeyStillWorks(t *testing.T) {
+	f := newFixture(t)
+	bad, _ := apikeyformat.Generate(rand.Reader)
+	grant := url.Values{"grant_type": {"client_credentials"}}
+	for i := 0; i < 10; i++ {
+		if r := f.do(t, http.MethodPost, grant, basic(bad.ID(), bad.Plaintext())); r.status != 401 {
+			t.Fatalf("attempt %d: status %d", i, r.status)
+		}
+	}
+	r := f.do(t, http.MethodPost, grant, basic(bad.ID(), bad.Plaintext()))
+	if r.status != http.StatusTooManyRequests || r.body["error"] != "slow_down" || r.header.Get("Retry-After") == "" {
+		t.Fatalf("11th failure: %d %v (Retry-After %q), want 429 slow_down", r.status, r.body, r.header.Get("Retry-After"))
+	}
+	if !strings.Contains(f.logs.String(), `"reason"="address_slowed_down" "failure"="unknown_key"`) {
+		t.Errorf("the slowed-down failure's cause is not logged:\n%s", f.logs.String())
+	}
+	// A correct key from the same address (another client behind the
+	// same NAT, say) is never refused by the failure limit.
+	r = f.do(t, http.MethodPost, grant, basic(f.key.ID(), f.key.Plaintext()))
+	if r.status != http.StatusOK {
+		t.Fatalf("the right key from the slowed-down address: %d %v, want 200", r.status, r.body)
+	}
+	// The address's bucket refills: a failure is a plain 401 again.
+	f.clock.Step(7 * time.Second)
+	r = f.do(t, http.MethodPost, grant, basic(bad.ID(), bad.Plaintext()))
+	if r.status != http.StatusUnauthorized {
+		t.Fatalf("after the bucket refilled: %d %v, want 401", r.status, r.body)
+	}
+}
+
+func TestFailuresCountAgainstTheClientAddressThatTrustedProxiesForwarded(t *testing.T) {
+	f := newFixture(t)
+	var err error
+	f.srv.TrustedProxies, err = ParseTrustedProxies([]string{"10.0.0.0/8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, _ := apikeyformat.Generate(rand.Reader)
+	from := func(client string) func(*http.Request) {
+		return func(r *http.Request) {
+			basic(bad.ID(), bad.Plaintext())(r)
+			r.RemoteAddr = "10.0.0.5:443" // the ingress
+			r.Header.Set("X-Forwarded-For", client)
+		}
+	}
+	grant := url.Values{"grant_type": {"client_credentials"}}
+	for i := 0; i < 10; i++ {
+		f.do(t, http.MethodPost, grant, from("203.0.113.9"))
+	}
+	if r := f.do(t, http.MethodPost, grant, from("203.0.113.9")); r.status != http.StatusTooManyRequests {
+		t.Fatalf("the noisy client behind the ingress: %d, want 429", r.status)
+	}
+	if r := f.do(t, http.MethodPost, grant, from("198.51.100.4")); r.status != http.StatusUnauthorized {
+		t.Fatalf("another client behind the same ingress: %d, want 401 (its own bucket)", r.status)
+	}
+	// A client cannot escape its bucket by prepending addresses.
+	if r := f.do(t, http.MethodPost, grant, from("192.0.2.77, 203.0.113.9")); r.status != http.StatusTooManyRequests {
+		t.Fatalf("the noisy client with a spoofed X-Forwarded-For prefix: %d, want 429", r.status)
+	}
+}
+
+func TestClientAddressFollowsTheRightmostUntrustedRule(t *testing.T) {
+	trusted, err := ParseTrustedProxies([]string{"10.0.0.0/8", "fd00::/8", "192.0.2.10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		trusted TrustedProxies
+		peer    string
+		xff     []string
+		want    string
+	}{
+		{"Without trusted proxies the peer is the client, whatever the header says.", nil, "10.0.0.5:1", []string{"203.0.113.9"}, "10.0.0.5"},
+		{"An untrusted peer's header is ignored.", trusted, "198.51.100.1:1", []string{"203.0.113.9"}, "198.51.100.1"},
+		{"A trusted peer's rightmost entry is the client.", trusted, "10.0.0.5:1", []string{"203.0.113.9"}, "203.0.113.9"},
+		{"Entries left of the rightmost untrusted one are the client's own and are ignored.", trusted, "10.0.0.5:1", []string{"1.1.1.1, 203.0.113.9"}, "203.0.113.9"},
+		{"Trusted hops on the right are skipped.", trusted, "10.0.0.5:1", []string{"203.0.113.9, 10.1.1.1, 192.0.2.10"}, "203.0.113.9"},
+		{"Several header lines are read in order.", trusted, "10.0.0.5:1", []string{"1.1.1.1", "203.0.113.9, 10.1.1.1"}, "203.0.113.9"},
+		{"A trusted peer with no header is the client.", trusted, "10.0.0.5:1", nil, "10.0.0.5"},
+		{"When every hop is trusted the leftmost is the client.", trusted, "10.0.0.5:1", []string{"10.9.9.9, 10.1.1.1"}, "10.9.9.9"},
+		{"A malformed entry stops the walk at the last good hop.", trusted, "10.0.0.5:1", []string{"203.0.113.9, not-an-ip, 10.1.1.1"}, "10.1.1.1"},
+		{"Entries with ports and IPv6 brackets are understood.", trusted, "[fd00::1]:443", []string{"[2001:db8::7]:5555"}, "2001:db8::7"},
+		{"An IPv4-mapped IPv6 peer matches an IPv4 range.", trusted, "[::ffff:10.0.0.5]:1", []string{"203.0.113.9"}, "203.0.113.9"},
+		{"A single trusted address is a /32.", trusted, "192.0.2.10:1", []string{"203.0.113.9"}, "203.0.113.9"},
+		{"A neighbour of a single trusted address is not trusted.", trusted, "192.0.2.11:1", []string{"203.0.113.9"}, "192.0.2.11"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/oauth2/token", nil)
+			r.RemoteAddr = tc.peer
+			for _, v := range tc.xff {
+				r.Header.Add("X-Forwarded-For", v)
+			}
+			if got := tc.trusted.clientAddr(r); got != tc.want {
+				t.Fatalf("client address %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestTrustedProxiesRefuseWhatIsNotAnAddressOrCIDR(t *testing.T) {
+	for _, bad := range []string{"10.0.0.0/33", "example.com", "10.0.0.1/x"} {
+		if _, err := ParseTrustedProxies([]string{bad}); err == nil {
+			t.Errorf("ParseTrustedProxies(%q) accepted it", bad)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -45,6 +46,9 @@ const (
 	// DefaultHealthProbePort is where the sidecar serves /healthz and
 	// /readyz by default (its --health-probe-bind-address).
 	DefaultHealthProbePort = 9004
+	// DefaultMetricsBindAddress keeps the sidecar's /metrics on loopback:
+	// only a cluster that scrapes sidecars asks for the pod IP (":9003").
+	DefaultMetricsBindAddress = "127.0.0.1:9003"
 )
 
 // InjectionConfig is what the webhook injects, read from the file the chart
@@ -58,6 +62,10 @@ type InjectionConfig struct {
 	// every interface so that the kubelet can probe it through the pod IP.
 	// The ext_authz ports stay on 127.0.0.1. Default DefaultHealthProbePort.
 	HealthProbePort int32 `json:"healthProbePort,omitempty"`
+	// MetricsBindAddress is the sidecar's --metrics-bind-address: ":9003"
+	// lets Prometheus scrape it through the pod IP, "0" turns metrics off.
+	// Default DefaultMetricsBindAddress (loopback, not scrapable).
+	MetricsBindAddress string `json:"metricsBindAddress,omitempty"`
 	// LogLevel of the sidecar (zap): debug, info, error or an integer.
 	LogLevel string `json:"logLevel,omitempty"`
 	// Resources of the sidecar container.
@@ -93,6 +101,14 @@ func (c *InjectionConfig) Validate() error {
 	}
 	if c.HealthProbePort < 1 || c.HealthProbePort > 65535 {
 		return fmt.Errorf("healthProbePort %d is not a port", c.HealthProbePort)
+	}
+	if c.MetricsBindAddress == "" {
+		c.MetricsBindAddress = DefaultMetricsBindAddress
+	}
+	if c.MetricsBindAddress != "0" {
+		if _, port, err := net.SplitHostPort(c.MetricsBindAddress); err != nil || port == "" {
+			return fmt.Errorf("metricsBindAddress %q is not host:port or \"0\"", c.MetricsBindAddress)
+		}
 	}
 	switch c.ImagePullPolicy {
 	case "":
@@ -162,6 +178,7 @@ func (c *InjectionConfig) container() corev1.Container {
 		"--namespace=$(POD_NAMESPACE)",
 		"--pod-labels-file=" + podInfoDir + "/labels",
 		"--health-probe-bind-address=:" + strconv.Itoa(int(c.HealthProbePort)),
+		"--metrics-bind-address=" + c.MetricsBindAddress,
 	}
 	if c.LogLevel != "" {
 		args = append(args, "--zap-log-level="+c.LogLevel)

@@ -170,7 +170,7 @@ func TestInjectedSidecar(t *testing.T) {
 			t.Errorf("command = %q, want the sidecar binary", c.Command)
 		}
 		want := []string{"--source=kubernetes", "--namespace=$(POD_NAMESPACE)", "--pod-labels-file=/etc/podinfo/labels",
-			"--health-probe-bind-address=:9004", "--zap-log-level=debug", "--drain-delay=5s"}
+			"--health-probe-bind-address=:9004", "--metrics-bind-address=127.0.0.1:9003", "--zap-log-level=debug", "--drain-delay=5s"}
 		if !slices.Equal(c.Args, want) {
 			t.Errorf("args = %q, want %q", c.Args, want)
 		}
@@ -284,7 +284,8 @@ func TestLoadInjectionConfig(t *testing.T) {
 		check   func(*testing.T, *InjectionConfig)
 	}{
 		{name: "The chart's file loads, with defaults filled in.", file: "image: \"x:1\"\nresources:\n  limits:\n    memory: 64Mi\n", check: func(t *testing.T, c *InjectionConfig) {
-			if c.HealthProbePort != DefaultHealthProbePort || c.ImagePullPolicy != corev1.PullIfNotPresent || c.Resources.Limits.Memory().String() != "64Mi" {
+			if c.HealthProbePort != DefaultHealthProbePort || c.ImagePullPolicy != corev1.PullIfNotPresent || c.Resources.Limits.Memory().String() != "64Mi" ||
+				c.MetricsBindAddress != "127.0.0.1:9003" {
 				t.Fatalf("got %+v", c)
 			}
 		}},
@@ -292,6 +293,12 @@ func TestLoadInjectionConfig(t *testing.T) {
 		{name: "A missing image is an error.", file: "logLevel: info\n", wantErr: "image is required"},
 		{name: "An unknown pull policy is an error.", file: "image: x\nimagePullPolicy: Sometimes\n", wantErr: "Sometimes"},
 		{name: "A port out of range is an error.", file: "image: x\nhealthProbePort: 70000\n", wantErr: "70000"},
+		{name: "Metrics on the pod IP are kept as asked.", file: "image: x\nmetricsBindAddress: \":9003\"\n", check: func(t *testing.T, c *InjectionConfig) {
+			if c.MetricsBindAddress != ":9003" {
+				t.Fatalf("metricsBindAddress = %q, want :9003", c.MetricsBindAddress)
+			}
+		}},
+		{name: "A metrics address without a port is an error.", file: "image: x\nmetricsBindAddress: 0.0.0.0\n", wantErr: "metricsBindAddress"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -211,7 +211,7 @@ func build(ctx context.Context, cfg Config) (*sidecar, error) {
 		https:   newHTTPServers(lis, core, m, cfg.HTTP, draining),
 	}
 	s.installer = &installer{
-		log: log, clock: cfg.Clock, store: store, metrics: m, engine: engine, draining: draining,
+		log: log, clock: cfg.Clock, store: store, metrics: m, engine: engine, draining: draining, remote: cfg.Remote,
 		setServing: func(ok bool) { setServing(healthSrv, ok) },
 		builder: snapshot.NewBuilder(snapshot.BuildOptions{
 			Namespace: cfg.Namespace, PodLabels: labels.Set(cfg.PodLabels), Remote: cfg.Remote, Clock: cfg.Clock,
@@ -293,16 +293,14 @@ func newHTTPServers(lis listeners, core *server.Core, m *metrics.Metrics, opts s
 	for _, h := range []struct {
 		name    string
 		handler http.Handler
+		idle    time.Duration
 	}{
-		{"http", core.HTTPHandler(opts)},
-		{"health", core.HealthHandler(draining.Load)},
-		{"metrics", metricsMux},
+		{"http", core.HTTPHandler(opts), server.ExtAuthzIdleTimeout},
+		{"health", core.HealthHandler(draining.Load), server.ProbeIdleTimeout},
+		{"metrics", metricsMux, server.ProbeIdleTimeout},
 	} {
 		if l := lis[h.name]; l != nil {
-			out = append(out, httpServer{h.name, l, &http.Server{Handler: h.handler, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10,
-				// "OPTIONS *" must reach the handler and be checked, not be
-				// answered 200 (an allow) by net/http itself.
-				DisableGeneralOptionsHandler: true}})
+			out = append(out, httpServer{h.name, l, server.NewHTTPServer(h.handler, h.idle)})
 		}
 	}
 	return out
@@ -318,6 +316,7 @@ type installer struct {
 	engine     *authz.Engine
 	builder    *snapshot.Builder
 	draining   *atomic.Bool
+	remote     snapshot.RemoteKeySets
 	setServing func(bool)
 	// normalGC is the GOGC set once the first state is in.
 	normalGC     int
@@ -332,6 +331,9 @@ func (in *installer) install(inputs snapshot.Inputs) {
 	in.store.Swap(snap)
 	in.metrics.ObserveReload(snap)
 	in.engine.PruneLimiters(snap)
+	if r, ok := in.remote.(interface{ Sweep() }); ok {
+		r.Sweep() // stop polling issuers the new state no longer names
+	}
 	if !in.draining.Load() {
 		in.setServing(true)
 	}

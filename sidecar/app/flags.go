@@ -21,6 +21,18 @@ import (
 	"gatehouse.dev/gatehouse/sidecar/source"
 )
 
+// Default addresses of the listeners that are not ext_authz.
+const (
+	// DefaultMetricsAddr keeps /metrics on loopback: who may scrape the
+	// pod IP is the chart's (and the operator's webhook's) explicit choice.
+	DefaultMetricsAddr = "127.0.0.1:9003"
+	// DefaultHealthProbeAddr listens on the pod's interfaces: the kubelet
+	// probes through the pod IP, and a pod's network namespace has no
+	// other interface than loopback to keep it off. /healthz and /readyz
+	// say only "up" and "ready".
+	DefaultHealthProbeAddr = ":9004"
+)
+
 // serviceAccountNamespaceFile holds the pod's namespace inside a pod.
 const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -67,8 +79,8 @@ func (o *Flags) BindFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "Kubeconfig file (default: in-cluster configuration, then $KUBECONFIG).")
 	f.StringVar(&o.grpcAddr, "grpc-bind-address", "127.0.0.1:9001", "Address of the gRPC ext_authz and gRPC health server.")
 	f.StringVar(&o.httpAddr, "http-bind-address", "127.0.0.1:9002", "Address of the HTTP ext_authz server; empty disables it.")
-	f.StringVar(&o.metricsAddr, "metrics-bind-address", ":9003", "Address of the Prometheus /metrics endpoint; empty disables it.")
-	f.StringVar(&o.probeAddr, "health-probe-bind-address", ":9004", "Address of /healthz and /readyz; empty disables it.")
+	f.StringVar(&o.metricsAddr, "metrics-bind-address", DefaultMetricsAddr, "Address of the Prometheus /metrics endpoint (\":9003\" to let Prometheus scrape the pod IP); empty disables it.")
+	f.StringVar(&o.probeAddr, "health-probe-bind-address", DefaultHealthProbeAddr, "Address of /healthz and /readyz, probed by the kubelet through the pod IP; empty disables it.")
 	f.StringVar(&o.headerPrefix, "identity-header-prefix", server.DefaultHeaderPrefix, "Prefix of the identity headers sent upstream (subject, scopes, credential, key-id, issuer, token-id).")
 	f.BoolVar(&o.stripCredential, "strip-credential", true, "Remove the credential header (Authorization or the API key header) from allowed requests.")
 	f.StringVar(&o.httpPathPrefix, "http-path-prefix", "", "Prefix removed from HTTP check paths (Envoy http_service path_prefix).")

@@ -203,7 +203,7 @@ func (e *Engine) decideRule(snap *snapshot.Snapshot, pol *snapshot.Policy, rule 
 	case CredentialAPIKey:
 		id, reason, retryAfter = e.checkAPIKey(snap, cred.Value, now)
 	case CredentialJWT:
-		id, claims, reason = e.checkJWT(snap, pol, cred.Value, now)
+		id, claims, reason, retryAfter = e.checkJWT(snap, pol, cred.Value, now)
 	}
 	if reason != "" {
 		// A presented credential that fails is refused even on anonymous
@@ -301,9 +301,9 @@ func (e *Engine) checkAPIKey(snap *snapshot.Snapshot, value string, now time.Tim
 	return &Identity{Credential: CredentialAPIKey, Subject: subject, Scopes: scopes, KeyID: key.ID(), scopesJoined: rec.ScopesJoined()}, "", 0
 }
 
-func (e *Engine) checkJWT(snap *snapshot.Snapshot, pol *snapshot.Policy, token string, now time.Time) (*Identity, map[string]any, Reason) {
+func (e *Engine) checkJWT(snap *snapshot.Snapshot, pol *snapshot.Policy, token string, now time.Time) (*Identity, map[string]any, Reason, time.Duration) {
 	if len(token) > e.opts.MaxTokenBytes {
-		return nil, nil, TokenTooLarge
+		return nil, nil, TokenTooLarge, 0
 	}
 	var vt *verifiedToken
 	var sum [sha256.Size]byte
@@ -319,7 +319,7 @@ func (e *Engine) checkJWT(snap *snapshot.Snapshot, pol *snapshot.Policy, token s
 		var reason Reason
 		vt, reason = verifyToken(pol, token, e.opts.MaxTokenBytes, now)
 		if reason != "" {
-			return nil, nil, reason
+			return nil, nil, reason, 0
 		}
 		if e.cache != nil {
 			e.cache.Add(sum, vt)
@@ -329,18 +329,23 @@ func (e *Engine) checkJWT(snap *snapshot.Snapshot, pol *snapshot.Policy, token s
 		// and the issuer's current skew.
 		iss, _ := pol.IssuerFor(vt.iss)
 		if reason := vt.checkTimes(now, iss.ClockSkew); reason != "" {
-			return nil, nil, reason
+			return nil, nil, reason, 0
 		}
 	}
 	// Revocation is checked on every use, cached or not: a token exchanged
-	// from an API key dies with the key.
+	// from an API key dies with the key. Its rate limit is the key's: one
+	// bucket per APIKey, spent by the key and every token exchanged from
+	// it alike, or exchanging the key would lift its limit.
 	if kid := vt.identity.KeyID; kid != "" {
 		rec, ok := snap.Record(kid)
 		if !ok || !rec.KeyValid(now) {
-			return nil, nil, TokenRevoked
+			return nil, nil, TokenRevoked, 0
+		}
+		if wait := e.limiters.take(rec, now); wait > 0 {
+			return nil, nil, RateLimited, wait
 		}
 	}
-	return vt.identity, vt.claims, ""
+	return vt.identity, vt.claims, "", 0
 }
 
 // stillTrusted says whether a cached verification still holds under the

@@ -2,6 +2,7 @@ package authz_test
 
 import (
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -201,6 +202,66 @@ func TestRateLimitRefillsWithTheClock(t *testing.T) {
 	e.clock.Advance(500 * time.Millisecond)
 	if d := e.engine.Check(r); !d.Allowed {
 		t.Fatalf("after half a second at 2/s a token should be back, got %s", d.Reason)
+	}
+}
+
+func TestTokensExchangedFromAKeyShareTheKeysRateLimit(t *testing.T) {
+	const limit = 5
+	cases := []struct {
+		name string
+		// requests returns the requests sent at one instant, all at once.
+		requests func(key *testfixture.APIKey, token string) []*authz.Request
+	}{
+		{"Concurrent requests with the exchanged token are limited as the key would be.", func(_ *testfixture.APIKey, token string) []*authz.Request {
+			out := make([]*authz.Request, 100)
+			for i := range out {
+				out[i] = req("Authorization", "Bearer "+token)
+			}
+			return out
+		}},
+		{"The key and its token spend from one bucket.", func(key *testfixture.APIKey, token string) []*authz.Request {
+			out := make([]*authz.Request, 100)
+			for i := range out {
+				if i%2 == 0 {
+					out[i] = req("x-api-key", key.Key.Plaintext())
+				} else {
+					out[i] = req("Authorization", "Bearer "+token)
+				}
+			}
+			return out
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			signer := testfixture.NewSigner(t, jwa.ES256)
+			key := testfixture.NewAPIKey(t, ns, "limited", "svc:limited")
+			key.Record.RateLimit = &apikeyformat.RecordRateLimit{RequestsPerSecond: limit, Burst: limit}
+			e := newEnv(t, signer, key)
+			token := signer.Sign(t, testfixture.Claims(issuer, "svc:limited", e.clock.Now(), map[string]any{gatehousev1.ClaimAPIKeyID: key.Key.ID()}), nil)
+			for round := range 2 {
+				reqs := tc.requests(key, token)
+				decisions := make([]authz.Decision, len(reqs))
+				var wg sync.WaitGroup
+				for i, r := range reqs {
+					wg.Add(1)
+					go func() { defer wg.Done(); decisions[i] = e.engine.Check(r) }()
+				}
+				wg.Wait()
+				allowed := 0
+				for _, d := range decisions {
+					switch {
+					case d.Allowed:
+						allowed++
+					case d.Reason != authz.RateLimited || d.Status != 429 || d.RetryAfter <= 0:
+						t.Fatalf("round %d: a request was denied with %+v, want allowed or rate_limited with a Retry-After", round, d)
+					}
+				}
+				if allowed != limit {
+					t.Fatalf("round %d: %d of %d simultaneous requests allowed, want the key's %d", round, allowed, len(reqs), limit)
+				}
+				e.clock.Advance(time.Second) // the bucket refills exactly once
+			}
+		})
 	}
 }
 

@@ -10,8 +10,9 @@ import (
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 )
 
-// limiters holds one token bucket per API key record (all keys of one
-// APIKey, current and in grace, share it). Buckets live in this sidecar's
+// limiters holds one token bucket per API key record: all keys of one
+// APIKey, current and in grace, and every token exchanged from them
+// (gatehouse_key_id) spend from it. Buckets live in this sidecar's
 // memory only: the limit is per sidecar, so N replicas admit N times the
 // rate (docs/sidecar.md says so).
 type limiters struct {

@@ -3,8 +3,10 @@
 // and refreshed in the background: on the schedule the server's
 // Cache-Control asks for (bounded), and early when a token names an unknown
 // kid (rate limited, so that junk tokens cannot make the sidecar hammer the
-// issuer). Responses are size- and time-bounded, only https is fetched, and
-// a failed fetch keeps the last good keys.
+// issuer). Responses are size- and time-bounded, only https is fetched, a
+// redirect is followed only to https on the same host, and a failed fetch
+// keeps the last good keys. Fetchers of sources that no build asks for any
+// more are retired by Sweep.
 package remotejwks
 
 import (
@@ -35,11 +37,16 @@ const (
 	DefaultRetry          = 30 * time.Second
 	DefaultUnknownKIDWait = 10 * time.Second
 	maxDiscoveryBytes     = 256 << 10
+	// maxRedirects bounds a chain of same-host redirects (an issuer
+	// moving its keys to a versioned path needs one).
+	maxRedirects = 3
 )
 
 // Options configure a Registry.
 type Options struct {
 	// Client fetches documents; a client with DefaultTimeout when nil.
+	// Its redirect policy is replaced by the registry's: https on the same
+	// host only.
 	Client *http.Client
 	// UnknownKIDInterval is the least time between two refreshes caused by
 	// unknown kids (DefaultUnknownKIDWait when 0; negative: no limit).
@@ -56,12 +63,13 @@ type Options struct {
 // Registry hands out one key set per remote source and keeps them fresh.
 // It implements snapshot.RemoteKeySets.
 type Registry struct {
-	opts   Options
-	ctx    context.Context
-	cancel context.CancelFunc
-	mu     sync.Mutex
-	sets   map[string]*Set
-	wg     sync.WaitGroup
+	opts     Options
+	ctx      context.Context
+	cancel   context.CancelFunc
+	mu       sync.Mutex
+	sets     map[string]*Set
+	wg       sync.WaitGroup
+	fetchers atomic.Int64
 }
 
 // NewRegistry returns a Registry; Close stops its fetchers.
@@ -69,6 +77,9 @@ func NewRegistry(opts Options) *Registry {
 	if opts.Client == nil {
 		opts.Client = &http.Client{Timeout: DefaultTimeout}
 	}
+	c := *opts.Client // the caller's client keeps its own policy
+	c.CheckRedirect = sameHostHTTPS
+	opts.Client = &c
 	if opts.UnknownKIDInterval == 0 {
 		opts.UnknownKIDInterval = DefaultUnknownKIDWait
 	}
@@ -102,16 +113,65 @@ func (r *Registry) get(id, target string, discovery bool) *Set {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if s, ok := r.sets[id]; ok {
+		s.wanted = true
 		return s
 	}
-	s := &Set{target: target, discovery: discovery, opts: &r.opts, refresh: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(r.ctx)
+	s := &Set{target: target, discovery: discovery, opts: &r.opts, refresh: make(chan struct{}, 1),
+		wanted: true, stop: cancel, done: make(chan struct{})}
 	r.sets[id] = s
 	r.wg.Add(1)
+	r.fetchers.Add(1)
 	go func() {
 		defer r.wg.Done()
-		s.run(r.ctx)
+		defer r.fetchers.Add(-1)
+		defer close(s.done)
+		s.run(ctx)
 	}()
 	return s
+}
+
+// Sweep retires the fetchers of every source that was not asked for
+// (Discovery or URI) since the previous Sweep, and waits for them to stop.
+// Call it after each snapshot build: a build asks for every remote source
+// its policy names, so a source that no AuthPolicy names any more stops
+// being polled. A retired Set still answers with its last keys (an older
+// snapshot may hold it); a source asked for again gets a new fetcher.
+func (r *Registry) Sweep() {
+	var retired []*Set
+	r.mu.Lock()
+	for id, s := range r.sets {
+		if !s.wanted {
+			delete(r.sets, id)
+			s.stop()
+			retired = append(retired, s)
+			continue
+		}
+		s.wanted = false
+	}
+	r.mu.Unlock()
+	for _, s := range retired {
+		<-s.done // cancelling aborts a fetch in flight: this is quick
+		r.opts.Log.Info("remote key source no longer used; its fetcher stopped", "target", s.target)
+	}
+}
+
+// Fetchers is the number of fetcher goroutines running.
+func (r *Registry) Fetchers() int { return int(r.fetchers.Load()) }
+
+// sameHostHTTPS is the redirect policy: an issuer may move its documents
+// within its own origin (scheme https, same host and port), never to plain
+// http, where anyone on the path could swap the keys, nor to another host,
+// which the AuthPolicy's author did not name.
+func sameHostHTTPS(req *http.Request, via []*http.Request) error {
+	if len(via) >= maxRedirects {
+		return fmt.Errorf("more than %d redirects", maxRedirects)
+	}
+	first := via[0].URL
+	if req.URL.Scheme != "https" || !strings.EqualFold(req.URL.Host, first.Host) {
+		return errors.New("a redirect leaves https on the same host; not followed")
+	}
+	return nil
 }
 
 // Set is one remote key set.
@@ -122,6 +182,10 @@ type Set struct {
 	current   atomic.Pointer[snapshot.StaticKeySet]
 	refresh   chan struct{}
 	lastForce atomic.Int64 // unix nanos of the last kid-triggered refresh
+
+	wanted bool // asked for since the last Sweep; guarded by Registry.mu
+	stop   context.CancelFunc
+	done   chan struct{}
 }
 
 // Key implements snapshot.KeySet. An unknown kid asks for an early refresh

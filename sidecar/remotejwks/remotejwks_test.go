@@ -252,3 +252,121 @@ func TestAPolicyWithADiscoveryIssuerAcceptsItsTokens(t *testing.T) {
 		return d.Allowed && d.Identity.Issuer == s.srv.URL, string(d.Reason)
 	})
 }
+
+func TestRedirectsAreFollowedOnlyToHTTPSOnTheSameHost(t *testing.T) {
+	signer := testfixture.NewSigner(t, jwa.ES256)
+	jwks := testfixture.JWKS(t, signer)
+	// other is a second https server on 127.0.0.1: another host:port that
+	// the client trusts as much as the first, so only the policy refuses it.
+	other := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte(jwks))
+	}))
+	t.Cleanup(other.Close)
+	var srv *httptest.Server
+	srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/keys":
+			_, _ = w.Write([]byte(jwks))
+		case "/moved":
+			http.Redirect(w, r, "/keys", http.StatusFound)
+		case "/to-http":
+			http.Redirect(w, r, "http://"+srv.Listener.Addr().String()+"/keys", http.StatusFound)
+		case "/to-other-host":
+			http.Redirect(w, r, other.URL+"/keys", http.StatusFound)
+		case "/loop":
+			http.Redirect(w, r, "/loop", http.StatusFound)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	cases := []struct {
+		name    string
+		path    string
+		wantErr string
+	}{
+		{"A redirect to https on the same host is followed.", "/moved", ""},
+		{"A redirect to plain http on the same host is not followed.", "/to-http", "not followed"},
+		{"A redirect to https on another host is not followed.", "/to-other-host", "not followed"},
+		{"A redirect loop stops after a few hops.", "/loop", "redirects"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fetches := make(chan error, 1)
+			r := remotejwks.NewRegistry(remotejwks.Options{Client: srv.Client(), Log: testr.New(t), OnFetch: func(_ string, err error) {
+				select {
+				case fetches <- err:
+				default:
+				}
+			}})
+			t.Cleanup(r.Close)
+			set := r.URI(srv.URL + tc.path)
+			var err error
+			select {
+			case err = <-fetches:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no fetch within 10s")
+			}
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("fetch failed: %v", err)
+				}
+				if _, ok := set.Key(signer.KeyID); !ok {
+					t.Fatal("the keys behind the redirect were not loaded")
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("fetch error %v, want one saying %q", err, tc.wantErr)
+			}
+			if _, ok := set.Key(signer.KeyID); ok {
+				t.Fatal("keys from a refused redirect were loaded")
+			}
+		})
+	}
+}
+
+func TestSweepRetiresFetchersOfSourcesNoBuildAsksFor(t *testing.T) {
+	a, b := newIssuerServer(t), newIssuerServer(t)
+	signer := testfixture.NewSigner(t, jwa.ES256)
+	a.set(http.StatusOK, testfixture.JWKS(t, signer))
+	b.set(http.StatusOK, testfixture.JWKS(t, signer))
+	r := remotejwks.NewRegistry(remotejwks.Options{Client: a.srv.Client(), UnknownKIDInterval: -1, Log: testr.New(t)})
+	t.Cleanup(r.Close)
+
+	// Build 1 names both sources.
+	setA, setB := r.URI(a.srv.URL+"/keys"), r.URI(b.srv.URL+"/keys")
+	waitKey(t, setA, signer.KeyID)
+	waitKey(t, setB, signer.KeyID)
+	r.Sweep()
+	if n := r.Fetchers(); n != 2 {
+		t.Fatalf("%d fetchers after a build that named both sources, want 2", n)
+	}
+	// Build 2 names only a: b's fetcher stops.
+	r.URI(a.srv.URL + "/keys")
+	r.Sweep()
+	if n := r.Fetchers(); n != 1 {
+		t.Fatalf("%d fetchers after b was dropped, want 1", n)
+	}
+	hits := b.jwksHits.Load()
+	setB.Key("unknown-kid") // would wake b's fetcher, were it running
+	if _, ok := setB.Key(signer.KeyID); !ok {
+		t.Error("a retired set forgot its last keys, which an older snapshot may still use")
+	}
+	// a's fetcher still runs: an unknown kid makes it fetch again.
+	before := a.jwksHits.Load()
+	setA.Key("unknown-kid")
+	framework.Eventually(t, "a refetch of a", 10*time.Second, func() (bool, string) {
+		return a.jwksHits.Load() > before, fmt.Sprintf("%d hits", a.jwksHits.Load())
+	})
+	if got := b.jwksHits.Load(); got != hits {
+		t.Errorf("the retired source was fetched again (%d hits, was %d)", got, hits)
+	}
+	// Build 3 names both again: b gets a new fetcher.
+	r.URI(a.srv.URL + "/keys")
+	waitKey(t, r.URI(b.srv.URL+"/keys"), signer.KeyID)
+	r.Sweep()
+	if n := r.Fetchers(); n != 2 {
+		t.Fatalf("%d fetchers after b came back, want 2", n)
+	}
+}

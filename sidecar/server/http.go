@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"gatehouse.dev/gatehouse/sidecar/authz"
 )
@@ -29,6 +30,50 @@ const (
 	// EnvoyHeadersToRemove lists request headers Envoy deletes on allow.
 	EnvoyHeadersToRemove = "X-Envoy-Auth-Headers-To-Remove"
 )
+
+// Limits of every HTTP listener of the sidecar (ext_authz, health,
+// metrics). Without them a client that opens connections and trickles bytes,
+// or just keeps them open, holds a goroutine and a file descriptor each for
+// as long as it likes, in a process that sits beside every pod.
+const (
+	// HeaderTimeout bounds reading a request's header.
+	HeaderTimeout = 5 * time.Second
+	// ReadTimeout bounds reading a whole request, body included. Checks,
+	// probes and scrapes are small requests over loopback or the pod
+	// network, done in milliseconds; ten seconds is slack, not a need.
+	ReadTimeout = 10 * time.Second
+	// ExtAuthzIdleTimeout closes a proxy's kept-alive connection after
+	// this long unused. The proxy pools connections to the sidecar on
+	// loopback, so it is long: longer than nginx's keepalive_timeout
+	// (60 s), so that nginx closes first, and the Envoy cluster of the
+	// HTTP ext_authz service should set its idle_timeout below it too
+	// (a connection closed by the server just as the proxy reuses it
+	// fails that one check).
+	ExtAuthzIdleTimeout = 5 * time.Minute
+	// ProbeIdleTimeout is the idle limit of the health and metrics
+	// listeners: above the usual scrape interval (up to 60 s), so that
+	// Prometheus reuses its connection; the kubelet opens a new one per
+	// probe anyway.
+	ProbeIdleTimeout = 2 * time.Minute
+	// MaxHeaderBytes bounds a request's header; ext_authz checks carry
+	// the original request's headers, bounded by Envoy's own limit.
+	MaxHeaderBytes = 64 << 10
+)
+
+// NewHTTPServer returns a server for h with the limits above and the
+// given idle timeout. Every request, "OPTIONS *" included, reaches h.
+func NewHTTPServer(h http.Handler, idle time.Duration) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: HeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		IdleTimeout:       idle,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		// "OPTIONS *" must reach the handler and be checked, not be
+		// answered 200 (an allow) by net/http itself.
+		DisableGeneralOptionsHandler: true,
+	}
+}
 
 // HTTPHandler answers the HTTP ext_authz contract: any method on any path
 // is a check of that method and path; 200 allows, with identity headers;

@@ -186,6 +186,8 @@ func TestValuesSchemaRejectsMistakes(t *testing.T) {
 		{name: "A webhook timeout above the API server's 30 s maximum is rejected.", sets: []string{"webhook.timeoutSeconds=31"}, wantErr: "timeoutSeconds"},
 		{name: "Several replicas without leader election are rejected.", sets: []string{"operator.leaderElection=false"}, wantErr: "leaderElection must be true"},
 		{name: "A certificate validity that is not a Go duration is rejected.", sets: []string{"webhook.selfSigned.certValidity=1y"}, wantErr: "certValidity"},
+		{name: "A sidecar metrics address without a port is rejected.", sets: []string{"sidecar.metricsBindAddress=0.0.0.0"}, wantErr: "metricsBindAddress"},
+		{name: "A trusted proxy that is a host name, not an address or CIDR, is rejected.", sets: []string{"tokenEndpoint.trustedProxies={ingress.example.com}"}, wantErr: "trustedProxies"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -568,6 +570,46 @@ func TestEveryServiceSelectsTheOperatorPods(t *testing.T) {
 // checks that every flag the chart passes to the operator, and every flag
 // the webhook passes to an injected sidecar, is one the binary defines: a
 // misspelt flag would crash the pod at start, which no render shows.
+func TestInjectedSidecarListensOnlyWhereItMust(t *testing.T) {
+	cases := []struct {
+		name        string
+		sets        []string
+		wantMetrics string
+	}{
+		{"By default metrics stay on loopback and probes on the pod IP.", nil, "--metrics-bind-address=127.0.0.1:9003"},
+		{"Metrics are on the pod IP only when the chart asks for it.", []string{"sidecar.metricsBindAddress=:9003"}, "--metrics-bind-address=:9003"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cm := into[corev1.ConfigMap](t, render(t, tc.sets...).find(t, "ConfigMap", "gh-gatehouse-sidecar-injection"))
+			p := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(p, []byte(cm.Data["config.yaml"]), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := webhook.LoadInjectionConfig(p)
+			if err != nil {
+				t.Fatalf("the operator cannot load the chart's injection config: %v", err)
+			}
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{webhook.LabelInject: "true"}}}
+			if out, err := cfg.Mutate(pod); out != webhook.Injected || err != nil {
+				t.Fatalf("injection: %v %v", out, err)
+			}
+			args := pod.Spec.InitContainers[0].Args
+			if !slices.Contains(args, tc.wantMetrics) {
+				t.Errorf("args %q lack %s", args, tc.wantMetrics)
+			}
+			if !slices.Contains(args, "--health-probe-bind-address=:9004") {
+				t.Errorf("args %q do not put the probes on the pod IP, where the kubelet probes", args)
+			}
+			for _, a := range args {
+				if strings.HasPrefix(a, "--grpc-bind-address") || strings.HasPrefix(a, "--http-bind-address") {
+					t.Errorf("the injected sidecar moves an ext_authz listener off its loopback default: %s", a)
+				}
+			}
+		})
+	}
+}
+
 func TestOperatorAndSidecarAcceptTheChartsFlags(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -597,7 +639,7 @@ func TestOperatorAndSidecarAcceptTheChartsFlags(t *testing.T) {
 		}
 	}
 
-	for _, sets := range [][]string{nil, {"webhook.certManager.enabled=true"}, {"webhook.enabled=false", "operator.leaderElection=false", "operator.replicas=1"}} {
+	for _, sets := range [][]string{nil, {"webhook.certManager.enabled=true"}, {"webhook.enabled=false", "operator.leaderElection=false", "operator.replicas=1"}, {"tokenEndpoint.trustedProxies={10.0.0.0/8,192.0.2.1}"}} {
 		t.Run(fmt.Sprintf("The operator accepts the chart's arguments with %v.", sets), func(t *testing.T) {
 			d := into[appsv1.Deployment](t, render(t, sets...).find(t, "Deployment", "gh-gatehouse"))
 			args := d.Spec.Template.Spec.Containers[0].Args
