@@ -26,8 +26,8 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	operatorapp "gatehouse.dev/gatehouse/operator/app"
-	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/test/framework"
+	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
