@@ -2,6 +2,8 @@ module gatehouse.dev/gatehouse
 
 go 1.26.0
 
+toolchain go1.26.10
+
 require (
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0
 	github.com/evanphx/json-patch/v5 v5.9.11
