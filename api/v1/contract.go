@@ -85,4 +85,16 @@ const (
 	ReasonAccepted       = "Accepted"
 	ReasonInvalidIssuer  = "InvalidIssuer"
 	ReasonIssuerNotFound = "IssuerNotFound"
+
+	// ReasonIssuerConflict: an older SigningKey (by creationTimestamp, then
+	// namespace/name) claims the same spec.issuer. This one is neither
+	// published, served by discovery nor signed with.
+	ReasonIssuerConflict = "IssuerConflict"
+	// ReasonIssuerOutsidePrefix: spec.issuer is not under the operator's
+	// --issuer-prefix for the SigningKey's namespace.
+	ReasonIssuerOutsidePrefix = "IssuerOutsidePrefix"
+	// ReasonKeyTampered: the private key-set Secret held keys whose public
+	// key the operator never published (someone wrote the Secret). They
+	// are discarded, never published or signed with.
+	ReasonKeyTampered = "KeyTampered"
 )

@@ -217,13 +217,19 @@ func TestIntegrationASigningKeyRotationDeniesNoValidToken(t *testing.T) {
 	env, ns := testenv.Start(t)
 	const iss = "https://issuer.example.com"
 	a, b, c := testfixture.NewSigner(t, jwa.ES256), testfixture.NewSigner(t, jwa.ES256), testfixture.NewSigner(t, jwa.RS256)
-	jwks := testfixture.JWKSConfigMap(t, ns, "platform", iss, a)
+	jwks := testfixture.SigningKey(t, ns, "platform", iss, a)
 	jwks.TypeMeta = metav1.TypeMeta{}
+	published := jwks.Status
 	pol := testfixture.Policy(ns, "main", time.Time{}, []gatehousev1.TrustedIssuer{
 		{Name: "platform", SigningKeyRef: &gatehousev1.LocalObjectReference{Name: "platform"}, Audiences: []string{"orders"}},
 	}, gatehousev1.Rule{Name: "orders", Match: gatehousev1.RuleMatch{Paths: []string{"/orders/*"}}})
 	pol.CreationTimestamp = metav1.Time{}
 	create(t, env, jwks, pol)
+	// The status as the operator writes it (create drops the status).
+	jwks.Status = published
+	if err := env.Client.Status().Update(context.Background(), jwks); err != nil {
+		t.Fatal(err)
+	}
 
 	r := start(t, ns, &source.Kubernetes{Config: sidecarConfig(t, env, ns), Namespace: ns, Log: testr.New(t)}, nil)
 	waitReady(t, r)
@@ -231,15 +237,15 @@ func TestIntegrationASigningKeyRotationDeniesNoValidToken(t *testing.T) {
 	mint := func(s *testfixture.Signer, jti string) string {
 		return s.Sign(t, testfixture.Claims(iss, "svc", time.Now(), map[string]any{"jti": jti}), nil)
 	}
-	// publish rewrites the JWKS ConfigMap as the operator would.
+	// publish rewrites the status JWKS as the operator would.
 	publish := func(signers ...*testfixture.Signer) {
 		t.Helper()
-		cm := &corev1.ConfigMap{}
-		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(jwks), cm); err != nil {
+		sk := &gatehousev1.SigningKey{}
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(jwks), sk); err != nil {
 			t.Fatal(err)
 		}
-		cm.Data[gatehousev1.JWKSDataKey] = testfixture.JWKS(t, signers...)
-		if err := env.Client.Update(context.Background(), cm); err != nil {
+		sk.Status.JWKS = testfixture.JWKS(t, signers...)
+		if err := env.Client.Status().Update(context.Background(), sk); err != nil {
 			t.Fatal(err)
 		}
 	}

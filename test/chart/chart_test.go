@@ -369,7 +369,7 @@ func TestOperatorExtraRulesAreScopedToItsOwnObjects(t *testing.T) {
 	}
 }
 
-func TestSidecarRBACReadsConfigMapsAndAuthPoliciesOnly(t *testing.T) {
+func TestSidecarRBACReadsConfigMapsSigningKeysAndAuthPoliciesOnly(t *testing.T) {
 	objs := render(t,
 		"sidecar.namespaces[0].name=shop",
 		"sidecar.namespaces[0].serviceAccounts={default,checkout}",
@@ -379,6 +379,7 @@ func TestSidecarRBACReadsConfigMapsAndAuthPoliciesOnly(t *testing.T) {
 	want := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{"auth.gatehouse.dev"}, Resources: []string{"authpolicies"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"auth.gatehouse.dev"}, Resources: []string{"signingkeys"}, Verbs: []string{"get", "list", "watch"}},
 	}
 	if !reflect.DeepEqual(cr.Rules, want) {
 		t.Fatalf("sidecar rules = %+v, want exactly %+v", cr.Rules, want)

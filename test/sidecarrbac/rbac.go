@@ -1,6 +1,6 @@
 // Package sidecarrbac holds what a sidecar may do on the API server: read
-// the ConfigMaps (API key hash records, JWKS) and AuthPolicies of its own
-// namespace, and nothing else. The chart's sidecar ClusterRole
+// the ConfigMaps (API key hash records, static JWKS), SigningKeys (their
+// status JWKS) and AuthPolicies of its own namespace, and nothing else. The chart's sidecar ClusterRole
 // (charts/gatehouse/templates/rbac-sidecar.yaml) grants exactly Rules; the
 // demo and the tests bind them to run a sidecar with least privilege.
 package sidecarrbac
@@ -27,6 +27,7 @@ func Rules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{gatehousev1.GroupVersion.Group}, Resources: []string{"authpolicies"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{gatehousev1.GroupVersion.Group}, Resources: []string{"signingkeys"}, Verbs: []string{"get", "list", "watch"}},
 	}
 }
 
