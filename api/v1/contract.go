@@ -21,7 +21,10 @@ const (
 	LabelRecord = "auth.gatehouse.dev/record"
 	// RecordAPIKey is the LabelRecord value of an API key hash-record ConfigMap.
 	RecordAPIKey = "apikey"
-	// RecordJWKS is the LabelRecord value of a public JWKS ConfigMap.
+	// RecordJWKS is the LabelRecord value of a static JWKS ConfigMap that
+	// an AuthPolicy names (jwks.configMapKeyRef). Earlier versions also
+	// wrote SigningKey JWKS ConfigMaps with it; those are never trusted now
+	// (the JWKS is in SigningKey status) and the operator deletes them.
 	RecordJWKS = "jwks"
 
 	// LabelOwnerName names the APIKey or SigningKey an object belongs to.

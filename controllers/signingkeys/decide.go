@@ -147,7 +147,8 @@ func recoverLost(obs observation, ks *keyring.KeySet, p Policy, now time.Time) (
 	sk := obs.sk
 	recovered, lost, gone := Recover(ks, sk.Status.Keys, keyring.PublishedKeys([]byte(sk.Status.JWKS)), p, now)
 	invalid := obs.keySet != nil && len(obs.keySet.Invalid) > 0
-	if !(obs.secret == nil && len(sk.Status.Keys) > 0) && !obs.docBroken && len(lost)+len(gone) == 0 && !invalid {
+	secretGone := obs.secret == nil && len(sk.Status.Keys) > 0
+	if !secretGone && !obs.docBroken && len(lost)+len(gone) == 0 && !invalid {
 		return ks, nil, obs.keySet != nil && len(ks.Keys) != len(obs.keySet.Keys)
 	}
 	msg := fmt.Sprintf("Private keys in Secret %s were lost (the Secret was deleted or edited).", keyring.SecretName(sk.Name))

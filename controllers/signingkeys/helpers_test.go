@@ -109,10 +109,6 @@ func (h *harness) reconcileOnce(name string) (ctrl.Result, error) {
 	return h.rec.Reconcile(h.ctx(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: h.ns, Name: name}})
 }
 
-func requestFor(h *harness, name string) ctrl.Request {
-	return ctrl.Request{NamespacedName: types.NamespacedName{Namespace: h.ns, Name: name}}
-}
-
 func (h *harness) get(name string) *gatehousev1.SigningKey {
 	h.t.Helper()
 	sk := &gatehousev1.SigningKey{}

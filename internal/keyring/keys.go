@@ -75,6 +75,7 @@ func Generate(alg jwa.SignatureAlgorithm, rsaBits int, random io.Reader) (jwk.Ke
 	return key, nil
 }
 
+// ValidRSABits reports whether bits is a modulus size keys are made with.
 func ValidRSABits(bits int) bool {
 	return bits == 2048 || bits == 3072 || bits == 4096
 }
@@ -141,6 +142,8 @@ func PublicKey(key jwk.Key) (jwk.Key, error) {
 	return pub, nil
 }
 
+// IsPrivate reports whether key holds private material (or cannot be
+// told apart from a key that does: fail closed).
 func IsPrivate(key jwk.Key) bool {
 	p, err := jwk.IsPrivateKey(key)
 	return err != nil || p
