@@ -31,6 +31,7 @@ import (
 	"gatehouse.dev/gatehouse/controllers/apikeys"
 	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/sidecar/source"
+	"gatehouse.dev/gatehouse/test/sidecarrbac"
 	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/test/testfixture"
 )
@@ -46,10 +47,8 @@ func sidecarConfig(t *testing.T, env *testenv.Env, ns string) *rest.Config {
 	defer cancel()
 	role := &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-sidecar", Namespace: ns},
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{gatehousev1.GroupVersion.Group}, Resources: []string{"authpolicies"}, Verbs: []string{"get", "list", "watch"}},
-		},
+		// Exactly what the chart grants a sidecar.
+		Rules: sidecarrbac.Rules(),
 	}
 	binding := &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-sidecar", Namespace: ns},
