@@ -21,7 +21,10 @@ const (
 	LabelRecord = "auth.gatehouse.dev/record"
 	// RecordAPIKey is the LabelRecord value of an API key hash-record ConfigMap.
 	RecordAPIKey = "apikey"
-	// RecordJWKS is the LabelRecord value of a public JWKS ConfigMap.
+	// RecordJWKS is the LabelRecord value of a static JWKS ConfigMap that
+	// an AuthPolicy names (jwks.configMapKeyRef). Earlier versions also
+	// wrote SigningKey JWKS ConfigMaps with it; those are never trusted now
+	// (the JWKS is in SigningKey status) and the operator deletes them.
 	RecordJWKS = "jwks"
 
 	// LabelOwnerName names the APIKey or SigningKey an object belongs to.
@@ -98,4 +101,16 @@ const (
 	ReasonAccepted       = "Accepted"
 	ReasonInvalidIssuer  = "InvalidIssuer"
 	ReasonIssuerNotFound = "IssuerNotFound"
+
+	// ReasonIssuerConflict: an older SigningKey (by creationTimestamp, then
+	// namespace/name) claims the same spec.issuer. This one is neither
+	// published, served by discovery nor signed with.
+	ReasonIssuerConflict = "IssuerConflict"
+	// ReasonIssuerOutsidePrefix: spec.issuer is not under the operator's
+	// --issuer-prefix for the SigningKey's namespace.
+	ReasonIssuerOutsidePrefix = "IssuerOutsidePrefix"
+	// ReasonKeyTampered: the private key-set Secret held keys whose public
+	// key the operator never published (someone wrote the Secret). They
+	// are discarded, never published or signed with.
+	ReasonKeyTampered = "KeyTampered"
 )

@@ -51,8 +51,9 @@ type SigningKeySpec struct {
 	// +kubebuilder:default={every: "720h", overlap: "1h", propagation: "5m"}
 	Rotation *SigningKeyRotation `json:"rotation,omitempty"`
 
-	// jwksConfigMapName is the ConfigMap the public JWKS is written to.
-	// Defaults to "<name>-jwks".
+	// jwksConfigMapName is deprecated and ignored: the public JWKS is
+	// published in status.jwks. The operator deletes the JWKS ConfigMaps
+	// that earlier versions wrote.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
@@ -181,14 +182,26 @@ type SigningKeyStatus struct {
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
 
-	// jwksConfigMapName is the ConfigMap holding the public JWKS.
+	// jwks is the public JWKS (RFC 7517) of the keys published now: Next,
+	// Active and Retired keys, never a private part. Written by the
+	// SigningKey controller alone (the status subresource); the sidecars,
+	// the token endpoint and discovery trust no other copy. Empty while
+	// the SigningKey is not served (for example Ready=False with reason
+	// IssuerConflict).
 	// +optional
-	JWKSConfigMapName string `json:"jwksConfigMapName,omitempty"`
+	// +kubebuilder:validation:MaxLength=262144
+	JWKS string `json:"jwks,omitempty"`
+
+	// issuer is the spec.issuer this status's JWKS was published for; it
+	// differs from spec.issuer only until the controller has looked at a
+	// changed spec.
+	// +optional
+	Issuer string `json:"issuer,omitempty"`
 }
 
 // SigningKey is a rotated set of asymmetric keys that sign JWTs for one
-// issuer. The private keys stay in an operator-only Secret; the public keys
-// are published as a JWKS ConfigMap and over OIDC discovery.
+// issuer. The private keys stay in an operator-written Secret; the public
+// keys are published in status.jwks and over OIDC discovery.
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status

@@ -93,11 +93,11 @@ func TestIntegrationRotationsNeverFailAToken(t *testing.T) {
 		activeKeys[signer.KeyID()] = true
 
 		// Idempotent: a second reconcile at the same instant writes nothing.
-		rvs := []string{sk.ResourceVersion, h.secret("walk").ResourceVersion, h.configMap("walk-jwks").ResourceVersion}
+		rvs := []string{sk.ResourceVersion, h.secret("walk").ResourceVersion}
 		if again := h.reconcile("walk"); again != requeue {
 			t.Fatalf("%s: requeue %s then %s", now, requeue, again)
 		}
-		if after := []string{h.get("walk").ResourceVersion, h.secret("walk").ResourceVersion, h.configMap("walk-jwks").ResourceVersion}; strings.Join(after, ",") != strings.Join(rvs, ",") {
+		if after := []string{h.get("walk").ResourceVersion, h.secret("walk").ResourceVersion}; strings.Join(after, ",") != strings.Join(rvs, ",") {
 			t.Fatalf("%s: an idle reconcile wrote: %v -> %v", now, rvs, after)
 		}
 
@@ -183,30 +183,20 @@ func TestIntegrationEachAlgorithmSignsAndVerifies(t *testing.T) {
 			h.reconcile(name)
 			sk := h.get(name)
 			sec := h.secret(name)
-			cm := h.configMap(name + "-jwks")
 
-			if sec.Type != keyring.SecretType || !metav1.IsControlledBy(sec, sk) || !metav1.IsControlledBy(cm, sk) {
-				t.Fatalf("secret type %q, secret controlled %v, configmap controlled %v", sec.Type, metav1.IsControlledBy(sec, sk), metav1.IsControlledBy(cm, sk))
+			if sec.Type != keyring.SecretType || !metav1.IsControlledBy(sec, sk) {
+				t.Fatalf("secret type %q, secret controlled %v", sec.Type, metav1.IsControlledBy(sec, sk))
 			}
 			if _, ok := sec.Labels[gatehousev1.LabelRecord]; ok {
 				t.Fatal("the private Secret carries the record label verifiers select on")
 			}
-			wantLabels := map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordJWKS, gatehousev1.LabelOwnerName: name, gatehousev1.LabelManagedBy: gatehousev1.ManagedByValue}
-			for k, v := range wantLabels {
-				if cm.Labels[k] != v {
-					t.Fatalf("configmap label %s=%q, want %q", k, cm.Labels[k], v)
-				}
+			if sk.Status.Issuer != sk.Spec.Issuer || sk.Status.SecretName != sec.Name {
+				t.Fatalf("status issuer %q, secret %q", sk.Status.Issuer, sk.Status.SecretName)
 			}
-			if cm.Data[gatehousev1.JWKSIssuerKey] != sk.Spec.Issuer {
-				t.Fatalf("configmap issuer %q", cm.Data[gatehousev1.JWKSIssuerKey])
-			}
-			if sk.Status.SecretName != sec.Name || sk.Status.JWKSConfigMapName != cm.Name {
-				t.Fatalf("status names %q %q", sk.Status.SecretName, sk.Status.JWKSConfigMapName)
-			}
-			doc := []byte(cm.Data[gatehousev1.JWKSDataKey])
+			doc := []byte(sk.Status.JWKS)
 			assertPublicOnly(t, doc)
-			if strings.Contains(cm.Data[gatehousev1.JWKSDataKey], `"d":`) || !strings.Contains(string(sec.Data[keyring.SecretDataKey]), `"d":`) {
-				t.Fatal("private member in the ConfigMap, or none in the Secret")
+			if strings.Contains(sk.Status.JWKS, `"d":`) || !strings.Contains(string(sec.Data[keyring.SecretDataKey]), `"d":`) {
+				t.Fatal("private member in the status, or none in the Secret")
 			}
 			priv, err := h.keySet(name).ActiveSigningKey(t0)
 			if err != nil {

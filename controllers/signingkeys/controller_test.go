@@ -8,7 +8,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
-	"gatehouse.dev/gatehouse/internal/keyring"
 )
 
 func TestSecretToSigningKeyMapsOnlyUncontrolledSecretsByName(t *testing.T) {
@@ -38,13 +37,13 @@ func TestSecretToSigningKeyMapsOnlyUncontrolledSecretsByName(t *testing.T) {
 }
 
 func TestDedupeDropsPhaseEventsAlreadyTold(t *testing.T) {
-	phase := []keyring.Change{
-		{Reason: keyring.ReasonKeyActivated, KeyID: "a"},
-		{Reason: keyring.ReasonKeyRetired, KeyID: "b"},
-		{Reason: keyring.ReasonKeyRemoved, KeyID: "c"},
+	phase := []Change{
+		{Reason: ReasonKeyActivated, KeyID: "a"},
+		{Reason: ReasonKeyRetired, KeyID: "b"},
+		{Reason: ReasonKeyRemoved, KeyID: "c"},
 	}
-	told := []keyring.Change{
-		{Reason: keyring.ReasonKeyActivated, KeyID: "a"},
+	told := []Change{
+		{Reason: ReasonKeyActivated, KeyID: "a"},
 		{Reason: gatehousev1.ReasonKeyLost, KeyID: "c"},
 	}
 	got := dedupe(phase, told)

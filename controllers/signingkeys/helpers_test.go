@@ -72,6 +72,10 @@ func (h *harness) ctx() context.Context {
 
 func (h *harness) create(name string, spec gatehousev1.SigningKeySpec) *gatehousev1.SigningKey {
 	h.t.Helper()
+	if spec.Issuer == sharedIssuer {
+		// Issuers belong to one SigningKey: give each its own.
+		spec.Issuer = sharedIssuer + "/" + h.ns + "/" + name
+	}
 	sk := &gatehousev1.SigningKey{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: name}, Spec: spec}
 	if err := h.env.Client.Create(h.ctx(), sk); err != nil {
 		h.t.Fatalf("creating signingkey: %v", err)
@@ -79,19 +83,30 @@ func (h *harness) create(name string, spec gatehousev1.SigningKeySpec) *gatehous
 	return sk
 }
 
-// reconcile runs one reconcile at the fake clock's time and returns its
-// RequeueAfter.
+// sharedIssuer is the issuer most tests name; create makes it unique.
+const sharedIssuer = "https://issuer.example.com"
+
+// reconcile runs the reconciles at the fake clock's time that a manager
+// would run (one, plus those it hands over to at once) and returns the
+// last RequeueAfter.
 func (h *harness) reconcile(name string) time.Duration {
 	h.t.Helper()
-	res, err := h.rec.Reconcile(h.ctx(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: h.ns, Name: name}})
-	if err != nil {
-		h.t.Fatalf("reconcile at %s: %v", h.clock.Now(), err)
+	for range 5 {
+		res, err := h.rec.Reconcile(h.ctx(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: h.ns, Name: name}})
+		if err != nil {
+			h.t.Fatalf("reconcile at %s: %v", h.clock.Now(), err)
+		}
+		if res.RequeueAfter != handOver {
+			return res.RequeueAfter
+		}
 	}
-	return res.RequeueAfter
+	h.t.Fatalf("reconcile at %s: still handing over after 5 passes", h.clock.Now())
+	return 0
 }
 
-func requestFor(h *harness, name string) ctrl.Request {
-	return ctrl.Request{NamespacedName: types.NamespacedName{Namespace: h.ns, Name: name}}
+// reconcileOnce runs exactly one reconcile.
+func (h *harness) reconcileOnce(name string) (ctrl.Result, error) {
+	return h.rec.Reconcile(h.ctx(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: h.ns, Name: name}})
 }
 
 func (h *harness) get(name string) *gatehousev1.SigningKey {
@@ -121,18 +136,10 @@ func (h *harness) keySet(name string) *keyring.KeySet {
 	return ks
 }
 
-func (h *harness) configMap(cmName string) *corev1.ConfigMap {
-	h.t.Helper()
-	cm := &corev1.ConfigMap{}
-	if err := h.env.Client.Get(h.ctx(), types.NamespacedName{Namespace: h.ns, Name: cmName}, cm); err != nil {
-		h.t.Fatal(err)
-	}
-	return cm
-}
-
+// jwks is the JWKS the SigningKey's status publishes.
 func (h *harness) jwks(name string) []byte {
 	h.t.Helper()
-	return []byte(h.configMap(name + "-jwks").Data[gatehousev1.JWKSDataKey])
+	return []byte(h.get(name).Status.JWKS)
 }
 
 // drainEvents returns the Events recorded so far as "Type Reason note".

@@ -16,6 +16,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
@@ -46,27 +47,33 @@ func eventually(t *testing.T, what string, cond func() (bool, string)) {
 // manager watching ns, and returns the discovery base URL.
 func startManager(t *testing.T, env *testenv.Env, ns string) string {
 	t.Helper()
+	return startManagerWith(t, env, "", ns)
+}
+
+// startManagerWith is startManager with an issuer prefix, watching the
+// namespaces given.
+func startManagerWith(t *testing.T, env *testenv.Env, prefix keyring.IssuerPrefix, namespaces ...string) string {
+	t.Helper()
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                 env.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
+		Cache:                  cache.Options{DefaultNamespaces: watched(namespaces)},
+		// Several tests of this process run a manager each.
+		Controller: config.Controller{SkipNameValidation: &skipNameValidation},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := (&Reconciler{}).SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := discovery.IndexIssuer(ctx, mgr.GetFieldIndexer()); err != nil {
+	if err := (&Reconciler{IssuerPrefix: prefix}).SetupWithManager(ctx, mgr); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := mgr.Add(&discovery.Server{Listener: ln, Reader: mgr.GetClient(), Log: mgr.GetLogger()}); err != nil {
+	if err := mgr.Add(&discovery.Server{Listener: ln, Reader: mgr.GetClient(), Log: mgr.GetLogger(), IssuerPrefix: prefix}); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -106,10 +113,20 @@ func fetch(t *testing.T, url, host, ifNoneMatch string) (int, string, string) {
 	return res.StatusCode, string(body), res.Header.Get("ETag")
 }
 
+var skipNameValidation = true
+
+func watched(namespaces []string) map[string]cache.Config {
+	out := map[string]cache.Config{}
+	for _, ns := range namespaces {
+		out[ns] = cache.Config{}
+	}
+	return out
+}
+
 // TestIntegrationManagerRepairsHandEditsAndServesDiscovery runs the
-// controller in a manager with its watches: a hand-edited or deleted JWKS
-// ConfigMap is rewritten from the Secret, a deleted Secret is replaced with
-// a KeyLost Event, and the discovery server answers from the cache.
+// controller in a manager with its watches: the discovery server answers
+// from the status in the cache, and a deleted Secret is replaced with a
+// KeyLost Event while the lost key stays published.
 func TestIntegrationManagerRepairsHandEditsAndServesDiscovery(t *testing.T) {
 	env, ns := testenv.Start(t)
 	base := startManager(t, env, ns)
@@ -122,18 +139,13 @@ func TestIntegrationManagerRepairsHandEditsAndServesDiscovery(t *testing.T) {
 	if err := c.Create(ctx, sk); err != nil {
 		t.Fatal(err)
 	}
-	cmKey := types.NamespacedName{Namespace: ns, Name: "served-jwks"}
 	var original string
 	eventually(t, "Ready and a published JWKS", func() (bool, string) {
 		got := &gatehousev1.SigningKey{}
-		cm := &corev1.ConfigMap{}
 		if err := c.Get(ctx, client.ObjectKeyFromObject(sk), got); err != nil {
 			return false, err.Error()
 		}
-		if err := c.Get(ctx, cmKey, cm); err != nil {
-			return false, err.Error()
-		}
-		original = cm.Data[gatehousev1.JWKSDataKey]
+		original = got.Status.JWKS
 		return conditions.IsTrue(got.Status.Conditions, gatehousev1.ConditionReady) && hasKid([]byte(original), got.Status.ActiveKeyID),
 			fmt.Sprintf("conditions %+v, jwks %s", got.Status.Conditions, original)
 	})
@@ -141,7 +153,7 @@ func TestIntegrationManagerRepairsHandEditsAndServesDiscovery(t *testing.T) {
 	host := ns + ".example.com"
 	status, body, etag := fetch(t, base+"/auth"+discovery.JWKSPath, host, "")
 	if status != 200 || body != original || etag == "" {
-		t.Fatalf("jwks over http: %d %q etag %q, want the ConfigMap's %q", status, body, etag, original)
+		t.Fatalf("jwks over http: %d %q etag %q, want the status's %q", status, body, etag, original)
 	}
 	if status, _, _ := fetch(t, base+"/auth"+discovery.JWKSPath, host, etag); status != http.StatusNotModified {
 		t.Fatalf("If-None-Match with the current ETag: %d, want 304", status)
@@ -149,32 +161,6 @@ func TestIntegrationManagerRepairsHandEditsAndServesDiscovery(t *testing.T) {
 	if status, body, _ := fetch(t, base+"/auth"+discovery.ConfigurationPath, host, ""); status != 200 || !strings.Contains(body, `"jwks_uri":"https://`+host+`/auth/.well-known/jwks.json"`) {
 		t.Fatalf("discovery over http: %d %s", status, body)
 	}
-
-	cm := &corev1.ConfigMap{}
-	if err := c.Get(ctx, cmKey, cm); err != nil {
-		t.Fatal(err)
-	}
-	cm.Data[gatehousev1.JWKSDataKey] = `{"keys":[]}`
-	if err := c.Update(ctx, cm); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the hand-edited ConfigMap to be rewritten", func() (bool, string) {
-		got := &corev1.ConfigMap{}
-		if err := c.Get(ctx, cmKey, got); err != nil {
-			return false, err.Error()
-		}
-		return got.Data[gatehousev1.JWKSDataKey] == original, got.Data[gatehousev1.JWKSDataKey]
-	})
-	if err := c.Delete(ctx, cm); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the deleted ConfigMap to be recreated", func() (bool, string) {
-		got := &corev1.ConfigMap{}
-		if err := c.Get(ctx, cmKey, got); err != nil {
-			return false, err.Error()
-		}
-		return got.Data[gatehousev1.JWKSDataKey] == original, got.Data[gatehousev1.JWKSDataKey]
-	})
 
 	before := &gatehousev1.SigningKey{}
 	if err := c.Get(ctx, client.ObjectKeyFromObject(sk), before); err != nil {
@@ -202,9 +188,7 @@ func TestIntegrationManagerRepairsHandEditsAndServesDiscovery(t *testing.T) {
 				lostEvent = true
 			}
 		}
-		cur := &corev1.ConfigMap{}
-		_ = c.Get(ctx, cmKey, cur)
-		doc := []byte(cur.Data[gatehousev1.JWKSDataKey])
+		doc := []byte(got.Status.JWKS)
 		ok := got.Status.ActiveKeyID != "" && got.Status.ActiveKeyID != before.Status.ActiveKeyID &&
 			hasKid(doc, got.Status.ActiveKeyID) && hasKid(doc, before.Status.ActiveKeyID) && lostEvent
 		return ok, fmt.Sprintf("active %q (was %q), KeyLost event %v, jwks %s", got.Status.ActiveKeyID, before.Status.ActiveKeyID, lostEvent, doc)

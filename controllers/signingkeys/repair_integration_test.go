@@ -17,42 +17,43 @@ import (
 	"gatehouse.dev/gatehouse/internal/keyring"
 )
 
-// TestIntegrationAFailedConfigMapWriteNeverActivatesAnUnpublishedKey
+// TestIntegrationAFailedStatusWriteNeverActivatesAnUnpublishedKey
 // simulates a crash (or a failing API call) between the Secret write and the
-// ConfigMap write when the next key is generated: the Secret holds the new
-// key, but it must not be scheduled to sign, however long the outage, until
-// the JWKS holds it for a full propagation interval.
-func TestIntegrationAFailedConfigMapWriteNeverActivatesAnUnpublishedKey(t *testing.T) {
+// status write when the next key is generated: the Secret holds the new
+// key, but it must never sign or be published, however long the outage:
+// the next reconcile discards it (the status never published it) and
+// publishes a fresh next key, which signs one propagation later.
+func TestIntegrationAFailedStatusWriteNeverActivatesAnUnpublishedKey(t *testing.T) {
 	h := newHarness(t)
 	wc, err := client.NewWithWatch(h.env.Config, client.Options{Scheme: h.env.Scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var failConfigMaps atomic.Bool
+	var failStatus atomic.Bool
 	h.rec.Client = interceptor.NewClient(wc, interceptor.Funcs{
-		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
-			if _, ok := obj.(*corev1.ConfigMap); ok && failConfigMaps.Load() {
-				return errors.New("injected configmap write failure")
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			if sub == "status" && failStatus.Load() {
+				return errors.New("injected status write failure")
 			}
-			return c.Update(ctx, obj, opts...)
+			return c.Status().Update(ctx, obj, opts...)
 		},
 	})
 	const propagation = 5 * time.Minute
-	h.create("crash", gatehousev1.SigningKeySpec{Issuer: "https://issuer.example.com", Rotation: rotation(time.Hour, 10*time.Minute, propagation)})
+	h.create("crash", gatehousev1.SigningKeySpec{Issuer: sharedIssuer, Rotation: rotation(time.Hour, 10*time.Minute, propagation)})
 	genAt := t0.Add(h.reconcile("crash"))
 	first, _ := h.keySet("crash").ActiveSigningKey(t0)
 
-	failConfigMaps.Store(true)
+	failStatus.Store(true)
 	h.clock.SetTime(genAt)
-	if _, err := h.rec.Reconcile(h.ctx(), requestFor(h, "crash")); err == nil {
-		t.Fatal("the reconcile hid the failed ConfigMap write")
+	if _, err := h.reconcileOnce("crash"); err == nil {
+		t.Fatal("the reconcile hid the failed status write")
 	}
 	ks := h.keySet("crash")
 	if len(ks.Keys) != 2 || !ks.Keys[1].ActivatesAt.IsZero() || !ks.Keys[0].RetiresAt.IsZero() {
 		t.Fatalf("after the failed publication the Secret schedules the unpublished key: %+v", ks.Keys)
 	}
-	next := ks.Keys[1].ID
-	if hasKid(h.jwks("crash"), next) {
+	unpublished := ks.Keys[1].ID
+	if hasKid(h.jwks("crash"), unpublished) {
 		t.Fatal("the injected failure did not stop the publication")
 	}
 	// Long after the planned rotation the old key still signs, so no token
@@ -62,16 +63,21 @@ func TestIntegrationAFailedConfigMapWriteNeverActivatesAnUnpublishedKey(t *testi
 		t.Fatalf("an hour into the outage the signer is %v (%v), want the published %s", k, err, first.KeyID())
 	}
 
-	failConfigMaps.Store(false)
+	failStatus.Store(false)
 	h.clock.SetTime(late)
 	requeue := h.reconcile("crash")
 	ks = h.keySet("crash")
-	n := ks.Key(next)
-	if n == nil || !hasKid(h.jwks("crash"), next) || !n.PublishedAt.Equal(late) || !n.ActivatesAt.Equal(late.Add(propagation)) || requeue != propagation {
-		t.Fatalf("after recovery: next %+v, published %v, requeue %s; want activation one propagation after publication", n, hasKid(h.jwks("crash"), next), requeue)
+	if ks.Key(unpublished) != nil || hasKid(h.jwks("crash"), unpublished) {
+		t.Fatal("the key the status never published was kept")
 	}
-	if got := len(ks.Keys); got != 2 {
-		t.Fatalf("%d keys: the recovery generated another key instead of publishing the stored one", got)
+	var next *keyring.Key
+	for i := range ks.Keys {
+		if ks.Keys[i].ID != first.KeyID() {
+			next = &ks.Keys[i]
+		}
+	}
+	if next == nil || !hasKid(h.jwks("crash"), next.ID) || !next.PublishedAt.Equal(late) || !next.ActivatesAt.Equal(late.Add(propagation)) || requeue != propagation {
+		t.Fatalf("after recovery: next %+v, requeue %s; want a published next key activating one propagation after publication", next, requeue)
 	}
 }
 

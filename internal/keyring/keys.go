@@ -53,7 +53,7 @@ func Generate(alg jwa.SignatureAlgorithm, rsaBits int, random io.Reader) (jwk.Ke
 	case jwa.ES384:
 		raw, err = ecdsa.GenerateKey(elliptic.P384(), random)
 	case jwa.RS256, jwa.PS256:
-		if !validRSABits(rsaBits) {
+		if !ValidRSABits(rsaBits) {
 			return nil, fmt.Errorf("unsupported rsa key size %d", rsaBits)
 		}
 		raw, err = rsa.GenerateKey(random, rsaBits)
@@ -69,18 +69,19 @@ func Generate(alg jwa.SignatureAlgorithm, rsaBits int, random io.Reader) (jwk.Ke
 	if err != nil {
 		return nil, fmt.Errorf("converting %s key to jwk: %w", alg, err)
 	}
-	if err := decorate(key, alg); err != nil {
+	if err := Decorate(key, alg); err != nil {
 		return nil, err
 	}
 	return key, nil
 }
 
-func validRSABits(bits int) bool {
+// ValidRSABits reports whether bits is a modulus size keys are made with.
+func ValidRSABits(bits int) bool {
 	return bits == 2048 || bits == 3072 || bits == 4096
 }
 
-// decorate sets kid, alg and use on key.
-func decorate(key jwk.Key, alg jwa.SignatureAlgorithm) error {
+// Decorate sets kid, alg and use on key.
+func Decorate(key jwk.Key, alg jwa.SignatureAlgorithm) error {
 	kid, err := Thumbprint(key)
 	if err != nil {
 		return err
@@ -132,23 +133,25 @@ func PublicKey(key jwk.Key) (jwk.Key, error) {
 	if !ok {
 		return nil, errors.New("key has no signature algorithm")
 	}
-	if err := decorate(pub, alg); err != nil {
+	if err := Decorate(pub, alg); err != nil {
 		return nil, err
 	}
-	if isPrivate(pub) {
+	if IsPrivate(pub) {
 		return nil, errors.New("public key derivation kept private material")
 	}
 	return pub, nil
 }
 
-func isPrivate(key jwk.Key) bool {
+// IsPrivate reports whether key holds private material (or cannot be
+// told apart from a key that does: fail closed).
+func IsPrivate(key jwk.Key) bool {
 	p, err := jwk.IsPrivateKey(key)
 	return err != nil || p
 }
 
-// checkAlgorithm reports whether key's type fits alg, so that the algorithm
+// CheckAlgorithm reports whether key's type fits alg, so that the algorithm
 // a verifier takes from the key can never be one the key was not made for.
-func checkAlgorithm(key jwk.Key, alg jwa.SignatureAlgorithm) error {
+func CheckAlgorithm(key jwk.Key, alg jwa.SignatureAlgorithm) error {
 	var raw any
 	if err := key.Raw(&raw); err != nil {
 		return fmt.Errorf("reading key: %w", err)
@@ -177,8 +180,8 @@ func checkAlgorithm(key jwk.Key, alg jwa.SignatureAlgorithm) error {
 	return nil
 }
 
-// rsaBits is the modulus size of an RSA key, 0 for other keys.
-func rsaBits(key jwk.Key) int {
+// RSABits is the modulus size of an RSA key, 0 for other keys.
+func RSABits(key jwk.Key) int {
 	var raw any
 	if key == nil || key.Raw(&raw) != nil {
 		return 0

@@ -87,8 +87,8 @@ func TestGenerateMakesAKeyPerAlgorithmThatVerifiesThroughItsPublicJWKS(t *testin
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !isPrivate(priv) || string(priv.KeyType()) != tc.kty || priv.Algorithm() != tc.alg || priv.KeyUsage() != "sig" {
-				t.Fatalf("got private=%v kty=%s alg=%v use=%s", isPrivate(priv), priv.KeyType(), priv.Algorithm(), priv.KeyUsage())
+			if !IsPrivate(priv) || string(priv.KeyType()) != tc.kty || priv.Algorithm() != tc.alg || priv.KeyUsage() != "sig" {
+				t.Fatalf("got private=%v kty=%s alg=%v use=%s", IsPrivate(priv), priv.KeyType(), priv.Algorithm(), priv.KeyUsage())
 			}
 			pub, err := PublicKey(priv)
 			if err != nil {
@@ -99,8 +99,8 @@ func TestGenerateMakesAKeyPerAlgorithmThatVerifiesThroughItsPublicJWKS(t *testin
 			if priv.KeyID() != tpPriv || pub.KeyID() != tpPub || tpPriv != tpPub || len(tpPriv) != 43 {
 				t.Fatalf("kid is not the RFC 7638 thumbprint: priv kid %s tp %s, pub kid %s tp %s", priv.KeyID(), tpPriv, pub.KeyID(), tpPub)
 			}
-			if tc.bits != 0 && rsaBits(priv) != tc.bits {
-				t.Fatalf("rsa key has %d bits, want %d", rsaBits(priv), tc.bits)
+			if tc.bits != 0 && RSABits(priv) != tc.bits {
+				t.Fatalf("rsa key has %d bits, want %d", RSABits(priv), tc.bits)
 			}
 			ks := &KeySet{Keys: []Key{{ID: priv.KeyID(), Algorithm: tc.alg, Private: priv, Public: pub, CreatedAt: now, ActivatesAt: now, Overlap: time.Hour}}}
 			doc, err := ks.JWKS(now)

@@ -114,8 +114,8 @@ func (k *Key) Phase(t time.Time) gatehousev1.KeyPhase {
 	}
 }
 
-// published reports whether the key belongs in the JWKS at t.
-func (k *Key) published(t time.Time) bool {
+// Published reports whether the key belongs in the JWKS at t.
+func (k *Key) Published(t time.Time) bool {
 	switch k.Phase(t) {
 	case gatehousev1.KeyPhaseNext, gatehousev1.KeyPhaseActive, gatehousev1.KeyPhaseRetired:
 		return k.Public != nil
@@ -123,8 +123,8 @@ func (k *Key) published(t time.Time) bool {
 	return false
 }
 
-// canSign reports whether the key holds a usable private part.
-func (k *Key) canSign() bool {
+// CanSign reports whether the key holds a usable private part.
+func (k *Key) CanSign() bool {
 	return k.Private != nil && !k.Lost && k.RevokedAt.IsZero()
 }
 
@@ -167,14 +167,14 @@ func (ks *KeySet) Key(id string) *Key {
 	return nil
 }
 
-// activeIndex returns the index of the key that signs at t, or -1. Should
+// ActiveIndex returns the index of the key that signs at t, or -1. Should
 // a corrupted set hold several keys whose intervals include t, the most
 // recently activated one wins (Decide retires the others).
-func (ks *KeySet) activeIndex(t time.Time) int {
+func (ks *KeySet) ActiveIndex(t time.Time) int {
 	best := -1
 	for i := range ks.Keys {
 		k := &ks.Keys[i]
-		if k.Phase(t) != gatehousev1.KeyPhaseActive || !k.canSign() {
+		if k.Phase(t) != gatehousev1.KeyPhaseActive || !k.CanSign() {
 			continue
 		}
 		if best < 0 || k.ActivatesAt.After(ks.Keys[best].ActivatesAt) {
@@ -204,7 +204,7 @@ func (ks *KeySet) ActiveKey(now time.Time) (Active, error) {
 	if ks == nil {
 		return Active{}, ErrNoActiveKey
 	}
-	i := ks.activeIndex(now)
+	i := ks.ActiveIndex(now)
 	if i < 0 {
 		return Active{}, ErrNoActiveKey
 	}
@@ -231,7 +231,7 @@ func (ks *KeySet) JWKS(now time.Time) ([]byte, error) {
 	set := jwk.NewSet()
 	for i := range ks.Keys {
 		k := &ks.Keys[i]
-		if !k.published(now) {
+		if !k.Published(now) {
 			continue
 		}
 		pub, err := PublicKey(k.Public)
@@ -260,7 +260,7 @@ func PublishedKeys(doc []byte) map[string]jwk.Key {
 	}
 	for i := 0; i < set.Len(); i++ {
 		k, _ := set.Key(i)
-		if isPrivate(k) {
+		if IsPrivate(k) {
 			continue
 		}
 		if tp, err := Thumbprint(k); err == nil && tp == k.KeyID() {
@@ -404,17 +404,17 @@ func parseWireKey(wk wireKey) (Key, error) {
 	if a, ok := key.Algorithm().(jwa.SignatureAlgorithm); !ok || a != k.Algorithm {
 		return k, errors.New("jwk alg differs from the entry")
 	}
-	if err := checkAlgorithm(key, k.Algorithm); err != nil {
+	if err := CheckAlgorithm(key, k.Algorithm); err != nil {
 		return k, err
 	}
 	if k.Lost {
-		if isPrivate(key) {
+		if IsPrivate(key) {
 			return k, errors.New("lost key holds private material")
 		}
 		k.Public = key
 		return k, nil
 	}
-	if !isPrivate(key) {
+	if !IsPrivate(key) {
 		return k, errors.New("missing private part")
 	}
 	k.Private = key
@@ -443,3 +443,11 @@ func LoadKeySet(secret *corev1.Secret) (*KeySet, error) {
 	}
 	return ks, nil
 }
+
+// Defaults of spec.rotation, matching the CRD defaults, for objects
+// written before those existed or built in code.
+const (
+	DefaultEvery       = 720 * time.Hour
+	DefaultOverlap     = time.Hour
+	DefaultPropagation = 5 * time.Minute
+)

@@ -25,6 +25,7 @@ import (
 	"gatehouse.dev/gatehouse/controllers/apikeys"
 	"gatehouse.dev/gatehouse/controllers/authpolicies"
 	"gatehouse.dev/gatehouse/controllers/signingkeys"
+	"gatehouse.dev/gatehouse/internal/keyring"
 	"gatehouse.dev/gatehouse/internal/owned"
 	"gatehouse.dev/gatehouse/internal/scheme"
 	"gatehouse.dev/gatehouse/operator/discovery"
@@ -49,6 +50,11 @@ type Options struct {
 
 	// APIKeyWorkers is the APIKey controller's MaxConcurrentReconciles.
 	APIKeyWorkers int
+
+	// IssuerPrefix, when set, confines the issuers of each namespace's
+	// SigningKeys to a URL prefix containing "{namespace}"; the controller,
+	// discovery and the token endpoint check it.
+	IssuerPrefix string
 
 	// DiscoveryAddr serves OIDC discovery, the JWKS of every SigningKey
 	// and the token endpoint ("0" disables all three); DiscoveryListener,
@@ -79,6 +85,7 @@ func (o *Options) BindFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.LeaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time (every replica serves the webhook, discovery and the token endpoint).")
 	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
 	f.IntVar(&o.APIKeyWorkers, "apikey-workers", 8, "APIKeys reconciled concurrently.")
+	f.StringVar(&o.IssuerPrefix, "issuer-prefix", "", "When set, every SigningKey's spec.issuer must start with this https URL prefix, {namespace} replaced by the SigningKey's namespace (e.g. https://auth.example.com/{namespace}/); others are Ready=False IssuerOutsidePrefix, never served or signed with.")
 	f.StringVar(&o.DiscoveryAddr, "discovery-bind-address", ":8082", "Address serving <issuer>/.well-known/openid-configuration, jwks.json and the token endpoint for every SigningKey (plain HTTP: terminate TLS in front); \"0\" disables it.")
 	f.DurationVar(&o.DiscoveryMaxAge, "discovery-max-age", discovery.DefaultMaxAge, "Upper bound of the Cache-Control max-age of discovery responses (never more than half a SigningKey's propagation interval).")
 	f.BoolVar(&o.TokenEndpoint, "token-endpoint", true, "Serve the OAuth 2.0 token endpoint (POST /oauth2/token and <issuer>/oauth2/token) on the discovery address.")
@@ -131,7 +138,11 @@ func setup(ctx context.Context, mgr ctrl.Manager, o Options, log logr.Logger) er
 	if err := (&apikeys.Reconciler{}).SetupWithManager(ctx, mgr, workers); err != nil {
 		return fmt.Errorf("setting up the apikey controller: %w", err)
 	}
-	if err := (&signingkeys.Reconciler{}).SetupWithManager(mgr); err != nil {
+	prefix := keyring.IssuerPrefix(o.IssuerPrefix)
+	if err := prefix.Validate(); err != nil {
+		return fmt.Errorf("--issuer-prefix: %w", err)
+	}
+	if err := (&signingkeys.Reconciler{IssuerPrefix: prefix}).SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("setting up the signingkey controller: %w", err)
 	}
 	if err := (&authpolicies.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
@@ -151,15 +162,15 @@ func setup(ctx context.Context, mgr ctrl.Manager, o Options, log logr.Logger) er
 // addDiscovery adds the discovery server and, on the same listener, the
 // token endpoint. Both read the manager's cache and run on every replica.
 func addDiscovery(ctx context.Context, mgr ctrl.Manager, o Options, log logr.Logger) error {
-	if err := discovery.IndexIssuer(ctx, mgr.GetFieldIndexer()); err != nil {
-		return err
-	}
+	// The SigningKey controller registered keyring.IssuerIndex.
+	prefix := keyring.IssuerPrefix(o.IssuerPrefix)
 	srv := &discovery.Server{
-		Addr:     o.DiscoveryAddr,
-		Listener: o.DiscoveryListener,
-		Reader:   mgr.GetClient(),
-		Log:      log.WithName("discovery"),
-		MaxAge:   o.DiscoveryMaxAge,
+		Addr:         o.DiscoveryAddr,
+		Listener:     o.DiscoveryListener,
+		Reader:       mgr.GetClient(),
+		Log:          log.WithName("discovery"),
+		MaxAge:       o.DiscoveryMaxAge,
+		IssuerPrefix: prefix,
 	}
 	if o.TokenEndpoint {
 		trusted, err := tokenendpoint.ParseTrustedProxies(o.TokenTrustedProxies)
@@ -169,7 +180,7 @@ func addDiscovery(ctx context.Context, mgr ctrl.Manager, o Options, log logr.Log
 		if err := tokenendpoint.RegisterIndex(ctx, mgr); err != nil {
 			return fmt.Errorf("indexing api key records: %w", err)
 		}
-		store := &tokenendpoint.KubeStore{Reader: mgr.GetClient(), Signer: tokenendpoint.SigningKeySigner}
+		store := &tokenendpoint.KubeStore{Reader: mgr.GetClient(), Signer: tokenendpoint.SigningKeySignerFor(prefix)}
 		te := tokenendpoint.NewServer(store, log.WithName("token-endpoint"), tokenendpoint.NewMetrics(ctrlmetrics.Registry))
 		te.MaxLifetime = o.TokenMaxLifetime
 		te.TrustedProxies = trusted

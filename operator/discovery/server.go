@@ -3,8 +3,10 @@
 // at <issuer>/.well-known/jwks.json, so that external verifiers (and
 // sidecars in remote mode) can use standard discovery.
 //
-// The server answers from the operator manager's cache (SigningKeys and the
-// JWKS ConfigMaps the SigningKey controller writes); it never calls the API
+// The server answers from the operator manager's cache: the JWKS the
+// SigningKey controller wrote into each SigningKey's status, which only the
+// operator may write. An issuer is served for the SigningKey that owns it
+// (the oldest claimant within its namespace's issuer prefix). It never calls the API
 // server on the request path and needs no leader election, so every operator
 // replica serves. Requests are routed by Host and path: the issuer
 // https://auth.example.com/tenants/a is served for Host auth.example.com
@@ -21,15 +23,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
@@ -44,45 +42,13 @@ const (
 	// TokenEndpointPath is the OAuth 2.0 token endpoint, at the root and
 	// below every issuer.
 	TokenEndpointPath = "/oauth2/token"
-	// IssuerIndex is the field index of SigningKeys by issuer (host and
-	// path, see IssuerKey) that the server looks requests up with.
-	IssuerIndex = "discovery.issuer"
-
 	// DefaultMaxAge bounds Cache-Control max-age.
 	DefaultMaxAge = time.Minute
 )
 
-// IndexIssuer registers IssuerIndex with the manager's field indexer.
-func IndexIssuer(ctx context.Context, indexer client.FieldIndexer) error {
-	if err := indexer.IndexField(ctx, &gatehousev1.SigningKey{}, IssuerIndex, IssuerIndexValue); err != nil {
-		return fmt.Errorf("indexing signingkeys by issuer: %w", err)
-	}
-	return nil
-}
-
-// IssuerIndexValue extracts the IssuerIndex value of a SigningKey.
-func IssuerIndexValue(o client.Object) []string {
-	sk, ok := o.(*gatehousev1.SigningKey)
-	if !ok {
-		return nil
-	}
-	u, err := url.Parse(sk.Spec.Issuer)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil
-	}
-	return []string{IssuerKey(u.Host, u.Path)}
-}
-
-// IssuerKey normalises a host (with optional port) and path into the key
-// requests and issuers are matched on: lower-case host, no default port,
-// path without a trailing slash.
-func IssuerKey(host, path string) string {
-	host = strings.ToLower(host)
-	if h, port, err := net.SplitHostPort(host); err == nil && (port == "443" || port == "80") {
-		host = h
-	}
-	return host + strings.TrimSuffix(path, "/")
-}
+// IssuerKey normalises a host and path into the key requests and issuers
+// are matched on; see keyring.IssuerKey.
+func IssuerKey(host, path string) string { return keyring.IssuerKey(host, path) }
 
 // Server is the discovery and JWKS HTTP server. It is a manager.Runnable
 // that does not need leader election.
@@ -91,10 +57,13 @@ type Server struct {
 	Addr string
 	// Listener, when set, is served instead of listening on Addr (tests).
 	Listener net.Listener
-	// Reader reads SigningKeys (with IssuerIndex) and ConfigMaps: the
-	// manager's cache.
+	// Reader reads SigningKeys (with keyring.IssuerIndex, which the
+	// SigningKey controller registers): the manager's cache.
 	Reader client.Reader
-	Log    logr.Logger
+	// IssuerPrefix, when set, confines each namespace's issuers (the
+	// operator's --issuer-prefix): a SigningKey outside it is not served.
+	IssuerPrefix keyring.IssuerPrefix
+	Log          logr.Logger
 	// TokenEndpoint, when set, is served at TokenEndpointPath and at
 	// <issuer>TokenEndpointPath for every issuer served here (any method:
 	// it answers for itself), and the discovery documents advertise it.
@@ -189,15 +158,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, http.StatusText(status), status)
 		return
 	}
-	cm, status := s.jwks(r.Context(), sk)
-	if cm == nil {
+	jwks, _, ok := keyring.Served(sk)
+	if !ok {
 		h.Set("Retry-After", "5")
-		http.Error(w, http.StatusText(status), status)
+		http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
 		return
 	}
 	var body []byte
 	if isJWKS {
-		body = []byte(cm.Data[gatehousev1.JWKSDataKey])
+		body = jwks
 		h.Set("Content-Type", "application/json")
 	} else {
 		alg, err := keyring.Algorithm(sk.Spec.Algorithm)
@@ -259,46 +228,20 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// lookup finds the one SigningKey of an issuer key. An issuer claimed by
-// SigningKeys in several namespaces is served for none of them: picking one
-// would let any namespace hijack another's issuer.
+// lookup finds the SigningKey that owns an issuer key: the oldest claimant
+// its namespace's prefix allows (keyring.IssuerOwner). A later claimant in
+// another namespace can neither take the issuer nor take it offline.
 func (s *Server) lookup(ctx context.Context, key string) (*gatehousev1.SigningKey, int) {
 	list := &gatehousev1.SigningKeyList{}
-	if err := s.Reader.List(ctx, list, client.MatchingFields{IssuerIndex: key}); err != nil {
+	if err := s.Reader.List(ctx, list, client.MatchingFields{keyring.IssuerIndex: key}); err != nil {
 		s.Log.Error(err, "listing signingkeys by issuer")
 		return nil, http.StatusServiceUnavailable
 	}
-	live := list.Items[:0]
-	for _, sk := range list.Items {
-		if sk.DeletionTimestamp == nil {
-			live = append(live, sk)
-		}
-	}
-	switch len(live) {
-	case 0:
+	owner := keyring.IssuerOwner(list.Items, s.IssuerPrefix)
+	if owner == nil {
 		return nil, http.StatusNotFound
-	case 1:
-		return &live[0], http.StatusOK
 	}
-	names := make([]string, 0, len(live))
-	for _, sk := range live {
-		names = append(names, sk.Namespace+"/"+sk.Name)
-	}
-	s.Log.Info("issuer claimed by several SigningKeys; serving none", "issuer", live[0].Spec.Issuer, "signingKeys", names)
-	return nil, http.StatusNotFound
-}
-
-// jwks returns the SigningKey's JWKS ConfigMap when it is the one the
-// controller wrote for it.
-func (s *Server) jwks(ctx context.Context, sk *gatehousev1.SigningKey) (*corev1.ConfigMap, int) {
-	cm := &corev1.ConfigMap{}
-	if err := s.Reader.Get(ctx, types.NamespacedName{Namespace: sk.Namespace, Name: keyring.JWKSConfigMapName(sk)}, cm); err != nil {
-		return nil, http.StatusServiceUnavailable
-	}
-	if !metav1.IsControlledBy(cm, sk) || cm.Labels[gatehousev1.LabelRecord] != gatehousev1.RecordJWKS || cm.Data[gatehousev1.JWKSDataKey] == "" {
-		return nil, http.StatusServiceUnavailable
-	}
-	return cm, http.StatusOK
+	return owner, http.StatusOK
 }
 
 func (s *Server) maxAge(sk *gatehousev1.SigningKey) time.Duration {

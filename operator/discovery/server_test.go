@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/internal/keyring"
 	"gatehouse.dev/gatehouse/internal/scheme"
 )
 
@@ -33,28 +34,47 @@ func signingKey(ns, name, issuer string, propagation time.Duration) *gatehousev1
 	}
 }
 
-func jwksConfigMap(sk *gatehousev1.SigningKey, doc string, controlled bool) *corev1.ConfigMap {
-	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Namespace: sk.Namespace, Name: sk.Name + "-jwks", Labels: map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordJWKS}},
-		Data:       map[string]string{gatehousev1.JWKSDataKey: doc, gatehousev1.JWKSIssuerKey: sk.Spec.Issuer},
+// published sets the status the SigningKey controller writes: the JWKS,
+// for the spec's issuer.
+func published(sk *gatehousev1.SigningKey, doc string) *gatehousev1.SigningKey {
+	sk.Status.JWKS, sk.Status.Issuer = doc, sk.Spec.Issuer
+	return sk
+}
+
+// createdAt sets the creation time, which decides who owns an issuer.
+func createdAt(sk *gatehousev1.SigningKey, minute int) *gatehousev1.SigningKey {
+	sk.CreationTimestamp = metav1.NewTime(time.Date(2026, 1, 1, 0, minute, 0, 0, time.UTC))
+	return sk
+}
+
+// forgedJWKS is a look-alike of the JWKS ConfigMaps earlier versions
+// wrote, as anyone who may write ConfigMaps can make it.
+func forgedJWKS(sk *gatehousev1.SigningKey, doc string) *corev1.ConfigMap {
+	yes := true
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: sk.Namespace, Name: sk.Name + "-jwks",
+			Labels:          map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordJWKS, gatehousev1.LabelOwnerName: sk.Name},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: gatehousev1.GroupVersion.String(), Kind: "SigningKey", Name: sk.Name, UID: sk.UID, Controller: &yes}}},
+		Data: map[string]string{gatehousev1.JWKSDataKey: doc, gatehousev1.JWKSIssuerKey: sk.Spec.Issuer},
 	}
-	if controlled {
-		yes := true
-		cm.OwnerReferences = []metav1.OwnerReference{{APIVersion: gatehousev1.GroupVersion.String(), Kind: "SigningKey", Name: sk.Name, UID: sk.UID, Controller: &yes}}
-	}
-	return cm
 }
 
 // serve starts the server on 127.0.0.1 with objs in its cache and returns
 // its base URL and the client behind it.
 func serve(t *testing.T, objs ...client.Object) (string, client.Client) {
 	t.Helper()
-	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithIndex(&gatehousev1.SigningKey{}, IssuerIndex, IssuerIndexValue).WithObjects(objs...).Build()
+	return serveWithPrefix(t, "", objs...)
+}
+
+func serveWithPrefix(t *testing.T, prefix keyring.IssuerPrefix, objs ...client.Object) (string, client.Client) {
+	t.Helper()
+	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithIndex(&gatehousev1.SigningKey{}, keyring.IssuerIndex, keyring.IssuerIndexValue).
+		WithObjects(objs...).WithStatusSubresource(&gatehousev1.SigningKey{}).Build()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Listener: ln, Reader: c, Log: logr.Discard(), TokenEndpoint: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) })}
+	s := &Server{Listener: ln, Reader: c, Log: logr.Discard(), IssuerPrefix: prefix, TokenEndpoint: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) })}
 	if s.NeedLeaderElection() {
 		t.Fatal("the discovery server must run on every replica")
 	}
@@ -108,7 +128,7 @@ func get(t *testing.T, method, base, host, path string, header map[string]string
 func TestDiscoveryAndJWKSAreServedPerIssuer(t *testing.T) {
 	root := signingKey("a", "root", "https://auth.example.com", 5*time.Minute)
 	tenant := signingKey("b", "tenant", "https://auth.example.com/tenants/b/", 30*time.Second)
-	base, _ := serve(t, root, jwksConfigMap(root, jwksDoc, true), tenant, jwksConfigMap(tenant, jwksDoc, true))
+	base, _ := serve(t, published(root, jwksDoc), published(tenant, jwksDoc))
 
 	cases := []struct {
 		name       string
@@ -175,7 +195,7 @@ func TestDiscoveryAndJWKSAreServedPerIssuer(t *testing.T) {
 
 func TestConditionalRequestsAnswer304UntilTheJWKSChanges(t *testing.T) {
 	sk := signingKey("a", "root", "https://auth.example.com", 5*time.Minute)
-	base, c := serve(t, sk, jwksConfigMap(sk, jwksDoc, true))
+	base, c := serve(t, published(sk, jwksDoc))
 	first := get(t, http.MethodGet, base, "auth.example.com", JWKSPath, nil)
 	etag := first.header.Get("ETag")
 	if first.status != 200 || etag == "" {
@@ -208,13 +228,13 @@ func TestConditionalRequestsAnswer304UntilTheJWKSChanges(t *testing.T) {
 		t.Fatalf("HEAD: %d body %q etag %q", head.status, head.body, head.header.Get("ETag"))
 	}
 
-	// A rotation rewrites the ConfigMap: the old tag no longer matches.
-	cm := &corev1.ConfigMap{}
-	if err := c.Get(context.Background(), types.NamespacedName{Namespace: "a", Name: "root-jwks"}, cm); err != nil {
+	// A rotation rewrites the status: the old tag no longer matches.
+	cur := &gatehousev1.SigningKey{}
+	if err := c.Get(context.Background(), types.NamespacedName{Namespace: "a", Name: "root"}, cur); err != nil {
 		t.Fatal(err)
 	}
-	cm.Data[gatehousev1.JWKSDataKey] = `{"keys":[]}`
-	if err := c.Update(context.Background(), cm); err != nil {
+	cur.Status.JWKS = `{"keys":[]}`
+	if err := c.Status().Update(context.Background(), cur); err != nil {
 		t.Fatal(err)
 	}
 	res := get(t, http.MethodGet, base, "auth.example.com", JWKSPath, map[string]string{"If-None-Match": etag})
@@ -224,20 +244,19 @@ func TestConditionalRequestsAnswer304UntilTheJWKSChanges(t *testing.T) {
 }
 
 func TestRequestsThatCannotBeAnsweredSafelyFailClosed(t *testing.T) {
-	dupA := signingKey("a", "one", "https://shared.example.com", time.Minute)
-	dupB := signingKey("b", "two", "https://shared.example.com", time.Minute)
-	noCM := signingKey("c", "nocm", "https://nocm.example.com", time.Minute)
-	foreign := signingKey("d", "foreign", "https://foreign.example.com", time.Minute)
-	base, _ := serve(t, dupA, jwksConfigMap(dupA, jwksDoc, true), dupB, jwksConfigMap(dupB, jwksDoc, true),
-		noCM, foreign, jwksConfigMap(foreign, jwksDoc, false))
+	unpublished := signingKey("c", "nostatus", "https://nostatus.example.com", time.Minute)
+	forged := signingKey("d", "forged", "https://forged.example.com", time.Minute)
+	stale := published(signingKey("e", "stale", "https://stale.example.com", time.Minute), jwksDoc)
+	stale.Status.Issuer = "https://before.example.com"
+	base, _ := serve(t, unpublished, forged, forgedJWKS(forged, jwksDoc), stale)
 	cases := []struct {
 		name, method, host, path string
 		want                     int
 	}{
-		{"An issuer claimed in two namespaces is served for neither.", http.MethodGet, "shared.example.com", JWKSPath, 404},
-		{"A SigningKey whose JWKS is not written yet gets 503.", http.MethodGet, "nocm.example.com", JWKSPath, 503},
-		{"A look-alike ConfigMap the SigningKey does not control is not served.", http.MethodGet, "foreign.example.com", JWKSPath, 503},
-		{"POST is not allowed.", http.MethodPost, "shared.example.com", JWKSPath, 405},
+		{"A SigningKey whose status publishes no JWKS yet gets 503.", http.MethodGet, "nostatus.example.com", JWKSPath, 503},
+		{"A forged JWKS ConfigMap is never served: only the status counts.", http.MethodGet, "forged.example.com", JWKSPath, 503},
+		{"A status published for another issuer is not served under the new one.", http.MethodGet, "stale.example.com", JWKSPath, 503},
+		{"POST is not allowed.", http.MethodPost, "nostatus.example.com", JWKSPath, 405},
 		{"The token endpoint answers any method for itself.", http.MethodPost, "any.example.com", TokenEndpointPath, http.StatusTeapot},
 	}
 	for _, tc := range cases {
@@ -253,10 +272,43 @@ func TestRequestsThatCannotBeAnsweredSafelyFailClosed(t *testing.T) {
 	}
 }
 
+func TestAnIssuerIsServedForItsOldestClaimantWithinItsPrefixOnly(t *testing.T) {
+	const docA = `{"keys":[{"kid":"owner-a"}]}`
+	const docB = `{"keys":[{"kid":"intruder-b"}]}`
+	cases := []struct {
+		name     string
+		prefix   keyring.IssuerPrefix
+		objs     []client.Object
+		want     int
+		wantBody string
+	}{
+		{"A later claimant in another namespace neither takes the issuer nor takes it offline.", "",
+			[]client.Object{createdAt(published(signingKey("a", "owner", "https://shared.example.com/a/", time.Minute), docA), 1),
+				createdAt(published(signingKey("b", "intruder", "https://shared.example.com/a", time.Minute), docB), 2)}, 200, docA},
+		{"Creation times that tie are broken by namespace and name.", "",
+			[]client.Object{createdAt(published(signingKey("b", "intruder", "https://shared.example.com/a/", time.Minute), docB), 1),
+				createdAt(published(signingKey("a", "owner", "https://shared.example.com/a/", time.Minute), docA), 1)}, 200, docA},
+		{"Under a namespace prefix an older claimant from another namespace is ignored.", "https://shared.example.com/{namespace}/",
+			[]client.Object{createdAt(published(signingKey("b", "intruder", "https://shared.example.com/a/", time.Minute), docB), 1),
+				createdAt(published(signingKey("a", "owner", "https://shared.example.com/a/", time.Minute), docA), 2)}, 200, docA},
+		{"Under a namespace prefix an issuer nobody may claim is not served at all.", "https://shared.example.com/{namespace}/",
+			[]client.Object{createdAt(published(signingKey("b", "intruder", "https://shared.example.com/a/", time.Minute), docB), 1)}, 404, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			base, _ := serveWithPrefix(t, tc.prefix, tc.objs...)
+			res := get(t, http.MethodGet, base, "shared.example.com", "/a"+JWKSPath, nil)
+			if res.status != tc.want || (tc.want == 200 && res.body != tc.wantBody) {
+				t.Fatalf("status %d body %s, want %d %s", res.status, res.body, tc.want, tc.wantBody)
+			}
+		})
+	}
+}
+
 func TestWithoutATokenEndpointNoneIsAdvertisedOrServed(t *testing.T) {
 	sk := signingKey("a", "root", "https://auth.example.com", 5*time.Minute)
-	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithIndex(&gatehousev1.SigningKey{}, IssuerIndex, IssuerIndexValue).
-		WithObjects(sk, jwksConfigMap(sk, jwksDoc, true)).Build()
+	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithIndex(&gatehousev1.SigningKey{}, keyring.IssuerIndex, keyring.IssuerIndexValue).
+		WithObjects(published(sk, jwksDoc)).Build()
 	s := &Server{Reader: c, Log: logr.Discard()}
 	req := httptest.NewRequest(http.MethodGet, ConfigurationPath, nil)
 	req.Host = "auth.example.com"

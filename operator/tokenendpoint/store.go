@@ -12,7 +12,6 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/apikeyformat"
-	"gatehouse.dev/gatehouse/internal/keyring"
 )
 
 // IndexKeyID is the cache field index from a key ID to the record
@@ -85,19 +84,4 @@ func (s *KubeStore) ActiveSigner(ctx context.Context, namespace, name string, no
 		return nil, errors.New("no signing key source configured")
 	}
 	return s.Signer(ctx, s.Reader, namespace, name, now)
-}
-
-// SigningKeySigner is the SignerFunc of the operator: the Active key of
-// the SigningKey's private Secret (keyring.ActiveFor), never a Next,
-// Retired or revoked one, with the longest lifetime a token signed by it
-// may have and still verify until it expires.
-func SigningKeySigner(ctx context.Context, r client.Reader, namespace, name string, now time.Time) (*Signer, error) {
-	active, sk, err := keyring.ActiveFor(ctx, r, namespace, name, now)
-	if err != nil {
-		return nil, err
-	}
-	if active.MaxTokenLifetime <= 0 {
-		return nil, fmt.Errorf("the active key of signingkey %s/%s leaves no time for a token to verify", namespace, name)
-	}
-	return &Signer{Key: active.Key, Issuer: sk.Spec.Issuer, MaxLifetime: active.MaxTokenLifetime}, nil
 }

@@ -196,7 +196,7 @@ func TestSidecarServesFromFilesAndReloadsThem(t *testing.T) {
 		{Name: "platform", SigningKeyRef: &gatehousev1.LocalObjectReference{Name: "platform"}},
 	}, gatehousev1.Rule{Name: "orders", Match: gatehousev1.RuleMatch{Paths: []string{"/orders/*"}}, Scopes: []string{"orders:read"}})
 	pol.Spec.Selector.MatchLabels = map[string]string{"app": "orders"}
-	writeFile(t, filepath.Join(dir, "policy.yaml"), testfixture.YAML(t, pol, testfixture.JWKSConfigMap(t, ns, "platform", issuer, signer)))
+	writeFile(t, filepath.Join(dir, "policy.yaml"), testfixture.YAML(t, pol, testfixture.SigningKey(t, ns, "platform", issuer, signer)))
 	writeFile(t, filepath.Join(dir, "records.yaml"), testfixture.YAML(t, key.ConfigMap(t)))
 
 	r := start(t, ns, &source.Files{Dir: dir, PollInterval: 20 * time.Millisecond}, map[string]string{"app": "orders"})

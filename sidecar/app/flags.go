@@ -74,7 +74,7 @@ func (o *Flags) BindFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.podLabelsFile, "pod-labels-file", "", "Downward-API file of the pod's labels (key=\"value\" lines), matched against AuthPolicy selectors.")
 	f.StringVar(&o.podLabels, "pod-labels", "", "The pod's labels as k=v,k2=v2 (added to --pod-labels-file).")
 	f.StringVar(&o.source, "source", "kubernetes", "Where the state comes from: kubernetes (informers) or files (--config-dir).")
-	f.StringVar(&o.configDir, "config-dir", "", "With --source=files: directory of YAML ConfigMaps and AuthPolicies, reloaded on change.")
+	f.StringVar(&o.configDir, "config-dir", "", "With --source=files: directory of YAML ConfigMaps, SigningKeys and AuthPolicies, reloaded on change.")
 	f.DurationVar(&o.pollInterval, "config-poll-interval", source.DefaultPollInterval, "With --source=files: how often the directory is checked for changes.")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "Kubeconfig file (default: in-cluster configuration, then $KUBECONFIG).")
 	f.StringVar(&o.grpcAddr, "grpc-bind-address", "127.0.0.1:9001", "Address of the gRPC ext_authz and gRPC health server.")

@@ -32,6 +32,7 @@ import (
 	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/sidecar/source"
 	"gatehouse.dev/gatehouse/test/framework"
+	"gatehouse.dev/gatehouse/test/sidecarrbac"
 	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/test/testfixture"
 )
@@ -47,10 +48,8 @@ func sidecarConfig(t *testing.T, env *testenv.Env, ns string) *rest.Config {
 	defer cancel()
 	role := &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-sidecar", Namespace: ns},
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{gatehousev1.GroupVersion.Group}, Resources: []string{"authpolicies"}, Verbs: []string{"get", "list", "watch"}},
-		},
+		// Exactly what the chart grants a sidecar.
+		Rules: sidecarrbac.Rules(),
 	}
 	binding := &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-sidecar", Namespace: ns},
@@ -207,13 +206,19 @@ func TestIntegrationASigningKeyRotationDeniesNoValidToken(t *testing.T) {
 	env, ns := testenv.Start(t)
 	const iss = "https://issuer.example.com"
 	a, b, c := testfixture.NewSigner(t, jwa.ES256), testfixture.NewSigner(t, jwa.ES256), testfixture.NewSigner(t, jwa.RS256)
-	jwks := testfixture.JWKSConfigMap(t, ns, "platform", iss, a)
+	jwks := testfixture.SigningKey(t, ns, "platform", iss, a)
 	jwks.TypeMeta = metav1.TypeMeta{}
+	published := jwks.Status
 	pol := testfixture.Policy(ns, "main", time.Time{}, []gatehousev1.TrustedIssuer{
 		{Name: "platform", SigningKeyRef: &gatehousev1.LocalObjectReference{Name: "platform"}, Audiences: []string{"orders"}},
 	}, gatehousev1.Rule{Name: "orders", Match: gatehousev1.RuleMatch{Paths: []string{"/orders/*"}}})
 	pol.CreationTimestamp = metav1.Time{}
 	create(t, env, jwks, pol)
+	// The status as the operator writes it (create drops the status).
+	jwks.Status = published
+	if err := env.Client.Status().Update(context.Background(), jwks); err != nil {
+		t.Fatal(err)
+	}
 
 	r := start(t, ns, &source.Kubernetes{Config: sidecarConfig(t, env, ns), Namespace: ns, Log: testr.New(t)}, nil)
 	waitReady(t, r)
@@ -221,15 +226,15 @@ func TestIntegrationASigningKeyRotationDeniesNoValidToken(t *testing.T) {
 	mint := func(s *testfixture.Signer, jti string) string {
 		return s.Sign(t, testfixture.Claims(iss, "svc", time.Now(), map[string]any{"jti": jti}), nil)
 	}
-	// publish rewrites the JWKS ConfigMap as the operator would.
+	// publish rewrites the status JWKS as the operator would.
 	publish := func(signers ...*testfixture.Signer) {
 		t.Helper()
-		cm := &corev1.ConfigMap{}
-		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(jwks), cm); err != nil {
+		sk := &gatehousev1.SigningKey{}
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(jwks), sk); err != nil {
 			t.Fatal(err)
 		}
-		cm.Data[gatehousev1.JWKSDataKey] = testfixture.JWKS(t, signers...)
-		if err := env.Client.Update(context.Background(), cm); err != nil {
+		sk.Status.JWKS = testfixture.JWKS(t, signers...)
+		if err := env.Client.Status().Update(context.Background(), sk); err != nil {
 			t.Fatal(err)
 		}
 	}

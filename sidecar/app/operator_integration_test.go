@@ -8,7 +8,6 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwt"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -36,7 +35,7 @@ func startSigningKeyController(t *testing.T, env *testenv.Env, ns string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := (&signingkeys.Reconciler{}).SetupWithManager(mgr); err != nil {
+	if err := (&signingkeys.Reconciler{}).SetupWithManager(context.Background(), mgr); err != nil {
 		t.Fatal(err)
 	}
 	framework.StartManager(t, mgr)
@@ -50,7 +49,7 @@ func startSigningKeyController(t *testing.T, env *testenv.Env, ns string) {
 func TestIntegrationTokensOfTheOperatorsActiveKeyAreAllowedThroughARotation(t *testing.T) {
 	env, ns := testenv.Start(t)
 	startSigningKeyController(t, env, ns)
-	const iss = "https://issuer.example.com"
+	iss := "https://issuer.example.com/" + ns
 	sk := &gatehousev1.SigningKey{
 		ObjectMeta: metav1.ObjectMeta{Name: "platform", Namespace: ns},
 		Spec: gatehousev1.SigningKeySpec{Algorithm: gatehousev1.ES256, Issuer: iss, Rotation: &gatehousev1.SigningKeyRotation{
@@ -67,7 +66,7 @@ func TestIntegrationTokensOfTheOperatorsActiveKeyAreAllowedThroughARotation(t *t
 	// mint signs with the key the operator says is active now, the way
 	// the token endpoint does.
 	mint := func() (string, string, bool) {
-		active, _, err := keyring.ActiveFor(context.Background(), env.Client, ns, "platform", time.Now())
+		active, _, err := keyring.ActiveFor(context.Background(), env.Client, "", ns, "platform", time.Now())
 		if err != nil {
 			return "", err.Error(), false
 		}
@@ -152,12 +151,11 @@ func TestIntegrationTokensOfTheOperatorsActiveKeyAreAllowedThroughARotation(t *t
 	if len(denied) > 0 {
 		t.Fatalf("requests were denied during the operator's rotation: %v", denied)
 	}
-	// The published JWKS holds both keys while the old one is retired.
-	cm := &corev1.ConfigMap{}
-	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: keyring.JWKSConfigMapName(sk)}, cm); err != nil {
+	// The JWKS the status publishes holds both keys while the old one is retired.
+	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(sk), cur); err != nil {
 		t.Fatal(err)
 	}
-	set, _, err := snapshotParse(cm.Data[gatehousev1.JWKSDataKey])
+	set, _, err := snapshotParse(cur.Status.JWKS)
 	if err != nil || set.Len() != 2 {
 		t.Fatalf("the JWKS during the overlap holds %d keys (%v), want 2", set.Len(), err)
 	}

@@ -41,20 +41,21 @@ type env struct {
 	store   *snapshot.Store
 	builder *snapshot.Builder
 	cms     map[string]*corev1.ConfigMap
+	sks     map[string]*gatehousev1.SigningKey
 	policy  *gatehousev1.AuthPolicy
 	engine  *authz.Engine
 }
 
 func newEnv(t testing.TB, signer *testfixture.Signer, keys ...*testfixture.APIKey) *env {
 	t.Helper()
-	e := &env{clock: testfixture.NewClock(), store: &snapshot.Store{}, cms: map[string]*corev1.ConfigMap{}}
+	e := &env{clock: testfixture.NewClock(), store: &snapshot.Store{}, cms: map[string]*corev1.ConfigMap{}, sks: map[string]*gatehousev1.SigningKey{}}
 	e.builder = snapshot.NewBuilder(snapshot.BuildOptions{Namespace: ns, Clock: e.clock.Now})
 	e.engine = authz.New(e.store, authz.Options{Clock: e.clock.Now, Log: testr.NewWithInterface(t, testr.Options{})})
 	for _, k := range keys {
 		e.cms[k.Record.Name] = k.ConfigMap(t)
 	}
 	if signer != nil {
-		e.cms["jwks"] = testfixture.JWKSConfigMap(t, ns, "platform", issuer, signer)
+		e.sks["platform"] = testfixture.SigningKey(t, ns, "platform", issuer, signer)
 	}
 	e.policy = testfixture.Policy(ns, "p", testfixture.Epoch, []gatehousev1.TrustedIssuer{
 		{Name: "platform", SigningKeyRef: &gatehousev1.LocalObjectReference{Name: "platform"}},
@@ -67,6 +68,9 @@ func (e *env) rebuild() {
 	var in snapshot.Inputs
 	for _, cm := range e.cms {
 		in.ConfigMaps = append(in.ConfigMaps, cm)
+	}
+	for _, sk := range e.sks {
+		in.SigningKeys = append(in.SigningKeys, sk)
 	}
 	if e.policy != nil {
 		in.Policies = []*gatehousev1.AuthPolicy{e.policy}
@@ -133,7 +137,7 @@ func TestCachedTokensFollowKeysAndClock(t *testing.T) {
 		{
 			name: "A cached token is denied once its signing key leaves the JWKS",
 			change: func(e *env, _ *testfixture.Signer) {
-				e.cms["jwks"] = testfixture.JWKSConfigMap(t, ns, "platform", issuer, testfixture.NewSigner(t, jwa.ES256))
+				e.sks["platform"] = testfixture.SigningKey(t, ns, "platform", issuer, testfixture.NewSigner(t, jwa.ES256))
 				e.rebuild()
 			},
 			want: authz.UnknownKeyID,

@@ -29,8 +29,8 @@ func benchState(b *testing.B, extraRecords int) (*snapshot.Store, *testfixture.A
 	b.Helper()
 	key := testfixture.NewAPIKey(b, ns, "billing", "service:billing", "orders:read")
 	es, rs := testfixture.NewSigner(b, jwa.ES256), testfixture.NewSigner(b, jwa.RS256)
-	cms := []*corev1.ConfigMap{key.ConfigMap(b),
-		testfixture.JWKSConfigMap(b, ns, "es", esIssuer, es), testfixture.JWKSConfigMap(b, ns, "rs", rsIssuer, rs)}
+	cms := []*corev1.ConfigMap{key.ConfigMap(b)}
+	sks := []*gatehousev1.SigningKey{testfixture.SigningKey(b, ns, "es", esIssuer, es), testfixture.SigningKey(b, ns, "rs", rsIssuer, rs)}
 	for i := range extraRecords {
 		k := testfixture.NewAPIKey(b, ns, "extra-"+string(rune('a'+i%26))+time.Duration(i).String(), "svc")
 		cms = append(cms, k.ConfigMap(b))
@@ -40,7 +40,7 @@ func benchState(b *testing.B, extraRecords int) (*snapshot.Store, *testfixture.A
 		{Name: "rs", SigningKeyRef: &gatehousev1.LocalObjectReference{Name: "rs"}, Audiences: []string{"orders"}},
 	}, gatehousev1.Rule{Name: "orders", Match: gatehousev1.RuleMatch{Paths: []string{"/orders/*"}}, Scopes: []string{"orders:read"}})
 	store := &snapshot.Store{}
-	snap := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: ns}).Build(snapshot.Inputs{ConfigMaps: cms, Policies: []*gatehousev1.AuthPolicy{pol}})
+	snap := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: ns}).Build(snapshot.Inputs{ConfigMaps: cms, SigningKeys: sks, Policies: []*gatehousev1.AuthPolicy{pol}})
 	if len(snap.Problems) > 0 {
 		b.Fatal(snap.Problems)
 	}

@@ -75,7 +75,8 @@ func newWorld(t testing.TB) *world {
 	}
 	w.rsPublicPEM = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 
-	cms := []*corev1.ConfigMap{testfixture.JWKSConfigMap(t, ns, "platform", esIssuer, w.es)}
+	var cms []*corev1.ConfigMap
+	sks := []*gatehousev1.SigningKey{testfixture.SigningKey(t, ns, "platform", esIssuer, w.es)}
 	for _, k := range []*testfixture.APIKey{w.active, w.revoked, w.expired, w.future, w.limited, w.rotated} {
 		cms = append(cms, k.ConfigMap(t))
 	}
@@ -94,7 +95,7 @@ func newWorld(t testing.TB) *world {
 	}
 	pol := testfixture.Policy(ns, "main", now.Add(-time.Hour), issuers, rules...)
 	b := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: ns, Clock: w.clock.Now})
-	snap := b.Build(snapshot.Inputs{ConfigMaps: cms, Policies: []*gatehousev1.AuthPolicy{pol}})
+	snap := b.Build(snapshot.Inputs{ConfigMaps: cms, SigningKeys: sks, Policies: []*gatehousev1.AuthPolicy{pol}})
 	if len(snap.Problems) > 0 {
 		t.Fatalf("the test state has problems: %v", snap.Problems)
 	}

@@ -23,11 +23,14 @@ const (
 	MaxClockSkew        = 5 * time.Minute
 )
 
-// Inputs are the objects a snapshot is built from: the record and JWKS
-// ConfigMaps and the AuthPolicies of the sidecar's namespace.
+// Inputs are the objects a snapshot is built from: the record ConfigMaps,
+// the SigningKeys and the AuthPolicies of the sidecar's namespace.
 type Inputs struct {
 	ConfigMaps []*corev1.ConfigMap
 	Policies   []*gatehousev1.AuthPolicy
+	// SigningKeys supply the JWKS of issuers named by signingKeyRef: the
+	// JWKS and issuer the operator wrote into their status, nothing else.
+	SigningKeys []*gatehousev1.SigningKey
 	// Records are API key records delivered without their ConfigMap, as
 	// the files source does so as not to hold 100,000 decoded ConfigMaps
 	// at once. They count exactly like ConfigMaps labelled
@@ -120,7 +123,12 @@ func (b *Builder) Build(in Inputs) *Snapshot {
 	var problems []string
 	problemf := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
-	jwksByOwner := map[string]*corev1.ConfigMap{}
+	signingKeys := map[string]*gatehousev1.SigningKey{}
+	for _, sk := range in.SigningKeys {
+		if b.inNamespace(sk.Namespace) {
+			signingKeys[sk.Name] = sk
+		}
+	}
 	byName := map[string]*corev1.ConfigMap{}
 	recordMaps := make([]RecordData, 0, len(in.Records))
 	for _, rd := range in.Records {
@@ -133,25 +141,15 @@ func (b *Builder) Build(in Inputs) *Snapshot {
 			continue
 		}
 		byName[cm.Name] = cm
-		switch cm.Labels[gatehousev1.LabelRecord] {
-		case gatehousev1.RecordAPIKey:
+		if cm.Labels[gatehousev1.LabelRecord] == gatehousev1.RecordAPIKey {
 			recordMaps = append(recordMaps, RecordDataOf(cm))
-		case gatehousev1.RecordJWKS:
-			if owner := cm.Labels[gatehousev1.LabelOwnerName]; owner != "" {
-				if prev, dup := jwksByOwner[owner]; dup {
-					problemf("JWKS ConfigMaps %s and %s have the same owner %q; using neither", prev.Name, cm.Name, owner)
-					jwksByOwner[owner] = nil
-					continue
-				}
-				jwksByOwner[owner] = cm
-			}
 		}
 	}
 
 	s.records = b.indexRecords(recordMaps, problemf)
 
 	if p := b.selectPolicy(in.Policies); p != nil {
-		s.Policy = b.compilePolicy(p, jwksByOwner, byName, problemf)
+		s.Policy = b.compilePolicy(p, signingKeys, byName, problemf)
 	}
 	s.Problems = problems
 	return s
@@ -245,7 +243,7 @@ func older(a, b *gatehousev1.AuthPolicy) bool {
 	return a.Name < b.Name
 }
 
-func (b *Builder) compilePolicy(p *gatehousev1.AuthPolicy, jwksByOwner, byName map[string]*corev1.ConfigMap, problemf func(string, ...any)) *Policy {
+func (b *Builder) compilePolicy(p *gatehousev1.AuthPolicy, signingKeys map[string]*gatehousev1.SigningKey, byName map[string]*corev1.ConfigMap, problemf func(string, ...any)) *Policy {
 	cp := &Policy{
 		Namespace:       p.Namespace,
 		Name:            p.Name,
@@ -258,7 +256,7 @@ func (b *Builder) compilePolicy(p *gatehousev1.AuthPolicy, jwksByOwner, byName m
 	}
 	for i := range p.Spec.Issuers {
 		ti := &p.Spec.Issuers[i]
-		iss := b.compileIssuer(ti, jwksByOwner, byName, problemf)
+		iss := b.compileIssuer(ti, signingKeys, byName, problemf)
 		if iss == nil {
 			continue
 		}
@@ -327,22 +325,28 @@ func canonicalPattern(p string, opts canonical.Options) (string, bool) {
 // a raw "?".
 const unmatchablePattern = "/?"
 
-func (b *Builder) compileIssuer(ti *gatehousev1.TrustedIssuer, jwksByOwner, byName map[string]*corev1.ConfigMap, problemf func(string, ...any)) *Issuer {
+func (b *Builder) compileIssuer(ti *gatehousev1.TrustedIssuer, signingKeys map[string]*gatehousev1.SigningKey, byName map[string]*corev1.ConfigMap, problemf func(string, ...any)) *Issuer {
 	iss := &Issuer{Name: ti.Name, Issuer: ti.Issuer, Audiences: append([]string(nil), ti.Audiences...), ClockSkew: DefaultClockSkew, Keys: EmptyKeySet}
 	if ti.ClockSkew != nil {
 		iss.ClockSkew = min(max(ti.ClockSkew.Duration, 0), MaxClockSkew)
 	}
 	switch {
 	case ti.SigningKeyRef != nil:
-		cm := jwksByOwner[ti.SigningKeyRef.Name]
-		if cm == nil {
-			problemf("issuer %s: no JWKS ConfigMap of SigningKey %s; its tokens are denied", ti.Name, ti.SigningKeyRef.Name)
+		sk := signingKeys[ti.SigningKeyRef.Name]
+		if sk == nil {
+			problemf("issuer %s: no SigningKey %s; its tokens are denied", ti.Name, ti.SigningKeyRef.Name)
 			return nil
 		}
-		if v := strings.TrimSpace(cm.Data[gatehousev1.JWKSIssuerKey]); v != "" {
-			iss.Issuer = v
+		// Only what the operator wrote into the status counts: the JWKS
+		// and the issuer it was published for. A SigningKey that is not
+		// published (not yet reconciled, or in conflict over its issuer)
+		// verifies nothing.
+		if sk.Status.JWKS == "" || sk.Status.Issuer == "" {
+			problemf("issuer %s: SigningKey %s publishes no JWKS in its status; its tokens are denied", ti.Name, ti.SigningKeyRef.Name)
+			return nil
 		}
-		iss.Keys = b.parseJWKS(ti.Name, cm.Data[gatehousev1.JWKSDataKey], problemf)
+		iss.Issuer = sk.Status.Issuer
+		iss.Keys = b.parseJWKS(ti.Name, sk.Status.JWKS, problemf)
 	case ti.JWKS != nil && ti.JWKS.ConfigMapKeyRef != nil:
 		ref := ti.JWKS.ConfigMapKeyRef
 		cm := byName[ref.Name]

@@ -94,7 +94,7 @@ func TestBadObjectsFailClosedAndAreReported(t *testing.T) {
 		t.Error("an unusable JWKS yielded keys")
 	}
 	all := strings.Join(s.Problems, "\n")
-	for _, want := range []string{"broken is unusable", "appears in more than one API key record", "no JWKS ConfigMap of SigningKey nope", "issuer bad-inline: unusable JWKS", "issuer remote: remote key fetching is disabled"} {
+	for _, want := range []string{"broken is unusable", "appears in more than one API key record", "no SigningKey nope", "issuer bad-inline: unusable JWKS", "issuer remote: remote key fetching is disabled"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("problems lack %q:\n%s", want, all)
 		}
@@ -274,5 +274,49 @@ func TestAStaticJWKSIsReadFromALabelledConfigMap(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(s.Problems, "\n"), "JWKS ConfigMap unlabelled not found") {
 		t.Fatalf("a missing reference is not reported: %v", s.Problems)
+	}
+}
+
+func TestSigningKeyIssuersTrustOnlyTheStatusTheOperatorWrote(t *testing.T) {
+	real, forged := testfixture.NewSigner(t, jwa.ES256), testfixture.NewSigner(t, jwa.ES256)
+	const iss = "https://issuer.example.com/shop"
+	pol := testfixture.Policy(ns, "main", testfixture.Epoch, []gatehousev1.TrustedIssuer{
+		{Name: "platform", SigningKeyRef: &gatehousev1.LocalObjectReference{Name: "platform"}, Audiences: []string{"orders"}},
+	}, rule("/*"))
+	forgedCM := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "platform-jwks", Namespace: ns, Labels: map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordJWKS, gatehousev1.LabelOwnerName: "platform"}},
+		Data:       map[string]string{gatehousev1.JWKSDataKey: testfixture.JWKS(t, forged), gatehousev1.JWKSIssuerKey: iss},
+	}
+	unpublished := testfixture.SigningKey(t, ns, "platform", iss)
+	unpublished.Status = gatehousev1.SigningKeyStatus{}
+	cases := []struct {
+		name       string
+		in         snapshot.Inputs
+		wantIssuer bool
+	}{
+		{"A SigningKey's status JWKS is trusted and a forged JWKS ConfigMap beside it is not.", snapshot.Inputs{
+			ConfigMaps: []*corev1.ConfigMap{forgedCM}, SigningKeys: []*gatehousev1.SigningKey{testfixture.SigningKey(t, ns, "platform", iss, real)}}, true},
+		{"A forged JWKS ConfigMap gives a SigningKey whose status publishes nothing no keys.", snapshot.Inputs{
+			ConfigMaps: []*corev1.ConfigMap{forgedCM}, SigningKeys: []*gatehousev1.SigningKey{unpublished}}, false},
+		{"A forged JWKS ConfigMap without any SigningKey gives no keys.", snapshot.Inputs{ConfigMaps: []*corev1.ConfigMap{forgedCM}}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.in.Policies = []*gatehousev1.AuthPolicy{pol}
+			snap := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: ns}).Build(tc.in)
+			issuer, ok := snap.Policy.IssuerFor(iss)
+			if ok != tc.wantIssuer {
+				t.Fatalf("issuer present %v, want %v (problems %v)", ok, tc.wantIssuer, snap.Problems)
+			}
+			if !ok {
+				return
+			}
+			if _, found := issuer.Keys.Key(forged.KeyID); found {
+				t.Fatal("the forged key is trusted")
+			}
+			if _, found := issuer.Keys.Key(real.KeyID); !found {
+				t.Fatal("the published key is not trusted")
+			}
+		})
 	}
 }

@@ -31,7 +31,9 @@ const DefaultPollInterval = time.Second
 // maxFileBytes bounds one state file.
 const maxFileBytes = 64 << 20
 
-// Files reads ConfigMaps and AuthPolicies from the YAML (or JSON) files of
+// Files reads ConfigMaps, SigningKeys (with their status, as
+// `kubectl get signingkey -o yaml` prints them) and AuthPolicies from the
+// YAML (or JSON) files of
 // one directory, several documents per file allowed, and reloads them when
 // a file changes. Hidden files are skipped, which also skips the "..data"
 // bookkeeping of a Kubernetes ConfigMap volume while following its
@@ -131,7 +133,8 @@ func fingerprint(dir string) ([sha256.Size]byte, error) {
 	return sum, nil
 }
 
-// ReadDir decodes the ConfigMaps and AuthPolicies of a directory.
+// ReadDir decodes the ConfigMaps, SigningKeys and AuthPolicies of a
+// directory.
 func ReadDir(dir string) (snapshot.Inputs, error) {
 	var in snapshot.Inputs
 	files, err := stateFiles(dir)
@@ -207,6 +210,12 @@ func decodeJSONObject(j []byte, in *snapshot.Inputs) error {
 			return nil
 		}
 		in.ConfigMaps = append(in.ConfigMaps, cm)
+	case tm.Kind == "SigningKey" && tm.APIVersion == gatehousev1.GroupVersion.String():
+		sk := &gatehousev1.SigningKey{}
+		if err := strictJSON(j, sk); err != nil {
+			return err
+		}
+		in.SigningKeys = append(in.SigningKeys, sk)
 	case tm.Kind == "AuthPolicy" && tm.APIVersion == gatehousev1.GroupVersion.String():
 		p := &gatehousev1.AuthPolicy{}
 		if err := strictJSON(j, p); err != nil {

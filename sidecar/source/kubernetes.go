@@ -1,5 +1,5 @@
-// Package source feeds the sidecar's state: the record and JWKS ConfigMaps
-// and the AuthPolicies of one namespace, read from the Kubernetes API
+// Package source feeds the sidecar's state: the record ConfigMaps, the
+// SigningKeys (their status JWKS) and the AuthPolicies of one namespace, read from the Kubernetes API
 // (informers, read-only, namespace-scoped, label-selected) or from a
 // directory of YAML files (standalone use and tests). Every source delivers
 // the complete inputs each time something changed; building and swapping
@@ -62,7 +62,8 @@ func RecordSelector() labels.Selector {
 }
 
 // Kubernetes watches one namespace through the API server. It needs only
-// get, list and watch on configmaps and authpolicies in that namespace.
+// get, list and watch on configmaps, signingkeys and authpolicies in that
+// namespace.
 // While the API server is unreachable the informers keep their last state
 // (and so the sidecar keeps serving it); they resync when it returns.
 type Kubernetes struct {
@@ -118,7 +119,7 @@ func (k *Kubernetes) Run(ctx context.Context, ev Events) error {
 		UpdateFunc: func(any, any) { mark() },
 		DeleteFunc: func(any) { mark() },
 	}
-	for _, obj := range []client.Object{&corev1.ConfigMap{}, &gatehousev1.AuthPolicy{}} {
+	for _, obj := range []client.Object{&corev1.ConfigMap{}, &gatehousev1.SigningKey{}, &gatehousev1.AuthPolicy{}} {
 		inf, err := c.GetInformer(ctx, obj)
 		if err != nil {
 			return fmt.Errorf("getting the informer for %T: %w", obj, err)
@@ -209,6 +210,14 @@ func (k *Kubernetes) list(ctx context.Context, c cache.Cache) (snapshot.Inputs, 
 	var aps gatehousev1.AuthPolicyList
 	if err := c.List(ctx, &aps, client.InNamespace(k.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return in, fmt.Errorf("listing authpolicies: %w", err)
+	}
+	var sks gatehousev1.SigningKeyList
+	if err := c.List(ctx, &sks, client.InNamespace(k.Namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return in, fmt.Errorf("listing signingkeys: %w", err)
+	}
+	in.SigningKeys = make([]*gatehousev1.SigningKey, len(sks.Items))
+	for i := range sks.Items {
+		in.SigningKeys[i] = &sks.Items[i]
 	}
 	in.ConfigMaps = make([]*corev1.ConfigMap, len(cms.Items))
 	for i := range cms.Items {

@@ -9,3 +9,4 @@ package source
 //
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
 // +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=authpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=signingkeys,verbs=get;list;watch

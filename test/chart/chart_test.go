@@ -673,3 +673,29 @@ func TestOperatorAndSidecarAcceptTheChartsFlags(t *testing.T) {
 		check(t, flagsOf("gatehouse-sidecar"), c.Args)
 	})
 }
+
+func TestIssuerPrefixReachesTheOperatorAndEditorsCannotWriteSigningKeyStatus(t *testing.T) {
+	objs := render(t, "tokenEndpoint.issuerPrefix=https://auth.example.com/{namespace}/")
+	d := into[appsv1.Deployment](t, objs.find(t, "Deployment", "gh-gatehouse"))
+	if !slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--issuer-prefix=https://auth.example.com/{namespace}/") {
+		t.Fatalf("operator args %v lack the issuer prefix", d.Spec.Template.Spec.Containers[0].Args)
+	}
+	d = into[appsv1.Deployment](t, render(t).find(t, "Deployment", "gh-gatehouse"))
+	for _, a := range d.Spec.Template.Spec.Containers[0].Args {
+		if strings.HasPrefix(a, "--issuer-prefix") {
+			t.Fatalf("an empty issuerPrefix still sets %s", a)
+		}
+	}
+	// The status holds what validators trust: the roles aggregated to
+	// view, edit and admin must not reach it.
+	for _, name := range []string{"gh-gatehouse-view", "gh-gatehouse-edit"} {
+		cr := into[rbacv1.ClusterRole](t, objs.find(t, "ClusterRole", name))
+		for _, r := range cr.Rules {
+			for _, res := range r.Resources {
+				if strings.Contains(res, "/status") || res == "*" {
+					t.Fatalf("%s grants %s", name, res)
+				}
+			}
+		}
+	}
+}

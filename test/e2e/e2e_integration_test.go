@@ -314,7 +314,7 @@ func assertRBAC(ctx context.Context, t *testing.T, env *testenv.Env, operatorCon
 	if err := env.Client.Get(ctx, privateKeys, &corev1.Secret{}); err != nil {
 		t.Fatalf("the SigningKey's private Secret %s: %v", privateKeys, err)
 	}
-	jwks := &corev1.ConfigMap{}
+	jwks := &gatehousev1.SigningKey{}
 	for _, tc := range []struct {
 		name      string
 		do        func() error
@@ -325,10 +325,10 @@ func assertRBAC(ctx context.Context, t *testing.T, env *testenv.Env, operatorCon
 			return sidecarClient.Get(ctx, types.NamespacedName{Namespace: appNS, Name: "billing-api-key"}, &corev1.Secret{})
 		}, true},
 		{"The sidecar cannot list Secrets.", func() error { return sidecarClient.List(ctx, &corev1.SecretList{}, client.InNamespace(appNS)) }, true},
-		{"The sidecar reads its namespace's JWKS ConfigMap.", func() error {
-			return sidecarClient.Get(ctx, types.NamespacedName{Namespace: appNS, Name: "platform-jwks"}, jwks)
+		{"The sidecar reads its namespace's SigningKey, whose status holds the JWKS.", func() error {
+			return sidecarClient.Get(ctx, types.NamespacedName{Namespace: appNS, Name: "platform"}, jwks)
 		}, false},
-		{"The sidecar cannot write it.", func() error { return sidecarClient.Update(ctx, jwks.DeepCopy()) }, true},
+		{"The sidecar cannot write its status.", func() error { return sidecarClient.Status().Update(ctx, jwks.DeepCopy()) }, true},
 		{"The sidecar cannot read ConfigMaps of another namespace.", func() error {
 			return sidecarClient.List(ctx, &corev1.ConfigMapList{}, client.InNamespace(releaseNS))
 		}, true},

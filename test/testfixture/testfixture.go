@@ -166,16 +166,15 @@ func JWKS(t testing.TB, signers ...*Signer) string {
 	return string(buf)
 }
 
-// JWKSConfigMap renders the JWKS ConfigMap of SigningKey owner.
-func JWKSConfigMap(t testing.TB, namespace, owner, issuer string, signers ...*Signer) *corev1.ConfigMap {
+// SigningKey renders SigningKey name as the operator leaves it: its status
+// publishes the JWKS of signers for issuer.
+func SigningKey(t testing.TB, namespace, name, issuer string, signers ...*Signer) *gatehousev1.SigningKey {
 	t.Helper()
-	return &corev1.ConfigMap{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name: owner + "-jwks", Namespace: namespace,
-			Labels: map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordJWKS, gatehousev1.LabelOwnerName: owner},
-		},
-		Data: map[string]string{gatehousev1.JWKSDataKey: JWKS(t, signers...), gatehousev1.JWKSIssuerKey: issuer},
+	return &gatehousev1.SigningKey{
+		TypeMeta:   metav1.TypeMeta{APIVersion: gatehousev1.GroupVersion.String(), Kind: "SigningKey"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec:       gatehousev1.SigningKeySpec{Issuer: issuer},
+		Status:     gatehousev1.SigningKeyStatus{JWKS: JWKS(t, signers...), Issuer: issuer},
 	}
 }
 

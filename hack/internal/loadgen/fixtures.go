@@ -123,7 +123,7 @@ func WriteFixtures(opts FixtureOptions) (*Credentials, error) {
 		return nil, err
 	}
 	creds.Tokens, creds.RSTokens, creds.ExpiredTokens = tokens.es, tokens.rs, tokens.expired
-	if err := writeYAML(filepath.Join(configDir, "jwks.yaml"), []any{jwksMap}); err != nil {
+	if err := writeYAML(filepath.Join(configDir, "signingkey.yaml"), []any{jwksMap}); err != nil {
 		return nil, err
 	}
 
@@ -216,19 +216,22 @@ func policy(opts FixtureOptions) *gatehousev1.AuthPolicy {
 	}
 }
 
-// signingFixtures makes the signing keys, their public JWKS ConfigMap and
-// the tokens of every JWT workload (mintTokens).
-func signingFixtures(opts FixtureOptions) (*corev1.ConfigMap, *tokenSets, error) {
+// signingFixtures makes the signing keys, the SigningKey whose status
+// publishes their JWKS, and the tokens of every JWT workload (mintTokens).
+func signingFixtures(opts FixtureOptions) (*gatehousev1.SigningKey, *tokenSets, error) {
 	tokens, err := mintTokens(opts)
 	if err != nil {
 		return nil, nil, err
 	}
-	cm := &corev1.ConfigMap{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
-		ObjectMeta: objectMeta(opts, SigningKeyName+"-jwks", gatehousev1.RecordJWKS, SigningKeyName),
-		Data:       map[string]string{gatehousev1.JWKSDataKey: string(tokens.jwks), gatehousev1.JWKSIssuerKey: opts.Issuer},
+	// The SigningKey as the operator leaves it: its status publishes the
+	// JWKS, which is all sidecars trust.
+	sk := &gatehousev1.SigningKey{
+		TypeMeta:   metav1.TypeMeta{APIVersion: gatehousev1.GroupVersion.String(), Kind: "SigningKey"},
+		ObjectMeta: metav1.ObjectMeta{Name: SigningKeyName, Namespace: opts.Namespace},
+		Spec:       gatehousev1.SigningKeySpec{Issuer: opts.Issuer},
+		Status:     gatehousev1.SigningKeyStatus{JWKS: string(tokens.jwks), Issuer: opts.Issuer},
 	}
-	return cm, tokens, nil
+	return sk, tokens, nil
 }
 
 func randomHex(r io.Reader, n int) (string, error) {

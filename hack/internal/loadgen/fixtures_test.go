@@ -99,14 +99,14 @@ func TestFixtureTokensVerifyAgainstThePublishedJWKSOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	docs := readDocs(t, filepath.Join(dir, ConfigDirName))
-	var cm corev1.ConfigMap
-	if err := yaml.UnmarshalStrict([]byte(docs["jwks.yaml"][0]), &cm); err != nil {
+	var sk gatehousev1.SigningKey
+	if err := yaml.UnmarshalStrict([]byte(docs["signingkey.yaml"][0]), &sk); err != nil {
 		t.Fatal(err)
 	}
-	if cm.Labels[gatehousev1.LabelRecord] != gatehousev1.RecordJWKS || cm.Labels[gatehousev1.LabelOwnerName] != SigningKeyName {
-		t.Fatalf("JWKS ConfigMap labels %v", cm.Labels)
+	if sk.Kind != "SigningKey" || sk.Name != SigningKeyName || sk.Status.Issuer != sk.Spec.Issuer {
+		t.Fatalf("SigningKey %s/%s, issuer %q in status, %q in spec", sk.Kind, sk.Name, sk.Status.Issuer, sk.Spec.Issuer)
 	}
-	jwksDoc := cm.Data[gatehousev1.JWKSDataKey]
+	jwksDoc := sk.Status.JWKS
 	if strings.Contains(jwksDoc, `"d"`) {
 		t.Fatal("the published JWKS contains a private key parameter")
 	}
@@ -116,7 +116,7 @@ func TestFixtureTokensVerifyAgainstThePublishedJWKSOnly(t *testing.T) {
 	}
 	for i, tok := range creds.Tokens {
 		parsed, err := jwt.Parse([]byte(tok), jwt.WithKeySet(set),
-			jwt.WithIssuer(cm.Data[gatehousev1.JWKSIssuerKey]), jwt.WithAudience("orders"), jwt.WithValidate(true))
+			jwt.WithIssuer(sk.Status.Issuer), jwt.WithAudience("orders"), jwt.WithValidate(true))
 		if err != nil {
 			t.Fatalf("token %d does not verify: %v", i, err)
 		}

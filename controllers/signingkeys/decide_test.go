@@ -1,4 +1,4 @@
-package keyring
+package signingkeys
 
 import (
 	"crypto/rand"
@@ -13,9 +13,8 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/internal/keyring"
 )
-
-var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func testPolicy() Policy {
 	return Policy{Algorithm: jwa.ES256, Every: 2 * time.Hour, Overlap: 30 * time.Minute, Propagation: 5 * time.Minute, Revoked: map[string]bool{}}
@@ -26,14 +25,14 @@ type countingGen struct{ n int }
 
 func (g *countingGen) gen(alg jwa.SignatureAlgorithm, bits int) (jwk.Key, error) {
 	g.n++
-	return Generate(alg, bits, rand.Reader)
+	return keyring.Generate(alg, bits, rand.Reader)
 }
 
 // operator simulates the controller: Decide, publish the JWKS, report the
 // publication back and decide again, as controllers/signingkeys does.
 type operator struct {
 	t      *testing.T
-	ks     *KeySet
+	ks     *keyring.KeySet
 	policy Policy
 	jwks   []byte
 	gen    *countingGen
@@ -44,7 +43,7 @@ type operator struct {
 func (o *operator) reconcile(now time.Time) {
 	o.t.Helper()
 	published := map[string]bool{}
-	for kid := range PublishedKeys(o.jwks) {
+	for kid := range keyring.PublishedKeys(o.jwks) {
 		published[kid] = true
 	}
 	for pass := 0; ; pass++ {
@@ -65,7 +64,7 @@ func (o *operator) reconcile(now time.Time) {
 			return
 		}
 		o.jwks = doc
-		for kid := range PublishedKeys(doc) {
+		for kid := range keyring.PublishedKeys(doc) {
 			published[kid] = true
 		}
 	}
@@ -88,7 +87,7 @@ func (o *operator) assertInvariants(now time.Time) {
 	if err != nil {
 		o.t.Fatalf("%s: %v", now, err)
 	}
-	pub := PublishedKeys(o.jwks)
+	pub := keyring.PublishedKeys(o.jwks)
 	if pub[a.KeyID()] == nil {
 		o.t.Fatalf("%s: active key %s is not in the JWKS", now, a.KeyID())
 	}
@@ -100,7 +99,7 @@ func (o *operator) assertInvariants(now time.Time) {
 	assertPublicOnly(o.t, o.jwks)
 }
 
-func describe(ks *KeySet, now time.Time) string {
+func describe(ks *keyring.KeySet, now time.Time) string {
 	var b strings.Builder
 	for _, k := range ks.Keys {
 		fmt.Fprintf(&b, "\n  %s %s created=%s published=%s activates=%s retires=%s remove=%s", k.ID[:8], k.Phase(now), k.CreatedAt.Format("15:04"), k.PublishedAt.Format("15:04"), k.ActivatesAt.Format("15:04"), k.RetiresAt.Format("15:04"), k.RemoveAt.Format("15:04"))
@@ -115,7 +114,7 @@ func describe(ks *KeySet, now time.Time) string {
 // verifier that re-reads the JWKS only once per propagation interval.
 func TestDecideWalksSeveralRotationsWithoutEverFailingAToken(t *testing.T) {
 	p := testPolicy()
-	op := &operator{t: t, ks: &KeySet{}, policy: p, gen: &countingGen{}}
+	op := &operator{t: t, ks: &keyring.KeySet{}, policy: p, gen: &countingGen{}}
 	clock := clocktesting.NewFakePassiveClock(t0)
 	end := t0.Add(48 * time.Hour)
 	requestAt := t0.Add(7*time.Hour + 13*time.Minute)
@@ -153,7 +152,7 @@ func TestDecideWalksSeveralRotationsWithoutEverFailingAToken(t *testing.T) {
 		if a.MaxTokenLifetime != p.Overlap {
 			t.Fatalf("%s: max token lifetime %s, want the overlap %s", now, a.MaxTokenLifetime, p.Overlap)
 		}
-		tokens = append(tokens, token{minute: m, raw: signToken(t, a.Key, now, a.MaxTokenLifetime), exp: now.Add(a.MaxTokenLifetime)})
+		tokens = append(tokens, token{minute: m, raw: sign(t, a.Key, now, a.MaxTokenLifetime), exp: now.Add(a.MaxTokenLifetime)})
 		clock.SetTime(now.Add(time.Minute))
 	}
 	if len(activations) < 25 {
@@ -193,7 +192,7 @@ func TestDecideWalksSeveralRotationsWithoutEverFailingAToken(t *testing.T) {
 // PublishedKeysSet is PublishedKeys as a set of kids.
 func PublishedKeysSet(doc []byte) map[string]bool {
 	out := map[string]bool{}
-	for kid := range PublishedKeys(doc) {
+	for kid := range keyring.PublishedKeys(doc) {
 		out[kid] = true
 	}
 	return out
@@ -201,7 +200,7 @@ func PublishedKeysSet(doc []byte) map[string]bool {
 
 func TestDecideSchedulesEachPhaseAtTheRightTime(t *testing.T) {
 	p := testPolicy()
-	op := &operator{t: t, ks: &KeySet{}, policy: p, gen: &countingGen{}}
+	op := &operator{t: t, ks: &keyring.KeySet{}, policy: p, gen: &countingGen{}}
 	op.reconcile(t0)
 	first := op.ks.Keys[0]
 	if first.ActivatesAt != t0 || op.next != t0.Add(p.Every-p.Propagation) {
@@ -217,7 +216,7 @@ func TestDecideSchedulesEachPhaseAtTheRightTime(t *testing.T) {
 		op.ks.Keys[0].RemoveAt != second.ActivatesAt.Add(p.Overlap) || op.next != second.ActivatesAt {
 		t.Fatalf("wrong schedule: %s; next transition %s", describe(op.ks, genAt), op.next)
 	}
-	if second.Phase(genAt) != gatehousev1.KeyPhaseNext || PublishedKeys(op.jwks)[second.ID] == nil {
+	if second.Phase(genAt) != gatehousev1.KeyPhaseNext || keyring.PublishedKeys(op.jwks)[second.ID] == nil {
 		t.Fatal("the next key is not published as Next")
 	}
 	op.reconcile(second.ActivatesAt)
@@ -226,7 +225,7 @@ func TestDecideSchedulesEachPhaseAtTheRightTime(t *testing.T) {
 	}
 	removeAt := op.next
 	op.reconcile(removeAt)
-	if op.ks.Key(first.ID) != nil || PublishedKeys(op.jwks)[first.ID] != nil {
+	if op.ks.Key(first.ID) != nil || keyring.PublishedKeys(op.jwks)[first.ID] != nil {
 		t.Fatalf("retired key not removed at %s", removeAt)
 	}
 }
@@ -234,7 +233,7 @@ func TestDecideSchedulesEachPhaseAtTheRightTime(t *testing.T) {
 func TestDecideDelaysActivationUntilTheNextKeyIsPublished(t *testing.T) {
 	p := testPolicy()
 	g := &countingGen{}
-	plan, _ := Decide(&KeySet{}, p, nil, t0, g.gen)
+	plan, _ := Decide(&keyring.KeySet{}, p, nil, t0, g.gen)
 	genAt := t0.Add(p.Every - p.Propagation)
 	// The ConfigMap write fails for an hour: the next key stays
 	// unscheduled and the active key keeps signing.
@@ -259,7 +258,7 @@ func TestDecideDelaysActivationUntilTheNextKeyIsPublished(t *testing.T) {
 func TestDecideHandlesRevocationsInOneStep(t *testing.T) {
 	p := testPolicy()
 	setup := func(t *testing.T, at time.Time) *operator {
-		op := &operator{t: t, ks: &KeySet{}, policy: p, gen: &countingGen{}}
+		op := &operator{t: t, ks: &keyring.KeySet{}, policy: p, gen: &countingGen{}}
 		op.policy.Revoked = map[string]bool{}
 		for m := t0; !m.After(at); m = m.Add(time.Minute) {
 			op.reconcile(m)
@@ -344,7 +343,7 @@ func TestDecideHandlesRevocationsInOneStep(t *testing.T) {
 
 func TestDecideRotatesOncePerRotationRequestValue(t *testing.T) {
 	p := testPolicy()
-	op := &operator{t: t, ks: &KeySet{}, policy: p, gen: &countingGen{}}
+	op := &operator{t: t, ks: &keyring.KeySet{}, policy: p, gen: &countingGen{}}
 	op.reconcile(t0)
 	now := t0.Add(10 * time.Minute)
 	op.policy.RotationRequest = now.Format(time.RFC3339)
@@ -384,7 +383,7 @@ func TestDecideRotatesOncePerRotationRequestValue(t *testing.T) {
 
 func TestDecideRotatesToANewAlgorithmThroughThePhases(t *testing.T) {
 	p := testPolicy()
-	op := &operator{t: t, ks: &KeySet{}, policy: p, gen: &countingGen{}}
+	op := &operator{t: t, ks: &keyring.KeySet{}, policy: p, gen: &countingGen{}}
 	op.reconcile(t0)
 	old := op.ks.Keys[0].ID
 	op.policy.Algorithm = jwa.EdDSA
@@ -403,7 +402,7 @@ func TestDecideRotatesToANewAlgorithmThroughThePhases(t *testing.T) {
 
 func TestOverlapShrinkingNeverShortensWhatTokensWereGiven(t *testing.T) {
 	p := testPolicy()
-	op := &operator{t: t, ks: &KeySet{}, policy: p, gen: &countingGen{}}
+	op := &operator{t: t, ks: &keyring.KeySet{}, policy: p, gen: &countingGen{}}
 	op.reconcile(t0)
 	first := op.ks.Keys[0].ID
 	op.policy.Overlap = 5 * time.Minute
@@ -421,7 +420,7 @@ func TestOverlapShrinkingNeverShortensWhatTokensWereGiven(t *testing.T) {
 
 func TestRecoverKeepsPublishedKeysOfALostSecretAndRetiresTheActiveOne(t *testing.T) {
 	p := testPolicy()
-	op := &operator{t: t, ks: &KeySet{}, policy: p, gen: &countingGen{}}
+	op := &operator{t: t, ks: &keyring.KeySet{}, policy: p, gen: &countingGen{}}
 	for m := t0; !m.After(t0.Add(p.Every + 10*time.Minute)); m = m.Add(time.Minute) {
 		op.reconcile(m)
 	}
@@ -434,14 +433,14 @@ func TestRecoverKeepsPublishedKeysOfALostSecretAndRetiresTheActiveOne(t *testing
 			retired = k.KeyID
 		}
 	}
-	token := signToken(t, active, now, 20*time.Minute)
+	token := sign(t, active, now, 20*time.Minute)
 	// A key the status never listed, slipped into the ConfigMap by hand.
 	intruder := mustKey(t, jwa.ES256)
-	published := PublishedKeys(op.jwks)
+	published := keyring.PublishedKeys(op.jwks)
 	published[intruder.ID] = intruder.Public
 	status.Keys = append(status.Keys, gatehousev1.SigningKeyStatusKey{KeyID: "vanished", Phase: gatehousev1.KeyPhaseRetired, RetiresAt: &metav1.Time{Time: now}, RemoveAt: &metav1.Time{Time: now.Add(time.Minute)}})
 
-	recovered, lost, gone := Recover(&KeySet{}, status.Keys, published, p, now)
+	recovered, lost, gone := Recover(&keyring.KeySet{}, status.Keys, published, p, now)
 	if len(lost) != 2 || len(gone) != 1 || gone[0] != "vanished" || recovered.Key(intruder.ID) != nil {
 		t.Fatalf("lost %v gone %v; intruder adopted: %v", lost, gone, recovered.Key(intruder.ID) != nil)
 	}
@@ -469,7 +468,7 @@ func TestRecoverKeepsPublishedKeysOfALostSecretAndRetiresTheActiveOne(t *testing
 	if err != nil {
 		t.Fatal(err)
 	}
-	back, err := ParseKeySet(data)
+	back, err := keyring.ParseKeySet(data)
 	if err != nil || len(back.Invalid) != 0 || len(back.Keys) != len(op.ks.Keys) {
 		t.Fatalf("recovered set does not round-trip: %v %v", err, back.Invalid)
 	}
@@ -478,7 +477,7 @@ func TestRecoverKeepsPublishedKeysOfALostSecretAndRetiresTheActiveOne(t *testing
 func TestDecideRepairsASetWithTwoActiveKeys(t *testing.T) {
 	p := testPolicy()
 	a, b := mustKey(t, jwa.ES256), mustKey(t, jwa.ES256)
-	ks := &KeySet{Keys: []Key{
+	ks := &keyring.KeySet{Keys: []keyring.Key{
 		{ID: a.ID, Algorithm: jwa.ES256, Private: a.Private, Public: a.Public, CreatedAt: t0, ActivatesAt: t0, Overlap: p.Overlap},
 		{ID: b.ID, Algorithm: jwa.ES256, Private: b.Private, Public: b.Public, CreatedAt: t0, ActivatesAt: t0.Add(time.Minute), Overlap: p.Overlap},
 	}}
@@ -504,11 +503,11 @@ func TestPolicyForAppliesDefaultsAndRefusesInvalidSpecs(t *testing.T) {
 		want    Policy
 	}{
 		{"An empty spec gets ES256 and the CRD defaults.", gatehousev1.SigningKeySpec{}, "",
-			Policy{Algorithm: jwa.ES256, Every: DefaultEvery, Overlap: DefaultOverlap, Propagation: DefaultPropagation}},
+			Policy{Algorithm: jwa.ES256, Every: keyring.DefaultEvery, Overlap: keyring.DefaultOverlap, Propagation: keyring.DefaultPropagation}},
 		{"RS256 defaults to 2048 bits.", gatehousev1.SigningKeySpec{Algorithm: gatehousev1.RS256}, "",
-			Policy{Algorithm: jwa.RS256, RSABits: 2048, Every: DefaultEvery, Overlap: DefaultOverlap, Propagation: DefaultPropagation}},
+			Policy{Algorithm: jwa.RS256, RSABits: 2048, Every: keyring.DefaultEvery, Overlap: keyring.DefaultOverlap, Propagation: keyring.DefaultPropagation}},
 		{"PS256 takes the given size.", gatehousev1.SigningKeySpec{Algorithm: gatehousev1.PS256, RSAKeySize: &bits}, "",
-			Policy{Algorithm: jwa.PS256, RSABits: 3072, Every: DefaultEvery, Overlap: DefaultOverlap, Propagation: DefaultPropagation}},
+			Policy{Algorithm: jwa.PS256, RSABits: 3072, Every: keyring.DefaultEvery, Overlap: keyring.DefaultOverlap, Propagation: keyring.DefaultPropagation}},
 		{"An RSA size with an EC algorithm is refused.", gatehousev1.SigningKeySpec{Algorithm: gatehousev1.ES256, RSAKeySize: &bits}, "rsaKeySize", Policy{}},
 		{"An overlap as long as the rotation period is refused.", gatehousev1.SigningKeySpec{Rotation: &gatehousev1.SigningKeyRotation{
 			Every: &metav1.Duration{Duration: 2 * time.Hour}, Overlap: &metav1.Duration{Duration: 2 * time.Hour}}}, "overlap", Policy{}},
@@ -551,7 +550,7 @@ func TestPhaseChangesNameEveryTransition(t *testing.T) {
 
 func TestStatusNamesTheActiveKeyAndTheNextRotation(t *testing.T) {
 	p := testPolicy()
-	op := &operator{t: t, ks: &KeySet{}, policy: p, gen: &countingGen{}}
+	op := &operator{t: t, ks: &keyring.KeySet{}, policy: p, gen: &countingGen{}}
 	op.reconcile(t0)
 	st := StatusWithNextRotation(op.ks, p, t0)
 	if st.ActiveKeyID != op.ks.Keys[0].ID || !st.LastRotationTime.Time.Equal(t0) || !st.NextRotationTime.Time.Equal(t0.Add(p.Every)) || len(st.Keys) != 1 {
@@ -573,7 +572,7 @@ func TestStatusNamesTheActiveKeyAndTheNextRotation(t *testing.T) {
 func TestRotationRequestsCannotGrowTheJWKSWithoutBound(t *testing.T) {
 	p := testPolicy()
 	p.Propagation = 0
-	op := &operator{t: t, ks: &KeySet{}, policy: p, gen: &countingGen{}}
+	op := &operator{t: t, ks: &keyring.KeySet{}, policy: p, gen: &countingGen{}}
 	now := t0
 	op.reconcile(now)
 	for i := 1; i <= 3*MaxPublishedKeys; i++ {
@@ -581,7 +580,7 @@ func TestRotationRequestsCannotGrowTheJWKSWithoutBound(t *testing.T) {
 		op.policy.RotationRequest = now.Format(time.RFC3339)
 		op.reconcile(now)
 		op.assertInvariants(now)
-		if n := len(PublishedKeys(op.jwks)); n > MaxPublishedKeys {
+		if n := len(keyring.PublishedKeys(op.jwks)); n > MaxPublishedKeys {
 			t.Fatalf("after %d requests the JWKS holds %d keys, over %d", i, n, MaxPublishedKeys)
 		}
 	}
@@ -604,4 +603,24 @@ func TestRotationRequestsCannotGrowTheJWKSWithoutBound(t *testing.T) {
 	if op.gen.n != before+1 {
 		t.Fatal("a request after the overlap was not honoured")
 	}
+}
+
+type testKey struct {
+	ID        string
+	Algorithm jwa.SignatureAlgorithm
+	Private   jwk.Key
+	Public    jwk.Key
+}
+
+func mustKey(t *testing.T, alg jwa.SignatureAlgorithm) testKey {
+	t.Helper()
+	priv, err := keyring.Generate(alg, 2048, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := keyring.PublicKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testKey{ID: priv.KeyID(), Algorithm: alg, Private: priv, Public: pub}
 }

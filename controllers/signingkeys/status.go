@@ -1,4 +1,4 @@
-package keyring
+package signingkeys
 
 import (
 	"slices"
@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/internal/keyring"
 )
 
 // Status is the part of SigningKeyStatus derived from the key set.
@@ -21,12 +22,12 @@ type Status struct {
 
 // StatusAt describes ks at now. Times have whole seconds, as the API
 // stores them, so that an unchanged key set gives an equal status.
-func StatusAt(ks *KeySet, now time.Time) Status {
+func StatusAt(ks *keyring.KeySet, now time.Time) Status {
 	var st Status
 	for i := len(ks.Keys) - 1; i >= 0; i-- {
 		k := &ks.Keys[i]
 		phase := k.Phase(now)
-		if phase == PhaseRemoved {
+		if phase == keyring.PhaseRemoved {
 			continue
 		}
 		st.Keys = append(st.Keys, gatehousev1.SigningKeyStatusKey{
@@ -44,7 +45,7 @@ func StatusAt(ks *KeySet, now time.Time) Status {
 		}
 		return 1
 	})
-	if ai := ks.activeIndex(now); ai >= 0 {
+	if ai := ks.ActiveIndex(now); ai >= 0 {
 		a := &ks.Keys[ai]
 		st.ActiveKeyID = a.ID
 		st.LastRotationTime = mt(a.ActivatesAt)
@@ -56,9 +57,9 @@ func StatusAt(ks *KeySet, now time.Time) Status {
 // StatusWithNextRotation is StatusAt with NextRotationTime filled in from
 // the policy when the successor is not yet scheduled: the time the next
 // key is planned to sign.
-func StatusWithNextRotation(ks *KeySet, p Policy, now time.Time) Status {
+func StatusWithNextRotation(ks *keyring.KeySet, p Policy, now time.Time) Status {
 	st := StatusAt(ks, now)
-	if ai := ks.activeIndex(now); ai >= 0 && st.NextRotationTime == nil {
+	if ai := ks.ActiveIndex(now); ai >= 0 && st.NextRotationTime == nil {
 		a := &ks.Keys[ai]
 		target := a.ActivatesAt.Add(p.Every)
 		if !ks.RotationRequestedAt.IsZero() {
@@ -104,13 +105,13 @@ func PhaseChanges(before, after []gatehousev1.SigningKeyStatusKey) []Change {
 		c := Change{Type: corev1.EventTypeNormal, KeyID: k.KeyID}
 		switch k.Phase {
 		case gatehousev1.KeyPhaseNext:
-			c.Reason, c.Message = ReasonKeyCreated, "Key "+k.KeyID+" is published as the next key."
+			c.Reason, c.Message = ReasonKeyCreated, "keyring.Key "+k.KeyID+" is published as the next key."
 		case gatehousev1.KeyPhaseActive:
-			c.Reason, c.Message = ReasonKeyActivated, "Key "+k.KeyID+" is now the active signing key."
+			c.Reason, c.Message = ReasonKeyActivated, "keyring.Key "+k.KeyID+" is now the active signing key."
 		case gatehousev1.KeyPhaseRetired:
-			c.Reason, c.Message = ReasonKeyRetired, "Key "+k.KeyID+" no longer signs; it stays published until "+timeOf(k.RemoveAt).UTC().Format(time.RFC3339)+" so its tokens still verify."
+			c.Reason, c.Message = ReasonKeyRetired, "keyring.Key "+k.KeyID+" no longer signs; it stays published until "+timeOf(k.RemoveAt).UTC().Format(time.RFC3339)+" so its tokens still verify."
 		case gatehousev1.KeyPhaseRevoked:
-			c.Type, c.Reason, c.Message = corev1.EventTypeWarning, gatehousev1.ReasonKeyRevoked, "Key "+k.KeyID+" is revoked: tokens signed by it now fail verification."
+			c.Type, c.Reason, c.Message = corev1.EventTypeWarning, gatehousev1.ReasonKeyRevoked, "keyring.Key "+k.KeyID+" is revoked: tokens signed by it now fail verification."
 		default:
 			continue
 		}
@@ -118,7 +119,7 @@ func PhaseChanges(before, after []gatehousev1.SigningKeyStatusKey) []Change {
 	}
 	for _, k := range before {
 		if !seen[k.KeyID] && k.Phase != gatehousev1.KeyPhaseRevoked {
-			out = append(out, Change{Type: corev1.EventTypeNormal, Reason: ReasonKeyRemoved, KeyID: k.KeyID, Message: "Key " + k.KeyID + " left the JWKS."})
+			out = append(out, Change{Type: corev1.EventTypeNormal, Reason: ReasonKeyRemoved, KeyID: k.KeyID, Message: "keyring.Key " + k.KeyID + " left the JWKS."})
 		}
 	}
 	return out
