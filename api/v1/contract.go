@@ -6,10 +6,12 @@ package v1
 //
 // Where things live, and why:
 //
-//   - API key hash records and public JWKS documents are ConfigMaps labelled
-//     LabelRecord. They hold nothing secret (a SHA-256 of a 256-bit random key
-//     cannot be inverted), so sidecars read them with a namespace Role that
-//     grants ConfigMaps and AuthPolicies only.
+//   - API key hashes live in the APIKey's status (APIKeyStatus.Keys), which
+//     only the operator may write (status subresource). They hold nothing
+//     secret (a SHA-256 of a 256-bit random key cannot be inverted), so
+//     sidecars read APIKeys with a namespace Role. Validators never trust a
+//     ConfigMap for API keys: anyone with ConfigMap write could forge one.
+//   - Public JWKS documents are ConfigMaps labelled LabelRecord.
 //   - Plaintext API keys (delivery Secrets) and private signing keys are
 //     Secrets. Sidecars get no access to Secrets at all: Kubernetes RBAC
 //     cannot restrict access by label, so any Secret read permission in a
@@ -19,7 +21,10 @@ const (
 	// Its value says what the object holds: RecordAPIKey or RecordJWKS.
 	// Sidecars select the objects of their namespace with this label.
 	LabelRecord = "auth.gatehouse.dev/record"
-	// RecordAPIKey is the LabelRecord value of an API key hash-record ConfigMap.
+	// RecordAPIKey is the LabelRecord value of the API key hash-record
+	// ConfigMaps that previous versions wrote. Nothing reads them any more
+	// except the one-time migration into APIKey status, which then deletes
+	// them.
 	RecordAPIKey = "apikey"
 	// RecordJWKS is the LabelRecord value of a public JWKS ConfigMap.
 	RecordJWKS = "jwks"
@@ -38,8 +43,9 @@ const (
 	// for every value later than the last rotation (like `cmctl renew`).
 	AnnotationRotateRequestedAt = "auth.gatehouse.dev/rotate-requested-at"
 
-	// RecordDataKey is the data key of an API key hash record (a JSON
-	// document, see internal/apikeyformat.Record) in its ConfigMap.
+	// RecordDataKey is the data key of a previous version's API key hash
+	// record (a JSON document, see internal/apikeyformat.Record) in its
+	// ConfigMap; read once, by the migration.
 	RecordDataKey = "record.json"
 	// JWKSDataKey is the data key of the public JWKS in its ConfigMap.
 	JWKSDataKey = "jwks.json"
@@ -69,6 +75,10 @@ const (
 	ConditionExpired = "Expired"
 	// ConditionRevoked is True when an APIKey is disabled.
 	ConditionRevoked = "Revoked"
+	// ConditionDelivered is True when an APIKey's delivery Secret holds its
+	// current key. False never invalidates the key: the status, not the
+	// Secret, is what validators read.
+	ConditionDelivered = "Delivered"
 
 	ReasonIssued         = "Issued"
 	ReasonRotated        = "Rotated"
@@ -85,4 +95,16 @@ const (
 	ReasonAccepted       = "Accepted"
 	ReasonInvalidIssuer  = "InvalidIssuer"
 	ReasonIssuerNotFound = "IssuerNotFound"
+
+	// ReasonDelivered: the delivery Secret holds the current key.
+	ReasonDelivered = "Delivered"
+	// ReasonDeliverySecretChanged: the delivery Secret is missing or no
+	// longer holds the current key (deleted or edited by someone else). The
+	// key stays valid; request a rotation to deliver a new one.
+	ReasonDeliverySecretChanged = "DeliverySecretChanged"
+	// ReasonNotDelivered: the key is given by spec.hash, nothing is delivered.
+	ReasonNotDelivered = "NotDelivered"
+	// ReasonMigrated: the hashes of a previous version's record ConfigMap
+	// were taken over into status and the ConfigMap deleted.
+	ReasonMigrated = "Migrated"
 )
