@@ -107,6 +107,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		reader := client.Reader(r.Client)
 		if live {
 			reader = r.APIReader
+			// The failed pass may have written status already.
+			if err := reader.Get(ctx, req.NamespacedName, ak); err != nil {
+				return ctrl.Result{}, client.IgnoreNotFound(err)
+			}
 		}
 		obs, err := r.observe(ctx, reader, ak)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,7 +32,7 @@ const DefaultPollInterval = time.Second
 // maxFileBytes bounds one state file.
 const maxFileBytes = 64 << 20
 
-// Files reads ConfigMaps and AuthPolicies from the YAML (or JSON) files of
+// Files reads APIKeys, ConfigMaps and AuthPolicies from the YAML (or JSON) files of
 // one directory, several documents per file allowed, and reloads them when
 // a file changes. Hidden files are skipped, which also skips the "..data"
 // bookkeeping of a Kubernetes ConfigMap volume while following its
@@ -131,7 +132,7 @@ func fingerprint(dir string) ([sha256.Size]byte, error) {
 	return sum, nil
 }
 
-// ReadDir decodes the ConfigMaps and AuthPolicies of a directory.
+// ReadDir decodes the APIKeys, ConfigMaps and AuthPolicies of a directory.
 func ReadDir(dir string) (snapshot.Inputs, error) {
 	var in snapshot.Inputs
 	files, err := stateFiles(dir)
@@ -200,13 +201,20 @@ func decodeJSONObject(j []byte, in *snapshot.Inputs) error {
 		if err := strictJSON(j, cm); err != nil {
 			return err
 		}
-		if cm.Labels[gatehousev1.LabelRecord] == gatehousev1.RecordAPIKey {
-			// Keep the record, not the decoded object: a ConfigMap takes
-			// about three times the memory of its record.
-			in.Records = append(in.Records, snapshot.RecordDataOf(cm))
-			return nil
-		}
 		in.ConfigMaps = append(in.ConfigMaps, cm)
+	case tm.Kind == "APIKey" && tm.APIVersion == gatehousev1.GroupVersion.String():
+		ak := &gatehousev1.APIKey{}
+		if err := strictJSON(j, ak); err != nil {
+			return err
+		}
+		slim := SlimAPIKey(ak)
+		if slim.ResourceVersion == "" {
+			// Files have no resourceVersion: the content is the version,
+			// so that an unchanged APIKey is not compiled again.
+			sum := sha256.Sum256(j)
+			slim.ResourceVersion = hex.EncodeToString(sum[:16])
+		}
+		in.APIKeys = append(in.APIKeys, slim)
 	case tm.Kind == "AuthPolicy" && tm.APIVersion == gatehousev1.GroupVersion.String():
 		p := &gatehousev1.AuthPolicy{}
 		if err := strictJSON(j, p); err != nil {
