@@ -156,7 +156,7 @@ func addDiscovery(ctx context.Context, mgr ctrl.Manager, o Options, log logr.Log
 	}
 	if o.TokenEndpoint {
 		if err := tokenendpoint.RegisterIndex(ctx, mgr); err != nil {
-			return fmt.Errorf("indexing api key records: %w", err)
+			return fmt.Errorf("indexing api keys by key id: %w", err)
 		}
 		store := &tokenendpoint.KubeStore{Reader: mgr.GetClient(), Signer: tokenendpoint.SigningKeySigner}
 		te := tokenendpoint.NewServer(store, log.WithName("token-endpoint"), tokenendpoint.NewMetrics(ctrlmetrics.Registry))

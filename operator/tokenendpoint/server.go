@@ -56,8 +56,9 @@ type Signer struct {
 
 // Store reads what the endpoint needs, from the operator's cache.
 type Store interface {
-	// RecordByKeyID returns the hash record listing keyID, or ErrNotFound.
-	RecordByKeyID(ctx context.Context, keyID string) (*apikeyformat.Record, error)
+	// RecordForKey returns the record of the APIKey holding key (its ID
+	// and hash), or ErrNotFound.
+	RecordForKey(ctx context.Context, key apikeyformat.Key) (*apikeyformat.Record, error)
 	// ActiveSigner returns the key that signs at now for the SigningKey
 	// namespace/name; never a Next, Retired or revoked key.
 	ActiveSigner(ctx context.Context, namespace, name string, now time.Time) (*Signer, error)
@@ -190,7 +191,7 @@ func (s *Server) issue(r *http.Request, now time.Time) (issued, *oauthError) {
 		res.reason = "key_rate_limited"
 		return res, &oauthError{status: http.StatusTooManyRequests, code: errSlowDown, description: "Too many failed attempts for this key.", retryAfter: wait}
 	}
-	rec, err := s.Store.RecordByKeyID(r.Context(), key.ID())
+	rec, err := s.Store.RecordForKey(r.Context(), key)
 	if errors.Is(err, ErrNotFound) {
 		return fail("unknown_key", key.ID())
 	}
