@@ -369,7 +369,7 @@ func TestOperatorExtraRulesAreScopedToItsOwnObjects(t *testing.T) {
 	}
 }
 
-func TestSidecarRBACReadsConfigMapsAndAuthPoliciesOnly(t *testing.T) {
+func TestSidecarRBACReadsAPIKeysConfigMapsAndAuthPoliciesOnly(t *testing.T) {
 	objs := render(t,
 		"sidecar.namespaces[0].name=shop",
 		"sidecar.namespaces[0].serviceAccounts={default,checkout}",
@@ -378,7 +378,7 @@ func TestSidecarRBACReadsConfigMapsAndAuthPoliciesOnly(t *testing.T) {
 	cr := into[rbacv1.ClusterRole](t, objs.find(t, "ClusterRole", "gh-gatehouse-sidecar"))
 	want := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{"auth.gatehouse.dev"}, Resources: []string{"authpolicies"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"auth.gatehouse.dev"}, Resources: []string{"apikeys", "authpolicies"}, Verbs: []string{"get", "list", "watch"}},
 	}
 	if !reflect.DeepEqual(cr.Rules, want) {
 		t.Fatalf("sidecar rules = %+v, want exactly %+v", cr.Rules, want)

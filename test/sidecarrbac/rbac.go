@@ -1,6 +1,6 @@
 // Package sidecarrbac holds what a sidecar may do on the API server: read
-// the ConfigMaps (API key hash records, JWKS) and AuthPolicies of its own
-// namespace, and nothing else. The chart's sidecar ClusterRole
+// the APIKeys (their status holds the key hashes), the ConfigMaps (JWKS)
+// and AuthPolicies of its own namespace, and nothing else. The chart's sidecar ClusterRole
 // (charts/gatehouse/templates/rbac-sidecar.yaml) grants exactly Rules; the
 // demo and the tests bind them to run a sidecar with least privilege.
 package sidecarrbac
@@ -26,7 +26,7 @@ const Name = "gatehouse-sidecar"
 func Rules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{gatehousev1.GroupVersion.Group}, Resources: []string{"authpolicies"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{gatehousev1.GroupVersion.Group}, Resources: []string{"apikeys", "authpolicies"}, Verbs: []string{"get", "list", "watch"}},
 	}
 }
 
