@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -65,6 +66,11 @@ type Options struct {
 	// Logger, when set, is the manager's logger (default: ctrl.Log). It
 	// is capped below the verbosity at which client-go logs bodies.
 	Logger logr.Logger
+
+	// SkipControllerNameValidation lets several operators run in one
+	// process (tests starting one stack each); controller-runtime refuses
+	// a second controller of the same name otherwise.
+	SkipControllerNameValidation bool
 }
 
 // BindFlags registers the operator's flags.
@@ -99,6 +105,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager, error)
 		LeaderElection:          o.LeaderElect,
 		LeaderElectionID:        LeaderElectionID,
 		LeaderElectionNamespace: o.LeaderElectionNamespace,
+		Controller:              config.Controller{SkipNameValidation: &o.SkipControllerNameValidation},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)
