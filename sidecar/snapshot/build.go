@@ -31,9 +31,28 @@ type Inputs struct {
 	// rate limit) and their status (hashes, windows, state), which only the
 	// operator can write. ConfigMaps never supply API keys: anyone who may
 	// write ConfigMaps could forge one.
-	APIKeys    []*gatehousev1.APIKey
+	APIKeys []*gatehousev1.APIKey
+	// Records are APIKeys already compiled by apikeyformat.RecordOf, as
+	// the files source delivers them so as not to hold 100,000 decoded
+	// APIKeys at once. They count exactly like APIKeys.
+	Records    []CompiledAPIKey
 	ConfigMaps []*corev1.ConfigMap
 	Policies   []*gatehousev1.AuthPolicy
+}
+
+// CompiledAPIKey is apikeyformat.RecordOf of one APIKey, with a version
+// that changes whenever the APIKey does (its content hash, for files).
+type CompiledAPIKey struct {
+	Version string
+	Record  *apikeyformat.Record
+}
+
+// keySource is one APIKey to index, as an object or already compiled.
+type keySource struct {
+	name    string
+	version [sha256.Size]byte
+	ak      *gatehousev1.APIKey
+	rec     *apikeyformat.Record
 }
 
 // RemoteKeySets supplies the key sets of issuers whose keys are fetched over
@@ -99,10 +118,15 @@ func (b *Builder) Build(in Inputs) *Snapshot {
 
 	jwksByOwner := map[string]*corev1.ConfigMap{}
 	byName := map[string]*corev1.ConfigMap{}
-	apiKeys := make([]*gatehousev1.APIKey, 0, len(in.APIKeys))
+	apiKeys := make([]keySource, 0, len(in.APIKeys)+len(in.Records))
 	for _, ak := range in.APIKeys {
 		if b.inNamespace(ak.Namespace) {
-			apiKeys = append(apiKeys, ak)
+			apiKeys = append(apiKeys, keySource{name: ak.Name, version: apiKeyVersion(ak), ak: ak})
+		}
+	}
+	for _, c := range in.Records {
+		if b.inNamespace(c.Record.Namespace) {
+			apiKeys = append(apiKeys, keySource{name: c.Record.Name, version: compiledVersion(c), rec: c.Record})
 		}
 	}
 	for _, cm := range in.ConfigMaps {
@@ -139,20 +163,22 @@ func (b *Builder) inNamespace(ns string) bool {
 // indexRecords compiles the APIKeys into the record table. An APIKey
 // unchanged since the last build (same UID and resourceVersion) is copied
 // from the last table, not compiled again.
-func (b *Builder) indexRecords(apiKeys []*gatehousev1.APIKey, problemf func(string, ...any)) *recordTable {
+func (b *Builder) indexRecords(apiKeys []keySource, problemf func(string, ...any)) *recordTable {
 	tb := newTableBuilder(len(apiKeys))
 	memo := make(map[[sha256.Size]byte]uint32, len(apiKeys))
 	index := make(map[keyID]uint32, len(apiKeys))
 	conflicts := map[keyID]bool{}
 	// Sorted so that problems come out in a stable order.
-	sort.Slice(apiKeys, func(i, j int) bool { return apiKeys[i].Name < apiKeys[j].Name })
-	for _, ak := range apiKeys {
-		version := apiKeyVersion(ak)
+	sort.Slice(apiKeys, func(i, j int) bool { return apiKeys[i].name < apiKeys[j].name })
+	for _, src := range apiKeys {
+		version := src.version
 		var idx uint32
 		if i, ok := b.memo[version]; ok {
 			idx = tb.copyRecord(b.prev, i)
+		} else if src.rec != nil {
+			idx = tb.addRecord(src.rec)
 		} else {
-			idx = tb.addRecord(apikeyformat.RecordOf(ak))
+			idx = tb.addRecord(apikeyformat.RecordOf(src.ak))
 		}
 		memo[version] = idx
 		info := tb.t.recs[idx]
@@ -174,6 +200,11 @@ func (b *Builder) indexRecords(apiKeys []*gatehousev1.APIKey, problemf func(stri
 	t := tb.finish(index)
 	b.prev, b.memo = t, memo
 	return t
+}
+
+// compiledVersion identifies a compiled APIKey: its name and version.
+func compiledVersion(c CompiledAPIKey) [sha256.Size]byte {
+	return sha256.Sum256([]byte(c.Record.Namespace + "/" + c.Record.Name + "\x00\x02" + c.Version))
 }
 
 // apiKeyVersion identifies what an APIKey says: its name with its UID and

@@ -246,3 +246,34 @@ func TestOnlyAPIKeysOfTheNamespaceSupplyKeys(t *testing.T) {
 		t.Errorf("the conflict is not reported: %q", s.Problems)
 	}
 }
+
+// TestCompiledAPIKeysCountLikeTheirAPIKeys feeds the same APIKeys once as
+// objects and once compiled (as the files source delivers them), mixed:
+// the same keys are served, and a key ID claimed by both forms conflicts.
+func TestCompiledAPIKeysCountLikeTheirAPIKeys(t *testing.T) {
+	a, b := genKey(t), genKey(t)
+	rec := func(name string, keys ...apikeyformat.Key) *apikeyformat.Record {
+		r := &apikeyformat.Record{Version: 1, Name: name, Namespace: "ns", Subject: name, State: apikeyformat.StateActive}
+		for _, k := range keys {
+			r.Keys = append(r.Keys, apikeyformat.RecordKey{KeyID: k.ID(), SHA256: k.Hash()})
+		}
+		return r
+	}
+	bld := NewBuilder(BuildOptions{Namespace: "ns"})
+	in := Inputs{
+		APIKeys: []*gatehousev1.APIKey{apiKeyOf("a", "1", rec("a", a))},
+		Records: []CompiledAPIKey{{Version: "v1", Record: apikeyformat.RecordOf(apiKeyOf("b", "", rec("b", b)))}},
+	}
+	for range 2 { // the second build comes from the memo
+		s := bld.Build(in)
+		for _, k := range []apikeyformat.Key{a, b} {
+			if r, ok := s.Record(k.ID()); !ok || r.Check(k, time.Now()) != apikeyformat.Accepted {
+				t.Fatalf("key %s is not served", k.ID())
+			}
+		}
+	}
+	in.Records = append(in.Records, CompiledAPIKey{Version: "v1", Record: apikeyformat.RecordOf(apiKeyOf("c", "", rec("c", a)))})
+	if _, ok := bld.Build(in).Record(a.ID()); ok {
+		t.Fatal("a key ID claimed by an APIKey and a compiled APIKey is served")
+	}
+}

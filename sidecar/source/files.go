@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 )
 
@@ -207,14 +207,16 @@ func decodeJSONObject(j []byte, in *snapshot.Inputs) error {
 		if err := strictJSON(j, ak); err != nil {
 			return err
 		}
-		slim := SlimAPIKey(ak)
-		if slim.ResourceVersion == "" {
-			// Files have no resourceVersion: the content is the version,
-			// so that an unchanged APIKey is not compiled again.
-			sum := sha256.Sum256(j)
-			slim.ResourceVersion = hex.EncodeToString(sum[:16])
+		// Keep the compiled record, not the decoded object: an APIKey
+		// takes about twice the memory of its record. Files have no
+		// resourceVersion: the content is the version.
+		rec := apikeyformat.RecordOf(ak)
+		rec.TokenExchange = nil // the sidecar does not exchange tokens
+		for i := range rec.Keys {
+			rec.Keys[i].IssuedAt = nil
 		}
-		in.APIKeys = append(in.APIKeys, slim)
+		sum := sha256.Sum256(j)
+		in.Records = append(in.Records, snapshot.CompiledAPIKey{Version: string(sum[:16]), Record: rec})
 	case tm.Kind == "AuthPolicy" && tm.APIVersion == gatehousev1.GroupVersion.String():
 		p := &gatehousev1.AuthPolicy{}
 		if err := strictJSON(j, p); err != nil {

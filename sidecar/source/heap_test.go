@@ -39,7 +39,7 @@ func TestHeapOfAFixture(t *testing.T) {
 	b := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: "loadtest"})
 	s := b.Build(in)
 	built, total2 := heap()
-	n := len(in.ConfigMaps) + len(in.APIKeys)
+	n := len(in.ConfigMaps) + len(in.APIKeys) + len(in.Records)
 	in = snapshot.Inputs{}
 	_ = in
 	kept, _ := heap()
