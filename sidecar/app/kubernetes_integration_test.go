@@ -46,10 +46,7 @@ func sidecarConfig(t *testing.T, env *testenv.Env, ns string) *rest.Config {
 	defer cancel()
 	role := &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-sidecar", Namespace: ns},
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{gatehousev1.GroupVersion.Group}, Resources: []string{"authpolicies"}, Verbs: []string{"get", "list", "watch"}},
-		},
+		Rules:      testenv.SidecarRules,
 	}
 	binding := &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-sidecar", Namespace: ns},
