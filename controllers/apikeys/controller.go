@@ -79,7 +79,7 @@ type Reconciler struct {
 }
 
 // +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=apikeys,verbs=get;list;watch
-// +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=apikeys/status,verbs=get;update
+// +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=apikeys/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -237,8 +237,15 @@ func (r *Reconciler) write(ctx context.Context, ak *gatehousev1.APIKey, obs obse
 			// reason.
 			return secretWriteError(err)
 		}
-		if err := r.writeStatus(ctx, ak, d.Delivered); err != nil {
-			return err
+		// Recording the delivery must not be lost to a conflict with a
+		// spec edit made since step 1 (the key would count as never
+		// delivered and be replaced): only the operator writes status, so
+		// a merge patch of what changed, without a version precondition,
+		// is safe here.
+		before := ak.DeepCopy()
+		ak.Status = *d.Delivered.DeepCopy()
+		if err := r.Client.Status().Patch(ctx, ak, client.MergeFrom(before)); err != nil {
+			return fmt.Errorf("recording the delivery in status: %w", err)
 		}
 	}
 	if d.DeleteStale {
