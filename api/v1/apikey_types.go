@@ -159,24 +159,91 @@ type TokenExchange struct {
 	MaxLifetime *metav1.Duration `json:"maxLifetime,omitempty"`
 }
 
-// APIKeyStatus is written by the APIKey controller.
+// APIKeyState is the state of an API key as the operator recorded it for
+// validators.
+// +kubebuilder:validation:Enum=Active;Revoked;Expired
+type APIKeyState string
+
+// API key states. Validators accept only APIKeyActive.
+const (
+	APIKeyActive  APIKeyState = "Active"
+	APIKeyRevoked APIKeyState = "Revoked"
+	APIKeyExpired APIKeyState = "Expired"
+)
+
+// APIKeyStatusKey is one hashed key the operator recorded for validators.
+type APIKeyStatusKey struct {
+	// keyID is the public key ID (the part after "gth_").
+	// +required
+	// +kubebuilder:validation:Pattern=`^[a-z2-7]{16}$`
+	KeyID string `json:"keyID"`
+
+	// sha256 is the lowercase hex SHA-256 of the whole key string.
+	// +required
+	// +kubebuilder:validation:Pattern=`^[a-f0-9]{64}$`
+	SHA256 string `json:"sha256"`
+
+	// issuedAt is when the key was generated, or first recorded for a
+	// caller-supplied hash. Informational: validators ignore it.
+	// +optional
+	IssuedAt *metav1.Time `json:"issuedAt,omitempty"`
+
+	// notAfter ends the key's validity: set on previous keys, to the end of
+	// their rotation grace period. Unset on the current key.
+	// +optional
+	NotAfter *metav1.Time `json:"notAfter,omitempty"`
+}
+
+// APIKeyStatus is written by the APIKey controller, through the status
+// subresource that only the operator's ServiceAccount may write. It is the
+// source of truth for the key's hashes: sidecars and the token endpoint
+// accept a key only if status.keys lists it with a matching hash, status.state
+// is Active, spec.disabled is false and spec.expiresAt has not passed.
 type APIKeyStatus struct {
 	// observedGeneration is the spec generation this status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// conditions: Ready, Expired, Revoked.
+	// conditions: Ready, Expired, Revoked, Delivered.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// state is the key's state for validators: Active, Revoked (spec.disabled,
+	// or the APIKey is being deleted) or Expired (spec.expiresAt passed).
+	// Validators also read spec.disabled and spec.expiresAt themselves, so
+	// that a revocation does not wait for the operator.
+	// +optional
+	State APIKeyState `json:"state,omitempty"`
+
+	// keys are the hashes validators accept: keys[0] is the current key,
+	// later entries previous keys still inside their rotation grace period
+	// (notAfter). At most five.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=5
+	Keys []APIKeyStatusKey `json:"keys,omitempty"`
+
+	// deliveredKeyID is the key the operator last wrote to the delivery
+	// Secret named deliverySecretName. A current key that differs from it
+	// was recorded but never delivered (the operator stopped between the
+	// two writes): the next reconcile replaces it.
+	// +optional
+	DeliveredKeyID string `json:"deliveredKeyID,omitempty"`
+
+	// deliverySecretName is the Secret deliveredKeyID was written to.
+	// +optional
+	DeliverySecretName string `json:"deliverySecretName,omitempty"`
 
 	// keyID is the public ID of the current key. It is not secret: it is
 	// the prefix of the key and how logs and metrics name it.
 	// +optional
 	KeyID string `json:"keyID,omitempty"`
 
-	// recordConfigMapName is the ConfigMap holding the key's hash record.
+	// recordConfigMapName is the hash-record ConfigMap a previous version of
+	// the operator wrote. The operator takes the hashes over from it once,
+	// deletes it and clears this field.
 	// +optional
 	RecordConfigMapName string `json:"recordConfigMapName,omitempty"`
 
@@ -203,7 +270,8 @@ type APIKeyStatus struct {
 }
 
 // APIKey is a long-lived credential for a service. The operator stores only
-// its SHA-256 hash, in a record ConfigMap that sidecars read.
+// its SHA-256 hash, in the APIKey's status, which sidecars and the token
+// endpoint read.
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status

@@ -6,20 +6,30 @@ package v1
 //
 // Where things live, and why:
 //
-//   - API key hash records and public JWKS documents are ConfigMaps labelled
-//     LabelRecord. They hold nothing secret (a SHA-256 of a 256-bit random key
-//     cannot be inverted), so sidecars read them with a namespace Role that
-//     grants ConfigMaps and AuthPolicies only.
+//   - API key hashes live in the APIKey's status (APIKeyStatus.Keys), which
+//     only the operator may write (status subresource). They hold nothing
+//     secret (a SHA-256 of a 256-bit random key cannot be inverted), so
+//     sidecars read APIKeys with a namespace Role. Validators never trust a
+//     ConfigMap for API keys: anyone with ConfigMap write could forge one.
+//   - A SigningKey's public JWKS lives in its status (SigningKeyStatus.JWKS),
+//     also operator-only. The only JWKS ConfigMaps validators read are
+//     static ones that an AuthPolicy names explicitly (jwks.configMapKeyRef):
+//     the AuthPolicy's author vouches for them.
 //   - Plaintext API keys (delivery Secrets) and private signing keys are
 //     Secrets. Sidecars get no access to Secrets at all: Kubernetes RBAC
 //     cannot restrict access by label, so any Secret read permission in a
 //     namespace would expose every delivery Secret and private key in it.
 const (
-	// LabelRecord marks an object written by the operator for validators.
-	// Its value says what the object holds: RecordAPIKey or RecordJWKS.
-	// Sidecars select the objects of their namespace with this label.
+	// LabelRecord marks a ConfigMap that holds validation data. Its value
+	// says what: RecordJWKS (a static JWKS an AuthPolicy names) or
+	// RecordAPIKey (a previous version's record, migrated and deleted).
+	// The label vouches for nothing: sidecars read a JWKS ConfigMap only
+	// when an AuthPolicy names it.
 	LabelRecord = "auth.gatehouse.dev/record"
-	// RecordAPIKey is the LabelRecord value of an API key hash-record ConfigMap.
+	// RecordAPIKey is the LabelRecord value of the API key hash-record
+	// ConfigMaps that previous versions wrote. Nothing reads them any more
+	// except the one-time migration into APIKey status, which then deletes
+	// them.
 	RecordAPIKey = "apikey"
 	// RecordJWKS is the LabelRecord value of a static JWKS ConfigMap that
 	// an AuthPolicy names (jwks.configMapKeyRef). Earlier versions also
@@ -54,8 +64,9 @@ const (
 	// private keys (internal/keyring's key-set document).
 	SigningKeySecretType = "auth.gatehouse.dev/signing-keys"
 
-	// RecordDataKey is the data key of an API key hash record (a JSON
-	// document, see internal/apikeyformat.Record) in its ConfigMap.
+	// RecordDataKey is the data key of a previous version's API key hash
+	// record (a JSON document, see internal/apikeyformat.Record) in its
+	// ConfigMap; read once, by the migration.
 	RecordDataKey = "record.json"
 	// JWKSDataKey is the data key of the public JWKS in its ConfigMap.
 	JWKSDataKey = "jwks.json"
@@ -85,6 +96,10 @@ const (
 	ConditionExpired = "Expired"
 	// ConditionRevoked is True when an APIKey is disabled.
 	ConditionRevoked = "Revoked"
+	// ConditionDelivered is True when an APIKey's delivery Secret holds its
+	// current key. False never invalidates the key: the status, not the
+	// Secret, is what validators read.
+	ConditionDelivered = "Delivered"
 
 	ReasonIssued         = "Issued"
 	ReasonRotated        = "Rotated"
@@ -113,4 +128,15 @@ const (
 	// key the operator never published (someone wrote the Secret). They
 	// are discarded, never published or signed with.
 	ReasonKeyTampered = "KeyTampered"
+	// ReasonDelivered: the delivery Secret holds the current key.
+	ReasonDelivered = "Delivered"
+	// ReasonDeliverySecretChanged: the delivery Secret is missing or no
+	// longer holds the current key (deleted or edited by someone else). The
+	// key stays valid; request a rotation to deliver a new one.
+	ReasonDeliverySecretChanged = "DeliverySecretChanged"
+	// ReasonNotDelivered: the key is given by spec.hash, nothing is delivered.
+	ReasonNotDelivered = "NotDelivered"
+	// ReasonMigrated: the hashes of a previous version's record ConfigMap
+	// were taken over into status and the ConfigMap deleted.
+	ReasonMigrated = "Migrated"
 )

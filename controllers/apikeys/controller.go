@@ -1,19 +1,21 @@
 // Package apikeys is the APIKey controller: it turns each APIKey into key
 // material that validators check without ever seeing a plaintext key.
 //
-// For a generated key (spec.secretName) it generates the key, delivers the
-// plaintext in a Secret owned by the APIKey, and writes the hash record
-// ConfigMap that sidecars and the token endpoint read; for a caller-supplied
-// hash (spec.hash) it writes the record only. It rotates keys on schedule or
-// on request with a grace period, marks records expired or revoked, and
-// repairs hand edits of what it owns. docs/apikeys.md describes the formats
-// and the restart-safety design.
+// For a generated key (spec.secretName) it generates the key, records its
+// hash in the APIKey's status (which sidecars and the token endpoint read)
+// and delivers the plaintext in a Secret owned by the APIKey; for a
+// caller-supplied hash (spec.hash) it records the hash only. It rotates keys
+// on schedule or on request with a grace period, marks keys expired or
+// revoked, reports a delivery Secret that went missing or was altered, and
+// takes over once the record ConfigMaps of previous versions.
+// docs/apikeys.md describes the formats and the restart-safety design.
 //
-// Each reconcile reads (APIKey, delivery Secret, record), decides with pure
-// functions (decide.go), then writes: delivery Secret first, record second,
-// status last. Every write is conditional on the resourceVersion read, so a
-// decision taken on a stale cache fails with a conflict instead of
-// overwriting newer state.
+// Each reconcile reads (APIKey, delivery Secret, a previous version's
+// record), decides with pure functions (decide.go), then writes: status
+// first (the source of truth), the delivery Secret second, the status's
+// delivery fields third, deletions last. Every write is conditional on the
+// resourceVersion read, so a decision taken on a stale cache fails with a
+// conflict instead of overwriting newer state.
 package apikeys
 
 import (
@@ -22,7 +24,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -62,9 +63,9 @@ const secretNameIndex = "spec.secretName"
 type Reconciler struct {
 	// Client reads (usually from the cache) and writes.
 	Client client.Client
-	// APIReader reads straight from the API server. It confirms a
-	// surprising cached view (the delivery Secret and the record disagree)
-	// before a key is generated or a record rewritten on its strength.
+	// APIReader reads straight from the API server: a previous version's
+	// record ConfigMap (not cached), and the delivery Secret again when a
+	// create finds its name taken.
 	APIReader client.Reader
 	// Scheme sets owner references.
 	Scheme *runtime.Scheme
@@ -78,19 +79,19 @@ type Reconciler struct {
 }
 
 // +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=apikeys,verbs=get;list;watch
-// +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=apikeys/status,verbs=get;update
+// +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=apikeys/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile brings one APIKey's delivery Secret, record and status in line
-// with its spec and the time.
+// Reconcile brings one APIKey's status and delivery Secret in line with its
+// spec and the time.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	logger := log.FromContext(ctx)
 	ak := &gatehousev1.APIKey{}
 	if err := r.Client.Get(ctx, req.NamespacedName, ak); err != nil {
-		// Gone: owner references let the garbage collector remove the
-		// delivery Secret and the record.
+		// Gone: validators forget its keys with it, and owner references
+		// let the garbage collector remove the delivery Secret.
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 
@@ -98,56 +99,52 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		logger.Info("ignoring a malformed rotation request", "annotation", gatehousev1.AnnotationRotateRequestedAt, "error", err.Error())
 	}
 
-	// Decide on the cache first. The cache may lag behind our own last
-	// writes, or not hold a Secret we do not own; when what it shows is
-	// surprising, or a create finds the name taken, decide again on what the
-	// API server says rather than on a view that could mint a second key.
+	// Decide on the cache first. A create that finds the delivery Secret's
+	// name taken (the cache does not hold Secrets we do not own) decides
+	// again on what the API server says.
 	live := false
-	var d decision
 	for {
 		reader := client.Reader(r.Client)
 		if live {
 			reader = r.APIReader
+			// The failed pass may have written status already.
+			if err := reader.Get(ctx, req.NamespacedName, ak); err != nil {
+				return ctrl.Result{}, client.IgnoreNotFound(err)
+			}
 		}
 		obs, err := r.observe(ctx, reader, ak)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		if !live && r.APIReader != nil && suspicious(ak, obs) {
+		d, err := decide(obs, func() (apikeyformat.Key, error) { return apikeyformat.Generate(r.rand()) })
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		err = r.write(ctx, ak, obs, d)
+		if apierrors.IsAlreadyExists(err) && !live && r.APIReader != nil {
 			live = true
 			continue
 		}
-		if d, err = decide(obs, func() (apikeyformat.Key, error) { return apikeyformat.Generate(r.rand()) }); err != nil {
+		if err != nil {
+			if !owned.LogConflict(ctx, err) {
+				r.reportWriteFailure(ctx, ak, err)
+			}
+			// A conflict: somebody (usually our own previous reconcile,
+			// through a lagging cache) got there first; reconcile again.
 			return ctrl.Result{}, err
 		}
-		err = r.writeMaterial(ctx, ak, obs, d)
-		if err == nil {
-			// The key material is what validators act on: announce it now,
-			// even if the status write below has to be retried (the retry
-			// finds nothing new to announce).
-			for _, e := range d.Events {
-				r.Recorder.Eventf(ak, nil, e.Type, e.Reason, e.Action, "%s", e.Note)
-			}
-			if len(d.Log) > 0 {
-				logger.Info("api key changed", d.Log...)
-			}
-			err = r.writeStatus(ctx, ak, d)
-			if err == nil {
-				break
-			}
-		} else if apierrors.IsAlreadyExists(err) && !live && r.APIReader != nil {
-			live = true
-			continue
+		for _, e := range d.Events {
+			r.Recorder.Eventf(ak, nil, e.Type, e.Reason, e.Action, "%s", e.Note)
 		}
-		if owned.LogConflict(ctx, err) {
-			// Somebody (usually our own previous reconcile, through a
-			// lagging cache) got there first: reconcile again on fresh state.
-			return ctrl.Result{}, err
+		if len(d.Log) > 0 {
+			logger.Info("api key changed", d.Log...)
 		}
-		r.reportWriteFailure(ctx, ak, err)
-		return ctrl.Result{}, err
+		if d.DeleteLegacy {
+			// Come back to clear status.recordConfigMapName.
+			return ctrl.Result{RequeueAfter: time.Millisecond}, nil
+		}
+		return ctrl.Result{RequeueAfter: d.RequeueAfter}, nil
 	}
-	return ctrl.Result{RequeueAfter: d.RequeueAfter}, nil
 }
 
 func (r *Reconciler) now() time.Time {
@@ -164,22 +161,8 @@ func (r *Reconciler) rand() io.Reader {
 	return r.Rand
 }
 
-// suspicious reports whether the observed delivery Secret and record
-// disagree about the current key, or the key the status names has vanished:
-// either a crash between our two writes or a cache that has not yet seen
-// one of them.
-func suspicious(ak *gatehousev1.APIKey, obs observation) bool {
-	if ak.Spec.SecretName == "" {
-		return false
-	}
-	did := ""
-	if obs.Delivery.Key != nil {
-		did = obs.Delivery.Key.ID()
-	}
-	return did != currentKeyID(obs.Record) || (did == "" && ak.Status.KeyID != "")
-}
-
-// observe reads the delivery Secret and the record through reader.
+// observe reads the delivery Secret through reader and a previous
+// version's record ConfigMap straight from the API server.
 func (r *Reconciler) observe(ctx context.Context, reader client.Reader, ak *gatehousev1.APIKey) (observation, error) {
 	obs := observation{APIKey: ak, Now: r.now()}
 	if name := ak.Spec.SecretName; name != "" {
@@ -192,20 +175,39 @@ func (r *Reconciler) observe(ctx context.Context, reader client.Reader, ak *gate
 			obs.Delivery, obs.secret = readDelivery(sec, ak), sec
 		}
 	}
-	cm := &corev1.ConfigMap{}
-	switch err := reader.Get(ctx, types.NamespacedName{Namespace: ak.Namespace, Name: RecordName(ak.Name)}, cm); {
-	case apierrors.IsNotFound(err):
-	case err != nil:
-		return obs, fmt.Errorf("reading record: %w", err)
-	case !metav1.IsControlledBy(cm, ak):
-		obs.RecordForeign = true
-	default:
-		obs.recordCM = cm
-		if rec, err := apikeyformat.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey])); err == nil && rec.Name == ak.Name {
-			obs.Record = rec
-		}
+	if err := r.observeLegacy(ctx, ak, &obs); err != nil {
+		return obs, err
 	}
 	return obs, nil
+}
+
+// observeLegacy reads the record ConfigMap a previous version named in
+// status.recordConfigMapName. It counts only if this APIKey, by UID,
+// controls it: anyone may create a ConfigMap of that name.
+func (r *Reconciler) observeLegacy(ctx context.Context, ak *gatehousev1.APIKey, obs *observation) error {
+	name := ak.Status.RecordConfigMapName
+	if name == "" {
+		return nil
+	}
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
+	cm := &corev1.ConfigMap{}
+	switch err := reader.Get(ctx, types.NamespacedName{Namespace: ak.Namespace, Name: name}, cm); {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading the previous version's record: %w", err)
+	}
+	if !metav1.IsControlledBy(cm, ak) || cm.Labels[gatehousev1.LabelRecord] != gatehousev1.RecordAPIKey {
+		return nil
+	}
+	obs.LegacyExists, obs.legacyCM = true, cm
+	if rec, err := apikeyformat.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey])); err == nil && rec.Name == ak.Name {
+		obs.Legacy = rec
+	}
+	return nil
 }
 
 // readDelivery extracts the key of a delivery Secret. A key that does not
@@ -219,25 +221,31 @@ func readDelivery(sec *corev1.Secret, ak *gatehousev1.APIKey) deliveryState {
 	if k, err := apikeyformat.Parse(string(sec.Data[gatehousev1.DeliveryKeyDataKey])); err == nil {
 		ds.Key = &k
 	}
-	if t, err := time.Parse(time.RFC3339, sec.Annotations[AnnotationIssuedAt]); err == nil {
-		ds.IssuedAt = t
-	}
 	return ds
 }
 
-// writeMaterial applies the key material of a decision: delivery Secret,
-// record, then the deletion of stale delivery Secrets, in that order.
-func (r *Reconciler) writeMaterial(ctx context.Context, ak *gatehousev1.APIKey, obs observation, d decision) error {
+// write applies a decision: status (the source of truth) first, then the
+// delivery Secret and the status's delivery fields, then deletions.
+func (r *Reconciler) write(ctx context.Context, ak *gatehousev1.APIKey, obs observation, d decision) error {
+	ak = ak.DeepCopy()
+	if err := r.writeStatus(ctx, ak, d.Status); err != nil {
+		return err
+	}
 	if d.Delivery != nil {
 		if err := r.writeDelivery(ctx, ak, obs.secret, d.Delivery); err != nil {
 			// The API server's message could quote the object; keep only the
 			// reason.
 			return secretWriteError(err)
 		}
-	}
-	if d.Record != nil {
-		if err := r.writeRecord(ctx, ak, obs.recordCM, d.Record); err != nil {
-			return fmt.Errorf("writing record: %w", err)
+		// Recording the delivery must not be lost to a conflict with a
+		// spec edit made since step 1 (the key would count as never
+		// delivered and be replaced): only the operator writes status, so
+		// a merge patch of what changed, without a version precondition,
+		// is safe here.
+		before := ak.DeepCopy()
+		ak.Status = *d.Delivered.DeepCopy()
+		if err := r.Client.Status().Patch(ctx, ak, client.MergeFrom(before)); err != nil {
+			return fmt.Errorf("recording the delivery in status: %w", err)
 		}
 	}
 	if d.DeleteStale {
@@ -245,16 +253,22 @@ func (r *Reconciler) writeMaterial(ctx context.Context, ak *gatehousev1.APIKey, 
 			return err
 		}
 	}
+	if d.DeleteLegacy && obs.legacyCM != nil {
+		if err := owned.Delete(ctx, r.Client, obs.legacyCM); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("deleting the previous version's record: %w", err)
+		}
+		log.FromContext(ctx).Info("deleted the previous version's record configmap", "configMap", obs.legacyCM.Name)
+	}
 	return nil
 }
 
-// writeStatus writes the decided status if it differs from the one read.
-func (r *Reconciler) writeStatus(ctx context.Context, ak *gatehousev1.APIKey, d decision) error {
-	if d.Status == nil || equality.Semantic.DeepEqual(&ak.Status, d.Status) {
+// writeStatus writes st if it differs from ak's status, and updates ak to
+// what the API server returned.
+func (r *Reconciler) writeStatus(ctx context.Context, ak *gatehousev1.APIKey, st *gatehousev1.APIKeyStatus) error {
+	if st == nil || equality.Semantic.DeepEqual(&ak.Status, st) {
 		return nil
 	}
-	ak = ak.DeepCopy()
-	ak.Status = *d.Status
+	ak.Status = *st.DeepCopy()
 	if err := r.Client.Status().Update(ctx, ak); err != nil {
 		return fmt.Errorf("updating status: %w", err)
 	}
@@ -282,23 +296,6 @@ func (r *Reconciler) writeDelivery(ctx context.Context, ak *gatehousev1.APIKey, 
 	// An observed Secret that is not ours was caught by decide; one that
 	// appeared since is refused by the writer with a conflict.
 	_, _, err := r.writer().Secret(ctx, ak, observed, want)
-	return err
-}
-
-func (r *Reconciler) writeRecord(ctx context.Context, ak *gatehousev1.APIKey, observed *corev1.ConfigMap, rec *apikeyformat.Record) error {
-	doc, err := rec.Marshal()
-	if err != nil {
-		return fmt.Errorf("encoding record: %w", err)
-	}
-	want := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: ak.Namespace,
-			Name:      RecordName(ak.Name),
-			Labels:    owned.Labels(ak, map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordAPIKey}),
-		},
-		Data: map[string]string{gatehousev1.RecordDataKey: string(doc)},
-	}
-	_, _, err = r.writer().ConfigMap(ctx, ak, observed, want)
 	return err
 }
 
@@ -370,7 +367,6 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, wor
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("apikey").
 		For(&gatehousev1.APIKey{}, builder.WithPredicates(specOrMetadataChanged)).
-		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(apiKeyForConfigMap), builder.WithPredicates(notCreated)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.apiKeysForSecret), builder.WithPredicates(notCreated)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(workers, 1)}).
 		Complete(r)
@@ -389,7 +385,7 @@ var specOrMetadataChanged = predicate.Funcs{
 	},
 }
 
-// notCreated drops creation events of Secrets and ConfigMaps. The
+// notCreated drops creation events of Secrets. The
 // reconcile that created an object of ours has already done its work, and
 // reacting to our own creations would double the reconciles (and, through
 // a cache not yet showing our status write, cause conflicts) exactly when
@@ -397,22 +393,6 @@ var specOrMetadataChanged = predicate.Funcs{
 // otherwise, are what need repairing; a Secret created by someone else under
 // a name an APIKey wants is found when that APIKey's creation fails.
 var notCreated = predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }}
-
-// apiKeyForConfigMap maps a ConfigMap to the APIKey controlling it, or else
-// to the APIKey whose record name it has taken (a RecordConflict resolves
-// when it goes).
-func apiKeyForConfigMap(_ context.Context, o client.Object) []reconcile.Request {
-	name := ""
-	if ref := metav1.GetControllerOf(o); ref != nil && ref.Kind == "APIKey" && ref.APIVersion == gatehousev1.GroupVersion.String() {
-		name = ref.Name
-	} else if n, ok := strings.CutSuffix(o.GetName(), RecordNameSuffix); ok && n != "" && RecordName(n) == o.GetName() {
-		name = n
-	}
-	if name == "" {
-		return nil
-	}
-	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
-}
 
 // apiKeysForSecret maps a Secret to the APIKey controlling it and to the
 // APIKeys naming it in spec.secretName (a conflict resolves when it goes).

@@ -48,7 +48,7 @@ func TestIntegrationCreatingAnAPIKeyDeliversAKeyWhoseHashIsRecorded(t *testing.T
 	}
 	ak := f.apiKey(t, "billing")
 	sec, key := f.delivered(t, "billing-key")
-	cm, rec := f.record(t, "billing")
+	_, rec := f.record(t, "billing")
 
 	if got := apikeyformat.Hash(string(sec.Data[gatehousev1.DeliveryKeyDataKey])); got != rec.Keys[0].SHA256 {
 		t.Fatalf("SHA-256 of the delivered key %s != recorded hash %s", got, rec.Keys[0].SHA256)
@@ -59,18 +59,24 @@ func TestIntegrationCreatingAnAPIKeyDeliversAKeyWhoseHashIsRecorded(t *testing.T
 	if sec.Type != DeliverySecretType || sec.Annotations[AnnotationIssuedAt] != t0.Format(time.RFC3339) {
 		t.Fatalf("delivery secret type %q, annotations %v", sec.Type, sec.Annotations)
 	}
-	if cm.Labels[gatehousev1.LabelRecord] != gatehousev1.RecordAPIKey {
-		t.Fatalf("record labels %v", cm.Labels)
-	}
 	assertControlledBy(t, sec, ak)
-	assertControlledBy(t, cm, ak)
+	if ak.Status.DeliveredKeyID != key.ID() || ak.Status.DeliverySecretName != "billing-key" {
+		t.Fatalf("status does not record the delivery: %+v", ak.Status)
+	}
+	if s, r := condStatus(ak, gatehousev1.ConditionDelivered); s != metav1.ConditionTrue || r != gatehousev1.ReasonDelivered {
+		t.Fatalf("Delivered = %s/%s", s, r)
+	}
+	cms := &corev1.ConfigMapList{}
+	if err := f.env.Client.List(f.ctx, cms, client.InNamespace(f.ns), client.MatchingLabels{gatehousev1.LabelRecord: gatehousev1.RecordAPIKey}); err != nil || len(cms.Items) != 0 {
+		t.Fatalf("the operator wrote record ConfigMaps (%v): %d", err, len(cms.Items))
+	}
 	if rec.Check(key, t0) != apikeyformat.Accepted || rec.RateLimit.Burst != 100 {
 		t.Fatalf("record %+v", rec)
 	}
 	if s, r := condStatus(ak, gatehousev1.ConditionReady); s != metav1.ConditionTrue || r != gatehousev1.ReasonIssued {
 		t.Fatalf("Ready = %s/%s", s, r)
 	}
-	if ak.Status.ObservedGeneration != ak.Generation || ak.Status.RecordConfigMapName != cm.Name || !ak.Status.IssuedAt.Time.Equal(t0) {
+	if ak.Status.ObservedGeneration != ak.Generation || ak.Status.RecordConfigMapName != "" || !ak.Status.IssuedAt.Time.Equal(t0) {
 		t.Fatalf("status %+v", ak.Status)
 	}
 	f.waitForEvent(t, gatehousev1.ReasonIssued)
@@ -79,9 +85,8 @@ func TestIntegrationCreatingAnAPIKeyDeliversAKeyWhoseHashIsRecorded(t *testing.T
 	f.clk.Step(time.Minute)
 	f.reconcile(t, "billing")
 	sec2, _ := f.delivered(t, "billing-key")
-	cm2, _ := f.record(t, "billing")
 	ak2 := f.apiKey(t, "billing")
-	if sec2.ResourceVersion != sec.ResourceVersion || cm2.ResourceVersion != cm.ResourceVersion || ak2.ResourceVersion != ak.ResourceVersion {
+	if sec2.ResourceVersion != sec.ResourceVersion || ak2.ResourceVersion != ak.ResourceVersion {
 		t.Fatal("a second reconcile of an unchanged APIKey wrote something")
 	}
 }
@@ -224,31 +229,24 @@ func TestIntegrationDisablingRevokesTheRecordWithinOneReconcile(t *testing.T) {
 	}
 }
 
-func TestIntegrationAnOperatorRestartInTheMiddleOfARotationMakesExactlyOneNewKey(t *testing.T) {
+func TestIntegrationAnOperatorRestartBetweenTheStatusAndSecretWritesKeepsTheDeliveredKeyValid(t *testing.T) {
 	const every, grace = 2 * time.Hour, time.Hour
 	f := newFixture(t)
 	f.create(t, "crash", rotating(every, grace))
 	f.reconcile(t, "crash")
 	_, oldKey := f.delivered(t, "crash-key")
-	_, before := f.record(t, "crash")
 
-	// The first operator writes the delivery Secret, then dies before the
-	// record write reaches the API server.
+	// The first operator records the new key in status, then dies before
+	// the delivery Secret write reaches the API server.
 	base, err := client.NewWithWatch(f.env.Config, client.Options{Scheme: f.env.Scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
 	errCrash := errors.New("operator killed")
-	failRecord := func(obj client.Object) error {
-		if _, ok := obj.(*corev1.ConfigMap); ok {
-			return errCrash
-		}
-		return nil
-	}
 	crashing := interceptor.NewClient(base, interceptor.Funcs{
 		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
-			if err := failRecord(obj); err != nil {
-				return err
+			if _, ok := obj.(*corev1.Secret); ok {
+				return errCrash
 			}
 			return c.Update(ctx, obj, opts...)
 		},
@@ -257,14 +255,17 @@ func TestIntegrationAnOperatorRestartInTheMiddleOfARotationMakesExactlyOneNewKey
 	f.clk.Step(every)
 	rotatedAt := f.clk.Now()
 	if _, err := dying.Reconcile(f.ctx, reqFor(f.ns, "crash")); !errors.Is(err, errCrash) {
-		t.Fatalf("the crashing reconcile should fail on the record write, got %v", err)
+		t.Fatalf("the crashing reconcile should fail on the secret write, got %v", err)
 	}
-	_, delivered := f.delivered(t, "crash-key")
-	if delivered.ID() == oldKey.ID() {
-		t.Fatal("the crashing reconcile did not get to write the delivery secret")
+	if _, still := f.delivered(t, "crash-key"); still.ID() != oldKey.ID() {
+		t.Fatal("the crashing reconcile wrote the delivery secret")
 	}
-	if _, rec := f.record(t, "crash"); rec.Keys[0].KeyID != before.Keys[0].KeyID {
-		t.Fatal("the record was written despite the crash")
+	undelivered, rec := f.record(t, "crash")
+	if rec.Keys[0].KeyID == oldKey.ID() || undelivered.Status.DeliveredKeyID != oldKey.ID() {
+		t.Fatalf("the crashing reconcile did not record the new key first: %+v", undelivered.Status)
+	}
+	if rec.Check(oldKey, f.clk.Now()) != apikeyformat.Accepted {
+		t.Fatal("the key its client holds was refused after the crash")
 	}
 
 	// A fresh operator, a few minutes later, with its own entropy.
@@ -275,25 +276,24 @@ func TestIntegrationAnOperatorRestartInTheMiddleOfARotationMakesExactlyOneNewKey
 		t.Fatal(err)
 	}
 	_, after := f.delivered(t, "crash-key")
-	_, rec := f.record(t, "crash")
-	if after.ID() != delivered.ID() {
-		t.Fatal("the restart replaced the delivered key: a second new key")
+	ak, rec := f.record(t, "crash")
+	if after.ID() == oldKey.ID() || after.ID() == rec.Keys[len(rec.Keys)-1].KeyID && len(rec.Keys) == 1 {
+		t.Fatal("the restart did not deliver a new key")
 	}
-	if len(rec.Keys) != 2 || rec.Keys[0].KeyID != delivered.ID() || rec.Keys[1].KeyID != oldKey.ID() {
-		t.Fatalf("want exactly [new, old] in the record, got %+v", rec.Keys)
-	}
-	if !rec.Keys[1].NotAfter.Equal(rotatedAt.Add(grace)) {
-		t.Fatalf("the old key's grace should end %v (rotation + grace), got %v", rotatedAt.Add(grace), rec.Keys[1].NotAfter)
-	}
-	if res.RequeueAfter != grace-3*time.Minute {
-		t.Fatalf("requeue after %v", res.RequeueAfter)
+	if rec.Keys[0].KeyID != after.ID() || ak.Status.DeliveredKeyID != after.ID() {
+		t.Fatalf("status does not name the delivered key first: %+v", ak.Status)
 	}
 	now := f.clk.Now()
 	if rec.Check(after, now) != apikeyformat.Accepted || rec.Check(oldKey, now) != apikeyformat.Accepted {
-		t.Fatal("both keys must be valid after the restart")
+		t.Fatal("both the delivered and the previous key must be valid after the restart")
 	}
-	if ak := f.apiKey(t, "crash"); ak.Status.KeyID != delivered.ID() || !ak.Status.LastRotationTime.Time.Equal(rotatedAt) {
-		t.Fatalf("status %+v", ak.Status)
+	for _, k := range rec.Keys {
+		if k.KeyID == oldKey.ID() && !k.NotAfter.Equal(rotatedAt.Add(grace)) {
+			t.Fatalf("the old key's grace should end %v (rotation + grace), got %v", rotatedAt.Add(grace), k.NotAfter)
+		}
+	}
+	if res.RequeueAfter != grace-3*time.Minute {
+		t.Fatalf("requeue after %v", res.RequeueAfter)
 	}
 }
 
@@ -364,9 +364,8 @@ func TestIntegrationASecretNameTakenByAForeignSecretIsAConflictThatTouchesNothin
 	if got.ResourceVersion != foreign.ResourceVersion || len(got.OwnerReferences) != 0 {
 		t.Fatal("the operator modified a Secret it does not own")
 	}
-	cm := &corev1.ConfigMap{}
-	if err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: RecordName("clash")}, cm); !apierrors.IsNotFound(err) {
-		t.Fatalf("a conflicting APIKey got a record: %v", err)
+	if len(ak.Status.Keys) != 0 {
+		t.Fatalf("a conflicting APIKey got a key: %+v", ak.Status.Keys)
 	}
 	f.waitForEvent(t, gatehousev1.ReasonSecretConflict)
 

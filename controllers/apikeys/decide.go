@@ -17,33 +17,34 @@ import (
 )
 
 // The decision half of the controller: pure functions from what was read
-// (the APIKey, its delivery Secret, its record, the time) to what must be
-// written. Nothing here talks to the API server, so every rule about
-// issuance, rotation, grace, expiry and revocation is unit tested with plain
-// values.
+// (the APIKey, its delivery Secret, a previous version's record, the time)
+// to what must be written. Nothing here talks to the API server, so every
+// rule about issuance, rotation, grace, expiry, revocation, delivery and
+// migration is unit tested with plain values.
+//
+// The APIKey's status is the source of truth for its hashes. The delivery
+// Secret is output only: anyone who may write Secrets in the namespace may
+// write it, so the operator never derives a hash from it. A Secret that went
+// missing or was altered is reported (condition Delivered=False) and the key
+// stays valid; a rotation delivers a new key.
 
 const (
-	// RecordNameSuffix is appended to the APIKey's name to name its record
-	// ConfigMap.
-	RecordNameSuffix = "-gatehouse-record"
+	// LegacyRecordNameSuffix is what previous versions appended to an
+	// APIKey's name to name its record ConfigMap.
+	LegacyRecordNameSuffix = "-gatehouse-record"
 
 	// DeliverySecretType is the type of delivery Secrets. A type of its own
 	// lets secret scanners, policies and people recognise a Gatehouse API key.
 	DeliverySecretType = "auth.gatehouse.dev/api-key"
 
 	// AnnotationIssuedAt is, on a delivery Secret, when the key it holds was
-	// generated (RFC 3339). With the key itself it makes the delivery Secret
-	// the complete source of truth for the current key: the record can be
-	// rebuilt from it after a crash with the same windows it would have had.
+	// generated (RFC 3339). Informational for the Secret's reader: the
+	// operator takes issue times from status.
 	AnnotationIssuedAt = "auth.gatehouse.dev/issued-at"
 
-	// ReasonRecordConflict means the record ConfigMap name is taken by a
-	// ConfigMap this APIKey does not control.
-	ReasonRecordConflict = "RecordConflict"
-
 	// maxPreviousKeys bounds the keys kept in their grace period, so that a
-	// burst of manual rotations cannot grow a record without limit. The
-	// newest ones are kept.
+	// burst of manual rotations cannot grow the status without limit (the
+	// CRD allows five keys in all). The newest ones are kept.
 	maxPreviousKeys = 4
 
 	// Event actions (events.k8s.io/v1 requires one).
@@ -51,25 +52,29 @@ const (
 	actionRotate    = "Rotate"
 	actionRevoke    = "Revoke"
 	actionExpire    = "Expire"
+	actionDeliver   = "Deliver"
+	actionMigrate   = "Migrate"
 	actionReconcile = "Reconcile"
 )
 
-// RecordName is the name of the record ConfigMap of the APIKey called name.
-// Names too long for the suffix are shortened and made unique with a hash.
-func RecordName(name string) string {
+// LegacyRecordName is the name previous versions gave the record ConfigMap
+// of the APIKey called name. Names too long for the suffix were shortened
+// and made unique with a hash.
+func LegacyRecordName(name string) string {
 	const maxLen = 253
-	if len(name)+len(RecordNameSuffix) <= maxLen {
-		return name + RecordNameSuffix
+	if len(name)+len(LegacyRecordNameSuffix) <= maxLen {
+		return name + LegacyRecordNameSuffix
 	}
 	sum := sha256.Sum256([]byte(name))
-	short := name[:maxLen-len(RecordNameSuffix)-9]
+	short := name[:maxLen-len(LegacyRecordNameSuffix)-9]
 	for len(short) > 0 && (short[len(short)-1] == '-' || short[len(short)-1] == '.') {
 		short = short[:len(short)-1]
 	}
-	return short + "-" + hex.EncodeToString(sum[:4]) + RecordNameSuffix
+	return short + "-" + hex.EncodeToString(sum[:4]) + LegacyRecordNameSuffix
 }
 
-// deliveryState is what the reconciler found under spec.secretName.
+// deliveryState is what the reconciler found under spec.secretName. It is
+// compared with status, never trusted.
 type deliveryState struct {
 	// Exists: a Secret of that name exists.
 	Exists bool
@@ -77,8 +82,6 @@ type deliveryState struct {
 	Foreign bool
 	// Key is the well-formed key it holds; nil when absent or unusable.
 	Key *apikeyformat.Key
-	// IssuedAt is its AnnotationIssuedAt; zero when absent or malformed.
-	IssuedAt time.Time
 }
 
 // observation is everything a decision depends on.
@@ -86,17 +89,18 @@ type observation struct {
 	APIKey   *gatehousev1.APIKey
 	Now      time.Time
 	Delivery deliveryState
-	// Record is the current record; nil when there is none or it is
-	// unreadable (it is then rewritten).
-	Record *apikeyformat.Record
-	// RecordForeign: the record ConfigMap name is taken by a ConfigMap this
-	// APIKey does not control.
-	RecordForeign bool
+	// Legacy is the record a previous version wrote, read from the
+	// ConfigMap status.recordConfigMapName names, only when this APIKey
+	// (by UID) controls that ConfigMap; nil otherwise.
+	Legacy *apikeyformat.Record
+	// LegacyExists: that ConfigMap exists and this APIKey controls it, so
+	// it is to be deleted once status holds the hashes.
+	LegacyExists bool
 
 	// The objects as read (nil when absent): writes update exactly these
 	// versions, so a decision taken on a stale view fails with a conflict.
 	secret   *corev1.Secret
-	recordCM *corev1.ConfigMap
+	legacyCM *corev1.ConfigMap
 }
 
 // keyMaterial is a generated key and when it was generated.
@@ -114,15 +118,19 @@ type keyEvent struct {
 	Note   string
 }
 
-// decision is what the reconciler must write.
+// decision is what the reconciler must write, in this order: Status, then
+// the delivery Secret (Delivery), then Delivered, then the deletions.
 type decision struct {
-	// Delivery is the key the delivery Secret must hold; nil leaves every
-	// delivery Secret as it is.
-	Delivery *keyMaterial
-	// Record is the record to write; nil leaves the record as it is.
-	Record *apikeyformat.Record
-	// Status is the desired status; nil leaves the status as it is.
+	// Status is the desired status; nil leaves the status as it is. When
+	// Delivery is set it lists the new key but does not yet claim it
+	// delivered: a crash before the Secret is written leaves a key nobody
+	// holds, which the next reconcile replaces.
 	Status *gatehousev1.APIKeyStatus
+	// Delivery is a new key the delivery Secret must hold; nil leaves
+	// every delivery Secret as it is.
+	Delivery *keyMaterial
+	// Delivered is the status to write once Delivery is written.
+	Delivered *gatehousev1.APIKeyStatus
 	// Events are emitted after every write succeeded.
 	Events []keyEvent
 	// RequeueAfter is when the next time-driven change is due (expiry, next
@@ -131,41 +139,158 @@ type decision struct {
 	// Log holds key IDs worth logging ("issued", "rotatedFrom"...).
 	Log []any
 	// DeleteStale asks for the deletion of delivery Secrets this APIKey
-	// controls under another name than spec.secretName. Only a decision
-	// that delivered the current key (or recorded a caller-supplied hash)
-	// sets it: a blocked APIKey keeps its old Secret, and its key.
+	// controls under another name than spec.secretName. A blocked APIKey
+	// keeps its old Secret.
 	DeleteStale bool
+	// DeleteLegacy asks for the deletion of the previous version's record
+	// ConfigMap, after Status is written: the hashes are in status by then.
+	// The next reconcile, finding it gone, clears status.recordConfigMapName.
+	DeleteLegacy bool
 }
 
-// decide computes the desired state. newKey generates key material and is
-// called at most once.
+// decide computes the desired state in named steps. newKey generates key
+// material and is called at most once.
 func decide(obs observation, newKey func() (apikeyformat.Key, error)) (decision, error) {
 	ak := obs.APIKey
-	spec := &ak.Spec
-	now := obs.Now
-	// Times written to objects have whole seconds, as metav1.Time and the
-	// annotations do, so that re-reading them compares equal.
-	stamp := now.UTC().Truncate(time.Second)
-
 	if ak.DeletionTimestamp != nil {
 		return decideDeleting(obs), nil
 	}
-
+	// Times written to objects have whole seconds, as metav1.Time does, so
+	// that re-reading them compares equal.
+	stamp := obs.Now.UTC().Truncate(time.Second)
 	st := ak.Status.DeepCopy()
 	st.ObservedGeneration = ak.Generation
-	st.RecordConfigMapName = RecordName(ak.Name)
-	setCond := func(t string, s metav1.ConditionStatus, reason, msg string) {
-		conditions.Set(&st.Conditions, ak.Generation, metav1.NewTime(now), t, s, reason, msg)
+	setCond := conditionSetter(st, ak.Generation, obs.Now)
+
+	var d decision
+	migrate(obs, st, &d)
+	state := keyState(&ak.Spec, obs.Now)
+	setExpiryAndRevocation(&ak.Spec, obs.Now, setCond)
+
+	if reason, msg := specProblem(obs); reason != "" {
+		return decideBlocked(obs, st, state, reason, msg, d), nil
 	}
 
-	expired := spec.ExpiresAt != nil && !now.Before(spec.ExpiresAt.Time)
-	if expired {
+	var fresh *keyMaterial
+	if ak.Spec.SecretName != "" {
+		known, nEvents, nLog := st.Keys, len(d.Events), len(d.Log)
+		var err error
+		if st.Keys, fresh, err = generatedKeys(obs, st, state, stamp, newKey, &d); err != nil {
+			return decision{}, err
+		}
+		if fresh != nil && obs.Delivery.Foreign {
+			// Nothing can be delivered: keep the keys their holders have,
+			// and announce no new one.
+			st.Keys, d.Events, d.Log = known, d.Events[:nEvents], d.Log[:nLog]
+			return decideBlocked(obs, st, state, gatehousev1.ReasonSecretConflict, fmt.Sprintf(
+				"Secret %s exists and is not controlled by this APIKey; choose another spec.secretName or delete that Secret.", ak.Spec.SecretName), d), nil
+		}
+	} else {
+		st.Keys = hashKeys(obs, st, stamp, &d)
+		st.DeliveredKeyID, st.DeliverySecretName = "", ""
+	}
+	announceState(prevState(&ak.Status), state, st.Keys[0].KeyID, &ak.Spec, &d)
+	st.State = state
+	fillKeyFields(ak, st, fresh, stamp)
+	setReady(st, state, &ak.Spec, setCond)
+	d.DeleteStale = true
+	d.DeleteLegacy = obs.LegacyExists
+	d.RequeueAfter = nextWake(ak, st, obs.Now)
+
+	if fresh == nil {
+		setDelivery(obs, st, setCond, &d)
+		d.Status = st
+		return d, nil
+	}
+	// The status lists the new key before the Secret holds it; Delivered
+	// then records the delivery.
+	d.Delivery = fresh
+	d.Status = st
+	delivered := st.DeepCopy()
+	delivered.DeliveredKeyID, delivered.DeliverySecretName = fresh.Key.ID(), ak.Spec.SecretName
+	conditions.Set(&delivered.Conditions, ak.Generation, metav1.NewTime(obs.Now), gatehousev1.ConditionDelivered, metav1.ConditionTrue,
+		gatehousev1.ReasonDelivered, fmt.Sprintf("Secret %s holds key %s.", ak.Spec.SecretName, fresh.Key.ID()))
+	d.Delivered = delivered
+	return d, nil
+}
+
+type setCondFunc func(t string, s metav1.ConditionStatus, reason, msg string)
+
+func conditionSetter(st *gatehousev1.APIKeyStatus, generation int64, now time.Time) setCondFunc {
+	return func(t string, s metav1.ConditionStatus, reason, msg string) {
+		conditions.Set(&st.Conditions, generation, metav1.NewTime(now), t, s, reason, msg)
+	}
+}
+
+// migrate takes over, once, the hashes a previous version of the operator
+// kept in its record ConfigMap: only when status has none yet, only from the
+// ConfigMap this APIKey controls (observe checks the owner's UID), and only
+// the keys that the operator-written status.keyID and status.previousKeyID
+// name. A record listing any other key ID contributes nothing for it.
+func migrate(obs observation, st *gatehousev1.APIKeyStatus, d *decision) {
+	if !obs.LegacyExists {
+		st.RecordConfigMapName = ""
+	}
+	if len(st.Keys) > 0 || obs.Legacy == nil || st.KeyID == "" {
+		return
+	}
+	var cur, prev *apikeyformat.RecordKey
+	for i := range obs.Legacy.Keys {
+		switch rk := &obs.Legacy.Keys[i]; rk.KeyID {
+		case st.KeyID:
+			cur = rk
+		case st.PreviousKeyID:
+			prev = rk
+		}
+	}
+	if cur == nil {
+		return
+	}
+	st.Keys = []gatehousev1.APIKeyStatusKey{{KeyID: cur.KeyID, SHA256: cur.SHA256, IssuedAt: metaTime(cur.IssuedAt)}}
+	if st.IssuedAt != nil {
+		st.Keys[0].IssuedAt = st.IssuedAt.DeepCopy()
+	}
+	if prev != nil && st.PreviousKeyID != "" && st.PreviousKeyValidUntil != nil {
+		st.Keys = append(st.Keys, gatehousev1.APIKeyStatusKey{KeyID: prev.KeyID, SHA256: prev.SHA256,
+			IssuedAt: metaTime(prev.IssuedAt), NotAfter: st.PreviousKeyValidUntil.DeepCopy()})
+	}
+	if obs.APIKey.Spec.SecretName != "" {
+		// The previous version delivered its current key before recording it.
+		st.DeliveredKeyID, st.DeliverySecretName = st.KeyID, obs.APIKey.Spec.SecretName
+	}
+	d.Events = append(d.Events, keyEvent{Type: corev1.EventTypeNormal, Reason: gatehousev1.ReasonMigrated, Action: actionMigrate,
+		Note: fmt.Sprintf("Took over the hash of key %s from the previous version's record ConfigMap into status.", st.KeyID)})
+	d.Log = append(d.Log, "migrated", st.KeyID)
+}
+
+// keyState is the state the spec and the time call for.
+func keyState(spec *gatehousev1.APIKeySpec, now time.Time) gatehousev1.APIKeyState {
+	switch {
+	case spec.Disabled:
+		return gatehousev1.APIKeyRevoked
+	case spec.ExpiresAt != nil && !now.Before(spec.ExpiresAt.Time):
+		return gatehousev1.APIKeyExpired
+	}
+	return gatehousev1.APIKeyActive
+}
+
+func prevState(st *gatehousev1.APIKeyStatus) gatehousev1.APIKeyState {
+	if st.State == "" {
+		return gatehousev1.APIKeyActive
+	}
+	return st.State
+}
+
+// setExpiryAndRevocation sets the Expired and Revoked conditions.
+func setExpiryAndRevocation(spec *gatehousev1.APIKeySpec, now time.Time, setCond setCondFunc) {
+	switch {
+	case spec.ExpiresAt != nil && !now.Before(spec.ExpiresAt.Time):
 		setCond(gatehousev1.ConditionExpired, metav1.ConditionTrue, gatehousev1.ReasonExpired,
 			fmt.Sprintf("The key expired at %s.", spec.ExpiresAt.UTC().Format(time.RFC3339)))
-	} else if spec.ExpiresAt != nil {
+	case spec.ExpiresAt != nil:
 		setCond(gatehousev1.ConditionExpired, metav1.ConditionFalse, gatehousev1.ReasonNotExpired,
 			fmt.Sprintf("The key expires at %s.", spec.ExpiresAt.UTC().Format(time.RFC3339)))
-	} else {
+	default:
 		setCond(gatehousev1.ConditionExpired, metav1.ConditionFalse, gatehousev1.ReasonNotExpired, "The key does not expire.")
 	}
 	if spec.Disabled {
@@ -174,283 +299,251 @@ func decide(obs observation, newKey func() (apikeyformat.Key, error)) (decision,
 	} else {
 		setCond(gatehousev1.ConditionRevoked, metav1.ConditionFalse, gatehousev1.ReasonEnabled, "The key is not disabled.")
 	}
-
-	state := apikeyformat.StateActive
-	switch {
-	case spec.Disabled:
-		state = apikeyformat.StateRevoked
-	case expired:
-		state = apikeyformat.StateExpired
-	}
-
-	var d decision
-	blocked := func(reason, msg string) (decision, error) {
-		if c := readyCondition(ak.Status.Conditions); c == nil || c.Reason != reason {
-			d.Events = append(d.Events, keyEvent{Type: "Warning", Reason: reason, Action: actionReconcile, Note: msg})
-		}
-		setCond(gatehousev1.ConditionReady, metav1.ConditionFalse, reason, msg)
-		d.Status = st
-		// A blocked APIKey may still have a record of ours from before
-		// (spec.secretName was changed to a taken name). Disabling or
-		// expiry must reach validators all the same: revocation never waits
-		// for a conflict to be resolved.
-		if obs.Record != nil && !obs.RecordForeign && state != apikeyformat.StateActive && obs.Record.State != state {
-			rec := *obs.Record
-			rec.State = state
-			d.Record = &rec
-			d.Events = append(d.Events, keyEvent{Type: "Normal", Reason: gatehousev1.ReasonKeyRevoked, Action: actionRevoke,
-				Note: fmt.Sprintf("Marked key %s %s although the APIKey is blocked.", currentKeyID(&rec), state)})
-			d.Log = append(d.Log, "revoked", currentKeyID(&rec), "state", string(state))
-		}
-		return d, nil
-	}
-	generated := spec.SecretName != ""
-	switch {
-	case generated == (spec.Hash != nil):
-		return blocked(gatehousev1.ReasonInvalidSpec, "Exactly one of spec.secretName and spec.hash must be set.")
-	case spec.Hash != nil && (!apikeyformat.ValidKeyID(spec.Hash.KeyID) || !validHexHash(spec.Hash.SHA256)):
-		return blocked(gatehousev1.ReasonInvalidSpec, "spec.hash must hold a 16-character key ID and a lowercase hex SHA-256.")
-	case obs.RecordForeign:
-		return blocked(ReasonRecordConflict, fmt.Sprintf(
-			"ConfigMap %s exists and is not controlled by this APIKey; delete or rename it to let the operator write the key's record.", RecordName(ak.Name)))
-	case generated && obs.Delivery.Foreign:
-		return blocked(gatehousev1.ReasonSecretConflict, fmt.Sprintf(
-			"Secret %s exists and is not controlled by this APIKey; choose another spec.secretName or delete that Secret.", spec.SecretName))
-	}
-
-	var cur keyMaterial
-	var previous []apikeyformat.RecordKey
-	if generated {
-		var err error
-		cur, previous, err = decideGenerated(obs, state, stamp, newKey, &d)
-		if err != nil {
-			return decision{}, err
-		}
-		d.Delivery = &cur
-	} else {
-		cur.IssuedAt = stamp
-		if rk := findKey(obs.Record, spec.Hash.KeyID); rk != nil && rk.SHA256 == spec.Hash.SHA256 && rk.IssuedAt != nil {
-			cur.IssuedAt = rk.IssuedAt.UTC()
-		}
-		if cid := currentKeyID(obs.Record); cid != spec.Hash.KeyID {
-			d.Events = append(d.Events, keyEvent{Type: "Normal", Reason: gatehousev1.ReasonIssued, Action: actionIssue,
-				Note: fmt.Sprintf("Recorded the caller-supplied hash of key %s.", spec.Hash.KeyID)})
-			d.Log = append(d.Log, "recorded", spec.Hash.KeyID)
-		}
-	}
-	curID, curHash := cur.Key.ID(), cur.Key.Hash()
-	if !generated {
-		curID, curHash = spec.Hash.KeyID, spec.Hash.SHA256
-	}
-
-	rec := &apikeyformat.Record{
-		Version:   apikeyformat.RecordVersion,
-		Name:      ak.Name,
-		Namespace: ak.Namespace,
-		Subject:   spec.Subject,
-		Scopes:    slices.Clone(spec.Scopes),
-		State:     state,
-		Keys:      append([]apikeyformat.RecordKey{{KeyID: curID, SHA256: curHash, IssuedAt: timePtr(cur.IssuedAt)}}, previous...),
-	}
-	if spec.ExpiresAt != nil {
-		rec.ExpiresAt = timePtr(spec.ExpiresAt.UTC())
-	}
-	if rl := spec.RateLimit; rl != nil {
-		burst := rl.RequestsPerSecond
-		if rl.Burst != nil {
-			burst = *rl.Burst
-		}
-		rec.RateLimit = &apikeyformat.RecordRateLimit{RequestsPerSecond: rl.RequestsPerSecond, Burst: burst}
-	}
-	if te := spec.TokenExchange; te != nil {
-		lifetime := 15 * time.Minute
-		if te.MaxLifetime != nil {
-			lifetime = te.MaxLifetime.Duration
-		}
-		rec.TokenExchange = &apikeyformat.RecordTokenExchange{
-			SigningKeyName:     te.SigningKeyName,
-			Audiences:          slices.Clone(te.Audiences),
-			MaxLifetimeSeconds: int64(lifetime / time.Second),
-		}
-	}
-	d.Record = rec
-	d.DeleteStale = true
-
-	// State changes of the record are what validators act on: announce them.
-	prevState := apikeyformat.StateActive
-	if obs.Record != nil {
-		prevState = obs.Record.State
-	}
-	if state != prevState {
-		switch state {
-		case apikeyformat.StateRevoked:
-			d.Events = append(d.Events, keyEvent{Type: "Normal", Reason: gatehousev1.ReasonDisabled, Action: actionRevoke,
-				Note: fmt.Sprintf("Revoked key %s: spec.disabled is true.", curID)})
-			d.Log = append(d.Log, "revoked", curID)
-		case apikeyformat.StateExpired:
-			d.Events = append(d.Events, keyEvent{Type: "Warning", Reason: gatehousev1.ReasonExpired, Action: actionExpire,
-				Note: fmt.Sprintf("Key %s expired at %s.", curID, spec.ExpiresAt.UTC().Format(time.RFC3339))})
-			d.Log = append(d.Log, "expired", curID)
-		case apikeyformat.StateActive:
-			d.Events = append(d.Events, keyEvent{Type: "Normal", Reason: gatehousev1.ReasonEnabled, Action: actionIssue,
-				Note: fmt.Sprintf("Key %s is active again.", curID)})
-		}
-	}
-
-	// Status.
-	if st.KeyID != "" && st.KeyID != curID && generated || len(previous) > 0 {
-		st.LastRotationTime = &metav1.Time{Time: cur.IssuedAt}
-	}
-	st.KeyID = curID
-	st.IssuedAt = &metav1.Time{Time: cur.IssuedAt}
-	st.NextRotationTime = nil
-	var next time.Time
-	if generated && state == apikeyformat.StateActive {
-		if t, _, ok := nextRotation(spec, ak.Annotations, cur.IssuedAt); ok {
-			next = t
-			st.NextRotationTime = &metav1.Time{Time: t}
-		}
-	}
-	st.PreviousKeyID, st.PreviousKeyValidUntil = "", nil
-	if len(previous) > 0 {
-		st.PreviousKeyID = previous[0].KeyID
-		st.PreviousKeyValidUntil = &metav1.Time{Time: *previous[0].NotAfter}
-	}
-	switch state {
-	case apikeyformat.StateActive:
-		setCond(gatehousev1.ConditionReady, metav1.ConditionTrue, gatehousev1.ReasonIssued,
-			fmt.Sprintf("Key %s is recorded in ConfigMap %s.", curID, st.RecordConfigMapName))
-	case apikeyformat.StateRevoked:
-		setCond(gatehousev1.ConditionReady, metav1.ConditionFalse, gatehousev1.ReasonDisabled,
-			fmt.Sprintf("Key %s is revoked: spec.disabled is true.", curID))
-	case apikeyformat.StateExpired:
-		setCond(gatehousev1.ConditionReady, metav1.ConditionFalse, gatehousev1.ReasonExpired,
-			fmt.Sprintf("Key %s expired at %s.", curID, spec.ExpiresAt.UTC().Format(time.RFC3339)))
-	}
-	d.Status = st
-
-	// Wake up exactly when the next time-driven change is due.
-	var wake []time.Time
-	if spec.ExpiresAt != nil && now.Before(spec.ExpiresAt.Time) {
-		wake = append(wake, spec.ExpiresAt.Time)
-	}
-	if !next.IsZero() {
-		wake = append(wake, next)
-	}
-	for _, p := range previous {
-		wake = append(wake, *p.NotAfter)
-	}
-	if len(wake) > 0 {
-		earliest := slices.MinFunc(wake, func(a, b time.Time) int { return a.Compare(b) })
-		d.RequeueAfter = max(earliest.Sub(now), time.Millisecond)
-	}
-	return d, nil
 }
 
-// decideGenerated picks the current key of an operator-generated APIKey and
-// the previous keys still in their grace period.
-//
-// The delivery Secret is the source of truth: it is written before the
-// record, so after a crash between the two writes it holds the newer key.
-// Whenever the current key differs from the record's current key, the
-// record's key becomes a previous key valid until the new key's issue time
-// plus the grace period: the same window it would have had without the
-// crash, and no key is generated twice or lost.
-func decideGenerated(obs observation, state apikeyformat.State, stamp time.Time, newKey func() (apikeyformat.Key, error), d *decision) (keyMaterial, []apikeyformat.RecordKey, error) {
+// specProblem names what in the spec prevents any key from being recorded.
+func specProblem(obs observation) (reason, msg string) {
+	spec := &obs.APIKey.Spec
+	switch {
+	case (spec.SecretName != "") == (spec.Hash != nil):
+		return gatehousev1.ReasonInvalidSpec, "Exactly one of spec.secretName and spec.hash must be set."
+	case spec.Hash != nil && (!apikeyformat.ValidKeyID(spec.Hash.KeyID) || !validHexHash(spec.Hash.SHA256)):
+		return gatehousev1.ReasonInvalidSpec, "spec.hash must hold a 16-character key ID and a lowercase hex SHA-256."
+	}
+	return "", ""
+}
+
+// decideBlocked reports a spec or a Secret that prevents the operator from
+// recording or delivering a key. The keys already in status stay valid
+// (their holders have them), but the state follows the spec at once:
+// revocation never waits for a conflict to be resolved.
+func decideBlocked(obs observation, st *gatehousev1.APIKeyStatus, state gatehousev1.APIKeyState, reason, msg string, d decision) decision {
+	ak := obs.APIKey
+	d.DeleteLegacy = obs.LegacyExists && len(st.Keys) > 0
+	if c := findCondition(ak.Status.Conditions, gatehousev1.ConditionReady); c == nil || c.Reason != reason {
+		d.Events = append(d.Events, keyEvent{Type: corev1.EventTypeWarning, Reason: reason, Action: actionReconcile, Note: msg})
+	}
+	if len(st.Keys) > 0 && state != prevState(&ak.Status) && state != gatehousev1.APIKeyActive {
+		d.Events = append(d.Events, keyEvent{Type: corev1.EventTypeNormal, Reason: gatehousev1.ReasonKeyRevoked, Action: actionRevoke,
+			Note: fmt.Sprintf("Marked key %s %s although the APIKey is blocked.", st.Keys[0].KeyID, state)})
+		d.Log = append(d.Log, "revoked", st.Keys[0].KeyID, "state", string(state))
+	}
+	if len(st.Keys) > 0 {
+		st.State = state
+	}
+	conditions.Set(&st.Conditions, ak.Generation, metav1.NewTime(obs.Now), gatehousev1.ConditionReady, metav1.ConditionFalse, reason, msg)
+	d.Status = st
+	d.DeleteStale = false
+	return d
+}
+
+// generatedKeys picks the keys of an operator-generated APIKey. The current
+// key is status.keys[0] if it was delivered to spec.secretName; a new key
+// is generated when there is none, when the current one was never
+// delivered there (a crash between the writes, a changed spec.secretName, a
+// switch from spec.hash), or when a rotation is due. The key it replaces
+// stays valid for the grace period (harmless for a key never delivered:
+// nobody holds it). fresh is the new key, nil when none was generated.
+func generatedKeys(obs observation, st *gatehousev1.APIKeyStatus, state gatehousev1.APIKeyState, stamp time.Time,
+	newKey func() (apikeyformat.Key, error), d *decision) (keys []gatehousev1.APIKeyStatusKey, fresh *keyMaterial, err error) {
 	ak := obs.APIKey
 	spec := &ak.Spec
-	var cur keyMaterial
-	var replaced []apikeyformat.RecordKey
-	fresh := false
-	if k := obs.Delivery.Key; k != nil {
-		cur = keyMaterial{Key: *k, IssuedAt: obs.Delivery.IssuedAt.UTC()}
-		if cur.IssuedAt.IsZero() {
-			// The annotation was edited away: the record still knows.
-			cur.IssuedAt = stamp
-			if rk := findKey(obs.Record, k.ID()); rk != nil && rk.IssuedAt != nil {
-				cur.IssuedAt = rk.IssuedAt.UTC()
-			}
-		}
-	} else {
-		k, err := newKey()
-		if err != nil {
-			return keyMaterial{}, nil, fmt.Errorf("generating api key: %w", err)
-		}
-		cur, fresh = keyMaterial{Key: k, IssuedAt: stamp}, true
-		if lost := currentKeyID(obs.Record); lost != "" {
-			d.Events = append(d.Events, keyEvent{Type: "Warning", Reason: gatehousev1.ReasonKeyLost, Action: actionIssue,
-				Note: fmt.Sprintf("Secret %s did not hold key %s (deleted, edited or renamed); issued key %s in its place, the old key stays valid for the rotation grace period.", spec.SecretName, lost, k.ID())})
-			d.Log = append(d.Log, "issued", k.ID(), "lost", lost)
-		} else {
-			d.Events = append(d.Events, keyEvent{Type: "Normal", Reason: gatehousev1.ReasonIssued, Action: actionIssue,
-				Note: fmt.Sprintf("Issued key %s and delivered it in Secret %s.", k.ID(), spec.SecretName)})
-			d.Log = append(d.Log, "issued", k.ID())
+	known := st.Keys
+	why := ""
+	switch {
+	case len(known) == 0:
+		why = "issued"
+	case known[0].KeyID != st.DeliveredKeyID || st.DeliverySecretName != spec.SecretName:
+		why = "undelivered"
+	case state == gatehousev1.APIKeyActive:
+		if due, w, ok := nextRotation(spec, ak.Annotations, issuedAt(known[0], stamp)); ok && !obs.Now.Before(due) {
+			why = w
 		}
 	}
-
 	grace := time.Duration(0)
 	if spec.Rotation != nil && spec.Rotation.GracePeriod != nil {
 		grace = spec.Rotation.GracePeriod.Duration
 	}
-	if !fresh && state == apikeyformat.StateActive {
-		if due, why, ok := nextRotation(spec, ak.Annotations, cur.IssuedAt); ok && !obs.Now.Before(due) {
-			k, err := newKey()
-			if err != nil {
-				return keyMaterial{}, nil, fmt.Errorf("generating api key: %w", err)
-			}
-			old := cur
-			cur = keyMaterial{Key: k, IssuedAt: stamp}
-			replaced = append(replaced, apikeyformat.RecordKey{KeyID: old.Key.ID(), SHA256: old.Key.Hash(), IssuedAt: timePtr(old.IssuedAt)})
-			note := fmt.Sprintf("Rotated key %s to %s (%s).", old.Key.ID(), k.ID(), why)
-			if grace > 0 {
-				note = fmt.Sprintf("Rotated key %s to %s (%s); key %s stays valid until %s.", old.Key.ID(), k.ID(), why, old.Key.ID(), stamp.Add(grace).Format(time.RFC3339))
-			}
-			d.Events = append(d.Events, keyEvent{Type: "Normal", Reason: gatehousev1.ReasonRotated, Action: actionRotate, Note: note})
-			d.Log = append(d.Log, "rotatedFrom", old.Key.ID(), "rotatedTo", k.ID(), "trigger", why)
-		}
+	if why == "" {
+		return append(known[:1:1], previousKeys(known[1:], stamp.Add(grace), obs.Now)...), nil, nil
 	}
-	return cur, previousKeys(obs.Record, replaced, cur, grace, obs.Now), nil
+	k, err := newKey()
+	if err != nil {
+		return nil, nil, fmt.Errorf("generating api key: %w", err)
+	}
+	fresh = &keyMaterial{Key: k, IssuedAt: stamp}
+	keys = append([]gatehousev1.APIKeyStatusKey{{KeyID: k.ID(), SHA256: k.Hash(), IssuedAt: &metav1.Time{Time: stamp}}},
+		previousKeys(known, stamp.Add(grace), obs.Now)...)
+	announceNewKey(spec, known, k.ID(), why, grace, stamp, d)
+	return keys, fresh, nil
 }
 
-// previousKeys lists the keys other than cur that are still within their
-// grace period, newest first: keys just replaced, the record's current key
-// if cur replaced it, and the record's earlier previous keys.
-func previousKeys(rec *apikeyformat.Record, replaced []apikeyformat.RecordKey, cur keyMaterial, grace time.Duration, now time.Time) []apikeyformat.RecordKey {
-	end := cur.IssuedAt.Add(grace)
-	candidates := slices.Clone(replaced)
-	if rec != nil {
-		for i, rk := range rec.Keys {
-			rk.NotBefore = nil
-			if i == 0 || rk.NotAfter == nil {
-				// The record's current key was replaced by cur: its grace
-				// starts when cur was issued.
-				rk.NotAfter = timePtr(end)
-			}
-			candidates = append(candidates, rk)
+// announceNewKey records the Event and log line of a generated key.
+func announceNewKey(spec *gatehousev1.APIKeySpec, known []gatehousev1.APIKeyStatusKey, id, why string, grace time.Duration, stamp time.Time, d *decision) {
+	switch why {
+	case "issued":
+		d.Events = append(d.Events, keyEvent{Type: corev1.EventTypeNormal, Reason: gatehousev1.ReasonIssued, Action: actionIssue,
+			Note: fmt.Sprintf("Issued key %s and delivered it in Secret %s.", id, spec.SecretName)})
+		d.Log = append(d.Log, "issued", id)
+	case "undelivered":
+		d.Events = append(d.Events, keyEvent{Type: corev1.EventTypeNormal, Reason: gatehousev1.ReasonIssued, Action: actionIssue,
+			Note: fmt.Sprintf("Key %s was never delivered in Secret %s; issued key %s and delivered it there.", known[0].KeyID, spec.SecretName, id)})
+		d.Log = append(d.Log, "issued", id, "undelivered", known[0].KeyID)
+	default:
+		old := known[0].KeyID
+		note := fmt.Sprintf("Rotated key %s to %s (%s).", old, id, why)
+		if grace > 0 {
+			note = fmt.Sprintf("Rotated key %s to %s (%s); key %s stays valid until %s.", old, id, why, old, stamp.Add(grace).Format(time.RFC3339))
 		}
+		d.Events = append(d.Events, keyEvent{Type: corev1.EventTypeNormal, Reason: gatehousev1.ReasonRotated, Action: actionRotate, Note: note})
+		d.Log = append(d.Log, "rotatedFrom", old, "rotatedTo", id, "trigger", why)
 	}
-	seen := map[string]bool{cur.Key.ID(): true}
-	var out []apikeyformat.RecordKey
-	for _, rk := range candidates {
-		if seen[rk.KeyID] {
+}
+
+// hashKeys records the caller-supplied hash as the only key: keys given by
+// hash are not rotated, and the author's spec.hash replaces earlier keys.
+func hashKeys(obs observation, st *gatehousev1.APIKeyStatus, stamp time.Time, d *decision) []gatehousev1.APIKeyStatusKey {
+	h := obs.APIKey.Spec.Hash
+	k := gatehousev1.APIKeyStatusKey{KeyID: h.KeyID, SHA256: h.SHA256, IssuedAt: &metav1.Time{Time: stamp}}
+	if len(st.Keys) > 0 && st.Keys[0].KeyID == h.KeyID && st.Keys[0].SHA256 == h.SHA256 && st.Keys[0].IssuedAt != nil {
+		k.IssuedAt = st.Keys[0].IssuedAt.DeepCopy()
+	}
+	if len(st.Keys) == 0 || st.Keys[0].KeyID != h.KeyID {
+		d.Events = append(d.Events, keyEvent{Type: corev1.EventTypeNormal, Reason: gatehousev1.ReasonIssued, Action: actionIssue,
+			Note: fmt.Sprintf("Recorded the caller-supplied hash of key %s.", h.KeyID)})
+		d.Log = append(d.Log, "recorded", h.KeyID)
+	}
+	return []gatehousev1.APIKeyStatusKey{k}
+}
+
+// previousKeys lists the keys of old that are still within their grace
+// period, newest first. A key without notAfter (a current key just
+// replaced) gets end.
+func previousKeys(old []gatehousev1.APIKeyStatusKey, end time.Time, now time.Time) []gatehousev1.APIKeyStatusKey {
+	var out []gatehousev1.APIKeyStatusKey
+	for _, k := range old {
+		k = *k.DeepCopy()
+		if k.NotAfter == nil {
+			k.NotAfter = &metav1.Time{Time: end}
+		}
+		if !now.Before(k.NotAfter.Time) {
 			continue
 		}
-		seen[rk.KeyID] = true
-		if rk.NotAfter == nil {
-			rk.NotAfter = timePtr(end)
-		}
-		if !now.Before(*rk.NotAfter) {
-			continue
-		}
-		t := rk.NotAfter.UTC()
-		rk.NotAfter = &t
-		out = append(out, rk)
+		out = append(out, k)
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].NotAfter.After(*out[j].NotAfter) })
+	sort.SliceStable(out, func(i, j int) bool { return out[i].NotAfter.After(out[j].NotAfter.Time) })
 	if len(out) > maxPreviousKeys {
 		out = out[:maxPreviousKeys]
 	}
 	return out
+}
+
+// announceState records the Events of a state change: it is what
+// validators act on.
+func announceState(from, to gatehousev1.APIKeyState, id string, spec *gatehousev1.APIKeySpec, d *decision) {
+	if from == to {
+		return
+	}
+	switch to {
+	case gatehousev1.APIKeyRevoked:
+		d.Events = append(d.Events, keyEvent{Type: corev1.EventTypeNormal, Reason: gatehousev1.ReasonDisabled, Action: actionRevoke,
+			Note: fmt.Sprintf("Revoked key %s: spec.disabled is true.", id)})
+		d.Log = append(d.Log, "revoked", id)
+	case gatehousev1.APIKeyExpired:
+		d.Events = append(d.Events, keyEvent{Type: corev1.EventTypeWarning, Reason: gatehousev1.ReasonExpired, Action: actionExpire,
+			Note: fmt.Sprintf("Key %s expired at %s.", id, spec.ExpiresAt.UTC().Format(time.RFC3339))})
+		d.Log = append(d.Log, "expired", id)
+	case gatehousev1.APIKeyActive:
+		d.Events = append(d.Events, keyEvent{Type: corev1.EventTypeNormal, Reason: gatehousev1.ReasonEnabled, Action: actionIssue,
+			Note: fmt.Sprintf("Key %s is active again.", id)})
+	}
+}
+
+// fillKeyFields sets the summary fields people and `kubectl get` read.
+func fillKeyFields(ak *gatehousev1.APIKey, st *gatehousev1.APIKeyStatus, fresh *keyMaterial, stamp time.Time) {
+	cur := st.Keys[0]
+	if fresh != nil && ak.Status.KeyID != "" && ak.Status.KeyID != cur.KeyID {
+		st.LastRotationTime = &metav1.Time{Time: stamp}
+	}
+	st.KeyID = cur.KeyID
+	st.IssuedAt = cur.IssuedAt.DeepCopy()
+	st.NextRotationTime = nil
+	if ak.Spec.SecretName != "" && st.State == gatehousev1.APIKeyActive {
+		if t, _, ok := nextRotation(&ak.Spec, ak.Annotations, issuedAt(cur, stamp)); ok {
+			st.NextRotationTime = &metav1.Time{Time: t}
+		}
+	}
+	st.PreviousKeyID, st.PreviousKeyValidUntil = "", nil
+	if len(st.Keys) > 1 {
+		st.PreviousKeyID = st.Keys[1].KeyID
+		st.PreviousKeyValidUntil = st.Keys[1].NotAfter.DeepCopy()
+	}
+}
+
+// setReady sets the Ready condition of an APIKey whose keys are recorded.
+func setReady(st *gatehousev1.APIKeyStatus, state gatehousev1.APIKeyState, spec *gatehousev1.APIKeySpec, setCond setCondFunc) {
+	id := st.Keys[0].KeyID
+	switch state {
+	case gatehousev1.APIKeyActive:
+		setCond(gatehousev1.ConditionReady, metav1.ConditionTrue, gatehousev1.ReasonIssued,
+			fmt.Sprintf("Key %s is recorded in the APIKey's status.", id))
+	case gatehousev1.APIKeyRevoked:
+		setCond(gatehousev1.ConditionReady, metav1.ConditionFalse, gatehousev1.ReasonDisabled,
+			fmt.Sprintf("Key %s is revoked: spec.disabled is true.", id))
+	case gatehousev1.APIKeyExpired:
+		setCond(gatehousev1.ConditionReady, metav1.ConditionFalse, gatehousev1.ReasonExpired,
+			fmt.Sprintf("Key %s expired at %s.", id, spec.ExpiresAt.UTC().Format(time.RFC3339)))
+	}
+}
+
+// setDelivery reports whether the delivery Secret still holds the current
+// key. It never changes a key: the Secret is output, and a missing or
+// altered one tells only that the client may no longer find its key there.
+func setDelivery(obs observation, st *gatehousev1.APIKeyStatus, setCond setCondFunc, d *decision) {
+	spec := &obs.APIKey.Spec
+	if spec.SecretName == "" {
+		setCond(gatehousev1.ConditionDelivered, metav1.ConditionFalse, gatehousev1.ReasonNotDelivered,
+			"The key is given by spec.hash: its owner holds it, nothing is delivered.")
+		return
+	}
+	cur := st.Keys[0]
+	msg := ""
+	switch ds := obs.Delivery; {
+	case !ds.Exists:
+		msg = fmt.Sprintf("Secret %s is missing.", spec.SecretName)
+	case ds.Foreign || ds.Key == nil || ds.Key.ID() != cur.KeyID || !apikeyformat.HashMatches(*ds.Key, cur.SHA256):
+		msg = fmt.Sprintf("Secret %s no longer holds key %s.", spec.SecretName, cur.KeyID)
+	}
+	if msg == "" {
+		setCond(gatehousev1.ConditionDelivered, metav1.ConditionTrue, gatehousev1.ReasonDelivered,
+			fmt.Sprintf("Secret %s holds key %s.", spec.SecretName, cur.KeyID))
+		return
+	}
+	msg += fmt.Sprintf(" Key %s stays valid; annotate the APIKey with %s to deliver a new key.", cur.KeyID, gatehousev1.AnnotationRotateRequestedAt)
+	if c := findCondition(obs.APIKey.Status.Conditions, gatehousev1.ConditionDelivered); c == nil || c.Message != msg {
+		d.Events = append(d.Events, keyEvent{Type: corev1.EventTypeWarning, Reason: gatehousev1.ReasonDeliverySecretChanged, Action: actionDeliver, Note: msg})
+	}
+	setCond(gatehousev1.ConditionDelivered, metav1.ConditionFalse, gatehousev1.ReasonDeliverySecretChanged, msg)
+}
+
+// nextWake is when the next time-driven change is due: expiry, the next
+// rotation, the end of a grace period. Zero when none is.
+func nextWake(ak *gatehousev1.APIKey, st *gatehousev1.APIKeyStatus, now time.Time) time.Duration {
+	var wake []time.Time
+	if e := ak.Spec.ExpiresAt; e != nil && now.Before(e.Time) {
+		wake = append(wake, e.Time)
+	}
+	if st.NextRotationTime != nil {
+		wake = append(wake, st.NextRotationTime.Time)
+	}
+	for _, k := range st.Keys[1:] {
+		wake = append(wake, k.NotAfter.Time)
+	}
+	if len(wake) == 0 {
+		return 0
+	}
+	earliest := slices.MinFunc(wake, func(a, b time.Time) int { return a.Compare(b) })
+	return max(earliest.Sub(now), time.Millisecond)
 }
 
 // nextRotation is when the key issued at issuedAt is due for rotation and
@@ -484,50 +577,47 @@ func rotationRequest(annotations map[string]string) (time.Time, error) {
 }
 
 // decideDeleting handles an APIKey that is being deleted but still exists
-// (another finalizer, or foreground deletion): its record is revoked at once
-// so that validators stop accepting the key before the garbage collector
-// removes the record, and nothing new is created.
+// (another finalizer, or foreground deletion). Validators already refuse
+// its keys (apikeyformat.RecordOf reads the deletion timestamp); the state
+// says so too, and nothing new is created.
 func decideDeleting(obs observation) decision {
-	if obs.Record == nil || obs.RecordForeign || obs.Record.State == apikeyformat.StateRevoked {
+	ak := obs.APIKey
+	if len(ak.Status.Keys) == 0 || ak.Status.State == gatehousev1.APIKeyRevoked {
 		return decision{}
 	}
-	rec := *obs.Record
-	rec.State = apikeyformat.StateRevoked
-	id := currentKeyID(&rec)
+	st := ak.Status.DeepCopy()
+	st.State = gatehousev1.APIKeyRevoked
+	id := st.Keys[0].KeyID
 	return decision{
-		Record: &rec,
-		Events: []keyEvent{{Type: "Normal", Reason: gatehousev1.ReasonKeyRevoked, Action: actionRevoke,
+		Status: st,
+		Events: []keyEvent{{Type: corev1.EventTypeNormal, Reason: gatehousev1.ReasonKeyRevoked, Action: actionRevoke,
 			Note: fmt.Sprintf("Revoked key %s: the APIKey is being deleted.", id)}},
 		Log: []any{"revoked", id},
 	}
 }
 
-func readyCondition(conds []metav1.Condition) *metav1.Condition {
+func findCondition(conds []metav1.Condition, t string) *metav1.Condition {
 	for i := range conds {
-		if conds[i].Type == gatehousev1.ConditionReady {
+		if conds[i].Type == t {
 			return &conds[i]
 		}
 	}
 	return nil
 }
 
-func findKey(rec *apikeyformat.Record, id string) *apikeyformat.RecordKey {
-	if rec == nil {
-		return nil
+// issuedAt is when k was issued, or def when status does not say.
+func issuedAt(k gatehousev1.APIKeyStatusKey, def time.Time) time.Time {
+	if k.IssuedAt == nil {
+		return def
 	}
-	for i := range rec.Keys {
-		if rec.Keys[i].KeyID == id {
-			return &rec.Keys[i]
-		}
-	}
-	return nil
+	return k.IssuedAt.UTC()
 }
 
-func currentKeyID(rec *apikeyformat.Record) string {
-	if rec == nil || len(rec.Keys) == 0 {
-		return ""
+func metaTime(t *time.Time) *metav1.Time {
+	if t == nil {
+		return nil
 	}
-	return rec.Keys[0].KeyID
+	return &metav1.Time{Time: t.UTC()}
 }
 
 func validHexHash(s string) bool {
@@ -541,5 +631,3 @@ func validHexHash(s string) bool {
 	}
 	return true
 }
-
-func timePtr(t time.Time) *time.Time { return &t }

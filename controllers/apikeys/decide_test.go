@@ -62,7 +62,8 @@ func mustDecide(t *testing.T, obs observation, k *keys) decision {
 	return d
 }
 
-// apply returns what the reconciler observes after writing d, at now.
+// apply returns what the reconciler observes after writing d, at now: the
+// status (and, after a delivery, the delivered status) and the Secret.
 func apply(t *testing.T, obs observation, d decision, now time.Time) observation {
 	t.Helper()
 	next := obs
@@ -73,27 +74,26 @@ func apply(t *testing.T, obs observation, d decision, now time.Time) observation
 	}
 	if d.Delivery != nil {
 		k := d.Delivery.Key
-		next.Delivery = deliveryState{Exists: true, Key: &k, IssuedAt: d.Delivery.IssuedAt}
+		next.Delivery = deliveryState{Exists: true, Key: &k}
+		next.APIKey.Status = *d.Delivered.DeepCopy()
 	}
-	if d.Record != nil {
-		doc, err := d.Record.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if next.Record, err = apikeyformat.UnmarshalRecord(doc); err != nil {
-			t.Fatalf("the decided record does not decode: %v", err)
-		}
+	if d.DeleteLegacy {
+		next.Legacy, next.LegacyExists = nil, false
 	}
 	return next
 }
 
-func recordJSON(t *testing.T, r *apikeyformat.Record) string {
-	t.Helper()
-	doc, err := r.Marshal()
-	if err != nil {
-		t.Fatal(err)
+// check is what a validator decides for key on the APIKey as observed.
+func check(obs observation, key apikeyformat.Key, now time.Time) apikeyformat.Decision {
+	return apikeyformat.RecordOf(obs.APIKey).Check(key, now)
+}
+
+func statusKeyIDs(st *gatehousev1.APIKeyStatus) []string {
+	var out []string
+	for _, k := range st.Keys {
+		out = append(out, k.KeyID)
 	}
-	return string(doc)
+	return out
 }
 
 func condition(t *testing.T, st *gatehousev1.APIKeyStatus, typ string) metav1.Condition {
@@ -113,35 +113,36 @@ func eventReasons(d decision) []string {
 	return out
 }
 
-func TestANewAPIKeyGetsOneKeyDeliveredAndRecordedUnderTheSameHash(t *testing.T) {
+func TestANewAPIKeyIsRecordedInStatusBeforeItIsDeliveredUnderTheSameHash(t *testing.T) {
 	k := &keys{}
 	obs := observation{APIKey: testAPIKey(), Now: t0.Add(1500 * time.Millisecond)}
 	d := mustDecide(t, obs, k)
-	if len(k.made) != 1 || d.Delivery == nil {
+	if len(k.made) != 1 || d.Delivery == nil || d.Delivered == nil {
 		t.Fatalf("want exactly one key delivered, generated %d, delivery %v", len(k.made), d.Delivery != nil)
 	}
-	rec := d.Record
-	if rec == nil || len(rec.Keys) != 1 || rec.Keys[0].KeyID != d.Delivery.Key.ID() || rec.Keys[0].SHA256 != d.Delivery.Key.Hash() {
-		t.Fatalf("record does not hold the delivered key's hash: %+v", rec)
+	st := d.Status
+	if len(st.Keys) != 1 || st.Keys[0].KeyID != d.Delivery.Key.ID() || st.Keys[0].SHA256 != d.Delivery.Key.Hash() {
+		t.Fatalf("status does not hold the delivered key's hash: %+v", st.Keys)
 	}
-	if rec.State != apikeyformat.StateActive || rec.Subject != "service:billing" || rec.Name != "billing" || rec.Namespace != "shop" {
-		t.Fatalf("record fields: %+v", rec)
+	if st.DeliveredKeyID != "" {
+		t.Fatal("the status written before the Secret must not claim the key delivered")
 	}
-	if !d.Delivery.IssuedAt.Equal(t0.Add(time.Second)) || !rec.Keys[0].IssuedAt.Equal(t0.Add(time.Second)) {
-		t.Fatalf("issue time should be the clock's, in whole seconds: %v", d.Delivery.IssuedAt)
+	if d.Delivered.DeliveredKeyID != d.Delivery.Key.ID() || d.Delivered.DeliverySecretName != "billing-key" {
+		t.Fatalf("delivered status: %+v", d.Delivered)
 	}
-	if rec.Keys[0].NotBefore != nil || rec.Keys[0].NotAfter != nil {
-		t.Fatal("the current key must have an open window")
+	if st.State != gatehousev1.APIKeyActive || !st.Keys[0].IssuedAt.Time.Equal(t0.Add(time.Second)) || st.Keys[0].NotAfter != nil {
+		t.Fatalf("status key fields: %+v", st)
 	}
-	if got := rec.Check(d.Delivery.Key, obs.Now); got != apikeyformat.Accepted {
-		t.Fatalf("the record refuses its own key: %s", got)
+	after := apply(t, obs, d, obs.Now)
+	if got := check(after, d.Delivery.Key, obs.Now); got != apikeyformat.Accepted {
+		t.Fatalf("validators refuse the key status lists: %s", got)
 	}
 	ready := condition(t, d.Status, gatehousev1.ConditionReady)
 	if ready.Status != metav1.ConditionTrue || ready.Reason != gatehousev1.ReasonIssued || ready.ObservedGeneration != 1 {
 		t.Fatalf("Ready = %+v", ready)
 	}
-	if d.Status.KeyID != d.Delivery.Key.ID() || d.Status.RecordConfigMapName != "billing-gatehouse-record" {
-		t.Fatalf("status = %+v", d.Status)
+	if c := condition(t, d.Delivered, gatehousev1.ConditionDelivered); c.Status != metav1.ConditionTrue {
+		t.Fatalf("Delivered = %+v", c)
 	}
 	if got := eventReasons(d); len(got) != 1 || got[0] != gatehousev1.ReasonIssued {
 		t.Fatalf("events = %v", got)
@@ -172,14 +173,11 @@ func TestDecidingAgainOnTheWrittenStateChangesNothing(t *testing.T) {
 			first := mustDecide(t, obs, k)
 			obs = apply(t, obs, first, t0.Add(time.Minute))
 			second := mustDecide(t, obs, k)
-			if len(k.made) > 1 {
+			if len(k.made) > 1 || second.Delivery != nil {
 				t.Fatalf("generated %d keys", len(k.made))
 			}
 			if len(second.Events) != 0 {
 				t.Fatalf("events on an unchanged state: %+v", second.Events)
-			}
-			if recordJSON(t, first.Record) != recordJSON(t, second.Record) {
-				t.Fatalf("record changed:\n%+v\n%+v", first.Record, second.Record)
 			}
 			if !equality.Semantic.DeepEqual(&obs.APIKey.Status, second.Status) {
 				t.Fatalf("status changed:\n%+v\n%+v", obs.APIKey.Status, *second.Status)
@@ -216,9 +214,10 @@ func TestRotation(t *testing.T) {
 		t.Fatalf("rotation did not generate exactly one new key (%d)", len(k.made))
 	}
 	newKey := rot.Delivery.Key
-	if len(rot.Record.Keys) != 2 || rot.Record.Keys[1].KeyID != oldKey.ID() || !rot.Record.Keys[1].NotAfter.Equal(rotatedAt.Add(grace)) {
-		t.Fatalf("record after rotation: %+v", rot.Record.Keys)
+	if ks := rot.Status.Keys; len(ks) != 2 || ks[1].KeyID != oldKey.ID() || !ks[1].NotAfter.Time.Equal(rotatedAt.Add(grace)) {
+		t.Fatalf("status keys after rotation: %+v", ks)
 	}
+	rotated := apply(t, obs, rot, rotatedAt)
 	for _, c := range []struct {
 		key  apikeyformat.Key
 		at   time.Time
@@ -229,14 +228,14 @@ func TestRotation(t *testing.T) {
 		{oldKey, rotatedAt.Add(grace - time.Second), apikeyformat.Accepted},
 		{oldKey, rotatedAt.Add(grace), apikeyformat.GraceOver},
 	} {
-		if got := rot.Record.Check(c.key, c.at); got != c.want {
+		if got := check(rotated, c.key, c.at); got != c.want {
 			t.Errorf("Check(%s at +%v) = %s, want %s", c.key.ID(), c.at.Sub(rotatedAt), got, c.want)
 		}
 	}
 	if rot.RequeueAfter != grace {
 		t.Fatalf("after a rotation the next wake-up is the end of grace, got %v", rot.RequeueAfter)
 	}
-	st := rot.Status
+	st := rot.Delivered
 	if st.KeyID != newKey.ID() || st.PreviousKeyID != oldKey.ID() || !st.PreviousKeyValidUntil.Time.Equal(rotatedAt.Add(grace)) ||
 		!st.LastRotationTime.Time.Equal(rotatedAt) || !st.NextRotationTime.Time.Equal(rotatedAt.Add(every)) {
 		t.Fatalf("status after rotation: %+v", st)
@@ -248,8 +247,8 @@ func TestRotation(t *testing.T) {
 	// End of grace: the old key is dropped, nothing else changes.
 	obs = apply(t, obs, rot, rotatedAt.Add(grace))
 	after := mustDecide(t, obs, k)
-	if len(k.made) != 2 || len(after.Record.Keys) != 1 || after.Record.Keys[0].KeyID != newKey.ID() {
-		t.Fatalf("after grace: generated %d, keys %+v", len(k.made), after.Record.Keys)
+	if len(k.made) != 2 || len(after.Status.Keys) != 1 || after.Status.Keys[0].KeyID != newKey.ID() {
+		t.Fatalf("after grace: generated %d, keys %v", len(k.made), statusKeyIDs(after.Status))
 	}
 	if after.Status.PreviousKeyID != "" || after.Status.PreviousKeyValidUntil != nil || !after.Status.LastRotationTime.Time.Equal(rotatedAt) {
 		t.Fatalf("status after grace: %+v", after.Status)
@@ -264,8 +263,8 @@ func TestARotationWithoutGraceDropsTheOldKeyAtOnce(t *testing.T) {
 	obs := observation{APIKey: testAPIKey(withRotation(time.Hour, 0)), Now: t0}
 	obs = apply(t, obs, mustDecide(t, obs, k), t0.Add(time.Hour))
 	d := mustDecide(t, obs, k)
-	if len(k.made) != 2 || len(d.Record.Keys) != 1 || d.Record.Keys[0].KeyID != k.made[1].ID() {
-		t.Fatalf("keys %+v", d.Record.Keys)
+	if len(k.made) != 2 || len(d.Status.Keys) != 1 || d.Status.Keys[0].KeyID != k.made[1].ID() {
+		t.Fatalf("keys %v", statusKeyIDs(d.Status))
 	}
 }
 
@@ -308,60 +307,126 @@ func TestRotationRequests(t *testing.T) {
 	}
 }
 
-func TestAnOperatorRestartBetweenTheTwoWritesKeepsTheDeliveredKey(t *testing.T) {
+func TestAKeyRecordedButNeverDeliveredIsReplacedAndTheDeliveredOneKeepsItsGrace(t *testing.T) {
 	const every, grace = 2 * time.Hour, time.Hour
 	k := &keys{}
 	obs := observation{APIKey: testAPIKey(withRotation(every, grace)), Now: t0}
 	obs = apply(t, obs, mustDecide(t, obs, k), t0.Add(every))
 	rot := mustDecide(t, obs, k)
-	oldID, newKey := k.made[0].ID(), k.made[1]
+	oldKey, undelivered := k.made[0], k.made[1]
 
-	// Only the delivery Secret was written before the crash; the fresh
-	// reconciler starts a little later.
+	// The operator stopped after the status write, before the Secret write:
+	// the Secret still holds the old key, the status lists the new one
+	// without claiming it delivered.
 	crashed := obs
+	crashed.APIKey = obs.APIKey.DeepCopy()
+	crashed.APIKey.Status = *rot.Status.DeepCopy()
 	crashed.Now = t0.Add(every + 5*time.Minute)
-	crashed.Delivery = deliveryState{Exists: true, Key: &newKey, IssuedAt: rot.Delivery.IssuedAt}
+	if got := check(crashed, oldKey, crashed.Now); got != apikeyformat.Accepted {
+		t.Fatalf("the key clients hold was refused after the crash: %s", got)
+	}
 	d := mustDecide(t, crashed, k)
-	if len(k.made) != 2 {
-		t.Fatalf("the restart generated another key (%d in all)", len(k.made))
+	if len(k.made) != 3 || d.Delivery == nil || d.Delivery.Key.ID() != k.made[2].ID() {
+		t.Fatalf("want one replacement for the undelivered key, generated %d", len(k.made))
 	}
-	if d.Record.Keys[0].KeyID != newKey.ID() || d.Record.Keys[1].KeyID != oldID {
-		t.Fatalf("record after restart: %+v", d.Record.Keys)
+	after := apply(t, crashed, d, crashed.Now)
+	if got := check(after, oldKey, crashed.Now); got != apikeyformat.Accepted {
+		t.Fatalf("the delivered key lost its grace: %s", got)
 	}
-	if !d.Record.Keys[1].NotAfter.Equal(*rot.Record.Keys[1].NotAfter) {
-		t.Fatalf("the old key's grace moved: %v, want %v", d.Record.Keys[1].NotAfter, rot.Record.Keys[1].NotAfter)
+	for _, sk := range after.APIKey.Status.Keys {
+		if sk.KeyID == oldKey.ID() && !sk.NotAfter.Time.Equal(t0.Add(every+grace)) {
+			t.Fatalf("the old key's grace moved: %v", sk.NotAfter)
+		}
 	}
-	if d.RequeueAfter != grace-5*time.Minute {
-		t.Fatalf("requeue after %v", d.RequeueAfter)
+	if got := check(after, k.made[2], crashed.Now); got != apikeyformat.Accepted {
+		t.Fatalf("the replacement key is refused: %s", got)
 	}
+	_ = undelivered
 }
 
-func TestALostDeliverySecretIsReplacedLikeARotation(t *testing.T) {
+func TestTheDeliverySecretIsOutputOnly(t *testing.T) {
+	forged, _ := apikeyformat.Generate(rand.Reader)
 	cases := []struct {
-		name      string
-		apiKey    *gatehousev1.APIKey
-		wantGrace bool
+		name     string
+		delivery func(real apikeyformat.Key) deliveryState
+		wantMsg  string
 	}{
-		{"With a rotation grace period the lost key stays valid for it.", testAPIKey(withRotation(48*time.Hour, time.Hour)), true},
-		{"Without rotation the lost key is dropped at once.", testAPIKey(), false},
+		{"A deleted delivery Secret is reported and the key stays valid.",
+			func(apikeyformat.Key) deliveryState { return deliveryState{} }, "is missing"},
+		{"A delivery Secret overwritten with another key is reported and that key is not accepted.",
+			func(apikeyformat.Key) deliveryState { return deliveryState{Exists: true, Key: &forged} }, "no longer holds"},
+		{"A delivery Secret replaced by one this APIKey does not control is reported.",
+			func(apikeyformat.Key) deliveryState { return deliveryState{Exists: true, Foreign: true} }, "no longer holds"},
+		{"A delivery Secret whose key was edited into garbage is reported.",
+			func(apikeyformat.Key) deliveryState { return deliveryState{Exists: true} }, "no longer holds"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			k := &keys{}
-			obs := observation{APIKey: tc.apiKey, Now: t0}
+			obs := observation{APIKey: testAPIKey(withRotation(48*time.Hour, time.Hour)), Now: t0}
 			obs = apply(t, obs, mustDecide(t, obs, k), t0.Add(time.Hour))
-			obs.Delivery = deliveryState{}
+			real := k.made[0]
+			obs.Delivery = tc.delivery(real)
 			d := mustDecide(t, obs, k)
-			if len(k.made) != 2 || d.Delivery.Key.ID() != k.made[1].ID() {
-				t.Fatalf("want one replacement key, generated %d", len(k.made))
+			if len(k.made) != 1 || d.Delivery != nil {
+				t.Fatalf("the operator generated or delivered a key because of the Secret (%d keys)", len(k.made))
 			}
-			if got := eventReasons(d); len(got) != 1 || got[0] != gatehousev1.ReasonKeyLost {
+			if ids := statusKeyIDs(d.Status); len(ids) != 1 || ids[0] != real.ID() || d.Status.Keys[0].SHA256 != real.Hash() {
+				t.Fatalf("status keys changed: %v", ids)
+			}
+			after := apply(t, obs, d, obs.Now)
+			if got := check(after, real, obs.Now); got != apikeyformat.Accepted {
+				t.Fatalf("the real key is refused: %s", got)
+			}
+			if got := check(after, forged, obs.Now); got == apikeyformat.Accepted {
+				t.Fatal("a key planted in the delivery Secret is accepted")
+			}
+			c := condition(t, d.Status, gatehousev1.ConditionDelivered)
+			if c.Status != metav1.ConditionFalse || c.Reason != gatehousev1.ReasonDeliverySecretChanged || !strings.Contains(c.Message, tc.wantMsg) {
+				t.Fatalf("Delivered = %+v", c)
+			}
+			if r := condition(t, d.Status, gatehousev1.ConditionReady); r.Status != metav1.ConditionTrue {
+				t.Fatalf("Ready = %+v", r)
+			}
+			if got := eventReasons(d); len(got) != 1 || got[0] != gatehousev1.ReasonDeliverySecretChanged {
 				t.Fatalf("events = %v", got)
 			}
-			if kept := len(d.Record.Keys) == 2 && d.Record.Keys[1].KeyID == k.made[0].ID(); kept != tc.wantGrace {
-				t.Fatalf("record keys %+v", d.Record.Keys)
+			if d2 := mustDecide(t, after, k); len(d2.Events) != 0 {
+				t.Fatalf("the report repeats: %v", eventReasons(d2))
+			}
+			// A rotation delivers a new key; the old one keeps its grace.
+			after.APIKey.Annotations = map[string]string{gatehousev1.AnnotationRotateRequestedAt: obs.Now.Add(time.Second).Format(time.RFC3339)}
+			after.Now = obs.Now.Add(time.Second)
+			if tc.name == "A delivery Secret replaced by one this APIKey does not control is reported." {
+				return // delivering needs the name back: that is a SecretConflict
+			}
+			rot := mustDecide(t, after, k)
+			if rot.Delivery == nil || len(k.made) != 2 {
+				t.Fatal("a rotation request did not deliver a new key")
+			}
+			if c := condition(t, rot.Delivered, gatehousev1.ConditionDelivered); c.Status != metav1.ConditionTrue {
+				t.Fatalf("Delivered after rotation = %+v", c)
 			}
 		})
+	}
+}
+
+func TestAChangedSecretNameDeliversANewKeyThereAndKeepsTheOldOneForItsGrace(t *testing.T) {
+	k := &keys{}
+	obs := observation{APIKey: testAPIKey(withRotation(48*time.Hour, time.Hour)), Now: t0}
+	obs = apply(t, obs, mustDecide(t, obs, k), t0.Add(time.Minute))
+	obs.APIKey.Spec.SecretName = "billing-key-2"
+	obs.Delivery = deliveryState{}
+	d := mustDecide(t, obs, k)
+	if d.Delivery == nil || len(k.made) != 2 || d.Delivered.DeliverySecretName != "billing-key-2" {
+		t.Fatalf("no new key delivered to the new name (%d keys)", len(k.made))
+	}
+	after := apply(t, obs, d, obs.Now)
+	if check(after, k.made[0], obs.Now) != apikeyformat.Accepted || check(after, k.made[1], obs.Now) != apikeyformat.Accepted {
+		t.Fatal("both the old key (grace) and the new key must be accepted")
+	}
+	if !d.DeleteStale {
+		t.Fatal("the Secret under the old name must be deleted")
 	}
 }
 
@@ -379,9 +444,13 @@ func TestExpiry(t *testing.T) {
 		t.Fatalf("Expired = %+v", c)
 	}
 	obs = apply(t, obs, first, expiresAt)
+	// Validators refuse at expiry from the spec alone, before the operator acts.
+	if got := check(obs, k.made[0], expiresAt); got != apikeyformat.Expired {
+		t.Fatalf("at expiry a validator says %s", got)
+	}
 	d := mustDecide(t, obs, k)
-	if d.Record.State != apikeyformat.StateExpired || len(k.made) != 1 {
-		t.Fatalf("state %s, generated %d", d.Record.State, len(k.made))
+	if d.Status.State != gatehousev1.APIKeyExpired || len(k.made) != 1 {
+		t.Fatalf("state %s, generated %d", d.Status.State, len(k.made))
 	}
 	if c := condition(t, d.Status, gatehousev1.ConditionExpired); c.Status != metav1.ConditionTrue {
 		t.Fatalf("Expired = %+v", c)
@@ -403,15 +472,18 @@ func TestExpiry(t *testing.T) {
 	}
 }
 
-func TestDisablingRevokesInOneDecisionAndReEnablingRestoresTheSameKey(t *testing.T) {
+func TestDisablingRevokesBeforeTheOperatorActsAndReEnablingRestoresTheSameKey(t *testing.T) {
 	k := &keys{}
 	obs := observation{APIKey: testAPIKey(withRotation(2*time.Hour, time.Hour)), Now: t0}
 	obs = apply(t, obs, mustDecide(t, obs, k), t0.Add(time.Minute))
 	obs.APIKey.Spec.Disabled = true
 	obs.APIKey.Generation = 2
+	if got := check(obs, k.made[0], obs.Now); got != apikeyformat.Revoked {
+		t.Fatalf("spec.disabled alone must revoke at validators, got %s", got)
+	}
 	d := mustDecide(t, obs, k)
-	if d.Record.State != apikeyformat.StateRevoked || d.Record.Check(k.made[0], obs.Now) != apikeyformat.Revoked {
-		t.Fatalf("record state %s", d.Record.State)
+	if d.Status.State != gatehousev1.APIKeyRevoked {
+		t.Fatalf("status state %s", d.Status.State)
 	}
 	if c := condition(t, d.Status, gatehousev1.ConditionRevoked); c.Status != metav1.ConditionTrue || c.ObservedGeneration != 2 {
 		t.Fatalf("Revoked = %+v", c)
@@ -433,16 +505,17 @@ func TestDisablingRevokesInOneDecisionAndReEnablingRestoresTheSameKey(t *testing
 	d = mustDecide(t, obs, k)
 	// The overdue rotation happens on re-enabling; the old key stays valid
 	// for the grace period, so clients are not cut off.
-	if d.Record.State != apikeyformat.StateActive || len(k.made) != 2 ||
-		d.Record.Check(k.made[0], obs.Now) != apikeyformat.Accepted || d.Record.Check(k.made[1], obs.Now) != apikeyformat.Accepted {
-		t.Fatalf("re-enabled record: %+v (keys generated: %d)", d.Record, len(k.made))
+	after := apply(t, obs, d, obs.Now)
+	if d.Status.State != gatehousev1.APIKeyActive || len(k.made) != 2 ||
+		check(after, k.made[0], obs.Now) != apikeyformat.Accepted || check(after, k.made[1], obs.Now) != apikeyformat.Accepted {
+		t.Fatalf("re-enabled: %+v (keys generated: %d)", d.Status, len(k.made))
 	}
 	if c := condition(t, d.Status, gatehousev1.ConditionRevoked); c.Status != metav1.ConditionFalse || c.Reason != gatehousev1.ReasonEnabled {
 		t.Fatalf("Revoked = %+v", c)
 	}
 }
 
-func TestConflictsTouchNothing(t *testing.T) {
+func TestConflictsRecordNoKey(t *testing.T) {
 	cases := []struct {
 		name       string
 		obs        observation
@@ -450,8 +523,6 @@ func TestConflictsTouchNothing(t *testing.T) {
 	}{
 		{"A delivery Secret name taken by a foreign Secret is a SecretConflict.",
 			observation{APIKey: testAPIKey(), Now: t0, Delivery: deliveryState{Exists: true, Foreign: true}}, gatehousev1.ReasonSecretConflict},
-		{"A record name taken by a foreign ConfigMap is a RecordConflict.",
-			observation{APIKey: testAPIKey(), Now: t0, RecordForeign: true}, ReasonRecordConflict},
 		{"Neither a secret name nor a hash is an InvalidSpec.",
 			observation{APIKey: testAPIKey(func(ak *gatehousev1.APIKey) { ak.Spec.SecretName = "" }), Now: t0}, gatehousev1.ReasonInvalidSpec},
 	}
@@ -459,8 +530,8 @@ func TestConflictsTouchNothing(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			k := &keys{}
 			d := mustDecide(t, tc.obs, k)
-			if d.Delivery != nil || d.Record != nil || len(k.made) != 0 {
-				t.Fatalf("a blocked APIKey writes key material: delivery %v, record %v, keys %d", d.Delivery != nil, d.Record != nil, len(k.made))
+			if d.Delivery != nil || len(d.Status.Keys) != 0 || d.DeleteStale {
+				t.Fatalf("a blocked APIKey records or delivers key material: delivery %v, keys %v", d.Delivery != nil, statusKeyIDs(d.Status))
 			}
 			c := condition(t, d.Status, gatehousev1.ConditionReady)
 			if c.Status != metav1.ConditionFalse || c.Reason != tc.wantReason || c.Message == "" {
@@ -477,28 +548,31 @@ func TestConflictsTouchNothing(t *testing.T) {
 	}
 }
 
-func TestDisablingABlockedAPIKeyStillRevokesItsExistingRecord(t *testing.T) {
+func TestABlockedAPIKeyKeepsItsKeysAndStillRevokes(t *testing.T) {
 	k := &keys{}
-	obs := observation{APIKey: testAPIKey(), Now: t0}
-	obs = apply(t, obs, mustDecide(t, obs, k), t0.Add(time.Minute))
-	// spec.secretName now names a foreign Secret, and the key is disabled.
+	obs := observation{APIKey: testAPIKey(withRotation(time.Hour, 0)), Now: t0}
+	obs = apply(t, obs, mustDecide(t, obs, k), t0.Add(2*time.Hour))
+	// spec.secretName now names a foreign Secret and a rotation is due.
 	obs.APIKey.Spec.SecretName = "taken"
-	obs.APIKey.Spec.Disabled = true
 	obs.Delivery = deliveryState{Exists: true, Foreign: true}
 	d := mustDecide(t, obs, k)
 	if c := condition(t, d.Status, gatehousev1.ConditionReady); c.Reason != gatehousev1.ReasonSecretConflict {
 		t.Fatalf("Ready = %+v", c)
 	}
-	if d.Delivery != nil || len(k.made) != 1 || d.DeleteStale {
-		t.Fatal("a blocked APIKey delivered or generated a key, or would delete its old delivery Secret")
+	if d.Delivery != nil || d.DeleteStale {
+		t.Fatal("a blocked APIKey delivered a key, or would delete its old delivery Secret")
 	}
-	if d.Record == nil || d.Record.State != apikeyformat.StateRevoked || d.Record.Check(k.made[0], obs.Now) != apikeyformat.Revoked {
-		t.Fatalf("the existing record must be revoked: %+v", d.Record)
+	obs = apply(t, obs, d, obs.Now)
+	if got := check(obs, k.made[0], obs.Now); got != apikeyformat.Accepted {
+		t.Fatalf("the key its holder has was refused while blocked: %s", got)
 	}
-	// Once revoked, nothing more to write.
-	obs = apply(t, obs, d, t0.Add(2*time.Minute))
-	if d := mustDecide(t, obs, k); d.Record != nil || len(d.Events) != 0 {
-		t.Fatalf("a second decision rewrote the record or announced again: %+v", d.Events)
+	obs.APIKey.Spec.Disabled = true
+	d = mustDecide(t, obs, k)
+	if d.Status.State != gatehousev1.APIKeyRevoked {
+		t.Fatalf("a blocked APIKey was not revoked: %s", d.Status.State)
+	}
+	if got := check(apply(t, obs, d, obs.Now), k.made[0], obs.Now); got != apikeyformat.Revoked {
+		t.Fatalf("validators say %s", got)
 	}
 }
 
@@ -516,44 +590,41 @@ func TestACallerSuppliedHashIsRecordedFromTheSpecAlone(t *testing.T) {
 	if len(k.made) != 0 || d.Delivery != nil {
 		t.Fatal("a caller-supplied hash must not generate or deliver a key")
 	}
-	if d.Record.Check(key, t0) != apikeyformat.Accepted || d.Status.KeyID != key.ID() {
-		t.Fatalf("record %+v", d.Record)
+	after := apply(t, obs, d, t0)
+	rec := apikeyformat.RecordOf(after.APIKey)
+	if rec.Check(key, t0) != apikeyformat.Accepted || d.Status.KeyID != key.ID() {
+		t.Fatalf("record %+v", rec)
 	}
-	if rl := d.Record.RateLimit; rl == nil || rl.RequestsPerSecond != 10 || rl.Burst != 10 {
+	if rl := rec.RateLimit; rl == nil || rl.RequestsPerSecond != 10 || rl.Burst != 10 {
 		t.Fatalf("burst should default to the rate: %+v", rl)
 	}
-	if te := d.Record.TokenExchange; te == nil || te.MaxLifetimeSeconds != 300 || te.SigningKeyName != "platform" {
+	if te := rec.TokenExchange; te == nil || te.MaxLifetimeSeconds != 300 || te.SigningKeyName != "platform" {
 		t.Fatalf("token exchange %+v", te)
+	}
+	// The author replaces the hash: the old key stops at once, before the
+	// operator updates status.
+	other, _ := apikeyformat.Generate(rand.Reader)
+	after.APIKey.Spec.Hash = &gatehousev1.APIKeyHash{KeyID: other.ID(), SHA256: other.Hash()}
+	if got := check(after, key, t0); got == apikeyformat.Accepted {
+		t.Fatal("a replaced spec.hash still accepted the old key")
 	}
 }
 
-func TestAnAPIKeyBeingDeletedGetsItsRecordRevokedAndNothingCreated(t *testing.T) {
+func TestAnAPIKeyBeingDeletedIsRevokedAndNothingCreated(t *testing.T) {
 	k := &keys{}
 	obs := observation{APIKey: testAPIKey(), Now: t0}
 	obs = apply(t, obs, mustDecide(t, obs, k), t0.Add(time.Minute))
 	obs.APIKey.DeletionTimestamp = &metav1.Time{Time: t0.Add(time.Minute)}
 	obs.Delivery = deliveryState{}
+	if got := check(obs, k.made[0], obs.Now); got != apikeyformat.Revoked {
+		t.Fatalf("validators accept the key of an APIKey being deleted: %s", got)
+	}
 	d := mustDecide(t, obs, k)
-	if len(k.made) != 1 || d.Delivery != nil || d.Status != nil {
-		t.Fatalf("a deleting APIKey created or changed something: keys %d", len(k.made))
+	if len(k.made) != 1 || d.Delivery != nil || d.DeleteStale {
+		t.Fatalf("a deleting APIKey created something: keys %d", len(k.made))
 	}
-	if d.Record == nil || d.Record.State != apikeyformat.StateRevoked || d.Record.Keys[0].KeyID != k.made[0].ID() || d.DeleteStale {
-		t.Fatalf("record %+v", d.Record)
-	}
-	obs.Record = nil
-	if d := mustDecide(t, obs, k); d.Record != nil {
-		t.Fatal("a deleting APIKey without a record must not create one")
-	}
-}
-
-func TestAMissingIssueTimeAnnotationIsRestoredFromTheRecord(t *testing.T) {
-	k := &keys{}
-	obs := observation{APIKey: testAPIKey(withRotation(2*time.Hour, time.Hour)), Now: t0}
-	obs = apply(t, obs, mustDecide(t, obs, k), t0.Add(time.Hour))
-	obs.Delivery.IssuedAt = time.Time{}
-	d := mustDecide(t, obs, k)
-	if !d.Delivery.IssuedAt.Equal(t0) || d.RequeueAfter != time.Hour {
-		t.Fatalf("issuedAt %v, requeue %v", d.Delivery.IssuedAt, d.RequeueAfter)
+	if d.Status == nil || d.Status.State != gatehousev1.APIKeyRevoked {
+		t.Fatalf("status %+v", d.Status)
 	}
 }
 
@@ -567,11 +638,11 @@ func TestManualRotationsKeepABoundedNumberOfPreviousKeys(t *testing.T) {
 		obs.APIKey.Annotations = map[string]string{gatehousev1.AnnotationRotateRequestedAt: now.Format(time.RFC3339)}
 		d = mustDecide(t, obs, k)
 	}
-	if len(d.Record.Keys) != 1+maxPreviousKeys {
-		t.Fatalf("record holds %d keys", len(d.Record.Keys))
+	if len(d.Status.Keys) != 1+maxPreviousKeys {
+		t.Fatalf("status holds %d keys", len(d.Status.Keys))
 	}
 	// The newest previous keys are the ones kept.
-	if d.Record.Keys[1].KeyID != k.made[len(k.made)-2].ID() {
+	if d.Status.Keys[1].KeyID != k.made[len(k.made)-2].ID() {
 		t.Fatal("the newest previous key was dropped")
 	}
 }
@@ -585,7 +656,76 @@ func TestAFailingEntropySourceIsAnError(t *testing.T) {
 	}
 }
 
-func TestRecordNamesAreValidForEveryAPIKeyName(t *testing.T) {
+// legacyState is an APIKey as the previous version left it: status with key
+// IDs but no hashes, and its record ConfigMap.
+func legacyState(t *testing.T, grace bool) (observation, apikeyformat.Key, apikeyformat.Key) {
+	t.Helper()
+	cur, _ := apikeyformat.Generate(rand.Reader)
+	prev, _ := apikeyformat.Generate(rand.Reader)
+	ak := testAPIKey(withRotation(48*time.Hour, 2*time.Hour))
+	issued := metav1.NewTime(t0.Add(-time.Hour))
+	ak.Status = gatehousev1.APIKeyStatus{KeyID: cur.ID(), IssuedAt: &issued, RecordConfigMapName: LegacyRecordName(ak.Name)}
+	issuedT := issued.Time
+	rec := &apikeyformat.Record{Version: 1, Name: ak.Name, Namespace: ak.Namespace, Subject: ak.Spec.Subject, State: apikeyformat.StateActive,
+		Keys: []apikeyformat.RecordKey{{KeyID: cur.ID(), SHA256: cur.Hash(), IssuedAt: &issuedT}}}
+	if grace {
+		until := metav1.NewTime(t0.Add(time.Hour))
+		ak.Status.PreviousKeyID, ak.Status.PreviousKeyValidUntil = prev.ID(), &until
+		rec.Keys = append(rec.Keys, apikeyformat.RecordKey{KeyID: prev.ID(), SHA256: prev.Hash(), NotAfter: &until.Time})
+	}
+	return observation{APIKey: ak, Now: t0, Legacy: rec, LegacyExists: true, Delivery: deliveryState{Exists: true, Key: &cur}}, cur, prev
+}
+
+func TestMigrationTakesOverThePreviousVersionsHashesOnce(t *testing.T) {
+	k := &keys{}
+	obs, cur, prev := legacyState(t, true)
+	if got := check(obs, cur, t0); got == apikeyformat.Accepted {
+		t.Fatal("before migration a status without hashes must accept nothing")
+	}
+	d := mustDecide(t, obs, k)
+	if len(k.made) != 0 || d.Delivery != nil {
+		t.Fatalf("migration generated a key (%d)", len(k.made))
+	}
+	if !d.DeleteLegacy {
+		t.Fatal("the record ConfigMap must be deleted once status holds the hashes")
+	}
+	after := apply(t, obs, d, t0)
+	for _, key := range []apikeyformat.Key{cur, prev} {
+		if got := check(after, key, t0); got != apikeyformat.Accepted {
+			t.Fatalf("key %s refused after migration: %s", key.ID(), got)
+		}
+	}
+	if got := check(after, prev, t0.Add(time.Hour)); got != apikeyformat.GraceOver {
+		t.Fatalf("the previous key's grace was not kept: %s", got)
+	}
+	if got := eventReasons(d); len(got) != 1 || got[0] != gatehousev1.ReasonMigrated {
+		t.Fatalf("events = %v", got)
+	}
+	// Gone: the next reconcile clears the field and changes nothing else.
+	d2 := mustDecide(t, after, k)
+	if d2.Status.RecordConfigMapName != "" || d2.DeleteLegacy || len(d2.Events) != 0 || len(k.made) != 0 {
+		t.Fatalf("after the deletion: %+v", d2)
+	}
+}
+
+func TestMigrationTrustsOnlyTheKeyIDsTheOperatorWroteInStatus(t *testing.T) {
+	k := &keys{}
+	obs, cur, _ := legacyState(t, false)
+	// The record ConfigMap was edited to list another key first, and a
+	// changed hash for the real key ID.
+	planted, _ := apikeyformat.Generate(rand.Reader)
+	obs.Legacy.Keys = []apikeyformat.RecordKey{{KeyID: planted.ID(), SHA256: planted.Hash()}, {KeyID: cur.ID(), SHA256: cur.Hash()}}
+	d := mustDecide(t, obs, k)
+	after := apply(t, obs, d, t0)
+	if got := check(after, planted, t0); got == apikeyformat.Accepted {
+		t.Fatal("a key ID status never named was taken over from the record")
+	}
+	if got := check(after, cur, t0); got != apikeyformat.Accepted {
+		t.Fatalf("the real key was refused: %s", got)
+	}
+}
+
+func TestLegacyRecordNamesAreValidForEveryAPIKeyName(t *testing.T) {
 	cases := map[string]string{
 		"a short name":            "billing",
 		"a name at the limit":     strings.Repeat("a", 253),
@@ -594,7 +734,7 @@ func TestRecordNamesAreValidForEveryAPIKeyName(t *testing.T) {
 	seen := map[string]bool{}
 	for name, in := range cases {
 		t.Run(name, func(t *testing.T) {
-			got := RecordName(in)
+			got := LegacyRecordName(in)
 			if errs := validation.IsDNS1123Subdomain(got); len(errs) > 0 {
 				t.Fatalf("%q: %v", got, errs)
 			}
@@ -604,7 +744,7 @@ func TestRecordNamesAreValidForEveryAPIKeyName(t *testing.T) {
 			seen[got] = true
 		})
 	}
-	if RecordName("billing") != "billing-gatehouse-record" {
+	if LegacyRecordName("billing") != "billing-gatehouse-record" {
 		t.Fatal("short names keep the documented form")
 	}
 }

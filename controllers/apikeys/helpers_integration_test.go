@@ -142,17 +142,11 @@ func (f *fixture) delivered(t *testing.T, secretName string) (*corev1.Secret, ap
 	return sec, k
 }
 
-func (f *fixture) record(t *testing.T, apiKeyName string) (*corev1.ConfigMap, *apikeyformat.Record) {
+// record reads the APIKey and compiles what validators trust of it.
+func (f *fixture) record(t *testing.T, apiKeyName string) (*gatehousev1.APIKey, *apikeyformat.Record) {
 	t.Helper()
-	cm := &corev1.ConfigMap{}
-	if err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: RecordName(apiKeyName)}, cm); err != nil {
-		t.Fatalf("reading record: %v", err)
-	}
-	rec, err := apikeyformat.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey]))
-	if err != nil {
-		t.Fatalf("decoding record: %v", err)
-	}
-	return cm, rec
+	ak := f.apiKey(t, apiKeyName)
+	return ak, apikeyformat.RecordOf(ak)
 }
 
 // events lists the Events of the namespace, through both Event APIs.

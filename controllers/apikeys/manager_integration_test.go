@@ -3,6 +3,7 @@ package apikeys
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -26,20 +27,20 @@ import (
 	"gatehouse.dev/gatehouse/test/testenv"
 )
 
-// TestIntegrationAFullScenarioRepairsHandEditsAndLeaksNoKey runs the
+// TestIntegrationAFullScenarioReportsHandEditsAndLeaksNoKey runs the
 // controller in a manager, as the operator does, through issuance, hand
-// edits and deletions of what it owns, a manual rotation, a lost delivery
-// Secret, revocation and expiry; then greps everything the operator logged
+// edits and deletions of the delivery Secret (reported, never trusted), a
+// manual rotation, revocation and expiry; then greps everything the operator logged
 // and every Event for every plaintext key it delivered.
-func TestIntegrationAFullScenarioRepairsHandEditsAndLeaksNoKey(t *testing.T) {
+func TestIntegrationAFullScenarioReportsHandEditsAndLeaksNoKey(t *testing.T) {
 	f := newFixture(t)
 	startManager(t, f.env, f.ns, &Reconciler{Clock: f.clk}, f.log.logger(), 2)
 	const name, secretName = "scenario", "scenario-key"
 	f.create(t, name, rotating(48*time.Hour, 24*time.Hour))
 
 	var plaintexts []string
-	// waitForKey waits until the delivery Secret, the record and the status
-	// agree on a current key other than notID, and returns it.
+	// waitForKey waits until the delivery Secret and the status agree on a
+	// current key other than notID, and returns it.
 	waitForKey := func(notID string) apikeyformat.Key {
 		t.Helper()
 		var key apikeyformat.Key
@@ -52,15 +53,10 @@ func TestIntegrationAFullScenarioRepairsHandEditsAndLeaksNoKey(t *testing.T) {
 			if err != nil {
 				return false, "delivery secret holds no key"
 			}
-			cm := &corev1.ConfigMap{}
-			if err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: RecordName(name)}, cm); err != nil {
-				return false, err.Error()
+			ak, rec := f.record(t, name)
+			if len(rec.Keys) == 0 {
+				return false, "status lists no key"
 			}
-			rec, err := apikeyformat.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey]))
-			if err != nil {
-				return false, "record: " + err.Error()
-			}
-			ak := f.apiKey(t, name)
 			if k.ID() == notID || rec.Keys[0].KeyID != k.ID() || rec.Keys[0].SHA256 != k.Hash() || ak.Status.KeyID != k.ID() ||
 				string(sec.Data[gatehousev1.DeliveryKeyIDDataKey]) != k.ID() || sec.Annotations[AnnotationIssuedAt] == "" {
 				return false, fmt.Sprintf("secret key %s, record %+v, status key %s", k.ID(), rec.Keys, ak.Status.KeyID)
@@ -71,52 +67,30 @@ func TestIntegrationAFullScenarioRepairsHandEditsAndLeaksNoKey(t *testing.T) {
 		plaintexts = append(plaintexts, key.Plaintext())
 		return key
 	}
-	waitForRecord := func(what string, ok func(*corev1.ConfigMap, *apikeyformat.Record) bool) {
+	waitForRecord := func(what string, ok func(*gatehousev1.APIKey, *apikeyformat.Record) bool) {
 		t.Helper()
 		eventually(t, 30*time.Second, func() (bool, string) {
-			cm := &corev1.ConfigMap{}
-			if err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: RecordName(name)}, cm); err != nil {
-				return false, err.Error()
-			}
-			rec, err := apikeyformat.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey]))
-			if err != nil {
-				return false, what + ": " + err.Error()
-			}
-			return ok(cm, rec), fmt.Sprintf("%s: %+v", what, rec)
+			ak, rec := f.record(t, name)
+			return ok(ak, rec), fmt.Sprintf("%s: %+v", what, ak.Status)
 		})
 	}
-
 	k1 := waitForKey("")
 
-	// A hand-edited record is repaired.
-	cm, _ := f.record(t, name)
-	cm.Data[gatehousev1.RecordDataKey] = strings.Replace(cm.Data[gatehousev1.RecordDataKey], k1.Hash(), strings.Repeat("0", 64), 1)
-	if err := f.env.Client.Update(f.ctx, cm); err != nil {
-		t.Fatal(err)
-	}
-	waitForRecord("repair of an edited hash", func(_ *corev1.ConfigMap, rec *apikeyformat.Record) bool { return rec.Keys[0].SHA256 == k1.Hash() })
-
-	// A hand-deleted record is recreated with the same key.
-	cm, _ = f.record(t, name)
-	if err := f.env.Client.Delete(f.ctx, cm); err != nil {
-		t.Fatal(err)
-	}
-	waitForRecord("recreation of a deleted record", func(got *corev1.ConfigMap, rec *apikeyformat.Record) bool {
-		return got.UID != cm.UID && rec.Keys[0].KeyID == k1.ID()
-	})
-
-	// A hand-edited delivery Secret keeps its key and gets its metadata back.
+	// A hand-edited delivery Secret is reported, not trusted: the key in
+	// status stays valid, the planted one is refused.
+	planted, _ := apikeyformat.Generate(rand.Reader)
 	sec, _ := f.delivered(t, secretName)
-	delete(sec.Data, gatehousev1.DeliveryKeyIDDataKey)
-	delete(sec.Annotations, AnnotationIssuedAt)
+	sec.Data[gatehousev1.DeliveryKeyDataKey] = []byte(planted.Plaintext())
 	if err := f.env.Client.Update(f.ctx, sec); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, func() (bool, string) {
-		got, k := f.delivered(t, secretName)
-		return k.ID() == k1.ID() && string(got.Data[gatehousev1.DeliveryKeyIDDataKey]) == k1.ID() &&
-			got.Annotations[AnnotationIssuedAt] == t0.Format(time.RFC3339), fmt.Sprintf("%v %v", got.Annotations, got.Data[gatehousev1.DeliveryKeyIDDataKey])
+	waitForRecord("report of an edited delivery Secret", func(ak *gatehousev1.APIKey, _ *apikeyformat.Record) bool {
+		s, r := condStatus(ak, gatehousev1.ConditionDelivered)
+		return s == metav1.ConditionFalse && r == gatehousev1.ReasonDeliverySecretChanged
 	})
+	if _, rec := f.record(t, name); rec.Check(k1, f.clk.Now()) != apikeyformat.Accepted || rec.Check(planted, f.clk.Now()) == apikeyformat.Accepted {
+		t.Fatal("an edited delivery Secret changed which key is accepted")
+	}
 
 	// A manual rotation.
 	f.clk.Step(time.Minute)
@@ -125,13 +99,20 @@ func TestIntegrationAFullScenarioRepairsHandEditsAndLeaksNoKey(t *testing.T) {
 	})
 	k2 := waitForKey(k1.ID())
 
-	// A hand-deleted delivery Secret: the plaintext is gone, so a new key is
-	// issued and the lost one stays valid for the grace period.
+	// A hand-deleted delivery Secret is reported; a rotation delivers a new
+	// key, and the old ones stay valid for their grace period.
 	f.clk.Step(time.Minute)
 	sec, _ = f.delivered(t, secretName)
 	if err := f.env.Client.Delete(f.ctx, sec); err != nil {
 		t.Fatal(err)
 	}
+	waitForRecord("report of a deleted delivery Secret", func(ak *gatehousev1.APIKey, rec *apikeyformat.Record) bool {
+		s, _ := condStatus(ak, gatehousev1.ConditionDelivered)
+		return s == metav1.ConditionFalse && rec.Check(k2, f.clk.Now()) == apikeyformat.Accepted
+	})
+	f.update(t, name, func(ak *gatehousev1.APIKey) {
+		ak.Annotations = map[string]string{gatehousev1.AnnotationRotateRequestedAt: f.clk.Now().Format(time.RFC3339)}
+	})
 	k3 := waitForKey(k2.ID())
 	_, rec := f.record(t, name)
 	for _, k := range []apikeyformat.Key{k1, k2, k3} {
@@ -142,18 +123,18 @@ func TestIntegrationAFullScenarioRepairsHandEditsAndLeaksNoKey(t *testing.T) {
 
 	// Revocation, then expiry.
 	f.update(t, name, func(ak *gatehousev1.APIKey) { ak.Spec.Disabled = true })
-	waitForRecord("revocation", func(_ *corev1.ConfigMap, rec *apikeyformat.Record) bool {
-		return rec.State == apikeyformat.StateRevoked
+	waitForRecord("revocation", func(ak *gatehousev1.APIKey, _ *apikeyformat.Record) bool {
+		return ak.Status.State == gatehousev1.APIKeyRevoked
 	})
 	f.update(t, name, func(ak *gatehousev1.APIKey) {
 		ak.Spec.Disabled = false
 		ak.Spec.ExpiresAt = &metav1.Time{Time: f.clk.Now()}
 	})
-	waitForRecord("expiry", func(_ *corev1.ConfigMap, rec *apikeyformat.Record) bool {
-		return rec.State == apikeyformat.StateExpired
+	waitForRecord("expiry", func(ak *gatehousev1.APIKey, _ *apikeyformat.Record) bool {
+		return ak.Status.State == gatehousev1.APIKeyExpired
 	})
 
-	for _, reason := range []string{gatehousev1.ReasonIssued, gatehousev1.ReasonRotated, gatehousev1.ReasonKeyLost, gatehousev1.ReasonDisabled, gatehousev1.ReasonExpired} {
+	for _, reason := range []string{gatehousev1.ReasonIssued, gatehousev1.ReasonRotated, gatehousev1.ReasonDeliverySecretChanged, gatehousev1.ReasonDisabled, gatehousev1.ReasonExpired} {
 		f.waitForEvent(t, reason)
 	}
 
@@ -314,14 +295,15 @@ func TestIntegrationManyAPIKeysBecomeReady(t *testing.T) {
 		t.Logf("reconciles: %s", strings.Join(summary, ", "))
 	}
 
-	// Every one has its record.
-	cms := &metav1.PartialObjectMetadataList{}
-	cms.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMapList"))
-	if err := c.List(ctx, cms, client.InNamespace(ns), client.MatchingLabels{gatehousev1.LabelRecord: gatehousev1.RecordAPIKey}); err != nil {
+	// Every one lists its hash in status.
+	list := &gatehousev1.APIKeyList{}
+	if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
-	if len(cms.Items) != n {
-		t.Fatalf("%d records for %d APIKeys", len(cms.Items), n)
+	for i := range list.Items {
+		if len(list.Items[i].Status.Keys) != 1 {
+			t.Fatalf("APIKey %s lists %d keys in status", list.Items[i].Name, len(list.Items[i].Status.Keys))
+		}
 	}
 }
 
@@ -337,9 +319,6 @@ func TestIntegrationDeletingTheObjectThatBlocksANameResolvesTheConflict(t *testi
 		{"A foreign Secret under the delivery name blocks until it is deleted.", func(ns string) client.Object {
 			return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "blocked-key", Namespace: ns}, StringData: map[string]string{"a": "b"}}
 		}, gatehousev1.ReasonSecretConflict},
-		{"A foreign ConfigMap under the record name blocks until it is deleted.", func(ns string) client.Object {
-			return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: RecordName("blocked"), Namespace: ns}, Data: map[string]string{"a": "b"}}
-		}, ReasonRecordConflict},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -20,12 +20,16 @@ const (
 	StateExpired State = "Expired"
 )
 
-// Record is the hash record of one APIKey resource: everything a validator
-// needs and nothing secret. The operator writes it as JSON under the data key
-// "record.json" of a ConfigMap labelled auth.gatehouse.dev/record=apikey and
-// auth.gatehouse.dev/owner=<APIKey name>, owned by the APIKey; sidecars and
-// the token endpoint read it. (A ConfigMap, not a Secret: see api/v1
-// contract.go for why sidecars must not be able to read Secrets.)
+// Record is what a validator needs of one APIKey, and nothing secret:
+// RecordOf compiles it from the APIKey's status (hashes, windows, state,
+// written by the operator alone) and spec (everything else, written by the
+// APIKey's author). Validators (sidecar, token endpoint) hold records, never
+// read them from ConfigMaps.
+//
+// Previous versions of the operator wrote records as JSON under the data key
+// "record.json" of ConfigMaps labelled auth.gatehouse.dev/record=apikey. The
+// only reader of that form left is the one-time migration
+// (UnmarshalRecord), which takes the hashes over into status.
 //
 // Example:
 //
@@ -162,7 +166,8 @@ func (r *Record) KeyValid(keyID string, now time.Time) bool {
 // Marshal encodes a record.
 func (r *Record) Marshal() ([]byte, error) { return json.Marshal(r) }
 
-// UnmarshalRecord decodes and validates a record.
+// UnmarshalRecord decodes and validates a record in the JSON form previous
+// versions of the operator wrote to ConfigMaps (for the migration only).
 func UnmarshalRecord(data []byte) (*Record, error) {
 	r := &Record{}
 	if err := json.Unmarshal(data, r); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -76,6 +77,11 @@ type Options struct {
 	// Logger, when set, is the manager's logger (default: ctrl.Log). It
 	// is capped below the verbosity at which client-go logs bodies.
 	Logger logr.Logger
+
+	// SkipControllerNameValidation lets several operators run in one
+	// process (tests starting one stack each); controller-runtime refuses
+	// a second controller of the same name otherwise.
+	SkipControllerNameValidation bool
 }
 
 // BindFlags registers the operator's flags.
@@ -113,6 +119,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager, error)
 		LeaderElection:          o.LeaderElect,
 		LeaderElectionID:        LeaderElectionID,
 		LeaderElectionNamespace: o.LeaderElectionNamespace,
+		Controller:              config.Controller{SkipNameValidation: &o.SkipControllerNameValidation},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)
@@ -178,7 +185,7 @@ func addDiscovery(ctx context.Context, mgr ctrl.Manager, o Options, log logr.Log
 			return fmt.Errorf("--token-endpoint-trusted-proxies: %w", err)
 		}
 		if err := tokenendpoint.RegisterIndex(ctx, mgr); err != nil {
-			return fmt.Errorf("indexing api key records: %w", err)
+			return fmt.Errorf("indexing api keys by key id: %w", err)
 		}
 		store := &tokenendpoint.KubeStore{Reader: mgr.GetClient(), Signer: tokenendpoint.SigningKeySignerFor(prefix)}
 		te := tokenendpoint.NewServer(store, log.WithName("token-endpoint"), tokenendpoint.NewMetrics(ctrlmetrics.Registry))

@@ -26,6 +26,7 @@ import (
 	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/internal/keyring"
 	"gatehouse.dev/gatehouse/test/framework"
+	operatorapp "gatehouse.dev/gatehouse/operator/app"
 	"gatehouse.dev/gatehouse/test/stack"
 	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/test/testfixture"
@@ -49,6 +50,13 @@ type fixture struct {
 func startStack(t *testing.T) *fixture {
 	t.Helper()
 	env, ns := testenv.Start(t)
+	return startStackOn(t, env, ns)
+}
+
+// startStackOn starts the operator and a sidecar on a namespace that may
+// already hold state.
+func startStackOn(t *testing.T, env *testenv.Env, ns string) *fixture {
+	t.Helper()
 	f := &fixture{env: env, ns: ns, logs: &stack.LogBuffer{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -59,6 +67,8 @@ func startStack(t *testing.T) *fixture {
 		PodLabels:      map[string]string{"app": "orders"},
 		OperatorLog:    f.logs.Logger("operator"),
 		SidecarLog:     f.logs.Logger("sidecar"),
+		// Several tests of this package start a stack each.
+		Operator: func(o *operatorapp.Options) { o.SkipControllerNameValidation = true },
 	})
 	if err != nil {
 		t.Fatal(err)

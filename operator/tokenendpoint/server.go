@@ -59,8 +59,9 @@ type Signer struct {
 
 // Store reads what the endpoint needs, from the operator's cache.
 type Store interface {
-	// RecordByKeyID returns the hash record listing keyID, or ErrNotFound.
-	RecordByKeyID(ctx context.Context, keyID string) (*apikeyformat.Record, error)
+	// RecordForKey returns the record of the APIKey holding key (its ID
+	// and hash), or ErrNotFound.
+	RecordForKey(ctx context.Context, key apikeyformat.Key) (*apikeyformat.Record, error)
 	// ActiveSigner returns the key that signs at now for the SigningKey
 	// namespace/name; never a Next, Retired or revoked key.
 	ActiveSigner(ctx context.Context, namespace, name string, now time.Time) (*Signer, error)
@@ -224,7 +225,7 @@ func (s *Server) authenticate(ctx context.Context, req tokenRequest, now time.Ti
 	if err != nil {
 		return nil, nil, refuse(MalformedKey)
 	}
-	rec, err := s.Store.RecordByKeyID(ctx, key.ID())
+	rec, err := s.Store.RecordForKey(ctx, key)
 	if errors.Is(err, ErrNotFound) {
 		// Hash the key anyway, as Check would, so that an unknown key
 		// ID costs the same work as a wrong secret for a known one.

@@ -38,13 +38,13 @@ type fakeStore struct {
 	err     error
 }
 
-func (f *fakeStore) RecordByKeyID(_ context.Context, keyID string) (*apikeyformat.Record, error) {
+func (f *fakeStore) RecordForKey(_ context.Context, key apikeyformat.Key) (*apikeyformat.Record, error) {
 	if f.err != nil {
 		return nil, f.err
 	}
 	for _, r := range f.records {
 		for _, k := range r.Keys {
-			if k.KeyID == keyID {
+			if k.KeyID == key.ID() {
 				return r, nil
 			}
 		}

@@ -197,7 +197,7 @@ func TestSidecarServesFromFilesAndReloadsThem(t *testing.T) {
 	}, gatehousev1.Rule{Name: "orders", Match: gatehousev1.RuleMatch{Paths: []string{"/orders/*"}}, Scopes: []string{"orders:read"}})
 	pol.Spec.Selector.MatchLabels = map[string]string{"app": "orders"}
 	writeFile(t, filepath.Join(dir, "policy.yaml"), testfixture.YAML(t, pol, testfixture.SigningKey(t, ns, "platform", issuer, signer)))
-	writeFile(t, filepath.Join(dir, "records.yaml"), testfixture.YAML(t, key.ConfigMap(t)))
+	writeFile(t, filepath.Join(dir, "records.yaml"), testfixture.YAML(t, key.Object()))
 
 	r := start(t, ns, &source.Files{Dir: dir, PollInterval: 20 * time.Millisecond}, map[string]string{"app": "orders"})
 	framework.Eventually(t, "/readyz to succeed", 10*time.Second, func() (bool, string) {
@@ -219,7 +219,7 @@ func TestSidecarServesFromFilesAndReloadsThem(t *testing.T) {
 
 	// Revoke the key in the file: the next checks must deny it.
 	key.Record.State = apikeyformat.StateRevoked
-	writeFile(t, filepath.Join(dir, "records.yaml"), testfixture.YAML(t, key.ConfigMap(t)))
+	writeFile(t, filepath.Join(dir, "records.yaml"), testfixture.YAML(t, key.Object()))
 	framework.Eventually(t, "the revoked key to be denied", 10*time.Second, func() (bool, string) {
 		got := reason(r.send(t, map[string]string{"x-api-key": key.Key.Plaintext()}))
 		return got == "api_key_revoked", got
@@ -244,7 +244,7 @@ func TestSidecarServesFromFilesAndReloadsThem(t *testing.T) {
 	if code, _ := httpGet(t, "http://"+other.addrs.Health+"/readyz"); code != http.StatusServiceUnavailable {
 		t.Errorf("a sidecar with only a broken state answered /readyz %d, want 503", code)
 	}
-	writeFile(t, filepath.Join(dir, "records.yaml"), testfixture.YAML(t, key.ConfigMap(t)))
+	writeFile(t, filepath.Join(dir, "records.yaml"), testfixture.YAML(t, key.Object()))
 	framework.Eventually(t, "the second sidecar to be ready", 10*time.Second, func() (bool, string) {
 		code, _ := httpGet(t, "http://"+other.addrs.Health+"/readyz")
 		return code == http.StatusOK, fmt.Sprint(code)

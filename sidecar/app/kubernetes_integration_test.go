@@ -32,7 +32,6 @@ import (
 	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/sidecar/source"
 	"gatehouse.dev/gatehouse/test/framework"
-	"gatehouse.dev/gatehouse/test/sidecarrbac"
 	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/test/testfixture"
 )
@@ -48,8 +47,7 @@ func sidecarConfig(t *testing.T, env *testenv.Env, ns string) *rest.Config {
 	defer cancel()
 	role := &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-sidecar", Namespace: ns},
-		// Exactly what the chart grants a sidecar.
-		Rules: sidecarrbac.Rules(),
+		Rules:      testenv.SidecarRules,
 	}
 	binding := &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-sidecar", Namespace: ns},
@@ -356,11 +354,10 @@ func (p *cuttableProxy) cut() {
 func TestIntegrationTheSidecarServesItsLastStateWhileTheAPIServerIsAwayAndResyncs(t *testing.T) {
 	env, ns := testenv.Start(t)
 	key := testfixture.NewAPIKey(t, ns, "billing", "service:billing", "orders:read")
-	cm := key.ConfigMap(t)
-	cm.TypeMeta = metav1.TypeMeta{}
+	ak := testfixture.CreateAPIKey(t, env.Client, key)
 	pol := testfixture.Policy(ns, "main", time.Time{}, nil, gatehousev1.Rule{Name: "orders", Match: gatehousev1.RuleMatch{Paths: []string{"/orders/*"}}})
 	pol.CreationTimestamp = metav1.Time{}
-	create(t, env, cm, pol)
+	create(t, env, pol)
 
 	cfg := sidecarConfig(t, env, ns)
 	u, err := url.Parse(cfg.Host)
@@ -399,13 +396,11 @@ func TestIntegrationTheSidecarServesItsLastStateWhileTheAPIServerIsAwayAndResync
 
 	// The key is revoked while the sidecar cannot see it; once the API
 	// server is back, the sidecar resyncs and denies.
-	key.Record.State = apikeyformat.StateRevoked
-	upd := key.ConfigMap(t)
-	cur := &corev1.ConfigMap{}
-	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(cm), cur); err != nil {
+	cur := &gatehousev1.APIKey{}
+	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(ak), cur); err != nil {
 		t.Fatal(err)
 	}
-	cur.Data = upd.Data
+	cur.Spec.Disabled = true
 	if err := env.Client.Update(context.Background(), cur); err != nil {
 		t.Fatal(err)
 	}

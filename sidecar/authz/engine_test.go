@@ -42,17 +42,18 @@ type env struct {
 	builder *snapshot.Builder
 	cms     map[string]*corev1.ConfigMap
 	sks     map[string]*gatehousev1.SigningKey
+	keys    map[string]*gatehousev1.APIKey
 	policy  *gatehousev1.AuthPolicy
 	engine  *authz.Engine
 }
 
 func newEnv(t testing.TB, signer *testfixture.Signer, keys ...*testfixture.APIKey) *env {
 	t.Helper()
-	e := &env{clock: testfixture.NewClock(), store: &snapshot.Store{}, cms: map[string]*corev1.ConfigMap{}, sks: map[string]*gatehousev1.SigningKey{}}
+	e := &env{clock: testfixture.NewClock(), store: &snapshot.Store{}, cms: map[string]*corev1.ConfigMap{}, sks: map[string]*gatehousev1.SigningKey{}, keys: map[string]*gatehousev1.APIKey{}}
 	e.builder = snapshot.NewBuilder(snapshot.BuildOptions{Namespace: ns, Clock: e.clock.Now})
 	e.engine = authz.New(e.store, authz.Options{Clock: e.clock.Now, Log: testr.NewWithInterface(t, testr.Options{})})
 	for _, k := range keys {
-		e.cms[k.Record.Name] = k.ConfigMap(t)
+		e.keys[k.Record.Name] = k.Object()
 	}
 	if signer != nil {
 		e.sks["platform"] = testfixture.SigningKey(t, ns, "platform", issuer, signer)
@@ -71,6 +72,9 @@ func (e *env) rebuild() {
 	}
 	for _, sk := range e.sks {
 		in.SigningKeys = append(in.SigningKeys, sk)
+	}
+	for _, ak := range e.keys {
+		in.APIKeys = append(in.APIKeys, ak)
 	}
 	if e.policy != nil {
 		in.Policies = []*gatehousev1.AuthPolicy{e.policy}
@@ -121,7 +125,7 @@ func TestRevocationReachesCachedTokens(t *testing.T) {
 	// The token is now cached; revoking the key must deny it on the next
 	// request, without any re-verification trigger but the new record.
 	key.Record.State = apikeyformat.StateRevoked
-	e.cms[key.Record.Name] = key.ConfigMap(t)
+	e.keys[key.Record.Name] = key.Object()
 	e.rebuild()
 	if d := e.engine.Check(req("Authorization", "Bearer "+tok)); d.Allowed || d.Reason != authz.TokenRevoked {
 		t.Fatalf("got %+v after revoking the key, want token_revoked", d)
@@ -167,7 +171,7 @@ func TestCachedTokensFollowKeysAndClock(t *testing.T) {
 			name: "A cached token stays allowed across an unrelated rebuild",
 			change: func(e *env, _ *testfixture.Signer) {
 				k := testfixture.NewAPIKey(t, ns, "other", "svc:other")
-				e.cms["other"] = k.ConfigMap(t)
+				e.keys["other"] = k.Object()
 				e.rebuild()
 			},
 			want: authz.Authenticated,

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
-	corev1 "k8s.io/api/core/v1"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/sidecar/authz"
@@ -29,18 +28,18 @@ func benchState(b *testing.B, extraRecords int) (*snapshot.Store, *testfixture.A
 	b.Helper()
 	key := testfixture.NewAPIKey(b, ns, "billing", "service:billing", "orders:read")
 	es, rs := testfixture.NewSigner(b, jwa.ES256), testfixture.NewSigner(b, jwa.RS256)
-	cms := []*corev1.ConfigMap{key.ConfigMap(b)}
+	apiKeys := []*gatehousev1.APIKey{key.Object()}
 	sks := []*gatehousev1.SigningKey{testfixture.SigningKey(b, ns, "es", esIssuer, es), testfixture.SigningKey(b, ns, "rs", rsIssuer, rs)}
 	for i := range extraRecords {
 		k := testfixture.NewAPIKey(b, ns, "extra-"+string(rune('a'+i%26))+time.Duration(i).String(), "svc")
-		cms = append(cms, k.ConfigMap(b))
+		apiKeys = append(apiKeys, k.Object())
 	}
 	pol := testfixture.Policy(ns, "main", testfixture.Epoch, []gatehousev1.TrustedIssuer{
 		{Name: "es", SigningKeyRef: &gatehousev1.LocalObjectReference{Name: "es"}, Audiences: []string{"orders"}},
 		{Name: "rs", SigningKeyRef: &gatehousev1.LocalObjectReference{Name: "rs"}, Audiences: []string{"orders"}},
 	}, gatehousev1.Rule{Name: "orders", Match: gatehousev1.RuleMatch{Paths: []string{"/orders/*"}}, Scopes: []string{"orders:read"}})
 	store := &snapshot.Store{}
-	snap := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: ns}).Build(snapshot.Inputs{ConfigMaps: cms, SigningKeys: sks, Policies: []*gatehousev1.AuthPolicy{pol}})
+	snap := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: ns}).Build(snapshot.Inputs{APIKeys: apiKeys, SigningKeys: sks, Policies: []*gatehousev1.AuthPolicy{pol}})
 	if len(snap.Problems) > 0 {
 		b.Fatal(snap.Problems)
 	}

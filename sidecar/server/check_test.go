@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
@@ -34,7 +33,7 @@ const (
 type world struct {
 	clock                             *testfixture.Clock
 	active, revoked, expired, rotated *testfixture.APIKey
-	limited, future                   *testfixture.APIKey
+	limited                           *testfixture.APIKey
 	previous                          apikeyformat.Key // the rotated record's key in grace
 	gracePassed                       apikeyformat.Key // a key whose grace period is over
 	es, rs, attacker                  *testfixture.Signer
@@ -53,8 +52,6 @@ func newWorld(t testing.TB) *world {
 	w.revoked.Record.State = apikeyformat.StateRevoked
 	w.expired = testfixture.NewAPIKey(t, ns, "expired", "service:expired", "orders:read")
 	w.expired.Record.ExpiresAt = &past
-	w.future = testfixture.NewAPIKey(t, ns, "future", "service:future", "orders:read")
-	w.future.Record.Keys[0].NotBefore = &soon
 	w.limited = testfixture.NewAPIKey(t, ns, "limited", "service:limited", "orders:read")
 	w.limited.Record.RateLimit = &apikeyformat.RecordRateLimit{RequestsPerSecond: 1, Burst: 1}
 	// A rotated record: a current key, a previous key in its grace period
@@ -75,10 +72,10 @@ func newWorld(t testing.TB) *world {
 	}
 	w.rsPublicPEM = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 
-	var cms []*corev1.ConfigMap
 	sks := []*gatehousev1.SigningKey{testfixture.SigningKey(t, ns, "platform", esIssuer, w.es)}
-	for _, k := range []*testfixture.APIKey{w.active, w.revoked, w.expired, w.future, w.limited, w.rotated} {
-		cms = append(cms, k.ConfigMap(t))
+	var apiKeys []*gatehousev1.APIKey
+	for _, k := range []*testfixture.APIKey{w.active, w.revoked, w.expired, w.limited, w.rotated} {
+		apiKeys = append(apiKeys, k.Object())
 	}
 	skew := metav1.Duration{Duration: 30 * time.Second}
 	issuers := []gatehousev1.TrustedIssuer{
@@ -95,7 +92,7 @@ func newWorld(t testing.TB) *world {
 	}
 	pol := testfixture.Policy(ns, "main", now.Add(-time.Hour), issuers, rules...)
 	b := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: ns, Clock: w.clock.Now})
-	snap := b.Build(snapshot.Inputs{ConfigMaps: cms, SigningKeys: sks, Policies: []*gatehousev1.AuthPolicy{pol}})
+	snap := b.Build(snapshot.Inputs{APIKeys: apiKeys, SigningKeys: sks, Policies: []*gatehousev1.AuthPolicy{pol}})
 	if len(snap.Problems) > 0 {
 		t.Fatalf("the test state has problems: %v", snap.Problems)
 	}
@@ -291,7 +288,6 @@ func TestCheckOverGRPCAndHTTP(t *testing.T) {
 		{name: "A forged key with a known ID and another secret is wrong", req: get("/orders/1", hdrs("x-api-key", keyWithID(t, w.active.Key.ID()).Plaintext())), status: 401, reason: "wrong_api_key", chall: keyChallenge},
 		{name: "A revoked key is denied", req: get("/orders/1", hdrs("x-api-key", w.revoked.Key.Plaintext())), status: 401, reason: "api_key_revoked", chall: keyChallenge},
 		{name: "An expired key is denied", req: get("/orders/1", hdrs("x-api-key", w.expired.Key.Plaintext())), status: 401, reason: "api_key_expired", chall: keyChallenge},
-		{name: "A key before its notBefore is denied", req: get("/orders/1", hdrs("x-api-key", w.future.Key.Plaintext())), status: 401, reason: "api_key_not_yet_valid", chall: keyChallenge},
 		{name: "A previous key past its grace period is denied", req: get("/orders/1", hdrs("x-api-key", w.gracePassed.Plaintext())), status: 401, reason: "api_key_grace_period_over", chall: keyChallenge},
 		{name: "A key over its rate limit gets 429 with Retry-After", req: get("/orders/1", hdrs("x-api-key", w.limited.Key.Plaintext())), repeat: 1, status: 429, reason: "rate_limited", retryAt: "1"},
 

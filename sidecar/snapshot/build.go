@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -23,41 +24,39 @@ const (
 	MaxClockSkew        = 5 * time.Minute
 )
 
-// Inputs are the objects a snapshot is built from: the record ConfigMaps,
-// the SigningKeys and the AuthPolicies of the sidecar's namespace.
+// Inputs are the objects a snapshot is built from: the APIKeys, the
+// SigningKeys, the JWKS ConfigMaps and the AuthPolicies of the sidecar's
+// namespace.
 type Inputs struct {
+	// APIKeys are read for their spec (subject, scopes, expiry, disabled,
+	// rate limit) and their status (hashes, windows, state), which only the
+	// operator can write. ConfigMaps never supply API keys: anyone who may
+	// write ConfigMaps could forge one.
+	APIKeys []*gatehousev1.APIKey
+	// Records are APIKeys already compiled by apikeyformat.RecordOf, as
+	// the files source delivers them so as not to hold 100,000 decoded
+	// APIKeys at once. They count exactly like APIKeys.
+	Records    []CompiledAPIKey
 	ConfigMaps []*corev1.ConfigMap
 	Policies   []*gatehousev1.AuthPolicy
 	// SigningKeys supply the JWKS of issuers named by signingKeyRef: the
 	// JWKS and issuer the operator wrote into their status, nothing else.
 	SigningKeys []*gatehousev1.SigningKey
-	// Records are API key records delivered without their ConfigMap, as
-	// the files source does so as not to hold 100,000 decoded ConfigMaps
-	// at once. They count exactly like ConfigMaps labelled
-	// auth.gatehouse.dev/record=apikey, except that a JWKS reference by
-	// ConfigMap name cannot find them.
-	Records []RecordData
 }
 
-// RecordData is the API key record of one ConfigMap: its name, namespace
-// and version, and its record.json.
-type RecordData struct {
-	Name      string
-	Namespace string
-	// Version identifies the content: UID and resourceVersion for objects
-	// of the API server; empty when the content itself is the version.
+// CompiledAPIKey is apikeyformat.RecordOf of one APIKey, with a version
+// that changes whenever the APIKey does (its content hash, for files).
+type CompiledAPIKey struct {
 	Version string
-	Data    string
+	Record  *apikeyformat.Record
 }
 
-// RecordDataOf extracts the API key record of a ConfigMap labelled
-// auth.gatehouse.dev/record=apikey.
-func RecordDataOf(cm *corev1.ConfigMap) RecordData {
-	rd := RecordData{Name: cm.Name, Namespace: cm.Namespace, Data: cm.Data[gatehousev1.RecordDataKey]}
-	if cm.ResourceVersion != "" {
-		rd.Version = string(cm.UID) + "/" + cm.ResourceVersion
-	}
-	return rd
+// keySource is one APIKey to index, as an object or already compiled.
+type keySource struct {
+	name    string
+	version [sha256.Size]byte
+	ak      *gatehousev1.APIKey
+	rec     *apikeyformat.Record
 }
 
 // RemoteKeySets supplies the key sets of issuers whose keys are fetched over
@@ -84,7 +83,7 @@ type BuildOptions struct {
 	Clock func() time.Time
 }
 
-// Builder builds snapshots. It remembers what it decoded last time (records
+// Builder builds snapshots. It remembers what it compiled last time (APIKeys
 // by object version, JWKS by content) so that a rebuild after one change
 // costs map operations, not re-decoding 100,000 records. A Builder is not
 // safe for concurrent use: one goroutine (the reload loop) owns it.
@@ -92,13 +91,11 @@ type Builder struct {
 	opts BuildOptions
 	gen  uint64
 	// prev is the record table of the last build; memo maps the hash of
-	// a record ConfigMap's name and version to its record there, and
-	// failed to the decoding error of an unusable one. Neither holds a
+	// an APIKey's name and version to its record there. Neither holds a
 	// pointer per record (see records.go).
-	prev   *recordTable
-	memo   map[[sha256.Size]byte]uint32
-	failed map[[sha256.Size]byte]error
-	jwks   map[[sha256.Size]byte]jwksMemo
+	prev *recordTable
+	memo map[[sha256.Size]byte]uint32
+	jwks map[[sha256.Size]byte]jwksMemo
 }
 
 type jwksMemo struct {
@@ -130,10 +127,15 @@ func (b *Builder) Build(in Inputs) *Snapshot {
 		}
 	}
 	byName := map[string]*corev1.ConfigMap{}
-	recordMaps := make([]RecordData, 0, len(in.Records))
-	for _, rd := range in.Records {
-		if b.inNamespace(rd.Namespace) {
-			recordMaps = append(recordMaps, rd)
+	apiKeys := make([]keySource, 0, len(in.APIKeys)+len(in.Records))
+	for _, ak := range in.APIKeys {
+		if b.inNamespace(ak.Namespace) {
+			apiKeys = append(apiKeys, keySource{name: ak.Name, version: apiKeyVersion(ak), ak: ak})
+		}
+	}
+	for _, c := range in.Records {
+		if b.inNamespace(c.Record.Namespace) {
+			apiKeys = append(apiKeys, keySource{name: c.Record.Name, version: compiledVersion(c), rec: c.Record})
 		}
 	}
 	for _, cm := range in.ConfigMaps {
@@ -141,12 +143,9 @@ func (b *Builder) Build(in Inputs) *Snapshot {
 			continue
 		}
 		byName[cm.Name] = cm
-		if cm.Labels[gatehousev1.LabelRecord] == gatehousev1.RecordAPIKey {
-			recordMaps = append(recordMaps, RecordDataOf(cm))
-		}
 	}
 
-	s.records = b.indexRecords(recordMaps, problemf)
+	s.records = b.indexRecords(apiKeys, problemf)
 
 	if p := b.selectPolicy(in.Policies); p != nil {
 		s.Policy = b.compilePolicy(p, signingKeys, byName, problemf)
@@ -159,62 +158,74 @@ func (b *Builder) inNamespace(ns string) bool {
 	return ns == "" || b.opts.Namespace == "" || ns == b.opts.Namespace
 }
 
-func (b *Builder) indexRecords(maps []RecordData, problemf func(string, ...any)) *recordTable {
-	tb := newTableBuilder(len(maps))
-	memo := make(map[[sha256.Size]byte]uint32, len(maps))
-	failed := map[[sha256.Size]byte]error{}
-	index := make(map[keyID]uint32, len(maps))
+// indexRecords compiles the APIKeys into the record table. An APIKey
+// unchanged since the last build (same UID and resourceVersion) is copied
+// from the last table, not compiled again.
+func (b *Builder) indexRecords(apiKeys []keySource, problemf func(string, ...any)) *recordTable {
+	tb := newTableBuilder(len(apiKeys))
+	memo := make(map[[sha256.Size]byte]uint32, len(apiKeys))
+	index := make(map[keyID]uint32, len(apiKeys))
 	conflicts := map[keyID]bool{}
 	// Sorted so that problems come out in a stable order.
-	sort.Slice(maps, func(i, j int) bool { return maps[i].Name < maps[j].Name })
-	for _, cm := range maps {
-		data := cm.Data
-		h := sha256.New()
-		h.Write([]byte(cm.Name))
-		h.Write([]byte{0})
-		if cm.Version == "" {
-			sum := sha256.Sum256([]byte(data))
-			h.Write(sum[:])
-		} else {
-			h.Write([]byte{1})
-			h.Write([]byte(cm.Version))
-		}
-		var version [sha256.Size]byte
-		h.Sum(version[:0])
-
+	sort.Slice(apiKeys, func(i, j int) bool { return apiKeys[i].name < apiKeys[j].name })
+	for _, src := range apiKeys {
+		version := src.version
 		var idx uint32
-		if err, ok := b.failed[version]; ok {
-			failed[version] = err
-		} else if i, ok := b.memo[version]; ok {
+		if i, ok := b.memo[version]; ok {
 			idx = tb.copyRecord(b.prev, i)
-			memo[version] = idx
-		} else if rec, err := apikeyformat.UnmarshalRecord([]byte(data)); err != nil {
-			failed[version] = err
+		} else if src.rec != nil {
+			idx = tb.addRecord(src.rec)
 		} else {
-			idx = tb.addRecord(rec)
-			memo[version] = idx
+			idx = tb.addRecord(apikeyformat.RecordOf(src.ak))
 		}
-		if err := failed[version]; err != nil {
-			problemf("API key record ConfigMap %s is unusable, its keys are denied: %v", cm.Name, err)
-			continue
-		}
+		memo[version] = idx
 		info := tb.t.recs[idx]
 		for ki := info.firstKey; ki < info.firstKey+info.nKeys; ki++ {
 			k := &tb.t.keys[ki]
 			if _, dup := index[k.id]; dup || conflicts[k.id] {
-				// Two records claiming one key ID is a conflict nobody can
-				// resolve safely here: deny the key ID altogether.
+				// Two APIKeys of this namespace listing one key ID is a
+				// conflict nobody can resolve safely here: deny the key ID
+				// altogether. Only the operator writes status, so this
+				// takes two APIKeys given the same spec.hash.
 				conflicts[k.id] = true
 				delete(index, k.id)
-				problemf("key ID %s appears in more than one API key record; it is denied", keyIDEncoding.EncodeToString(k.id[:]))
+				problemf("key ID %s appears in more than one APIKey; it is denied", keyIDEncoding.EncodeToString(k.id[:]))
 				continue
 			}
 			index[k.id] = ki
 		}
 	}
 	t := tb.finish(index)
-	b.prev, b.memo, b.failed = t, memo, failed
+	b.prev, b.memo = t, memo
 	return t
+}
+
+// compiledVersion identifies a compiled APIKey: its name and version.
+func compiledVersion(c CompiledAPIKey) [sha256.Size]byte {
+	return sha256.Sum256([]byte(c.Record.Namespace + "/" + c.Record.Name + "\x00\x02" + c.Version))
+}
+
+// apiKeyVersion identifies what an APIKey says: its name with its UID and
+// resourceVersion for objects of the API server, else its content.
+func apiKeyVersion(ak *gatehousev1.APIKey) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write([]byte(ak.Namespace + "/" + ak.Name))
+	h.Write([]byte{0})
+	if ak.ResourceVersion != "" {
+		h.Write([]byte(string(ak.UID) + "/" + ak.ResourceVersion))
+	} else {
+		// Test inputs without a version: hash what RecordOf reads.
+		doc, _ := json.Marshal(struct {
+			Spec   *gatehousev1.APIKeySpec   `json:"spec"`
+			Status *gatehousev1.APIKeyStatus `json:"status"`
+			Del    *metav1.Time              `json:"del"`
+		}{&ak.Spec, &ak.Status, ak.DeletionTimestamp})
+		h.Write([]byte{1})
+		h.Write(doc)
+	}
+	var v [sha256.Size]byte
+	h.Sum(v[:0])
+	return v
 }
 
 // selectPolicy picks the oldest policy whose selector matches the pod.

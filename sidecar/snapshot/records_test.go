@@ -25,21 +25,33 @@ func genKey(t *testing.T) apikeyformat.Key {
 	return k
 }
 
-func recordConfigMap(t *testing.T, name, version string, r *apikeyformat.Record) *corev1.ConfigMap {
-	t.Helper()
-	data, err := r.Marshal()
-	if err != nil {
-		t.Fatal(err)
+// apiKeyOf renders a record as the APIKey whose spec and status say the
+// same: RecordOf(apiKeyOf(r)) decides as r does (r has no notBefore).
+func apiKeyOf(name, version string, r *apikeyformat.Record) *gatehousev1.APIKey {
+	ak := &gatehousev1.APIKey{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", ResourceVersion: version, UID: types.UID("u-" + name)},
+		Spec:       gatehousev1.APIKeySpec{Subject: r.Subject, Scopes: r.Scopes, SecretName: name + "-key"},
+		Status:     gatehousev1.APIKeyStatus{State: gatehousev1.APIKeyState(r.State)},
 	}
-	return &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", ResourceVersion: version, UID: types.UID("u-" + name),
-			Labels: map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordAPIKey}},
-		Data: map[string]string{gatehousev1.RecordDataKey: string(data)},
+	if r.ExpiresAt != nil {
+		ak.Spec.ExpiresAt = &metav1.Time{Time: *r.ExpiresAt}
 	}
+	if rl := r.RateLimit; rl != nil {
+		burst := rl.Burst
+		ak.Spec.RateLimit = &gatehousev1.RateLimit{RequestsPerSecond: rl.RequestsPerSecond, Burst: &burst}
+	}
+	for _, k := range r.Keys {
+		sk := gatehousev1.APIKeyStatusKey{KeyID: k.KeyID, SHA256: k.SHA256}
+		if k.NotAfter != nil {
+			sk.NotAfter = &metav1.Time{Time: *k.NotAfter}
+		}
+		ak.Status.Keys = append(ak.Status.Keys, sk)
+	}
+	return ak
 }
 
 // TestCompactRecordsDecideLikeRecordCheck builds snapshots of records in
-// every state, with and without expiry and key windows, and checks that the
+// every state, with and without expiry and grace windows, and checks that the
 // compact form takes the decision of apikeyformat.Record.Check and KeyValid for
 // the right key, a wrong key of the same ID, and clocks on and around every
 // bound.
@@ -59,14 +71,14 @@ func TestCompactRecordsDecideLikeRecordCheck(t *testing.T) {
 		rec *apikeyformat.Record
 	}
 	var all []keyed
-	var cms []*corev1.ConfigMap
+	var cms []*gatehousev1.APIKey
 	for i := range 300 {
 		r := &apikeyformat.Record{Version: 1, Name: fmt.Sprintf("r%d", i), Namespace: "ns", Subject: fmt.Sprintf("service:%d", i),
 			Scopes: [][]string{nil, {"a"}, {"a", "b"}}[i%3], State: states[rng.IntN(len(states))], ExpiresAt: optTime()}
 		for range 1 + rng.IntN(3) {
 			k := genKey(t)
 			other := genKey(t)
-			rk := apikeyformat.RecordKey{KeyID: k.ID(), SHA256: k.Hash(), NotBefore: optTime(), NotAfter: optTime()}
+			rk := apikeyformat.RecordKey{KeyID: k.ID(), SHA256: k.Hash(), NotAfter: optTime()}
 			switch rng.IntN(6) {
 			case 0:
 				// A wrong key for this ID (the checksum of a key covers
@@ -79,7 +91,7 @@ func TestCompactRecordsDecideLikeRecordCheck(t *testing.T) {
 			r.Keys = append(r.Keys, rk)
 			all = append(all, keyed{key: k, rec: r})
 		}
-		cms = append(cms, recordConfigMap(t, r.Name, "1", r))
+		cms = append(cms, apiKeyOf(r.Name, "1", r))
 	}
 	b := NewBuilder(BuildOptions{Namespace: "ns"})
 	check := func(s *Snapshot) {
@@ -116,17 +128,17 @@ func TestCompactRecordsDecideLikeRecordCheck(t *testing.T) {
 			}
 		}
 	}
-	s := b.Build(Inputs{ConfigMaps: cms})
+	s := b.Build(Inputs{APIKeys: cms})
 	check(s)
 	// A rebuild from the memo decides the same.
-	check(b.Build(Inputs{ConfigMaps: cms}))
+	check(b.Build(Inputs{APIKeys: cms}))
 	// Changing one record's version with new content takes effect; the
 	// others are served from the memo.
 	r0 := all[0].rec
 	orig := r0.State
 	r0.State = apikeyformat.StateRevoked
-	cms[0] = recordConfigMap(t, r0.Name, "2", r0)
-	s2 := b.Build(Inputs{ConfigMaps: cms})
+	cms[0] = apiKeyOf(r0.Name, "2", r0)
+	s2 := b.Build(Inputs{APIKeys: cms})
 	check(s2)
 	// The earlier snapshot is unchanged by later builds.
 	r0.State = orig
@@ -167,21 +179,18 @@ func TestTimesOutsideTheNanosecondRangeAreClamped(t *testing.T) {
 }
 
 // BenchmarkRecordLookup measures finding and checking an API key among
-// 10,000 records.
+// 10,000 APIKeys.
 func BenchmarkRecordLookup(b *testing.B) {
-	var cms []*corev1.ConfigMap
+	var aks []*gatehousev1.APIKey
 	var keys []apikeyformat.Key
 	for i := range 10000 {
 		k, _ := apikeyformat.Generate(rand.Reader)
 		keys = append(keys, k)
 		r := &apikeyformat.Record{Version: 1, Name: fmt.Sprintf("r%d", i), Namespace: "ns", Subject: "s", Scopes: []string{"a"},
 			State: apikeyformat.StateActive, Keys: []apikeyformat.RecordKey{{KeyID: k.ID(), SHA256: k.Hash()}}}
-		data, _ := r.Marshal()
-		cms = append(cms, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: r.Name, Namespace: "ns",
-			Labels: map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordAPIKey}},
-			Data: map[string]string{gatehousev1.RecordDataKey: string(data)}})
+		aks = append(aks, apiKeyOf(r.Name, "1", r))
 	}
-	s := NewBuilder(BuildOptions{}).Build(Inputs{ConfigMaps: cms})
+	s := NewBuilder(BuildOptions{}).Build(Inputs{APIKeys: aks})
 	now := time.Now()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -194,11 +203,12 @@ func BenchmarkRecordLookup(b *testing.B) {
 	}
 }
 
-// TestRecordsWithoutConfigMapsCountLikeTheirConfigMaps feeds the same
-// records once as ConfigMaps and once as RecordData (as the files source
-// delivers them), mixed, and across namespaces.
-func TestRecordsWithoutConfigMapsCountLikeTheirConfigMaps(t *testing.T) {
-	a, b, other := genKey(t), genKey(t), genKey(t)
+// TestOnlyAPIKeysOfTheNamespaceSupplyKeys checks the trust rule at the
+// builder: a record ConfigMap (anyone with ConfigMap write can make one)
+// supplies nothing, an APIKey of another namespace supplies nothing, and
+// two APIKeys listing one key ID deny it.
+func TestOnlyAPIKeysOfTheNamespaceSupplyKeys(t *testing.T) {
+	a, b, other, forged := genKey(t), genKey(t), genKey(t), genKey(t)
 	rec := func(name string, keys ...apikeyformat.Key) *apikeyformat.Record {
 		r := &apikeyformat.Record{Version: 1, Name: name, Namespace: "ns", Subject: name, State: apikeyformat.StateActive}
 		for _, k := range keys {
@@ -206,24 +216,64 @@ func TestRecordsWithoutConfigMapsCountLikeTheirConfigMaps(t *testing.T) {
 		}
 		return r
 	}
-	cmA := recordConfigMap(t, "a", "", rec("a", a))
-	cmB := recordConfigMap(t, "b", "7", rec("b", b, a)) // claims a's key too: a conflict
-	cmOther := recordConfigMap(t, "o", "", rec("o", other))
-	cmOther.Namespace = "elsewhere"
+	forgedData, err := rec("forged", forged).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgedCM := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "forged", Namespace: "ns", Labels: map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordAPIKey}},
+		Data:       map[string]string{gatehousev1.RecordDataKey: string(forgedData)},
+	}
+	akOther := apiKeyOf("o", "", rec("o", other))
+	akOther.Namespace = "elsewhere"
 	s := NewBuilder(BuildOptions{Namespace: "ns"}).Build(Inputs{
-		ConfigMaps: []*corev1.ConfigMap{cmA},
-		Records:    []RecordData{RecordDataOf(cmB), RecordDataOf(cmOther)},
+		APIKeys:    []*gatehousev1.APIKey{apiKeyOf("a", "", rec("a", a)), apiKeyOf("b", "7", rec("b", b, a)), akOther},
+		ConfigMaps: []*corev1.ConfigMap{forgedCM},
 	})
+	if _, ok := s.Record(forged.ID()); ok {
+		t.Error("a key of a record ConfigMap is served")
+	}
 	if _, ok := s.Record(a.ID()); ok {
-		t.Error("a key ID claimed by a ConfigMap and a RecordData is served")
+		t.Error("a key ID listed by two APIKeys is served")
 	}
 	if r, ok := s.Record(b.ID()); !ok || r.Check(b, time.Now()) != apikeyformat.Accepted || r.Subject() != "b" {
-		t.Error("the key of a RecordData is not served")
+		t.Error("the key of an APIKey is not served")
 	}
 	if _, ok := s.Record(other.ID()); ok {
-		t.Error("a record of another namespace is served")
+		t.Error("an APIKey of another namespace is served")
 	}
-	if !strings.Contains(strings.Join(s.Problems, "\n"), "appears in more than one API key record") {
+	if !strings.Contains(strings.Join(s.Problems, "\n"), "appears in more than one APIKey") {
 		t.Errorf("the conflict is not reported: %q", s.Problems)
+	}
+}
+
+// TestCompiledAPIKeysCountLikeTheirAPIKeys feeds the same APIKeys once as
+// objects and once compiled (as the files source delivers them), mixed:
+// the same keys are served, and a key ID claimed by both forms conflicts.
+func TestCompiledAPIKeysCountLikeTheirAPIKeys(t *testing.T) {
+	a, b := genKey(t), genKey(t)
+	rec := func(name string, keys ...apikeyformat.Key) *apikeyformat.Record {
+		r := &apikeyformat.Record{Version: 1, Name: name, Namespace: "ns", Subject: name, State: apikeyformat.StateActive}
+		for _, k := range keys {
+			r.Keys = append(r.Keys, apikeyformat.RecordKey{KeyID: k.ID(), SHA256: k.Hash()})
+		}
+		return r
+	}
+	bld := NewBuilder(BuildOptions{Namespace: "ns"})
+	in := Inputs{
+		APIKeys: []*gatehousev1.APIKey{apiKeyOf("a", "1", rec("a", a))},
+		Records: []CompiledAPIKey{{Version: "v1", Record: apikeyformat.RecordOf(apiKeyOf("b", "", rec("b", b)))}},
+	}
+	for range 2 { // the second build comes from the memo
+		s := bld.Build(in)
+		for _, k := range []apikeyformat.Key{a, b} {
+			if r, ok := s.Record(k.ID()); !ok || r.Check(k, time.Now()) != apikeyformat.Accepted {
+				t.Fatalf("key %s is not served", k.ID())
+			}
+		}
+	}
+	in.Records = append(in.Records, CompiledAPIKey{Version: "v1", Record: apikeyformat.RecordOf(apiKeyOf("c", "", rec("c", a)))})
+	if _, ok := bld.Build(in).Record(a.ID()); ok {
+		t.Fatal("a key ID claimed by an APIKey and a compiled APIKey is served")
 	}
 }

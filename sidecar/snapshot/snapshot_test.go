@@ -69,18 +69,14 @@ func TestBadObjectsFailClosedAndAreReported(t *testing.T) {
 	good := testfixture.NewAPIKey(t, ns, "good", "svc")
 	twin := testfixture.NewAPIKey(t, ns, "twin", "svc")
 	twin.Record.Keys = append(twin.Record.Keys, good.Record.Keys[0])
-	broken := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: "broken", Namespace: ns, Labels: map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordAPIKey}},
-		Data:       map[string]string{gatehousev1.RecordDataKey: `{"version": 1, "keys": [`},
-	}
 	pol := testfixture.Policy(ns, "p", testfixture.Epoch, []gatehousev1.TrustedIssuer{
 		{Name: "missing", SigningKeyRef: &gatehousev1.LocalObjectReference{Name: "nope"}},
 		{Name: "bad-inline", Issuer: "https://x.example.com", JWKS: &gatehousev1.StaticJWKS{Inline: "not json"}},
 		{Name: "remote", Issuer: "https://r.example.com", Discovery: true},
 	}, rule("/*"))
 	s := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: ns}).Build(snapshot.Inputs{
-		ConfigMaps: []*corev1.ConfigMap{good.ConfigMap(t), twin.ConfigMap(t), broken},
-		Policies:   []*gatehousev1.AuthPolicy{pol},
+		APIKeys:  []*gatehousev1.APIKey{good.Object(), twin.Object()},
+		Policies: []*gatehousev1.AuthPolicy{pol},
 	})
 	if _, ok := s.Record(good.Key.ID()); ok {
 		t.Error("a key ID listed by two records is served; it must be denied")
@@ -94,7 +90,7 @@ func TestBadObjectsFailClosedAndAreReported(t *testing.T) {
 		t.Error("an unusable JWKS yielded keys")
 	}
 	all := strings.Join(s.Problems, "\n")
-	for _, want := range []string{"broken is unusable", "appears in more than one API key record", "no SigningKey nope", "issuer bad-inline: unusable JWKS", "issuer remote: remote key fetching is disabled"} {
+	for _, want := range []string{"appears in more than one APIKey", "no SigningKey nope", "issuer bad-inline: unusable JWKS", "issuer remote: remote key fetching is disabled"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("problems lack %q:\n%s", want, all)
 		}

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 )
 
@@ -31,13 +32,12 @@ const DefaultPollInterval = time.Second
 // maxFileBytes bounds one state file.
 const maxFileBytes = 64 << 20
 
-// Files reads ConfigMaps, SigningKeys (with their status, as
-// `kubectl get signingkey -o yaml` prints them) and AuthPolicies from the
-// YAML (or JSON) files of
-// one directory, several documents per file allowed, and reloads them when
-// a file changes. Hidden files are skipped, which also skips the "..data"
-// bookkeeping of a Kubernetes ConfigMap volume while following its
-// symlinks. Other kinds are ignored. A directory that fails to parse is
+// Files reads APIKeys and SigningKeys (with their status, as
+// `kubectl get -o yaml` prints them), ConfigMaps and AuthPolicies from the
+// YAML (or JSON) files of one directory, several documents per file
+// allowed, and reloads them when a file changes. Hidden files are skipped,
+// which also skips the "..data" bookkeeping of a Kubernetes ConfigMap
+// volume while following its symlinks. Other kinds are ignored. A directory that fails to parse is
 // reported and the last good inputs stay in force.
 type Files struct {
 	Dir string
@@ -133,8 +133,8 @@ func fingerprint(dir string) ([sha256.Size]byte, error) {
 	return sum, nil
 }
 
-// ReadDir decodes the ConfigMaps, SigningKeys and AuthPolicies of a
-// directory.
+// ReadDir decodes the APIKeys, SigningKeys, ConfigMaps and AuthPolicies of
+// a directory.
 func ReadDir(dir string) (snapshot.Inputs, error) {
 	var in snapshot.Inputs
 	files, err := stateFiles(dir)
@@ -203,12 +203,6 @@ func decodeJSONObject(j []byte, in *snapshot.Inputs) error {
 		if err := strictJSON(j, cm); err != nil {
 			return err
 		}
-		if cm.Labels[gatehousev1.LabelRecord] == gatehousev1.RecordAPIKey {
-			// Keep the record, not the decoded object: a ConfigMap takes
-			// about three times the memory of its record.
-			in.Records = append(in.Records, snapshot.RecordDataOf(cm))
-			return nil
-		}
 		in.ConfigMaps = append(in.ConfigMaps, cm)
 	case tm.Kind == "SigningKey" && tm.APIVersion == gatehousev1.GroupVersion.String():
 		sk := &gatehousev1.SigningKey{}
@@ -216,6 +210,21 @@ func decodeJSONObject(j []byte, in *snapshot.Inputs) error {
 			return err
 		}
 		in.SigningKeys = append(in.SigningKeys, sk)
+	case tm.Kind == "APIKey" && tm.APIVersion == gatehousev1.GroupVersion.String():
+		ak := &gatehousev1.APIKey{}
+		if err := strictJSON(j, ak); err != nil {
+			return err
+		}
+		// Keep the compiled record, not the decoded object: an APIKey
+		// takes about twice the memory of its record. Files have no
+		// resourceVersion: the content is the version.
+		rec := apikeyformat.RecordOf(ak)
+		rec.TokenExchange = nil // the sidecar does not exchange tokens
+		for i := range rec.Keys {
+			rec.Keys[i].IssuedAt = nil
+		}
+		sum := sha256.Sum256(j)
+		in.Records = append(in.Records, snapshot.CompiledAPIKey{Version: string(sum[:16]), Record: rec})
 	case tm.Kind == "AuthPolicy" && tm.APIVersion == gatehousev1.GroupVersion.String():
 		p := &gatehousev1.AuthPolicy{}
 		if err := strictJSON(j, p); err != nil {

@@ -41,7 +41,7 @@ func BenchmarkHeapOfAFixture(b *testing.B) {
 		builder := snapshot.NewBuilder(snapshot.BuildOptions{Namespace: "loadtest"})
 		s := builder.Build(in)
 		built, total2 := heap()
-		n := len(in.ConfigMaps) + len(in.Records)
+		n := len(in.ConfigMaps) + len(in.APIKeys) + len(in.Records)
 		in = snapshot.Inputs{}
 		_ = in
 		kept, _ := heap()

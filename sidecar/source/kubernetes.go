@@ -1,9 +1,9 @@
-// Package source feeds the sidecar's state: the record ConfigMaps, the
-// SigningKeys (their status JWKS) and the AuthPolicies of one namespace, read from the Kubernetes API
-// (informers, read-only, namespace-scoped, label-selected) or from a
-// directory of YAML files (standalone use and tests). Every source delivers
-// the complete inputs each time something changed; building and swapping
-// the snapshot is the caller's business.
+// Package source feeds the sidecar's state: the APIKeys, the SigningKeys
+// (their status JWKS), the JWKS ConfigMaps and the AuthPolicies of one
+// namespace, read from the Kubernetes API (informers, read-only,
+// namespace-scoped) or from a directory of YAML files (standalone use and
+// tests). Every source delivers the complete inputs each time something
+// changed; building and swapping the snapshot is the caller's business.
 package source
 
 import (
@@ -51,10 +51,11 @@ type Events struct {
 	Confirmed func()
 }
 
-// RecordSelector selects the ConfigMaps a sidecar reads: those labelled
-// auth.gatehouse.dev/record in (apikey, jwks).
+// RecordSelector selects the ConfigMaps a sidecar reads: the JWKS
+// documents, labelled auth.gatehouse.dev/record=jwks. API keys come from
+// APIKeys, never from ConfigMaps.
 func RecordSelector() labels.Selector {
-	req, err := labels.NewRequirement(gatehousev1.LabelRecord, selection.In, []string{gatehousev1.RecordAPIKey, gatehousev1.RecordJWKS})
+	req, err := labels.NewRequirement(gatehousev1.LabelRecord, selection.Equals, []string{gatehousev1.RecordJWKS})
 	if err != nil {
 		panic(err) // constant input
 	}
@@ -62,8 +63,8 @@ func RecordSelector() labels.Selector {
 }
 
 // Kubernetes watches one namespace through the API server. It needs only
-// get, list and watch on configmaps, signingkeys and authpolicies in that
-// namespace.
+// get, list and watch on apikeys, signingkeys, configmaps and authpolicies
+// in that namespace.
 // While the API server is unreachable the informers keep their last state
 // (and so the sidecar keeps serving it); they resync when it returns.
 type Kubernetes struct {
@@ -92,12 +93,12 @@ func (k *Kubernetes) Run(ctx context.Context, ev Events) error {
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.ConfigMap{}: {Label: RecordSelector()},
 		},
-		// Keep only what the builder reads: with 100,000 records, managed
-		// fields and annotations (kubectl's last-applied copy) would more
-		// than double the memory of the cache.
+		// Keep only what the builder reads: with 100,000 APIKeys, managed
+		// fields, conditions and annotations (kubectl's last-applied copy)
+		// would more than double the memory of the cache.
 		DefaultTransform: slimObject,
-		// The builder never modifies objects; copying 100,000 ConfigMaps
-		// on every rebuild would only churn memory.
+		// The builder never modifies objects; copying 100,000 APIKeys on
+		// every rebuild would only churn memory.
 		DefaultUnsafeDisableDeepCopy: &noCopy,
 		DefaultWatchErrorHandler: func(ctx context.Context, r *toolscache.Reflector, err error) {
 			ev.Failed(err)
@@ -119,7 +120,7 @@ func (k *Kubernetes) Run(ctx context.Context, ev Events) error {
 		UpdateFunc: func(any, any) { mark() },
 		DeleteFunc: func(any) { mark() },
 	}
-	for _, obj := range []client.Object{&corev1.ConfigMap{}, &gatehousev1.SigningKey{}, &gatehousev1.AuthPolicy{}} {
+	for _, obj := range []client.Object{&gatehousev1.APIKey{}, &gatehousev1.SigningKey{}, &corev1.ConfigMap{}, &gatehousev1.AuthPolicy{}} {
 		inf, err := c.GetInformer(ctx, obj)
 		if err != nil {
 			return fmt.Errorf("getting the informer for %T: %w", obj, err)
@@ -188,14 +189,14 @@ func (k *Kubernetes) Run(ctx context.Context, ev Events) error {
 	}
 }
 
-// probe lists at most one record ConfigMap's metadata straight from the
-// API server: the cheapest request the sidecar's Role allows.
+// probe lists at most one APIKey's metadata straight from the API server:
+// the cheapest request the sidecar's Role allows.
 func (k *Kubernetes) probe(ctx context.Context, c client.Client) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	list := &metav1.PartialObjectMetadataList{}
-	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMapList"))
-	if err := c.List(ctx, list, client.InNamespace(k.Namespace), client.MatchingLabelsSelector{Selector: RecordSelector()}, client.Limit(1)); err != nil {
+	list.SetGroupVersionKind(gatehousev1.GroupVersion.WithKind("APIKeyList"))
+	if err := c.List(ctx, list, client.InNamespace(k.Namespace), client.Limit(1)); err != nil {
 		return fmt.Errorf("probing the API server: %w", err)
 	}
 	return nil
@@ -203,6 +204,10 @@ func (k *Kubernetes) probe(ctx context.Context, c client.Client) error {
 
 func (k *Kubernetes) list(ctx context.Context, c cache.Cache) (snapshot.Inputs, error) {
 	var in snapshot.Inputs
+	var aks gatehousev1.APIKeyList
+	if err := c.List(ctx, &aks, client.InNamespace(k.Namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return in, fmt.Errorf("listing apikeys: %w", err)
+	}
 	var cms corev1.ConfigMapList
 	if err := c.List(ctx, &cms, client.InNamespace(k.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return in, fmt.Errorf("listing configmaps: %w", err)
@@ -219,6 +224,10 @@ func (k *Kubernetes) list(ctx context.Context, c cache.Cache) (snapshot.Inputs, 
 	for i := range sks.Items {
 		in.SigningKeys[i] = &sks.Items[i]
 	}
+	in.APIKeys = make([]*gatehousev1.APIKey, len(aks.Items))
+	for i := range aks.Items {
+		in.APIKeys[i] = &aks.Items[i]
+	}
 	in.ConfigMaps = make([]*corev1.ConfigMap, len(cms.Items))
 	for i := range cms.Items {
 		in.ConfigMaps[i] = &cms.Items[i]
@@ -231,21 +240,11 @@ func (k *Kubernetes) list(ctx context.Context, c cache.Cache) (snapshot.Inputs, 
 }
 
 // slimObject drops from cached objects every field the snapshot builder
-// does not read. With 100,000 records the informer's store holds 100,000
-// ConfigMaps for the life of the sidecar: an API key record's ConfigMap is
-// replaced by a new object holding only its name, namespace, UID, version,
-// record label and record.json.
+// does not read. With 100,000 APIKeys the informer's store holds 100,000
+// of them for the life of the sidecar: each is replaced by SlimAPIKey's copy.
 func slimObject(obj any) (any, error) {
-	if cm, ok := obj.(*corev1.ConfigMap); ok && cm.Labels[gatehousev1.LabelRecord] == gatehousev1.RecordAPIKey {
-		return &corev1.ConfigMap{
-			ObjectMeta: metav1.ObjectMeta{
-				Name: cm.Name, Namespace: cm.Namespace, UID: cm.UID, ResourceVersion: cm.ResourceVersion,
-				DeletionTimestamp: cm.DeletionTimestamp,
-				// Shared by every record: nothing modifies cached objects.
-				Labels: apiKeyRecordLabels,
-			},
-			Data: map[string]string{gatehousev1.RecordDataKey: cm.Data[gatehousev1.RecordDataKey]},
-		}, nil
+	if ak, ok := obj.(*gatehousev1.APIKey); ok {
+		return SlimAPIKey(ak), nil
 	}
 	o, ok := obj.(client.Object)
 	if !ok {
@@ -261,5 +260,33 @@ func slimObject(obj any) (any, error) {
 	return o, nil
 }
 
-// apiKeyRecordLabels are the labels of a slimmed API key record ConfigMap.
-var apiKeyRecordLabels = map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordAPIKey}
+// SlimAPIKey returns a new APIKey holding only what apikeyformat.RecordOf
+// and the snapshot builder read for a sidecar: name, namespace, UID,
+// version and deletion timestamp; subject, scopes, expiry, disabled, hash
+// and rate limit; state and keys (without their issue times). Labels,
+// annotations, managed fields, conditions, token exchange and the other
+// status fields are dropped.
+func SlimAPIKey(ak *gatehousev1.APIKey) *gatehousev1.APIKey {
+	out := &gatehousev1.APIKey{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: ak.Name, Namespace: ak.Namespace, UID: ak.UID, ResourceVersion: ak.ResourceVersion,
+			DeletionTimestamp: ak.DeletionTimestamp,
+		},
+		Spec: gatehousev1.APIKeySpec{
+			Subject:   ak.Spec.Subject,
+			Scopes:    ak.Spec.Scopes,
+			ExpiresAt: ak.Spec.ExpiresAt,
+			Disabled:  ak.Spec.Disabled,
+			Hash:      ak.Spec.Hash,
+			RateLimit: ak.Spec.RateLimit,
+		},
+		Status: gatehousev1.APIKeyStatus{State: ak.Status.State},
+	}
+	if n := len(ak.Status.Keys); n > 0 {
+		out.Status.Keys = make([]gatehousev1.APIKeyStatusKey, n)
+		for i, k := range ak.Status.Keys {
+			out.Status.Keys[i] = gatehousev1.APIKeyStatusKey{KeyID: k.KeyID, SHA256: k.SHA256, NotAfter: k.NotAfter}
+		}
+	}
+	return out
+}

@@ -2,6 +2,7 @@ package source
 
 import (
 	"crypto/rand"
+	"reflect"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,47 +13,70 @@ import (
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 )
 
-// TestSlimObjectKeepsWhatTheBuilderReads checks that a snapshot built from
-// slimmed API key record and JWKS ConfigMaps is the one built from the
-// originals, and that the slimmed objects dropped the rest.
+// TestSlimObjectKeepsWhatTheBuilderReads checks that the record compiled
+// from a slimmed APIKey is the one compiled from the original, that a
+// snapshot built from slimmed objects is the one built from the originals,
+// and that the slimmed objects dropped the rest.
 func TestSlimObjectKeepsWhatTheBuilderReads(t *testing.T) {
 	k, err := apikeyformat.Generate(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &apikeyformat.Record{Version: 1, Name: "billing", Namespace: "shop", Subject: "svc", State: apikeyformat.StateActive,
-		Keys: []apikeyformat.RecordKey{{KeyID: k.ID(), SHA256: k.Hash()}}}
-	data, _ := rec.Marshal()
-	meta := func(name, kind string) metav1.ObjectMeta {
-		return metav1.ObjectMeta{Name: name, Namespace: "shop", UID: "uid-" + "x", ResourceVersion: "42",
-			Labels:        map[string]string{gatehousev1.LabelRecord: kind, gatehousev1.LabelOwnerName: name, "app.kubernetes.io/managed-by": "gatehouse"},
-			Annotations:   map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
-			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "gatehouse"}},
+	prev, _ := apikeyformat.Generate(rand.Reader)
+	meta := func(name string, labels map[string]string) metav1.ObjectMeta {
+		return metav1.ObjectMeta{Name: name, Namespace: "shop", UID: "uid-x", ResourceVersion: "42",
+			Labels:          labels,
+			Annotations:     map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+			ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "gatehouse"}},
+			OwnerReferences: []metav1.OwnerReference{{Name: "x"}},
 		}
 	}
-	orig := &corev1.ConfigMap{ObjectMeta: meta("apikey-billing", gatehousev1.RecordAPIKey), Data: map[string]string{gatehousev1.RecordDataKey: string(data)}}
-	jwks := &corev1.ConfigMap{ObjectMeta: meta("jwks-platform", gatehousev1.RecordJWKS), Data: map[string]string{gatehousev1.JWKSDataKey: `{"keys":[]}`}}
-	origCopy, jwksCopy := orig.DeepCopy(), jwks.DeepCopy()
-	slim, err := slimObject(origCopy)
+	burst := int32(5)
+	now := metav1.Now()
+	orig := &gatehousev1.APIKey{
+		ObjectMeta: meta("billing", map[string]string{"team": "a"}),
+		Spec: gatehousev1.APIKeySpec{Subject: "svc", Scopes: []string{"a", "b"}, SecretName: "billing-key", ExpiresAt: &metav1.Time{Time: now.Add(3600e9)},
+			RateLimit:     &gatehousev1.RateLimit{RequestsPerSecond: 3, Burst: &burst},
+			TokenExchange: &gatehousev1.TokenExchange{SigningKeyName: "platform"}},
+		Status: gatehousev1.APIKeyStatus{State: gatehousev1.APIKeyActive, KeyID: k.ID(), Conditions: []metav1.Condition{{Type: "Ready"}},
+			Keys: []gatehousev1.APIKeyStatusKey{
+				{KeyID: k.ID(), SHA256: k.Hash(), IssuedAt: &now},
+				{KeyID: prev.ID(), SHA256: prev.Hash(), IssuedAt: &now, NotAfter: &metav1.Time{Time: now.Add(60e9)}},
+			}},
+	}
+	jwks := &corev1.ConfigMap{ObjectMeta: meta("jwks-platform", map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordJWKS, gatehousev1.LabelOwnerName: "platform"}),
+		Data: map[string]string{gatehousev1.JWKSDataKey: `{"keys":[]}`}}
+	slim, err := slimObject(orig.DeepCopy())
 	if err != nil {
 		t.Fatal(err)
 	}
-	slimJWKS, _ := slimObject(jwksCopy)
-	sc := slim.(*corev1.ConfigMap)
-	if sc.Annotations != nil || sc.ManagedFields != nil || len(sc.Labels) != 1 || sc.UID != orig.UID || sc.ResourceVersion != orig.ResourceVersion {
-		t.Fatalf("slimmed record ConfigMap: %+v", sc.ObjectMeta)
+	sa := slim.(*gatehousev1.APIKey)
+	if sa.Annotations != nil || sa.ManagedFields != nil || sa.Labels != nil || sa.OwnerReferences != nil || sa.Status.Conditions != nil ||
+		sa.Spec.TokenExchange != nil || sa.Status.Keys[0].IssuedAt != nil || sa.UID != orig.UID || sa.ResourceVersion != orig.ResourceVersion {
+		t.Fatalf("slimmed APIKey kept more than it needs: %+v", sa)
 	}
-	if j := slimJWKS.(*corev1.ConfigMap); j.Annotations != nil || j.ManagedFields != nil || j.Labels[gatehousev1.LabelOwnerName] != "jwks-platform" {
+	want, got := apikeyformat.RecordOf(orig), apikeyformat.RecordOf(sa)
+	want.TokenExchange = nil // the sidecar does not exchange tokens
+	for i := range want.Keys {
+		want.Keys[i].IssuedAt = nil
+	}
+	if !reflect.DeepEqual(want, got) {
+		t.Fatalf("the slimmed APIKey compiles to another record:\n%+v\n%+v", want, got)
+	}
+	slimJWKS, _ := slimObject(jwks.DeepCopy())
+	if j := slimJWKS.(*corev1.ConfigMap); j.Annotations != nil || j.ManagedFields != nil || j.Labels[gatehousev1.LabelOwnerName] != "platform" {
 		t.Fatalf("slimmed JWKS ConfigMap: %+v", j.ObjectMeta)
 	}
-	build := func(cms ...*corev1.ConfigMap) *snapshot.Snapshot {
-		return snapshot.NewBuilder(snapshot.BuildOptions{Namespace: "shop"}).Build(snapshot.Inputs{ConfigMaps: cms})
+	build := func(ak *gatehousev1.APIKey) *snapshot.Snapshot {
+		return snapshot.NewBuilder(snapshot.BuildOptions{Namespace: "shop"}).Build(snapshot.Inputs{APIKeys: []*gatehousev1.APIKey{ak}})
 	}
-	a, b := build(orig, jwks), build(sc, slimJWKS.(*corev1.ConfigMap))
-	ra, okA := a.Record(k.ID())
-	rb, okB := b.Record(k.ID())
-	if !okA || !okB || ra.Subject() != rb.Subject() || a.KeyCount() != b.KeyCount() {
-		t.Fatal("the slimmed record ConfigMap builds another snapshot")
+	a, b := build(orig), build(sa)
+	for _, key := range []apikeyformat.Key{k, prev} {
+		ra, okA := a.Record(key.ID())
+		rb, okB := b.Record(key.ID())
+		if !okA || !okB || ra.Subject() != rb.Subject() || ra.Check(key, now.Time) != rb.Check(key, now.Time) || ra.ScopesJoined() != rb.ScopesJoined() {
+			t.Fatal("the slimmed APIKey builds another snapshot")
+		}
 	}
 	if tomb, _ := slimObject("tombstone"); tomb != "tombstone" {
 		t.Fatal("a non-object was changed")

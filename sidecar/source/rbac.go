@@ -8,5 +8,6 @@ package source
 // keys and private signing keys live there.
 //
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
+// +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=apikeys,verbs=get;list;watch
 // +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=authpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=signingkeys,verbs=get;list;watch

@@ -104,6 +104,8 @@ func TestIntegrationHelmInstallUpgradeUninstall(t *testing.T) {
 		{"The operator may watch its webhook certificate Secret.", ns, sa, authorizationv1.ResourceAttributes{Namespace: ns, Verb: "watch", Resource: "secrets", Name: prefix + "-webhook-tls"}, true},
 		{"The operator may read APIKeys everywhere (generated rules).", ns, sa, authorizationv1.ResourceAttributes{Namespace: shop, Verb: "list", Group: "auth.gatehouse.dev", Resource: "apikeys"}, true},
 		{"A listed sidecar may list ConfigMaps in its namespace.", shop, "default", authorizationv1.ResourceAttributes{Namespace: shop, Verb: "list", Resource: "configmaps"}, true},
+		{"A listed sidecar may watch APIKeys in its namespace.", shop, "default", authorizationv1.ResourceAttributes{Namespace: shop, Verb: "watch", Group: "auth.gatehouse.dev", Resource: "apikeys"}, true},
+		{"A sidecar may not write APIKey status.", shop, "default", authorizationv1.ResourceAttributes{Namespace: shop, Verb: "update", Group: "auth.gatehouse.dev", Resource: "apikeys", Subresource: "status"}, false},
 		{"A listed sidecar may watch AuthPolicies in its namespace.", shop, "default", authorizationv1.ResourceAttributes{Namespace: shop, Verb: "watch", Group: "auth.gatehouse.dev", Resource: "authpolicies"}, true},
 		{"A sidecar may not read Secrets, where private keys live.", shop, "default", authorizationv1.ResourceAttributes{Namespace: shop, Verb: "get", Resource: "secrets", Name: "signing-key"}, false},
 		{"A sidecar may not write ConfigMaps.", shop, "default", authorizationv1.ResourceAttributes{Namespace: shop, Verb: "update", Resource: "configmaps", Name: "record"}, false},

@@ -14,7 +14,7 @@ import (
 )
 
 // SidecarRules are the rules of the sidecar Role the chart installs in
-// each namespace: read ConfigMaps (hash records, JWKS) and AuthPolicies,
+// each namespace: read APIKeys, ConfigMaps (JWKS) and AuthPolicies,
 // and nothing else; no Secrets.
 var SidecarRules = sidecarrbac.Rules()
 

@@ -1,10 +1,11 @@
-// Package testfixture makes the objects sidecar tests need: API keys with
-// their hash-record ConfigMaps, signing keys with JWKS ConfigMaps, tokens
-// (well-formed and hostile), AuthPolicies, and a settable clock. It is used
-// by tests only.
+// Package testfixture makes the objects sidecar tests need: API keys as
+// APIKeys and signing keys as SigningKeys, each with the status the
+// operator writes, tokens (well-formed and hostile), AuthPolicies, and a
+// settable clock. It is used by tests only.
 package testfixture
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -20,8 +21,8 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
@@ -74,21 +75,61 @@ func NewAPIKey(t testing.TB, namespace, name, subject string, scopes ...string) 
 	}}
 }
 
-// ConfigMap renders the record as the operator writes it.
-func (a *APIKey) ConfigMap(t testing.TB) *corev1.ConfigMap {
-	t.Helper()
-	data, err := a.Record.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &corev1.ConfigMap{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name: a.Record.Name + "-record", Namespace: a.Record.Namespace,
-			Labels: map[string]string{gatehousev1.LabelRecord: gatehousev1.RecordAPIKey, gatehousev1.LabelOwnerName: a.Record.Name},
+// Object renders the key as an APIKey whose status the operator wrote:
+// spec from the record's subject, scopes, expiry and rate limit, status
+// from its state and keys (a record's notBefore has no place in status and
+// is dropped).
+func (a *APIKey) Object() *gatehousev1.APIKey {
+	r := a.Record
+	ak := &gatehousev1.APIKey{
+		TypeMeta:   metav1.TypeMeta{APIVersion: gatehousev1.GroupVersion.String(), Kind: "APIKey"},
+		ObjectMeta: metav1.ObjectMeta{Name: r.Name, Namespace: r.Namespace},
+		Spec: gatehousev1.APIKeySpec{
+			Subject:    r.Subject,
+			Scopes:     r.Scopes,
+			SecretName: r.Name + "-key",
 		},
-		Data: map[string]string{gatehousev1.RecordDataKey: string(data)},
+		Status: gatehousev1.APIKeyStatus{State: gatehousev1.APIKeyState(r.State)},
 	}
+	if r.ExpiresAt != nil {
+		ak.Spec.ExpiresAt = &metav1.Time{Time: *r.ExpiresAt}
+	}
+	if rl := r.RateLimit; rl != nil {
+		burst := rl.Burst
+		ak.Spec.RateLimit = &gatehousev1.RateLimit{RequestsPerSecond: rl.RequestsPerSecond, Burst: &burst}
+	}
+	for _, k := range r.Keys {
+		sk := gatehousev1.APIKeyStatusKey{KeyID: k.KeyID, SHA256: k.SHA256}
+		if k.NotAfter != nil {
+			sk.NotAfter = &metav1.Time{Time: *k.NotAfter}
+		}
+		ak.Status.Keys = append(ak.Status.Keys, sk)
+	}
+	if len(ak.Status.Keys) > 0 {
+		ak.Status.KeyID = ak.Status.Keys[0].KeyID
+	}
+	return ak
+}
+
+// CreateAPIKey creates a.Object() on the API server and writes its status
+// through the status subresource, as the operator does, and returns the
+// created APIKey.
+func CreateAPIKey(t testing.TB, c client.Client, a *APIKey) *gatehousev1.APIKey {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	want := a.Object()
+	ak := want.DeepCopy()
+	ak.TypeMeta = metav1.TypeMeta{}
+	ak.Status = gatehousev1.APIKeyStatus{}
+	if err := c.Create(ctx, ak); err != nil {
+		t.Fatalf("creating apikey %s: %v", ak.Name, err)
+	}
+	ak.Status = want.Status
+	if err := c.Status().Update(ctx, ak); err != nil {
+		t.Fatalf("writing the status of apikey %s: %v", ak.Name, err)
+	}
+	return ak
 }
 
 // Signer is a private signing key with its kid and algorithm.

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
@@ -127,7 +126,7 @@ func WriteFixtures(opts FixtureOptions) (*Credentials, error) {
 		return nil, err
 	}
 
-	notBefore := opts.Now.Add(-time.Hour).UTC().Truncate(time.Second)
+	issuedAt := opts.Now.Add(-time.Hour).UTC().Truncate(time.Second)
 	batch := make([]any, 0, opts.ObjectsPerFile)
 	file := 0
 	flush := func() error {
@@ -146,11 +145,7 @@ func WriteFixtures(opts FixtureOptions) (*Credentials, error) {
 		if i < opts.ClientKeys {
 			creds.APIKeys = append(creds.APIKeys, key.Plaintext())
 		}
-		cm, err := recordConfigMap(opts, fmt.Sprintf("load-%06d", i), key, notBefore)
-		if err != nil {
-			return nil, err
-		}
-		batch = append(batch, cm)
+		batch = append(batch, apiKeyObject(opts, fmt.Sprintf("load-%06d", i), key, issuedAt))
 		if len(batch) == opts.ObjectsPerFile {
 			if err := flush(); err != nil {
 				return nil, err
@@ -166,33 +161,38 @@ func WriteFixtures(opts FixtureOptions) (*Credentials, error) {
 	return creds, nil
 }
 
-func objectMeta(opts FixtureOptions, name, record, owner string) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Name: name, Namespace: opts.Namespace, Labels: map[string]string{
-		gatehousev1.LabelRecord:    record,
-		gatehousev1.LabelOwnerName: owner,
-		gatehousev1.LabelManagedBy: gatehousev1.ManagedByValue,
-	}}
-}
-
-func recordConfigMap(opts FixtureOptions, name string, key apikeyformat.Key, notBefore time.Time) (*corev1.ConfigMap, error) {
-	rec := &apikeyformat.Record{
-		Version:   apikeyformat.RecordVersion,
-		Name:      name,
-		Namespace: opts.Namespace,
-		Subject:   "service:" + name,
-		Scopes:    []string{opts.Scope},
-		State:     apikeyformat.StateActive,
-		Keys:      []apikeyformat.RecordKey{{KeyID: key.ID(), SHA256: key.Hash(), NotBefore: &notBefore}},
+// apiKeyObject is an APIKey as the operator leaves it once the key is
+// issued and delivered: spec as its author wrote it, status with the key's
+// hash, state, summary fields and conditions.
+func apiKeyObject(opts FixtureOptions, name string, key apikeyformat.Key, issuedAt time.Time) *gatehousev1.APIKey {
+	at := metav1.NewTime(issuedAt)
+	cond := func(t string, s metav1.ConditionStatus, reason, msg string) metav1.Condition {
+		return metav1.Condition{Type: t, Status: s, ObservedGeneration: 1, LastTransitionTime: at, Reason: reason, Message: msg}
 	}
-	data, err := rec.Marshal()
-	if err != nil {
-		return nil, fmt.Errorf("encoding record %s: %w", name, err)
+	return &gatehousev1.APIKey{
+		TypeMeta:   metav1.TypeMeta{APIVersion: gatehousev1.GroupVersion.String(), Kind: "APIKey"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: opts.Namespace, Generation: 1},
+		Spec: gatehousev1.APIKeySpec{
+			Subject:    "service:" + name,
+			Scopes:     []string{opts.Scope},
+			SecretName: name + "-key",
+		},
+		Status: gatehousev1.APIKeyStatus{
+			ObservedGeneration: 1,
+			Conditions: []metav1.Condition{
+				cond(gatehousev1.ConditionExpired, metav1.ConditionFalse, gatehousev1.ReasonNotExpired, "The key does not expire."),
+				cond(gatehousev1.ConditionRevoked, metav1.ConditionFalse, gatehousev1.ReasonEnabled, "The key is not disabled."),
+				cond(gatehousev1.ConditionReady, metav1.ConditionTrue, gatehousev1.ReasonIssued, "Key "+key.ID()+" is recorded in the APIKey's status."),
+				cond(gatehousev1.ConditionDelivered, metav1.ConditionTrue, gatehousev1.ReasonDelivered, "Secret "+name+"-key holds key "+key.ID()+"."),
+			},
+			State:              gatehousev1.APIKeyActive,
+			Keys:               []gatehousev1.APIKeyStatusKey{{KeyID: key.ID(), SHA256: key.Hash(), IssuedAt: &at}},
+			DeliveredKeyID:     key.ID(),
+			DeliverySecretName: name + "-key",
+			KeyID:              key.ID(),
+			IssuedAt:           &at,
+		},
 	}
-	return &corev1.ConfigMap{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
-		ObjectMeta: objectMeta(opts, "apikey-"+name, gatehousev1.RecordAPIKey, name),
-		Data:       map[string]string{gatehousev1.RecordDataKey: string(data)},
-	}, nil
 }
 
 func policy(opts FixtureOptions) *gatehousev1.AuthPolicy {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jwt"
-	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
@@ -57,17 +56,14 @@ func TestFixturesHoldRecordsThatAcceptTheClientsKeys(t *testing.T) {
 		}
 		files++
 		for _, d := range ds {
-			var cm corev1.ConfigMap
-			if err := yaml.UnmarshalStrict([]byte(d), &cm); err != nil {
+			var ak gatehousev1.APIKey
+			if err := yaml.UnmarshalStrict([]byte(d), &ak); err != nil {
 				t.Fatalf("%s: %v", name, err)
 			}
-			if cm.Kind != "ConfigMap" || cm.Labels[gatehousev1.LabelRecord] != gatehousev1.RecordAPIKey || cm.Labels[gatehousev1.LabelOwnerName] == "" {
-				t.Fatalf("%s: %s lacks the kind or labels of a record ConfigMap: %v %v", name, cm.Name, cm.Kind, cm.Labels)
+			if ak.Kind != "APIKey" || ak.APIVersion != gatehousev1.GroupVersion.String() || len(ak.Status.Keys) != 1 {
+				t.Fatalf("%s: %s is not an APIKey with one key in status: %v %v", name, ak.Name, ak.Kind, ak.Status.Keys)
 			}
-			rec, err := apikeyformat.UnmarshalRecord([]byte(cm.Data[gatehousev1.RecordDataKey]))
-			if err != nil {
-				t.Fatalf("%s: %s: %v", name, cm.Name, err)
-			}
+			rec := apikeyformat.RecordOf(&ak)
 			records[rec.Keys[0].KeyID] = rec
 		}
 	}

@@ -100,7 +100,7 @@ func TestNginxBypassAttemptsDoNotReachAProtectedHandler(t *testing.T) {
 		gatehousev1.Rule{Name: "admin", Match: gatehousev1.RuleMatch{Paths: []string{"/admin", "/admin/*"}}, Scopes: []string{"admin"}},
 		gatehousev1.Rule{Name: "public", Match: gatehousev1.RuleMatch{Paths: []string{"/*"}}, Action: gatehousev1.ActionAllowAnonymous},
 	)
-	if err := os.WriteFile(filepath.Join(dir, "state.yaml"), testfixture.YAML(t, pol, key.ConfigMap(t)), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "state.yaml"), testfixture.YAML(t, pol, key.Object()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	a := startSidecar(t, dir)

@@ -34,7 +34,7 @@ func TestNginxAuthRequestAllowsAndDeniesThroughTheSidecar(t *testing.T) {
 		gatehousev1.Rule{Name: "orders-write", Match: gatehousev1.RuleMatch{Paths: []string{"/orders/*"}, Methods: []string{"POST"}}, Scopes: []string{"orders:write"}},
 		gatehousev1.Rule{Name: "orders", Match: gatehousev1.RuleMatch{Paths: []string{"/orders/*"}}, Scopes: []string{"orders:read"}},
 	)
-	state := testfixture.YAML(t, pol, testfixture.SigningKey(t, ns, "platform", issuer, signer), key.ConfigMap(t))
+	state := testfixture.YAML(t, pol, testfixture.SigningKey(t, ns, "platform", issuer, signer), key.Object())
 	if err := os.WriteFile(filepath.Join(dir, "state.yaml"), state, 0o600); err != nil {
 		t.Fatal(err)
 	}
