@@ -15,8 +15,8 @@ import (
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/controllers/apikeys"
 	"gatehouse.dev/gatehouse/internal/apikeyformat"
-	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/test/framework"
+	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/test/testfixture"
 )
 

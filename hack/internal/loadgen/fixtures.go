@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -114,7 +115,7 @@ func WriteFixtures(opts FixtureOptions) (*Credentials, error) {
 	}
 	creds := &Credentials{Host: opts.Host, Path: opts.Path, APIKeyHeader: "x-api-key"}
 
-	if err := writeYAML(filepath.Join(configDir, "authpolicy.yaml"), []any{policy(opts)}); err != nil {
+	if err := writeDocuments(filepath.Join(configDir, "authpolicy.yaml"), []any{policy(opts)}, yaml.Marshal); err != nil {
 		return nil, err
 	}
 	jwksMap, tokens, err := signingFixtures(opts)
@@ -122,7 +123,7 @@ func WriteFixtures(opts FixtureOptions) (*Credentials, error) {
 		return nil, err
 	}
 	creds.Tokens, creds.RSTokens, creds.ExpiredTokens = tokens.es, tokens.rs, tokens.expired
-	if err := writeYAML(filepath.Join(configDir, "signingkey.yaml"), []any{jwksMap}); err != nil {
+	if err := writeDocuments(filepath.Join(configDir, "signingkey.yaml"), []any{jwksMap}, yaml.Marshal); err != nil {
 		return nil, err
 	}
 
@@ -133,7 +134,9 @@ func WriteFixtures(opts FixtureOptions) (*Credentials, error) {
 		if len(batch) == 0 {
 			return nil
 		}
-		err := writeYAML(filepath.Join(configDir, fmt.Sprintf("apikeys-%04d.yaml", file)), batch)
+		// JSON documents: the sidecar reads them without YAML conversion,
+		// which at 100,000 APIKeys is most of its start time.
+		err := writeDocuments(filepath.Join(configDir, fmt.Sprintf("apikeys-%04d.yaml", file)), batch, json.Marshal)
 		batch, file = batch[:0], file+1
 		return err
 	}
@@ -242,8 +245,9 @@ func randomHex(r io.Reader, n int) (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-// writeYAML writes objects as one multi-document YAML file.
-func writeYAML(path string, objs []any) (err error) {
+// writeDocuments writes objects as one multi-document YAML file, each
+// document encoded by marshal (YAML, or JSON, which is YAML too).
+func writeDocuments(path string, objs []any, marshal func(any) ([]byte, error)) (err error) {
 	f, err := os.Create(path) //nolint:gosec // path is built from the fixture directory
 	if err != nil {
 		return fmt.Errorf("creating %s: %w", path, err)
@@ -255,12 +259,15 @@ func writeYAML(path string, objs []any) (err error) {
 	}()
 	w := bufio.NewWriterSize(f, 1<<20)
 	for _, o := range objs {
-		b, err := yaml.Marshal(o)
+		b, err := marshal(o)
 		if err != nil {
 			return fmt.Errorf("encoding %T for %s: %w", o, path, err)
 		}
 		if _, err := w.WriteString("---\n"); err != nil {
 			return fmt.Errorf("writing %s: %w", path, err)
+		}
+		if len(b) > 0 && b[len(b)-1] != '\n' {
+			b = append(b, '\n')
 		}
 		if _, err := w.Write(b); err != nil {
 			return fmt.Errorf("writing %s: %w", path, err)
