@@ -71,6 +71,10 @@ type Reconciler struct {
 	Scheme *runtime.Scheme
 	// Recorder emits Events.
 	Recorder events.EventRecorder
+	// KeepLegacyRecords keeps a record ConfigMap per APIKey, mirrored from
+	// status, for sidecars of earlier versions (the operator's
+	// --keep-legacy-records); false deletes them.
+	KeepLegacyRecords bool
 
 	// Clock defaults to the real clock.
 	Clock clock.PassiveClock
@@ -81,7 +85,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=apikeys,verbs=get;list;watch
 // +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=apikeys/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;delete
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings one APIKey's status and delivery Secret in line with its
@@ -164,7 +168,7 @@ func (r *Reconciler) rand() io.Reader {
 // observe reads the delivery Secret through reader and a previous
 // version's record ConfigMap straight from the API server.
 func (r *Reconciler) observe(ctx context.Context, reader client.Reader, ak *gatehousev1.APIKey) (observation, error) {
-	obs := observation{APIKey: ak, Now: r.now()}
+	obs := observation{APIKey: ak, Now: r.now(), KeepLegacy: r.KeepLegacyRecords}
 	if name := ak.Spec.SecretName; name != "" {
 		sec := &corev1.Secret{}
 		switch err := reader.Get(ctx, types.NamespacedName{Namespace: ak.Namespace, Name: name}, sec); {
@@ -250,6 +254,11 @@ func (r *Reconciler) write(ctx context.Context, ak *gatehousev1.APIKey, obs obse
 	}
 	if d.DeleteStale {
 		if err := r.deleteStaleDeliveries(ctx, ak); err != nil {
+			return err
+		}
+	}
+	if d.MirrorLegacy {
+		if err := r.mirrorLegacy(ctx, ak, obs.legacyCM); err != nil {
 			return err
 		}
 	}
@@ -364,12 +373,16 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, wor
 	}); err != nil {
 		return fmt.Errorf("indexing apikeys by secret name: %w", err)
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("apikey").
 		For(&gatehousev1.APIKey{}, builder.WithPredicates(specOrMetadataChanged)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.apiKeysForSecret), builder.WithPredicates(notCreated)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: max(workers, 1)}).
-		Complete(r)
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(workers, 1)})
+	if r.KeepLegacyRecords {
+		// A legacy record edited or deleted by hand is written again.
+		b = b.Owns(&corev1.ConfigMap{})
+	}
+	return b.Complete(r)
 }
 
 // specOrMetadataChanged skips the update events of our own status writes:

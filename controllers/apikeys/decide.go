@@ -94,8 +94,12 @@ type observation struct {
 	// (by UID) controls that ConfigMap; nil otherwise.
 	Legacy *apikeyformat.Record
 	// LegacyExists: that ConfigMap exists and this APIKey controls it, so
-	// it is to be deleted once status holds the hashes.
+	// it is to be deleted once status holds the hashes (or kept up to date,
+	// with KeepLegacy).
 	LegacyExists bool
+	// KeepLegacy: keep a record ConfigMap mirrored from status for
+	// sidecars of earlier versions instead of deleting it.
+	KeepLegacy bool
 
 	// The objects as read (nil when absent): writes update exactly these
 	// versions, so a decision taken on a stale view fails with a conflict.
@@ -146,11 +150,43 @@ type decision struct {
 	// ConfigMap, after Status is written: the hashes are in status by then.
 	// The next reconcile, finding it gone, clears status.recordConfigMapName.
 	DeleteLegacy bool
+	// MirrorLegacy asks for the record ConfigMap of earlier versions'
+	// sidecars (status.recordConfigMapName) to be written from the status,
+	// after every other write (KeepLegacy).
+	MirrorLegacy bool
 }
 
 // decide computes the desired state in named steps. newKey generates key
 // material and is called at most once.
 func decide(obs observation, newKey func() (apikeyformat.Key, error)) (decision, error) {
+	d, err := decideKeys(obs, newKey)
+	if err == nil && obs.KeepLegacy {
+		keepLegacy(obs, &d)
+	}
+	return d, err
+}
+
+// keepLegacy turns the deletion of a previous version's record into its
+// upkeep: the status names the record ConfigMap (so that an operator
+// started later without KeepLegacy finds and deletes it) and the writer
+// mirrors the status into it. An APIKey being deleted gets none: the
+// garbage collector takes the ConfigMap with it.
+func keepLegacy(obs observation, d *decision) {
+	d.DeleteLegacy = false
+	if obs.APIKey.DeletionTimestamp != nil {
+		return
+	}
+	name := LegacyRecordName(obs.APIKey.Name)
+	for _, st := range []*gatehousev1.APIKeyStatus{d.Status, d.Delivered} {
+		if st != nil && len(st.Keys) > 0 {
+			st.RecordConfigMapName = name
+		}
+	}
+	d.MirrorLegacy = true
+}
+
+// decideKeys is decide without the legacy-record mode.
+func decideKeys(obs observation, newKey func() (apikeyformat.Key, error)) (decision, error) {
 	ak := obs.APIKey
 	if ak.DeletionTimestamp != nil {
 		return decideDeleting(obs), nil

@@ -748,3 +748,43 @@ func TestLegacyRecordNamesAreValidForEveryAPIKeyName(t *testing.T) {
 		t.Fatal("short names keep the documented form")
 	}
 }
+
+func TestKeepingLegacyRecordsMirrorsThemAndAnOperatorWithoutItDeletesThem(t *testing.T) {
+	k := &keys{}
+	obs, cur, _ := legacyState(t, false)
+	obs.KeepLegacy = true
+	d := mustDecide(t, obs, k)
+	if d.DeleteLegacy || !d.MirrorLegacy {
+		t.Fatalf("keeping legacy records: delete %v, mirror %v; want the record kept and mirrored", d.DeleteLegacy, d.MirrorLegacy)
+	}
+	after := apply(t, obs, d, t0)
+	if got := check(after, cur, t0); got != apikeyformat.Accepted {
+		t.Fatalf("the migrated key is refused: %s", got)
+	}
+	if after.APIKey.Status.RecordConfigMapName != LegacyRecordName(obs.APIKey.Name) {
+		t.Fatalf("status names record %q, want %q", after.APIKey.Status.RecordConfigMapName, LegacyRecordName(obs.APIKey.Name))
+	}
+	// Steady state: nothing to change, the mirror still kept.
+	if d2 := mustDecide(t, after, k); d2.DeleteLegacy || !d2.MirrorLegacy || d2.Status.RecordConfigMapName == "" {
+		t.Fatalf("the next reconcile: delete %v, mirror %v, record %q", d2.DeleteLegacy, d2.MirrorLegacy, d2.Status.RecordConfigMapName)
+	}
+	// The operator restarted without the mode finds the record status
+	// names, and deletes it.
+	after.KeepLegacy = false
+	if d3 := mustDecide(t, after, k); !d3.DeleteLegacy || d3.MirrorLegacy {
+		t.Fatalf("without keeping: delete %v, mirror %v; want the record deleted", d3.DeleteLegacy, d3.MirrorLegacy)
+	}
+}
+
+func TestANewAPIKeyGetsALegacyRecordNamedInStatusWhenRecordsAreKept(t *testing.T) {
+	k := &keys{}
+	obs := observation{APIKey: testAPIKey(), Now: t0, KeepLegacy: true}
+	d := mustDecide(t, obs, k)
+	if !d.MirrorLegacy || d.Delivered == nil || d.Delivered.RecordConfigMapName != LegacyRecordName(obs.APIKey.Name) {
+		t.Fatalf("a new key with records kept: mirror %v, delivered status %+v", d.MirrorLegacy, d.Delivered)
+	}
+	deleting := testAPIKey(func(ak *gatehousev1.APIKey) { now := metav1.NewTime(t0); ak.DeletionTimestamp = &now })
+	if d := mustDecide(t, observation{APIKey: deleting, Now: t0, KeepLegacy: true}, k); d.MirrorLegacy {
+		t.Fatal("an APIKey being deleted got its record mirrored; the garbage collector takes it")
+	}
+}

@@ -71,6 +71,10 @@ type Reconciler struct {
 	// IssuerPrefix, when set, confines each namespace's issuers (the
 	// operator's --issuer-prefix).
 	IssuerPrefix keyring.IssuerPrefix
+	// KeepLegacyRecords keeps the JWKS ConfigMap that sidecars of earlier
+	// versions read, mirrored from status (the operator's
+	// --keep-legacy-records); false deletes it.
+	KeepLegacyRecords bool
 
 	// Clock defaults to the real clock.
 	Clock clock.PassiveClock
@@ -81,7 +85,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=signingkeys,verbs=get;list;watch
 // +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=signingkeys/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile reads one SigningKey's state, decides once, and writes.
@@ -153,7 +157,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 	if err := keyring.IndexIssuer(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("signingkey").
 		For(&gatehousev1.SigningKey{}, builder.WithPredicates(specOrMetadataChanged)).
 		Owns(&corev1.Secret{}).
@@ -161,8 +165,12 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToSigningKey)).
 		// Another claimant of the issuer came, changed or went: the
 		// owner may have changed.
-		Watches(&gatehousev1.SigningKey{}, handler.EnqueueRequestsFromMapFunc(r.otherClaimants), builder.WithPredicates(specOrMetadataChanged)).
-		Complete(r)
+		Watches(&gatehousev1.SigningKey{}, handler.EnqueueRequestsFromMapFunc(r.otherClaimants), builder.WithPredicates(specOrMetadataChanged))
+	if r.KeepLegacyRecords {
+		// A legacy JWKS ConfigMap edited or deleted by hand is written again.
+		b = b.Owns(&corev1.ConfigMap{})
+	}
+	return b.Complete(r)
 }
 
 // otherClaimants maps a SigningKey to the other SigningKeys naming its

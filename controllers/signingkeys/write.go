@@ -19,8 +19,9 @@ import (
 )
 
 // write applies a decision: the Secret (the private keys) first, then the
-// status (what validators trust), then the deletion of the legacy JWKS
-// ConfigMaps, which waits until the status publishes the JWKS.
+// status (what validators trust), then the deletion (or, with
+// KeepLegacyRecords, the upkeep) of the legacy JWKS ConfigMaps, which waits
+// until the status publishes the JWKS.
 func (r *Reconciler) write(ctx context.Context, obs observation, d decision) (ctrl.Result, error) {
 	sk := obs.sk
 	if d.writeSecret {
@@ -32,7 +33,12 @@ func (r *Reconciler) write(ctx context.Context, obs observation, d decision) (ct
 	if err := r.writeStatus(ctx, sk, d); err != nil {
 		return ctrl.Result{}, err
 	}
-	if d.deleteLegacy {
+	switch {
+	case r.KeepLegacyRecords:
+		if err := r.mirrorLegacy(ctx, sk, d.status, obs.legacy); err != nil {
+			return ctrl.Result{}, err
+		}
+	case d.deleteLegacy:
 		if err := r.deleteLegacy(ctx, obs.legacy); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -137,4 +143,40 @@ func dedupe(phase, told []Change) []Change {
 		}
 	}
 	return out
+}
+
+// mirrorLegacy keeps the JWKS ConfigMap that sidecars of earlier versions
+// read (KeepLegacyRecords) equal to what st publishes, so that they keep
+// verifying tokens, and see rotations, while workloads are rolled onto new
+// sidecars. When st publishes nothing (a refused issuer), it deletes them:
+// they must not verify what this version does not serve. Other legacy
+// ConfigMaps this SigningKey controls are deleted.
+func (r *Reconciler) mirrorLegacy(ctx context.Context, sk *gatehousev1.SigningKey, st gatehousev1.SigningKeyStatus, legacy []corev1.ConfigMap) error {
+	if st.JWKS == "" || st.Issuer == "" {
+		return r.deleteLegacy(ctx, legacy)
+	}
+	name := keyring.JWKSConfigMapName(sk)
+	var observed *corev1.ConfigMap
+	var others []corev1.ConfigMap
+	for i := range legacy {
+		if legacy[i].Name == name {
+			observed = &legacy[i]
+		} else {
+			others = append(others, legacy[i])
+		}
+	}
+	want := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: sk.Namespace, Labels: legacyJWKSLabels(sk)},
+		Data:       map[string]string{gatehousev1.JWKSDataKey: st.JWKS, gatehousev1.JWKSIssuerKey: st.Issuer},
+	}
+	_, wrote, err := owned.Writer{Client: r.Client, Scheme: r.Scheme}.ConfigMapConfirmed(ctx, r.APIReader, sk, observed, want)
+	switch {
+	case owned.IsNotControlled(err):
+		log.FromContext(ctx).Info("not mirroring the legacy jwks: a configmap of that name exists that this signingkey does not control", "configMap", name)
+	case err != nil:
+		return fmt.Errorf("writing legacy jwks configmap: %w", err)
+	case wrote:
+		log.FromContext(ctx).V(1).Info("mirrored the status jwks into the legacy configmap", "configMap", name)
+	}
+	return r.deleteLegacy(ctx, others)
 }

@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -108,6 +109,24 @@ func (w Writer) ConfigMap(ctx context.Context, owner client.Object, observed, wa
 	})
 }
 
+// ConfigMapConfirmed is ConfigMap for a caller whose view may lag behind
+// the API server (a cache): when it saw no ConfigMap, reader (a live
+// reader) is asked first, so that one created a moment ago is updated, not
+// created again. A ConfigMap of that name that owner does not control is
+// left alone: the result is a Conflict error, as from ConfigMap.
+func (w Writer) ConfigMapConfirmed(ctx context.Context, reader client.Reader, owner client.Object, observed, want *corev1.ConfigMap) (*corev1.ConfigMap, bool, error) {
+	if observed == nil {
+		live := &corev1.ConfigMap{}
+		switch err := reader.Get(ctx, client.ObjectKeyFromObject(want), live); {
+		case err == nil:
+			observed = live
+		case !apierrors.IsNotFound(err):
+			return nil, false, err
+		}
+	}
+	return w.ConfigMap(ctx, owner, observed, want)
+}
+
 // write does the work of Secret and ConfigMap: it creates a copy of want
 // when observed is nil, and otherwise merges want's labels and annotations
 // into a copy of observed, lets setData bring the rest in line (reporting
@@ -163,7 +182,16 @@ func (w Writer) checkControlled(owner, obj client.Object, resource, noun string)
 		ownerKind = gvk.Kind
 	}
 	return apierrors.NewConflict(corev1.Resource(resource), obj.GetName(),
-		fmt.Errorf("%s is not controlled by this %s", noun, ownerKind))
+		fmt.Errorf("%s %s this %s", noun, notControlled, ownerKind))
+}
+
+const notControlled = "is not controlled by"
+
+// IsNotControlled reports whether err is the Conflict that Secret and
+// ConfigMap return for an object the owner does not control (rather than
+// a stale resourceVersion).
+func IsNotControlled(err error) bool {
+	return apierrors.IsConflict(err) && strings.Contains(err.Error(), notControlled)
 }
 
 // Delete deletes obj on condition that it is still the object read: same

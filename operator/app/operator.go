@@ -57,6 +57,13 @@ type Options struct {
 	// discovery and the token endpoint check it.
 	IssuerPrefix string
 
+	// KeepLegacyRecords makes the APIKey and SigningKey controllers keep
+	// writing the record and JWKS ConfigMaps that sidecars of earlier
+	// versions read, mirrored from status, instead of deleting them: for
+	// the rollout that replaces those sidecars (docs/apikeys.md, "Upgrade
+	// from record ConfigMaps"). Nothing of this version reads them.
+	KeepLegacyRecords bool
+
 	// DiscoveryAddr serves OIDC discovery, the JWKS of every SigningKey
 	// and the token endpoint ("0" disables all three); DiscoveryListener,
 	// when set, is served instead (tests and the demo listen on :0).
@@ -92,6 +99,7 @@ func (o *Options) BindFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
 	f.IntVar(&o.APIKeyWorkers, "apikey-workers", 8, "APIKeys reconciled concurrently.")
 	f.StringVar(&o.IssuerPrefix, "issuer-prefix", "", "When set, every SigningKey's spec.issuer must start with this https URL prefix, {namespace} replaced by the SigningKey's namespace (e.g. https://auth.example.com/{namespace}/); others are Ready=False IssuerOutsidePrefix, never served or signed with.")
+	f.BoolVar(&o.KeepLegacyRecords, "keep-legacy-records", false, "Keep writing, mirrored from status, the API key record and JWKS ConfigMaps that sidecars of earlier versions read, until every workload runs a new sidecar; off (the default) deletes them. This version never reads them.")
 	f.StringVar(&o.DiscoveryAddr, "discovery-bind-address", ":8082", "Address serving <issuer>/.well-known/openid-configuration, jwks.json and the token endpoint for every SigningKey (plain HTTP: terminate TLS in front); \"0\" disables it.")
 	f.DurationVar(&o.DiscoveryMaxAge, "discovery-max-age", discovery.DefaultMaxAge, "Upper bound of the Cache-Control max-age of discovery responses (never more than half a SigningKey's propagation interval).")
 	f.BoolVar(&o.TokenEndpoint, "token-endpoint", true, "Serve the OAuth 2.0 token endpoint (POST /oauth2/token and <issuer>/oauth2/token) on the discovery address.")
@@ -142,14 +150,14 @@ func setup(ctx context.Context, mgr ctrl.Manager, o Options, log logr.Logger) er
 	if workers <= 0 {
 		workers = 1
 	}
-	if err := (&apikeys.Reconciler{}).SetupWithManager(ctx, mgr, workers); err != nil {
+	if err := (&apikeys.Reconciler{KeepLegacyRecords: o.KeepLegacyRecords}).SetupWithManager(ctx, mgr, workers); err != nil {
 		return fmt.Errorf("setting up the apikey controller: %w", err)
 	}
 	prefix := keyring.IssuerPrefix(o.IssuerPrefix)
 	if err := prefix.Validate(); err != nil {
 		return fmt.Errorf("--issuer-prefix: %w", err)
 	}
-	if err := (&signingkeys.Reconciler{IssuerPrefix: prefix}).SetupWithManager(ctx, mgr); err != nil {
+	if err := (&signingkeys.Reconciler{IssuerPrefix: prefix, KeepLegacyRecords: o.KeepLegacyRecords}).SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("setting up the signingkey controller: %w", err)
 	}
 	if err := (&authpolicies.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {

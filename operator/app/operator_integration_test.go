@@ -55,7 +55,7 @@ func startStack(t *testing.T) *fixture {
 
 // startStackOn starts the operator and a sidecar on a namespace that may
 // already hold state.
-func startStackOn(t *testing.T, env *testenv.Env, ns string) *fixture {
+func startStackOn(t *testing.T, env *testenv.Env, ns string, opts ...func(*operatorapp.Options)) *fixture {
 	t.Helper()
 	f := &fixture{env: env, ns: ns, logs: &stack.LogBuffer{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -68,7 +68,12 @@ func startStackOn(t *testing.T, env *testenv.Env, ns string) *fixture {
 		OperatorLog:    f.logs.Logger("operator"),
 		SidecarLog:     f.logs.Logger("sidecar"),
 		// Several tests of this package start a stack each.
-		Operator: func(o *operatorapp.Options) { o.SkipControllerNameValidation = true },
+		Operator: func(o *operatorapp.Options) {
+			o.SkipControllerNameValidation = true
+			for _, opt := range opts {
+				opt(o)
+			}
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
