@@ -11,16 +11,20 @@
 # The sidecar is built as the Dockerfile builds it (-tags grpcnotrace).
 #
 # Usage: hack/rss.sh                         this tree's gatehouse-sidecar
-#        RSS_OLD_REF=cec324f hack/rss.sh     also `gatehouse sidecar` built at
-#                                            that commit (the single binary
-#                                            before the split), same fixtures
+#        RSS_OLD_REF=b99fd68 hack/rss.sh     also the sidecar built at that
+#                                            commit (gatehouse-sidecar, or
+#                                            `gatehouse sidecar` before the
+#                                            split), on fixtures written by
+#                                            that commit's hack/loadgen when
+#                                            it has one
 #
 # Environment (defaults in brackets):
 #   RSS_WORKDIR   binaries and fixtures [mktemp -d]
 #   RSS_KEYS      key counts [1000 100000]
 #   RSS_RUNS      runs per binary and key count [3]
 #   RSS_SETTLE    seconds between ready and reading the figures [3]
-#   RSS_OLD_REF   a commit whose cmd/gatehouse has the `sidecar` command [unset]
+#   RSS_OLD_REF   a commit with cmd/gatehouse-sidecar, or whose cmd/gatehouse
+#                 has the `sidecar` command [unset]
 #
 # Nothing here prints a credential: the fixtures' keys stay in
 # $RSS_WORKDIR/fixtures-N/credentials.json (mode 0600).
@@ -71,22 +75,38 @@ log "building gatehouse-sidecar and loadgen (this tree) into $WORK/bin"
 (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -tags grpcnotrace -o "$WORK/bin/" ./cmd/gatehouse-sidecar ./hack/loadgen)
 BINARIES=("new:$WORK/bin/gatehouse-sidecar")
 if [[ -n $OLD_REF ]]; then
-	log "building gatehouse at $OLD_REF (single binary) into $WORK/bin/gatehouse-old"
 	git -C "$ROOT" worktree add --detach "$WORK/old-src" "$OLD_REF" >/dev/null 2>&1
-	(cd "$WORK/old-src" && CGO_ENABLED=0 go build -trimpath -o "$WORK/bin/gatehouse-old" ./cmd/gatehouse)
-	BINARIES=("old:$WORK/bin/gatehouse-old sidecar" "${BINARIES[@]}")
+	mkdir -p "$WORK/old-bin"
+	if [[ -d $WORK/old-src/cmd/gatehouse-sidecar ]]; then
+		log "building gatehouse-sidecar at $OLD_REF into $WORK/old-bin"
+		(cd "$WORK/old-src" && CGO_ENABLED=0 go build -trimpath -tags grpcnotrace -o "$WORK/old-bin/" ./cmd/gatehouse-sidecar)
+		BINARIES=("old:$WORK/old-bin/gatehouse-sidecar" "${BINARIES[@]}")
+	else
+		log "building gatehouse at $OLD_REF (single binary) into $WORK/old-bin"
+		(cd "$WORK/old-src" && CGO_ENABLED=0 go build -trimpath -o "$WORK/old-bin/gatehouse" ./cmd/gatehouse)
+		BINARIES=("old:$WORK/old-bin/gatehouse sidecar" "${BINARIES[@]}")
+	fi
+	# The state format may differ between the two (record ConfigMaps
+	# before APIKey status): the old binary reads fixtures its own loadgen
+	# wrote, when it has one at hack/loadgen.
+	if [[ -d $WORK/old-src/hack/loadgen ]]; then
+		(cd "$WORK/old-src" && CGO_ENABLED=0 go build -trimpath -o "$WORK/old-bin/" ./hack/loadgen)
+	fi
 fi
 
 printf '%-6s %-8s %-4s %-12s %-10s %-12s %-10s\n' binary keys run 'VmRSS MiB' 'RssFile' 'RssAnon' 'VmHWM'
 for n in "${KEYS[@]}"; do
-	fixtures=$WORK/fixtures-$n
-	if [[ ! -d $fixtures/config ]]; then
-		log "writing fixtures: $n API key records"
-		"$WORK/bin/loadgen" fixtures --out "$fixtures" --keys "$n" >/dev/null
-	fi
 	for entry in "${BINARIES[@]}"; do
 		label=${entry%%:*}
 		read -r -a cmd <<<"${entry#*:}"
+		gen=$WORK/bin/loadgen fixtures=$WORK/fixtures-$n
+		if [[ $label == old && -x $WORK/old-bin/loadgen ]]; then
+			gen=$WORK/old-bin/loadgen fixtures=$WORK/fixtures-old-$n
+		fi
+		if [[ ! -d $fixtures/config ]]; then
+			log "writing fixtures ($label): $n API keys"
+			"$gen" fixtures --out "$fixtures" --keys "$n" >/dev/null
+		fi
 		for run in $(seq "$RUNS"); do
 			"${cmd[@]}" --source files --config-dir "$fixtures/config" --namespace loadtest \
 				--grpc-bind-address "$GRPC" --http-bind-address "$HTTP" \
