@@ -14,6 +14,7 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/apikeyformat"
+	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
 func genKey(t *testing.T) apikeyformat.Key {
@@ -26,27 +27,11 @@ func genKey(t *testing.T) apikeyformat.Key {
 }
 
 // apiKeyOf renders a record as the APIKey whose spec and status say the
-// same: RecordOf(apiKeyOf(r)) decides as r does (r has no notBefore).
+// same (testfixture.APIKeyOf), under name and version in namespace "ns".
 func apiKeyOf(name, version string, r *apikeyformat.Record) *gatehousev1.APIKey {
-	ak := &gatehousev1.APIKey{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", ResourceVersion: version, UID: types.UID("u-" + name)},
-		Spec:       gatehousev1.APIKeySpec{Subject: r.Subject, Scopes: r.Scopes, SecretName: name + "-key"},
-		Status:     gatehousev1.APIKeyStatus{State: gatehousev1.APIKeyState(r.State)},
-	}
-	if r.ExpiresAt != nil {
-		ak.Spec.ExpiresAt = &metav1.Time{Time: *r.ExpiresAt}
-	}
-	if rl := r.RateLimit; rl != nil {
-		burst := rl.Burst
-		ak.Spec.RateLimit = &gatehousev1.RateLimit{RequestsPerSecond: rl.RequestsPerSecond, Burst: &burst}
-	}
-	for _, k := range r.Keys {
-		sk := gatehousev1.APIKeyStatusKey{KeyID: k.KeyID, SHA256: k.SHA256}
-		if k.NotAfter != nil {
-			sk.NotAfter = &metav1.Time{Time: *k.NotAfter}
-		}
-		ak.Status.Keys = append(ak.Status.Keys, sk)
-	}
+	ak := testfixture.APIKeyOf(r)
+	ak.Name, ak.Namespace, ak.ResourceVersion, ak.UID = name, "ns", version, types.UID("u-"+name)
+	ak.Spec.SecretName = name + "-key"
 	return ak
 }
 

@@ -75,12 +75,16 @@ func NewAPIKey(t testing.TB, namespace, name, subject string, scopes ...string) 
 	}}
 }
 
-// Object renders the key as an APIKey whose status the operator wrote:
-// spec from the record's subject, scopes, expiry and rate limit, status
-// from its state and keys (a record's notBefore has no place in status and
-// is dropped).
-func (a *APIKey) Object() *gatehousev1.APIKey {
-	r := a.Record
+// Object renders the key as an APIKey whose status the operator wrote
+// (APIKeyOf its record).
+func (a *APIKey) Object() *gatehousev1.APIKey { return APIKeyOf(a.Record) }
+
+// APIKeyOf renders a record as the APIKey whose spec and status say the
+// same, so that apikeyformat.RecordOf of it decides as r does: spec from
+// the record's name, subject, scopes, expiry and rate limit, status from
+// its state and keys (a record's notBefore has no place in status and is
+// dropped).
+func APIKeyOf(r *apikeyformat.Record) *gatehousev1.APIKey {
 	ak := &gatehousev1.APIKey{
 		TypeMeta:   metav1.TypeMeta{APIVersion: gatehousev1.GroupVersion.String(), Kind: "APIKey"},
 		ObjectMeta: metav1.ObjectMeta{Name: r.Name, Namespace: r.Namespace},
