@@ -50,6 +50,14 @@ const DefaultGCPercent = 50
 // DefaultShutdownTimeout bounds the graceful stop.
 const DefaultShutdownTimeout = 10 * time.Second
 
+// RemoteKeySets supplies the snapshot builder with remote issuers' keys
+// (remotejwks.Registry) and retires, after each build, the sources the
+// new state no longer asked for.
+type RemoteKeySets interface {
+	snapshot.RemoteKeySets
+	Sweep()
+}
+
 // Config is everything a sidecar needs. Empty addresses disable a server
 // (except GRPCAddr, which is required).
 type Config struct {
@@ -58,7 +66,7 @@ type Config struct {
 	// Source feeds the state. NewSource builds one from flags.
 	Source source.Source
 	// Remote fetches remote issuers' keys; nil disables remote issuers.
-	Remote snapshot.RemoteKeySets
+	Remote RemoteKeySets
 
 	GRPCAddr    string
 	HTTPAddr    string
@@ -316,7 +324,7 @@ type installer struct {
 	engine     *authz.Engine
 	builder    *snapshot.Builder
 	draining   *atomic.Bool
-	remote     snapshot.RemoteKeySets
+	remote     RemoteKeySets
 	setServing func(bool)
 	// normalGC is the GOGC set once the first state is in.
 	normalGC     int
@@ -331,8 +339,8 @@ func (in *installer) install(inputs snapshot.Inputs) {
 	in.store.Swap(snap)
 	in.metrics.ObserveReload(snap)
 	in.engine.PruneLimiters(snap)
-	if r, ok := in.remote.(interface{ Sweep() }); ok {
-		r.Sweep() // stop polling issuers the new state no longer names
+	if in.remote != nil {
+		in.remote.Sweep() // stop polling issuers the new state no longer names
 	}
 	if !in.draining.Load() {
 		in.setServing(true)
