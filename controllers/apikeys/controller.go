@@ -253,7 +253,10 @@ func (r *Reconciler) write(ctx context.Context, ak *gatehousev1.APIKey, obs obse
 		}
 	}
 	if d.DeleteStale {
-		if err := r.deleteStaleDeliveries(ctx, ak); err != nil {
+		// The Secret name the decision was taken on: ak may hold a newer
+		// spec by now (the status patch returns the latest object), and its
+		// new Secret is delivered by the next reconcile, not this one.
+		if err := r.deleteStaleDeliveries(ctx, ak, obs.APIKey.Spec.SecretName); err != nil {
 			return err
 		}
 	}
@@ -311,14 +314,14 @@ func (r *Reconciler) writeDelivery(ctx context.Context, ak *gatehousev1.APIKey, 
 // deleteStaleDeliveries deletes delivery Secrets this APIKey controls under
 // a name other than spec.secretName (the name changed, or the key is now
 // given by hash), so that no plaintext key outlives its use.
-func (r *Reconciler) deleteStaleDeliveries(ctx context.Context, ak *gatehousev1.APIKey) error {
+func (r *Reconciler) deleteStaleDeliveries(ctx context.Context, ak *gatehousev1.APIKey, current string) error {
 	list := &corev1.SecretList{}
 	if err := r.Client.List(ctx, list, client.InNamespace(ak.Namespace), client.MatchingLabels(owned.Labels(ak, nil))); err != nil {
 		return fmt.Errorf("listing delivery secrets: %w", err)
 	}
 	for i := range list.Items {
 		sec := &list.Items[i]
-		if sec.Name == ak.Spec.SecretName || sec.Type != DeliverySecretType || !metav1.IsControlledBy(sec, ak) {
+		if sec.Name == current || sec.Type != DeliverySecretType || !metav1.IsControlledBy(sec, ak) {
 			continue
 		}
 		if err := owned.Delete(ctx, r.Client, sec); client.IgnoreNotFound(err) != nil {

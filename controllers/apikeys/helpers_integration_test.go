@@ -30,6 +30,7 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/apikeyformat"
+	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/testenv"
 )
 
@@ -174,7 +175,7 @@ func (f *fixture) events(t *testing.T) []string {
 // recorder writes asynchronously).
 func (f *fixture) waitForEvent(t *testing.T, reason string) {
 	t.Helper()
-	eventually(t, 20*time.Second, func() (bool, string) {
+	framework.Eventually(t, "a "+reason+" event", 20*time.Second, func() (bool, string) {
 		evs := f.events(t)
 		for _, e := range evs {
 			if strings.HasPrefix(e, reason+": ") {
@@ -210,24 +211,6 @@ func condStatus(ak *gatehousev1.APIKey, typ string) (metav1.ConditionStatus, str
 		}
 	}
 	return "", ""
-}
-
-// eventually polls cond every 50ms until it holds or timeout passes, then
-// fails with the last state cond described.
-func eventually(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last string
-	for {
-		var ok bool
-		if ok, last = cond(); ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v; last seen: %s", timeout, last)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // logBuffer captures everything logged through its logger.
@@ -269,22 +252,8 @@ func startManager(t testing.TB, env *testenv.Env, ns string, r *Reconciler, logg
 	if err != nil {
 		t.Fatalf("creating manager: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := r.SetupWithManager(ctx, mgr, workers); err != nil {
-		cancel()
+	if err := r.SetupWithManager(t.Context(), mgr, workers); err != nil {
 		t.Fatalf("setting up controller: %v", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("manager: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("manager did not stop within 30s")
-		}
-	})
+	framework.StartManager(t, mgr)
 }

@@ -24,6 +24,7 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/apikeyformat"
+	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/testenv"
 )
 
@@ -44,7 +45,7 @@ func TestIntegrationAFullScenarioReportsHandEditsAndLeaksNoKey(t *testing.T) {
 	waitForKey := func(notID string) apikeyformat.Key {
 		t.Helper()
 		var key apikeyformat.Key
-		eventually(t, 30*time.Second, func() (bool, string) {
+		framework.Eventually(t, "the delivered key", 30*time.Second, func() (bool, string) {
 			sec := &corev1.Secret{}
 			if err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: secretName}, sec); err != nil {
 				return false, err.Error()
@@ -69,7 +70,7 @@ func TestIntegrationAFullScenarioReportsHandEditsAndLeaksNoKey(t *testing.T) {
 	}
 	waitForRecord := func(what string, ok func(*gatehousev1.APIKey, *apikeyformat.Record) bool) {
 		t.Helper()
-		eventually(t, 30*time.Second, func() (bool, string) {
+		framework.Eventually(t, what, 30*time.Second, func() (bool, string) {
 			ak, rec := f.record(t, name)
 			return ok(ak, rec), fmt.Sprintf("%s: %+v", what, ak.Status)
 		})
@@ -331,7 +332,7 @@ func TestIntegrationDeletingTheObjectThatBlocksANameResolvesTheConflict(t *testi
 			f.create(t, "blocked")
 			waitForReady := func(want metav1.ConditionStatus, reason string) {
 				t.Helper()
-				eventually(t, 30*time.Second, func() (bool, string) {
+				framework.Eventually(t, "Ready="+string(want)+" "+reason, 30*time.Second, func() (bool, string) {
 					s, r := condStatus(f.apiKey(t, "blocked"), gatehousev1.ConditionReady)
 					return s == want && r == reason, fmt.Sprintf("Ready=%s/%s", s, r)
 				})

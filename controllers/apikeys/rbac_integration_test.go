@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/testenv"
 )
 
@@ -56,7 +57,7 @@ func TestIntegrationTheGeneratedRoleIsEnoughToRunTheController(t *testing.T) {
 	waitReady := func(keyNot string) string {
 		t.Helper()
 		var id string
-		eventually(t, 30*time.Second, func() (bool, string) {
+		framework.Eventually(t, "a new key, Ready", 30*time.Second, func() (bool, string) {
 			ak := f.apiKey(t, "least")
 			s, r := condStatus(ak, gatehousev1.ConditionReady)
 			id = ak.Status.KeyID
@@ -71,7 +72,7 @@ func TestIntegrationTheGeneratedRoleIsEnoughToRunTheController(t *testing.T) {
 	})
 	waitReady(first)
 	f.update(t, "least", func(ak *gatehousev1.APIKey) { ak.Spec.SecretName = "least-key-2" })
-	eventually(t, 30*time.Second, func() (bool, string) {
+	framework.Eventually(t, "the old delivery Secret to go", 30*time.Second, func() (bool, string) {
 		err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: "least-key"}, &corev1.Secret{})
 		return err != nil, fmt.Sprintf("old delivery secret still there (%v); operator log:\n%s", err, f.log.String())
 	})

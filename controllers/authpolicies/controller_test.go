@@ -15,6 +15,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/testenv"
 )
 
@@ -52,10 +53,7 @@ func TestIntegrationReadyReflectsWhetherReferencesResolve(t *testing.T) {
 	if err := (&Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
-	mctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(mctx) }()
-	defer func() { stop(); <-done }()
+	framework.StartManager(t, mgr)
 
 	c := env.Client
 	rule := []gatehousev1.Rule{{Match: gatehousev1.RuleMatch{Paths: []string{"/"}}}}
@@ -86,18 +84,16 @@ func TestIntegrationReadyReflectsWhetherReferencesResolve(t *testing.T) {
 
 func waitForReady(ctx context.Context, t *testing.T, c client.Client, p *gatehousev1.AuthPolicy, status metav1.ConditionStatus, reason string) {
 	t.Helper()
-	var last string
-	for ctx.Err() == nil {
+	framework.Eventually(t, fmt.Sprintf("AuthPolicy %s to be Ready=%s/%s", p.Name, status, reason), 30*time.Second, func() (bool, string) {
 		got := &gatehousev1.AuthPolicy{}
-		if err := c.Get(ctx, client.ObjectKeyFromObject(p), got); err == nil {
-			if cond := meta.FindStatusCondition(got.Status.Conditions, gatehousev1.ConditionReady); cond != nil {
-				last = fmt.Sprintf("%s %s: %s", cond.Status, cond.Reason, cond.Message)
-				if cond.Status == status && cond.Reason == reason && cond.ObservedGeneration == got.Generation {
-					return
-				}
-			}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(p), got); err != nil {
+			return false, err.Error()
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("AuthPolicy %s never became Ready=%s/%s; last seen: %s", p.Name, status, reason, last)
+		cond := meta.FindStatusCondition(got.Status.Conditions, gatehousev1.ConditionReady)
+		if cond == nil {
+			return false, "no Ready condition"
+		}
+		return cond.Status == status && cond.Reason == reason && cond.ObservedGeneration == got.Generation,
+			fmt.Sprintf("%s %s: %s", cond.Status, cond.Reason, cond.Message)
+	})
 }

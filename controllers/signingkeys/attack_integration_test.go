@@ -20,6 +20,7 @@ import (
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/keyring"
 	"gatehouse.dev/gatehouse/operator/discovery"
+	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/testenv"
 )
 
@@ -106,7 +107,7 @@ func TestIntegrationAConfigMapAndSecretWriterCannotTakeOrBreakAnIssuer(t *testin
 	}
 	base := startManager(t, env, ns)
 	var real *gatehousev1.SigningKey
-	eventually(t, "the SigningKey to publish its own JWKS", func() (bool, string) {
+	framework.Eventually(t, "the SigningKey to publish its own JWKS", eventuallyTimeout, func() (bool, string) {
 		real = getSK(ctx, t, env.Client, ns, "tokens")
 		return real.Status.ActiveKeyID != "" && hasKid([]byte(real.Status.JWKS), real.Status.ActiveKeyID), real.Status.JWKS
 	})
@@ -154,7 +155,7 @@ func TestIntegrationAConfigMapAndSecretWriterCannotTakeOrBreakAnIssuer(t *testin
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	eventually(t, "a KeyTampered Warning and a repaired Secret", func() (bool, string) {
+	framework.Eventually(t, "a KeyTampered Warning and a repaired Secret", eventuallyTimeout, func() (bool, string) {
 		evs := &eventsv1.EventList{}
 		if err := env.Client.List(ctx, evs, client.InNamespace(ns)); err != nil {
 			return false, err.Error()
@@ -172,7 +173,7 @@ func TestIntegrationAConfigMapAndSecretWriterCannotTakeOrBreakAnIssuer(t *testin
 	if err := env.Client.Delete(ctx, sk); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the deleted SigningKey's issuer to go offline", func() (bool, string) {
+	framework.Eventually(t, "the deleted SigningKey's issuer to go offline", eventuallyTimeout, func() (bool, string) {
 		status, body, _ := fetch(t, base+"/auth"+discovery.JWKSPath, host, "")
 		if strings.Contains(body, forgedKid) {
 			t.Fatalf("the forged JWKS is served after the delete: %s", body)
@@ -203,7 +204,7 @@ func TestIntegrationASigningKeyCreatorInAnotherNamespaceCannotTakeOrBreakAnIssue
 	if err := thiefClient.Create(ctx, thief); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "B's claim to be refused", func() (bool, string) {
+	framework.Eventually(t, "B's claim to be refused", eventuallyTimeout, func() (bool, string) {
 		got := getSK(ctx, t, thiefClient, nsB, "thief")
 		ready := metaCondition(got.Status.Conditions, gatehousev1.ConditionReady)
 		return ready != nil && ready.Status == metav1.ConditionFalse && ready.Reason == gatehousev1.ReasonIssuerOutsidePrefix && got.Status.JWKS == "", fmt.Sprintf("%+v", got.Status)
@@ -226,7 +227,7 @@ func TestIntegrationASigningKeyCreatorInAnotherNamespaceCannotTakeOrBreakAnIssue
 		if err := env.Client.Create(ctx, owner); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, fmt.Sprintf("A's JWKS to be served (round %d)", round), func() (bool, string) {
+		framework.Eventually(t, fmt.Sprintf("A's JWKS to be served (round %d)", round), eventuallyTimeout, func() (bool, string) {
 			got := getSK(ctx, t, env.Client, nsA, "tokens")
 			status, body, _ := fetch(t, base+path, host, "")
 			return status == 200 && got.Status.JWKS != "" && body == got.Status.JWKS, fmt.Sprintf("%d %s", status, body)
@@ -237,7 +238,7 @@ func TestIntegrationASigningKeyCreatorInAnotherNamespaceCannotTakeOrBreakAnIssue
 		if err := env.Client.Delete(ctx, owner); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "A's SigningKey to be gone", func() (bool, string) {
+		framework.Eventually(t, "A's SigningKey to be gone", eventuallyTimeout, func() (bool, string) {
 			err := env.Client.Get(ctx, client.ObjectKeyFromObject(owner), &gatehousev1.SigningKey{})
 			return apierrors.IsNotFound(err), fmt.Sprint(err)
 		})
@@ -266,7 +267,7 @@ func TestIntegrationALaterClaimantNeverInterruptsTheIssuersOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	var served string
-	eventually(t, "A's JWKS to be served", func() (bool, string) {
+	framework.Eventually(t, "A's JWKS to be served", eventuallyTimeout, func() (bool, string) {
 		status, body, _ := fetch(t, base+"/shared"+discovery.JWKSPath, host, "")
 		served = body
 		return status == 200, fmt.Sprintf("%d %s", status, body)
@@ -278,7 +279,7 @@ func TestIntegrationALaterClaimantNeverInterruptsTheIssuersOwner(t *testing.T) {
 	if err := thiefClient.Create(ctx, thief); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "B to be refused with IssuerConflict while A is served throughout", func() (bool, string) {
+	framework.Eventually(t, "B to be refused with IssuerConflict while A is served throughout", eventuallyTimeout, func() (bool, string) {
 		status, body, _ := fetch(t, base+"/shared"+discovery.JWKSPath, host, "")
 		if status != 200 || body != served {
 			t.Fatalf("A's service was interrupted: %d %s", status, body)

@@ -23,25 +23,9 @@ import (
 	"gatehouse.dev/gatehouse/internal/conditions"
 	"gatehouse.dev/gatehouse/internal/keyring"
 	"gatehouse.dev/gatehouse/operator/discovery"
+	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/testenv"
 )
-
-// eventually polls cond every 50ms for up to 20s; on timeout it fails with
-// the last state cond described.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		last = state
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s; last seen: %s", what, last)
-}
 
 // startManager runs the controller and the discovery server in a real
 // manager watching ns, and returns the discovery base URL.
@@ -65,8 +49,7 @@ func startManagerWith(t *testing.T, env *testenv.Env, prefix keyring.IssuerPrefi
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := (&Reconciler{IssuerPrefix: prefix}).SetupWithManager(ctx, mgr); err != nil {
+	if err := (&Reconciler{IssuerPrefix: prefix}).SetupWithManager(t.Context(), mgr); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -76,19 +59,7 @@ func startManagerWith(t *testing.T, env *testenv.Env, prefix keyring.IssuerPrefi
 	if err := mgr.Add(&discovery.Server{Listener: ln, Reader: mgr.GetClient(), Log: mgr.GetLogger(), IssuerPrefix: prefix}); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("manager stopped with %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("manager did not stop within 30s")
-		}
-	})
+	framework.StartManager(t, mgr)
 	return "http://" + ln.Addr().String()
 }
 
@@ -140,7 +111,7 @@ func TestIntegrationManagerRepairsHandEditsAndServesDiscovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	var original string
-	eventually(t, "Ready and a published JWKS", func() (bool, string) {
+	framework.Eventually(t, "Ready and a published JWKS", eventuallyTimeout, func() (bool, string) {
 		got := &gatehousev1.SigningKey{}
 		if err := c.Get(ctx, client.ObjectKeyFromObject(sk), got); err != nil {
 			return false, err.Error()
@@ -173,7 +144,7 @@ func TestIntegrationManagerRepairsHandEditsAndServesDiscovery(t *testing.T) {
 	if err := c.Delete(ctx, sec); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a new active key and a KeyLost Event after the Secret was deleted", func() (bool, string) {
+	framework.Eventually(t, "a new active key and a KeyLost Event after the Secret was deleted", eventuallyTimeout, func() (bool, string) {
 		got := &gatehousev1.SigningKey{}
 		if err := c.Get(ctx, client.ObjectKeyFromObject(sk), got); err != nil {
 			return false, err.Error()
@@ -198,3 +169,7 @@ func TestIntegrationManagerRepairsHandEditsAndServesDiscovery(t *testing.T) {
 		t.Fatalf("after the key loss the served JWKS did not change: %d etag %q", status, newTag)
 	}
 }
+
+// eventuallyTimeout bounds every wait of these tests: a reconcile or two on
+// a loaded machine.
+const eventuallyTimeout = 20 * time.Second

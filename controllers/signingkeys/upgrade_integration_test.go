@@ -18,6 +18,7 @@ import (
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/keyring"
 	"gatehouse.dev/gatehouse/operator/discovery"
+	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/testenv"
 )
 
@@ -67,7 +68,7 @@ func TestIntegrationAClusterOfThePreviousVersionConvergesWithoutDenyingAToken(t 
 	token := sign(t, priv, time.Now(), 15*time.Minute)
 
 	base := startManager(t, env, ns)
-	eventually(t, "the status to publish the old key and the legacy ConfigMap to go", func() (bool, string) {
+	framework.Eventually(t, "the status to publish the old key and the legacy ConfigMap to go", eventuallyTimeout, func() (bool, string) {
 		got := getSK(ctx, t, env.Client, ns, "tokens")
 		cmErr := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: legacy.Name}, &corev1.ConfigMap{})
 		status, body, _ := fetch(t, base+"/auth"+discovery.JWKSPath, host, "")
