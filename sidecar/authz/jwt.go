@@ -4,15 +4,14 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"math"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
+	strictjson "sigs.k8s.io/json"
 
-	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 )
 
@@ -31,9 +30,27 @@ type verifiedToken struct {
 	fingerprint string
 	key         *snapshot.VerificationKey
 	exp         time.Time
-	nbf, iat    *time.Time
+	nbf, iat    time.Time
+	hasNbf      bool
+	hasIat      bool
 	identity    *Identity
-	claims      map[string]any
+	// payload is the token's decoded payload, kept to read claims that
+	// rules name (allClaims); it is never modified.
+	payload []byte
+	all     struct {
+		once   sync.Once
+		claims map[string]any
+	}
+}
+
+// allClaims is every claim of the token, decoded on first use: only
+// tokens used on a route whose rules name claims pay for it, once per
+// verification.
+func (vt *verifiedToken) allClaims() map[string]any {
+	vt.all.once.Do(func() {
+		vt.all.claims, _ = decodeClaims(vt.payload)
+	})
+	return vt.all.claims
 }
 
 // tokenHeader is the part of a JOSE header the verifier reads. jku, x5u,
@@ -79,8 +96,8 @@ func verifyToken(pol *snapshot.Policy, token string, maxBytes int, now time.Time
 	if reason != "" {
 		return nil, reason
 	}
-	vt := &verifiedToken{iss: iss.Issuer, fingerprint: iss.Fingerprint, key: key, claims: pt.claims}
-	if reason := vt.fill(iss); reason != "" {
+	vt := &verifiedToken{iss: iss.Issuer, fingerprint: iss.Fingerprint, key: key, payload: pt.payload}
+	if reason := vt.fill(iss, pt.claims); reason != "" {
 		return nil, reason
 	}
 	if reason := vt.checkTimes(now, iss.ClockSkew); reason != "" {
@@ -99,7 +116,8 @@ type parsedToken struct {
 	// signingInput is the signed part, header "." payload, as received.
 	signingInput string
 	signature    []byte
-	claims       map[string]any
+	payload      []byte
+	claims       *tokenClaims
 }
 
 // parseToken splits and decodes a compact JWS of at most maxBytes. It
@@ -127,7 +145,8 @@ func parseToken(token string, maxBytes int) (*parsedToken, Reason) {
 		return nil, MalformedToken
 	}
 	pt := &parsedToken{signingInput: token[:len(h64)+1+len(p64)]}
-	if err := json.Unmarshal(headerJSON, &pt.header); err != nil {
+	strict, err := strictjson.UnmarshalStrict(headerJSON, &pt.header, strictjson.DisallowDuplicateFields)
+	if err != nil || len(strict) > 0 {
 		return nil, MalformedToken
 	}
 	if len(pt.header.Crit) > 0 {
@@ -146,11 +165,11 @@ func parseToken(token string, maxBytes int) (*parsedToken, Reason) {
 	if err != nil || len(pt.signature) == 0 {
 		return nil, MalformedToken
 	}
-	claims, reason := decodeClaims(payload)
+	claims, reason := decodeTokenClaims(payload)
 	if reason != "" {
 		return nil, reason
 	}
-	pt.claims = claims
+	pt.payload, pt.claims = payload, claims
 	return pt, ""
 }
 
@@ -158,7 +177,10 @@ func parseToken(token string, maxBytes int) (*parsedToken, Reason) {
 // that issuer's key set, and requires the header's algorithm to be the
 // key's. It reads only public trust settings.
 func (pt *parsedToken) trustedKey(pol *snapshot.Policy) (*snapshot.Issuer, *snapshot.VerificationKey, Reason) {
-	issClaim, _ := pt.claims["iss"].(string)
+	issClaim := ""
+	if pt.claims.Iss.kind == stringValue {
+		issClaim = pt.claims.Iss.s
+	}
 	iss, ok := pol.IssuerFor(issClaim)
 	if !ok || issClaim == "" {
 		return nil, nil, UnknownIssuer
@@ -206,25 +228,18 @@ func decodeClaims(payload []byte) (map[string]any, Reason) {
 }
 
 // fill reads the registered and Gatehouse claims with strict types.
-func (vt *verifiedToken) fill(iss *snapshot.Issuer) Reason {
-	c := vt.claims
-	expV, ok := c["exp"]
-	if !ok {
+func (vt *verifiedToken) fill(iss *snapshot.Issuer, c *tokenClaims) Reason {
+	if !c.Exp.present() {
 		return MissingExpiry
 	}
-	exp, ok := numericDate(expV)
-	if !ok {
+	if !c.Exp.ok() || (c.Nbf.present() && !c.Nbf.ok()) || (c.Iat.present() && !c.Iat.ok()) {
 		return MalformedClaims
 	}
-	vt.exp = exp
-	var okN, okI bool
-	vt.nbf, okN = optionalNumericDate(c, "nbf")
-	vt.iat, okI = optionalNumericDate(c, "iat")
-	if !okN || !okI {
-		return MalformedClaims
-	}
+	vt.exp = c.Exp.t
+	vt.nbf, vt.hasNbf = c.Nbf.t, c.Nbf.present()
+	vt.iat, vt.hasIat = c.Iat.t, c.Iat.present()
 	if len(iss.Audiences) > 0 {
-		auds, ok := stringOrList(c["aud"])
+		auds, ok := c.Aud.values()
 		if !ok {
 			return MalformedClaims
 		}
@@ -232,35 +247,44 @@ func (vt *verifiedToken) fill(iss *snapshot.Issuer) Reason {
 			return WrongAudience
 		}
 	}
-	id := &Identity{Credential: CredentialJWT, Issuer: vt.iss}
-	var okS, okJ, okK bool
-	id.Subject, okS = optionalString(c["sub"])
-	id.TokenID, okJ = optionalString(c["jti"])
-	id.KeyID, okK = optionalString(c[gatehousev1.ClaimAPIKeyID])
-	if !okS || !okJ || !okK {
-		return MalformedClaims
+	id, reason := identityOf(vt.iss, c)
+	if reason != "" {
+		return reason
 	}
-	if v, present := c["scope"]; present {
-		s, ok := v.(string)
-		if !ok {
-			return MalformedClaims
+	vt.identity = id
+	return ""
+}
+
+// identityOf reads the identity claims: sub, jti, the Gatehouse key ID
+// and the scopes (scope, else scp). Each becomes a header value upstream.
+func identityOf(issuer string, c *tokenClaims) (*Identity, Reason) {
+	id := &Identity{Credential: CredentialJWT, Issuer: issuer}
+	var okS, okJ, okK bool
+	id.Subject, okS = c.Sub.optional()
+	id.TokenID, okJ = c.Jti.optional()
+	id.KeyID, okK = c.KeyID.optional()
+	if !okS || !okJ || !okK {
+		return nil, MalformedClaims
+	}
+	if c.Scope.kind != absent {
+		if c.Scope.kind != stringValue {
+			return nil, MalformedClaims
 		}
-		id.Scopes = strings.Fields(s)
-	} else if v, present := c["scp"]; present {
-		l, ok := stringOrList(v)
+		id.Scopes = strings.Fields(c.Scope.s)
+	} else if c.Scp.kind != absent {
+		l, ok := c.Scp.values()
 		if !ok {
-			return MalformedClaims
+			return nil, MalformedClaims
 		}
 		id.Scopes = l
 	}
 	if !headerSafe(id.Subject) || !headerSafe(id.TokenID) || !headerSafe(id.KeyID) || !allHeaderSafe(id.Scopes) {
 		// These become header values upstream: a signed CR LF is still a
 		// header injection.
-		return MalformedClaims
+		return nil, MalformedClaims
 	}
 	id.scopesJoined = strings.Join(id.Scopes, " ")
-	vt.identity = id
-	return ""
+	return id, ""
 }
 
 // headerSafe reports whether s can be sent as a header value as it is: no
@@ -289,49 +313,13 @@ func (vt *verifiedToken) checkTimes(now time.Time, skew time.Duration) Reason {
 		return TokenExpired
 	}
 	limit := now.Add(skew)
-	if vt.nbf != nil && vt.nbf.After(limit) {
+	if vt.hasNbf && vt.nbf.After(limit) {
 		return TokenNotYetValid
 	}
-	if vt.iat != nil && vt.iat.After(limit) {
+	if vt.hasIat && vt.iat.After(limit) {
 		return TokenNotYetValid
 	}
 	return ""
-}
-
-func numericDate(v any) (time.Time, bool) {
-	n, ok := v.(json.Number)
-	if !ok {
-		return time.Time{}, false
-	}
-	f, err := n.Float64()
-	if err != nil || math.IsNaN(f) {
-		return time.Time{}, false
-	}
-	f = math.Max(math.Min(f, maxNumericDate), -maxNumericDate)
-	sec, frac := math.Modf(f)
-	return time.Unix(int64(sec), int64(frac*1e9)), true
-}
-
-// optionalNumericDate reads an optional NumericDate claim: nil when absent,
-// false when present but not a number.
-func optionalNumericDate(c map[string]any, name string) (*time.Time, bool) {
-	v, present := c[name]
-	if !present {
-		return nil, true
-	}
-	t, ok := numericDate(v)
-	if !ok {
-		return nil, false
-	}
-	return &t, true
-}
-
-func optionalString(v any) (string, bool) {
-	if v == nil {
-		return "", true
-	}
-	s, ok := v.(string)
-	return s, ok
 }
 
 func stringOrList(v any) ([]string, bool) {
