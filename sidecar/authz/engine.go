@@ -258,15 +258,32 @@ func challenges(apiKeys, jwts bool) string {
 	if !apiKeys && !jwts {
 		jwts = true
 	}
-	var parts []string
-	if jwts {
-		parts = append(parts, challenge(CredentialJWT, "", nil))
-	}
-	if apiKeys {
-		parts = append(parts, challenge(CredentialAPIKey, "", nil))
-	}
-	return strings.Join(parts, ", ")
+	return challengeLists[b2i(apiKeys)][b2i(jwts)]
 }
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// challengeLists are challenges' answers, by [apiKeys][jwts], built once.
+var challengeLists = func() (out [2][2]string) {
+	for _, apiKeys := range []bool{false, true} {
+		for _, jwts := range []bool{false, true} {
+			var parts []string
+			if jwts {
+				parts = append(parts, challenge(CredentialJWT, "", nil))
+			}
+			if apiKeys {
+				parts = append(parts, challenge(CredentialAPIKey, "", nil))
+			}
+			out[b2i(apiKeys)][b2i(jwts)] = strings.Join(parts, ", ")
+		}
+	}
+	return out
+}()
 
 func (e *Engine) checkAPIKey(snap *snapshot.Snapshot, value string, now time.Time) (*Identity, Reason, time.Duration) {
 	key, err := apikeyformat.Parse(value)
