@@ -34,15 +34,47 @@ type tokenClaims struct {
 
 // decodeTokenClaims decodes a payload that must be one JSON object.
 func decodeTokenClaims(payload []byte) (*tokenClaims, Reason) {
-	if i := firstNonSpace(payload); i < 0 || payload[i] != '{' {
-		return nil, MalformedToken
-	}
 	c := &tokenClaims{}
-	strict, err := strictjson.UnmarshalStrict(payload, c, strictjson.DisallowDuplicateFields)
-	if err != nil || len(strict) > 0 {
+	if !decodeObject(payload, c) || c.duplicated() {
 		return nil, MalformedToken
 	}
 	return c, ""
+}
+
+func (c *tokenClaims) duplicated() bool {
+	return c.Iss.dup || c.Sub.dup || c.Jti.dup || c.KeyID.dup || c.Exp.dup || c.Nbf.dup || c.Iat.dup ||
+		c.Aud.dup || c.Scope.dup || c.Scp.dup
+}
+
+// decodeObject decodes data, which must be one JSON object and nothing
+// else, into v, matching names case-sensitively (sigs.k8s.io/json: the
+// standard decoder with that option). The fields of v record their own
+// duplicates: the library's strict mode allocates for every field read.
+func decodeObject(data []byte, v any) bool {
+	if i := firstNonSpace(data); i < 0 || data[i] != '{' {
+		return false
+	}
+	return strictjson.UnmarshalCaseSensitivePreserveInts(data, v) == nil
+}
+
+// tokenHeader is the part of a JOSE header the verifier reads. jku, x5u,
+// x5c and jwk are deliberately absent: keys come only from trusted sets.
+type tokenHeader struct {
+	Alg  stringClaim `json:"alg"`
+	Kid  stringClaim `json:"kid"`
+	Crit stringClaim `json:"crit"` // refused whatever it holds
+}
+
+// decodeHeader decodes a JOSE header: alg and kid must be strings when
+// present (null reads as absent), and none may be named twice.
+func decodeHeader(data []byte) (alg, kid string, crit bool, ok bool) {
+	var h tokenHeader
+	if !decodeObject(data, &h) || h.Alg.dup || h.Kid.dup || h.Crit.dup {
+		return "", "", false, false
+	}
+	alg, okA := h.Alg.optional()
+	kid, okK := h.Kid.optional()
+	return alg, kid, h.Crit.kind != absent, okA && okK
 }
 
 func firstNonSpace(b []byte) int {
@@ -85,12 +117,14 @@ func kindOf(data []byte) jsonKind {
 // stringClaim is a claim that should be a string.
 type stringClaim struct {
 	kind jsonKind
+	dup  bool
 	s    string
 }
 
 // UnmarshalJSON records the value's kind and, for a string, the string.
 // It never fails: fill decides what an ill-typed claim means.
 func (c *stringClaim) UnmarshalJSON(data []byte) error {
+	c.dup = c.dup || c.kind != absent
 	c.kind = kindOf(data)
 	if c.kind == stringValue {
 		c.s = unquote(data)
@@ -136,6 +170,7 @@ func unquote(data []byte) string {
 // dateClaim is a NumericDate claim.
 type dateClaim struct {
 	kind jsonKind
+	dup  bool
 	t    time.Time
 }
 
@@ -143,6 +178,7 @@ type dateClaim struct {
 // the time; a number out of that range is recorded as otherValue (as
 // json.Number.Float64 failed before).
 func (c *dateClaim) UnmarshalJSON(data []byte) error {
+	c.dup = c.dup || c.kind != absent
 	c.kind = kindOf(data)
 	if c.kind != numberValue {
 		return nil
@@ -194,6 +230,7 @@ func (c *dateClaim) ok() bool      { return c.kind == numberValue }
 // scp).
 type listClaim struct {
 	kind jsonKind
+	dup  bool
 	list []string
 	bad  bool
 }
@@ -201,7 +238,8 @@ type listClaim struct {
 // UnmarshalJSON records the strings of a string or of an array of strings;
 // anything else, or an array holding anything but strings, is bad.
 func (c *listClaim) UnmarshalJSON(data []byte) error {
-	c.kind = kindOf(data)
+	c.dup = c.dup || c.kind != absent
+	c.kind, c.list, c.bad = kindOf(data), nil, false
 	switch c.kind {
 	case absent, null:
 	case stringValue:

@@ -265,3 +265,94 @@ func refOptionalString(v any) (string, bool) {
 	s, ok := v.(string)
 	return s, ok
 }
+
+var headerPayloads = []string{
+	`{"alg":"ES256","kid":"k1","typ":"JWT"}`, `{"alg":"ES256"}`, `{"kid":"k"}`, `{}`,
+	`{"alg":null,"kid":null}`, `{"alg":1}`, `{"alg":["ES256"]}`, `{"kid":{}}`, `{"kid":true}`,
+	`{"alg":"ES256","crit":["exp"]}`, `{"alg":"ES256","crit":null}`, `{"alg":"ES256","crit":[]}`, `{"alg":"ES256","crit":1}`,
+	`{"alg":"\u0045S256","k\u0069d":"k"}`, "{\"alg\":\"ES256\",\"kid\":\"\xff\"}", ` {"alg" : "ES256"} `,
+	`[]`, `"x"`, `1`, ``, `{`, `{"alg":"ES256"}x`, `{"alg":"ES256"}]`, `{"alg":"ES256"} {}`,
+	// Where the decoder is stricter than encoding/json was: names are
+	// case-sensitive (RFC 7515 4), a name read twice is refused, and a
+	// header of null is malformed rather than without an algorithm.
+	`{"ALG":"ES256"}`, `{"alg":"ES256","Alg":"none"}`, `{"alg":"ES256","CRIT":["x"]}`, `{"Kid":"k","alg":"ES256"}`,
+	`{"alg":"none","alg":"ES256"}`, `{"kid":"a","kid":"b","alg":"ES256"}`, `{"alg":"ES256","crit":[],"crit":[]}`, `null`, ` null `,
+}
+
+func TestHeadersDecodeAsEncodingJSONDid(t *testing.T) {
+	for _, h := range headerPayloads {
+		compareHeaderWithEncodingJSON(t, []byte(h))
+	}
+}
+
+func FuzzHeadersDecodeAsEncodingJSONDid(f *testing.F) {
+	for _, h := range headerPayloads {
+		f.Add([]byte(h))
+	}
+	f.Fuzz(func(t *testing.T, header []byte) {
+		compareHeaderWithEncodingJSON(t, header)
+	})
+}
+
+type headerOutcome struct {
+	alg, kid string
+	crit, ok bool
+}
+
+func compareHeaderWithEncodingJSON(t *testing.T, header []byte) {
+	t.Helper()
+	var got headerOutcome
+	got.alg, got.kid, got.crit, got.ok = decodeHeader(header)
+	var old struct {
+		Alg  string          `json:"alg"`
+		Kid  string          `json:"kid"`
+		Crit json.RawMessage `json:"crit"`
+	}
+	want := headerOutcome{ok: json.Unmarshal(header, &old) == nil}
+	if want.ok {
+		want.alg, want.kid, want.crit = old.Alg, old.Kid, len(old.Crit) > 0
+	}
+	if !got.ok {
+		got = headerOutcome{}
+		if want.ok && headerStricter(header) {
+			return
+		}
+	}
+	if !want.ok {
+		want = headerOutcome{}
+	}
+	if got != want && !(got.ok && headerStricter(header)) {
+		t.Fatalf("header %q: decoded as %+v, encoding/json gave %+v", header, got, want)
+	}
+}
+
+// headerStricter: a header of null, a read name twice, or a name that
+// matches a read one only without case.
+func headerStricter(header []byte) bool {
+	if string(bytes.TrimSpace(header)) == "null" {
+		return true
+	}
+	dec := json.NewDecoder(bytes.NewReader(header))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		name, _ := tok.(string)
+		for _, read := range []string{"alg", "kid", "crit"} {
+			if (name == read && seen[name]) || (name != read && strings.EqualFold(name, read)) {
+				return true
+			}
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return false
+		}
+	}
+	return false
+}

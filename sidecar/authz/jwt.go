@@ -10,7 +10,6 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
-	strictjson "sigs.k8s.io/json"
 
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 )
@@ -51,14 +50,6 @@ func (vt *verifiedToken) allClaims() map[string]any {
 		vt.all.claims, _ = decodeClaims(vt.payload)
 	})
 	return vt.all.claims
-}
-
-// tokenHeader is the part of a JOSE header the verifier reads. jku, x5u,
-// x5c and jwk are deliberately absent: keys come only from trusted sets.
-type tokenHeader struct {
-	Alg  string          `json:"alg"`
-	Kid  string          `json:"kid"`
-	Crit json.RawMessage `json:"crit"`
 }
 
 var verifiers sync.Map // jwa.SignatureAlgorithm -> jws.Verifier
@@ -112,7 +103,7 @@ func verifyToken(pol *snapshot.Policy, token string, maxBytes int, now time.Time
 // parsedToken is a compact JWS split and decoded, its signature not yet
 // verified: nothing in it is trusted.
 type parsedToken struct {
-	header tokenHeader
+	alg, kid string
 	// signingInput is the signed part, header "." payload, as received.
 	signingInput string
 	signature    []byte
@@ -145,16 +136,17 @@ func parseToken(token string, maxBytes int) (*parsedToken, Reason) {
 		return nil, MalformedToken
 	}
 	pt := &parsedToken{signingInput: token[:len(h64)+1+len(p64)]}
-	strict, err := strictjson.UnmarshalStrict(headerJSON, &pt.header, strictjson.DisallowDuplicateFields)
-	if err != nil || len(strict) > 0 {
+	alg, kid, crit, ok := decodeHeader(headerJSON)
+	if !ok {
 		return nil, MalformedToken
 	}
-	if len(pt.header.Crit) > 0 {
+	pt.alg, pt.kid = alg, kid
+	if crit {
 		// No critical extension is understood here (RFC 7515 4.1.11),
 		// including b64=false: refuse rather than misinterpret.
 		return nil, MalformedToken
 	}
-	if alg := pt.header.Alg; alg == "" || strings.EqualFold(alg, "none") || strings.HasPrefix(strings.ToUpper(alg), "HS") {
+	if alg == "" || strings.EqualFold(alg, "none") || strings.HasPrefix(strings.ToUpper(alg), "HS") {
 		return nil, AlgorithmNotAllowed
 	}
 	payload, err := base64.RawURLEncoding.Strict().DecodeString(p64)
@@ -185,17 +177,17 @@ func (pt *parsedToken) trustedKey(pol *snapshot.Policy) (*snapshot.Issuer, *snap
 	if !ok || issClaim == "" {
 		return nil, nil, UnknownIssuer
 	}
-	if pt.header.Kid == "" {
+	if pt.kid == "" {
 		return nil, nil, UnknownKeyID
 	}
-	key, ok := iss.Keys.Key(pt.header.Kid)
+	key, ok := iss.Keys.Key(pt.kid)
 	if !ok {
 		return nil, nil, UnknownKeyID
 	}
 	// The algorithm is the key's. A header naming any other (HS256 against
 	// an RSA key, RS256 against a PS256 key, ...) is refused before any
 	// cryptography runs.
-	if pt.header.Alg != key.Algorithm.String() {
+	if pt.alg != key.Algorithm.String() {
 		return nil, nil, AlgorithmNotAllowed
 	}
 	return iss, key, ""
