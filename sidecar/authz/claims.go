@@ -245,9 +245,10 @@ func (c *listClaim) UnmarshalJSON(data []byte) error {
 	case stringValue:
 		c.list = []string{unquote(data)}
 	case listValue:
+		// A malformed array cannot reach here (the whole payload was
+		// checked first); it would be bad, not an error of the payload.
 		var elems []stringClaim
-		if err := json.Unmarshal(data, &elems); err != nil {
-			c.bad = true
+		if c.bad = json.Unmarshal(data, &elems) != nil; c.bad {
 			return nil
 		}
 		c.list = make([]string, len(elems))
