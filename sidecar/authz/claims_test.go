@@ -96,8 +96,8 @@ func newOutcome(payload []byte) claimsOutcome {
 	vt := &verifiedToken{iss: testIssuer.Issuer}
 	out.reason = vt.fill(testIssuer, c)
 	out.exp, out.nbf, out.iat, out.hasNbf, out.hasIat = vt.exp, vt.nbf, vt.iat, vt.hasNbf, vt.hasIat
-	if vt.identity != nil {
-		out.id = *vt.identity
+	if out.reason == "" {
+		out.id = *identityOf(testIssuer.Issuer, c)
 	}
 	return out
 }

@@ -97,6 +97,9 @@ func verifyToken(pol *snapshot.Policy, token string, maxBytes int, now time.Time
 	if reason := pt.verifySignature(key); reason != "" {
 		return nil, reason
 	}
+	// Built only now: a token refused above (expired, forged, ...) costs
+	// no identity.
+	vt.identity = identityOf(iss.Issuer, pt.claims)
 	return vt, ""
 }
 
@@ -239,44 +242,46 @@ func (vt *verifiedToken) fill(iss *snapshot.Issuer, c *tokenClaims) Reason {
 			return WrongAudience
 		}
 	}
-	id, reason := identityOf(vt.iss, c)
-	if reason != "" {
-		return reason
-	}
-	vt.identity = id
-	return ""
+	return checkIdentityClaims(c)
 }
 
-// identityOf reads the identity claims: sub, jti, the Gatehouse key ID
-// and the scopes (scope, else scp). Each becomes a header value upstream.
-func identityOf(issuer string, c *tokenClaims) (*Identity, Reason) {
-	id := &Identity{Credential: CredentialJWT, Issuer: issuer}
-	var okS, okJ, okK bool
-	id.Subject, okS = c.Sub.optional()
-	id.TokenID, okJ = c.Jti.optional()
-	id.KeyID, okK = c.KeyID.optional()
-	if !okS || !okJ || !okK {
-		return nil, MalformedClaims
+// checkIdentityClaims checks, without building anything, the claims
+// identityOf reads: sub, jti and the Gatehouse key ID are strings or
+// absent, scope a string or else scp a string or list of strings, and
+// none holds a control character: each becomes a header value upstream,
+// and a signed CR LF is still a header injection.
+func checkIdentityClaims(c *tokenClaims) Reason {
+	sub, okS := c.Sub.optional()
+	jti, okJ := c.Jti.optional()
+	kid, okK := c.KeyID.optional()
+	if !okS || !okJ || !okK || !headerSafe(sub) || !headerSafe(jti) || !headerSafe(kid) {
+		return MalformedClaims
 	}
 	if c.Scope.kind != absent {
 		if c.Scope.kind != stringValue {
-			return nil, MalformedClaims
+			return MalformedClaims
 		}
-		id.Scopes = strings.Fields(c.Scope.s)
-	} else if c.Scp.kind != absent {
-		l, ok := c.Scp.values()
-		if !ok {
-			return nil, MalformedClaims
+		for f := range strings.FieldsSeq(c.Scope.s) {
+			if !headerSafe(f) {
+				return MalformedClaims
+			}
 		}
-		id.Scopes = l
+	} else if l, ok := c.Scp.values(); !ok || !allHeaderSafe(l) {
+		return MalformedClaims
 	}
-	if !headerSafe(id.Subject) || !headerSafe(id.TokenID) || !headerSafe(id.KeyID) || !allHeaderSafe(id.Scopes) {
-		// These become header values upstream: a signed CR LF is still a
-		// header injection.
-		return nil, MalformedClaims
+	return ""
+}
+
+// identityOf is the identity of claims checkIdentityClaims accepted.
+func identityOf(issuer string, c *tokenClaims) *Identity {
+	id := &Identity{Credential: CredentialJWT, Issuer: issuer, Subject: c.Sub.s, TokenID: c.Jti.s, KeyID: c.KeyID.s}
+	if c.Scope.kind != absent {
+		id.Scopes = strings.Fields(c.Scope.s)
+	} else {
+		id.Scopes, _ = c.Scp.values()
 	}
 	id.scopesJoined = strings.Join(id.Scopes, " ")
-	return id, ""
+	return id
 }
 
 // headerSafe reports whether s can be sent as a header value as it is: no
