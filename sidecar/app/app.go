@@ -50,8 +50,8 @@ const DefaultGCPercent = 50
 // grpcStreamWorkers is the number of goroutines that serve gRPC streams
 // (grpc.NumStreamWorkers). Without them every check runs on a goroutine of
 // its own, whose stack grows (is copied) on the way into gRPC's receive
-// path: at saturation, runtime.newstack was 6-9% of a loopback benchmark's
-// CPU (BenchmarkGRPCCheck), 1.5% with 32 workers, which is also what
+// path: at saturation, runtime.newstack was 6-10% of a loopback benchmark's
+// CPU (BenchmarkGRPCCheck), 1.2-1.5% with 32 workers, which is also what
 // hack/load.sh keeps in flight. A stream finding every worker busy gets a
 // goroutine of its own as before. The idle workers' stacks cost about
 // 0.1-0.4 MiB. hack/okserver, the floor, uses the same number.
