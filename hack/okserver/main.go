@@ -27,6 +27,9 @@ import (
 	"gatehouse.dev/gatehouse/hack/internal/loadgen"
 )
 
+// streamWorkers is sidecar/app's grpcStreamWorkers.
+const streamWorkers = 32
+
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "okserver:", err)
@@ -51,7 +54,9 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", *grpcAddr, err)
 	}
-	gs := grpc.NewServer(grpc.ForceServerCodecV2(codec))
+	// The sidecar's stream workers (sidecar/app grpcStreamWorkers): the
+	// floor runs on the same gRPC server configuration.
+	gs := grpc.NewServer(grpc.ForceServerCodecV2(codec), grpc.NumStreamWorkers(streamWorkers))
 	authv3.RegisterAuthorizationServer(gs, loadgen.OKServer{})
 	reflection.Register(gs)
 	errc := make(chan error, 2)

@@ -47,6 +47,16 @@ const startupGCPercent = 10
 // 100,000 records, for 2-9% less throughput (docs/performance.md).
 const DefaultGCPercent = 50
 
+// grpcStreamWorkers is the number of goroutines that serve gRPC streams
+// (grpc.NumStreamWorkers). Without them every check runs on a goroutine of
+// its own, whose stack grows (is copied) on the way into gRPC's receive
+// path: at saturation, runtime.newstack was 6-10% of a loopback benchmark's
+// CPU (BenchmarkGRPCCheck), 1.2-1.5% with 32 workers, which is also what
+// hack/load.sh keeps in flight. A stream finding every worker busy gets a
+// goroutine of its own as before. The idle workers' stacks cost about
+// 0.1-0.4 MiB. hack/okserver, the floor, uses the same number.
+const grpcStreamWorkers = 32
+
 // DefaultShutdownTimeout bounds the graceful stop.
 const DefaultShutdownTimeout = 10 * time.Second
 
@@ -286,6 +296,7 @@ func newGRPCServer(core *server.Core, h *health.Server) *grpc.Server {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(4<<20),
 		grpc.ForceServerCodecV2(core.GRPCCodec()),
+		grpc.NumStreamWorkers(grpcStreamWorkers),
 	)
 	authv3.RegisterAuthorizationServer(srv, server.NewAuthorizationServer(core))
 	healthpb.RegisterHealthServer(srv, h)

@@ -197,13 +197,16 @@ func (e *Engine) decideRule(snap *snapshot.Snapshot, pol *snapshot.Policy, rule 
 	}
 	now := e.opts.Clock()
 	var id *Identity
-	var claims map[string]any
+	var token *verifiedToken
 	var retryAfter time.Duration
 	switch cred.Kind {
 	case CredentialAPIKey:
 		id, reason, retryAfter = e.checkAPIKey(snap, cred.Value, now)
 	case CredentialJWT:
-		id, claims, reason, retryAfter = e.checkJWT(snap, pol, cred.Value, now)
+		token, reason, retryAfter = e.checkJWT(snap, pol, cred.Value, now)
+		if token != nil {
+			id = token.identity
+		}
 	}
 	if reason != "" {
 		// A presented credential that fails is refused even on anonymous
@@ -223,7 +226,7 @@ func (e *Engine) decideRule(snap *snapshot.Snapshot, pol *snapshot.Policy, rule 
 		d.Challenge = challenge(id.Credential, "insufficient_scope", rule.Scopes)
 		return d
 	}
-	if len(rule.Claims) > 0 && (claims == nil || !claimsSatisfied(claims, rule.Claims)) {
+	if len(rule.Claims) > 0 && (token == nil || !claimsSatisfied(token.allClaims(), rule.Claims)) {
 		d = deny(ClaimsNotSatisfied)
 		d.Identity = id
 		d.Challenge = challenge(id.Credential, "insufficient_scope", nil)
@@ -255,15 +258,32 @@ func challenges(apiKeys, jwts bool) string {
 	if !apiKeys && !jwts {
 		jwts = true
 	}
-	var parts []string
-	if jwts {
-		parts = append(parts, challenge(CredentialJWT, "", nil))
-	}
-	if apiKeys {
-		parts = append(parts, challenge(CredentialAPIKey, "", nil))
-	}
-	return strings.Join(parts, ", ")
+	return challengeLists[b2i(apiKeys)][b2i(jwts)]
 }
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// challengeLists are challenges' answers, by [apiKeys][jwts], built once.
+var challengeLists = func() (out [2][2]string) {
+	for _, apiKeys := range []bool{false, true} {
+		for _, jwts := range []bool{false, true} {
+			var parts []string
+			if jwts {
+				parts = append(parts, challenge(CredentialJWT, "", nil))
+			}
+			if apiKeys {
+				parts = append(parts, challenge(CredentialAPIKey, "", nil))
+			}
+			out[b2i(apiKeys)][b2i(jwts)] = strings.Join(parts, ", ")
+		}
+	}
+	return out
+}()
 
 func (e *Engine) checkAPIKey(snap *snapshot.Snapshot, value string, now time.Time) (*Identity, Reason, time.Duration) {
 	key, err := apikeyformat.Parse(value)
@@ -301,9 +321,11 @@ func (e *Engine) checkAPIKey(snap *snapshot.Snapshot, value string, now time.Tim
 	return &Identity{Credential: CredentialAPIKey, Subject: subject, Scopes: scopes, KeyID: key.ID(), scopesJoined: rec.ScopesJoined()}, "", 0
 }
 
-func (e *Engine) checkJWT(snap *snapshot.Snapshot, pol *snapshot.Policy, token string, now time.Time) (*Identity, map[string]any, Reason, time.Duration) {
+// checkJWT verifies a bearer token, or finds its verification in the
+// cache, and returns it with the identity it carries.
+func (e *Engine) checkJWT(snap *snapshot.Snapshot, pol *snapshot.Policy, token string, now time.Time) (*verifiedToken, Reason, time.Duration) {
 	if len(token) > e.opts.MaxTokenBytes {
-		return nil, nil, TokenTooLarge, 0
+		return nil, TokenTooLarge, 0
 	}
 	var vt *verifiedToken
 	var sum [sha256.Size]byte
@@ -319,7 +341,7 @@ func (e *Engine) checkJWT(snap *snapshot.Snapshot, pol *snapshot.Policy, token s
 		var reason Reason
 		vt, reason = verifyToken(pol, token, e.opts.MaxTokenBytes, now)
 		if reason != "" {
-			return nil, nil, reason, 0
+			return nil, reason, 0
 		}
 		if e.cache != nil {
 			e.cache.Add(sum, vt)
@@ -329,7 +351,7 @@ func (e *Engine) checkJWT(snap *snapshot.Snapshot, pol *snapshot.Policy, token s
 		// and the issuer's current skew.
 		iss, _ := pol.IssuerFor(vt.iss)
 		if reason := vt.checkTimes(now, iss.ClockSkew); reason != "" {
-			return nil, nil, reason, 0
+			return nil, reason, 0
 		}
 	}
 	// Revocation is checked on every use, cached or not: a token exchanged
@@ -339,13 +361,13 @@ func (e *Engine) checkJWT(snap *snapshot.Snapshot, pol *snapshot.Policy, token s
 	if kid := vt.identity.KeyID; kid != "" {
 		rec, ok := snap.Record(kid)
 		if !ok || !rec.KeyValid(now) {
-			return nil, nil, TokenRevoked, 0
+			return nil, TokenRevoked, 0
 		}
 		if wait := e.limiters.take(rec, now); wait > 0 {
-			return nil, nil, RateLimited, wait
+			return nil, RateLimited, wait
 		}
 	}
-	return vt.identity, vt.claims, "", 0
+	return vt, "", 0
 }
 
 // stillTrusted says whether a cached verification still holds under the

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"math"
 	"strings"
 	"sync"
 	"time"
@@ -12,7 +11,6 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
 
-	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 )
 
@@ -31,17 +29,27 @@ type verifiedToken struct {
 	fingerprint string
 	key         *snapshot.VerificationKey
 	exp         time.Time
-	nbf, iat    *time.Time
+	nbf, iat    time.Time
+	hasNbf      bool
+	hasIat      bool
 	identity    *Identity
-	claims      map[string]any
+	// payload is the token's decoded payload, kept to read claims that
+	// rules name (allClaims); it is never modified.
+	payload []byte
+	all     struct {
+		once   sync.Once
+		claims map[string]any
+	}
 }
 
-// tokenHeader is the part of a JOSE header the verifier reads. jku, x5u,
-// x5c and jwk are deliberately absent: keys come only from trusted sets.
-type tokenHeader struct {
-	Alg  string          `json:"alg"`
-	Kid  string          `json:"kid"`
-	Crit json.RawMessage `json:"crit"`
+// allClaims is every claim of the token, decoded on first use: only
+// tokens used on a route whose rules name claims pay for it, once per
+// verification.
+func (vt *verifiedToken) allClaims() map[string]any {
+	vt.all.once.Do(func() {
+		vt.all.claims, _ = decodeClaims(vt.payload)
+	})
+	return vt.all.claims
 }
 
 var verifiers sync.Map // jwa.SignatureAlgorithm -> jws.Verifier
@@ -79,8 +87,8 @@ func verifyToken(pol *snapshot.Policy, token string, maxBytes int, now time.Time
 	if reason != "" {
 		return nil, reason
 	}
-	vt := &verifiedToken{iss: iss.Issuer, fingerprint: iss.Fingerprint, key: key, claims: pt.claims}
-	if reason := vt.fill(iss); reason != "" {
+	vt := &verifiedToken{iss: iss.Issuer, fingerprint: iss.Fingerprint, key: key, payload: pt.payload}
+	if reason := vt.fill(iss, pt.claims); reason != "" {
 		return nil, reason
 	}
 	if reason := vt.checkTimes(now, iss.ClockSkew); reason != "" {
@@ -89,17 +97,21 @@ func verifyToken(pol *snapshot.Policy, token string, maxBytes int, now time.Time
 	if reason := pt.verifySignature(key); reason != "" {
 		return nil, reason
 	}
+	// Built only now: a token refused above (expired, forged, ...) costs
+	// no identity.
+	vt.identity = identityOf(iss.Issuer, pt.claims)
 	return vt, ""
 }
 
 // parsedToken is a compact JWS split and decoded, its signature not yet
 // verified: nothing in it is trusted.
 type parsedToken struct {
-	header tokenHeader
+	alg, kid string
 	// signingInput is the signed part, header "." payload, as received.
 	signingInput string
 	signature    []byte
-	claims       map[string]any
+	payload      []byte
+	claims       *tokenClaims
 }
 
 // parseToken splits and decodes a compact JWS of at most maxBytes. It
@@ -127,15 +139,17 @@ func parseToken(token string, maxBytes int) (*parsedToken, Reason) {
 		return nil, MalformedToken
 	}
 	pt := &parsedToken{signingInput: token[:len(h64)+1+len(p64)]}
-	if err := json.Unmarshal(headerJSON, &pt.header); err != nil {
+	alg, kid, crit, ok := decodeHeader(headerJSON)
+	if !ok {
 		return nil, MalformedToken
 	}
-	if len(pt.header.Crit) > 0 {
+	pt.alg, pt.kid = alg, kid
+	if crit {
 		// No critical extension is understood here (RFC 7515 4.1.11),
 		// including b64=false: refuse rather than misinterpret.
 		return nil, MalformedToken
 	}
-	if alg := pt.header.Alg; alg == "" || strings.EqualFold(alg, "none") || strings.HasPrefix(strings.ToUpper(alg), "HS") {
+	if alg == "" || strings.EqualFold(alg, "none") || strings.HasPrefix(strings.ToUpper(alg), "HS") {
 		return nil, AlgorithmNotAllowed
 	}
 	payload, err := base64.RawURLEncoding.Strict().DecodeString(p64)
@@ -146,11 +160,11 @@ func parseToken(token string, maxBytes int) (*parsedToken, Reason) {
 	if err != nil || len(pt.signature) == 0 {
 		return nil, MalformedToken
 	}
-	claims, reason := decodeClaims(payload)
+	claims, reason := decodeTokenClaims(payload)
 	if reason != "" {
 		return nil, reason
 	}
-	pt.claims = claims
+	pt.payload, pt.claims = payload, claims
 	return pt, ""
 }
 
@@ -158,22 +172,25 @@ func parseToken(token string, maxBytes int) (*parsedToken, Reason) {
 // that issuer's key set, and requires the header's algorithm to be the
 // key's. It reads only public trust settings.
 func (pt *parsedToken) trustedKey(pol *snapshot.Policy) (*snapshot.Issuer, *snapshot.VerificationKey, Reason) {
-	issClaim, _ := pt.claims["iss"].(string)
+	issClaim := ""
+	if pt.claims.Iss.kind == stringValue {
+		issClaim = pt.claims.Iss.s
+	}
 	iss, ok := pol.IssuerFor(issClaim)
 	if !ok || issClaim == "" {
 		return nil, nil, UnknownIssuer
 	}
-	if pt.header.Kid == "" {
+	if pt.kid == "" {
 		return nil, nil, UnknownKeyID
 	}
-	key, ok := iss.Keys.Key(pt.header.Kid)
+	key, ok := iss.Keys.Key(pt.kid)
 	if !ok {
 		return nil, nil, UnknownKeyID
 	}
 	// The algorithm is the key's. A header naming any other (HS256 against
 	// an RSA key, RS256 against a PS256 key, ...) is refused before any
 	// cryptography runs.
-	if pt.header.Alg != key.Algorithm.String() {
+	if pt.alg != key.Algorithm.String() {
 		return nil, nil, AlgorithmNotAllowed
 	}
 	return iss, key, ""
@@ -206,25 +223,18 @@ func decodeClaims(payload []byte) (map[string]any, Reason) {
 }
 
 // fill reads the registered and Gatehouse claims with strict types.
-func (vt *verifiedToken) fill(iss *snapshot.Issuer) Reason {
-	c := vt.claims
-	expV, ok := c["exp"]
-	if !ok {
+func (vt *verifiedToken) fill(iss *snapshot.Issuer, c *tokenClaims) Reason {
+	if !c.Exp.present() {
 		return MissingExpiry
 	}
-	exp, ok := numericDate(expV)
-	if !ok {
+	if !c.Exp.ok() || (c.Nbf.present() && !c.Nbf.ok()) || (c.Iat.present() && !c.Iat.ok()) {
 		return MalformedClaims
 	}
-	vt.exp = exp
-	var okN, okI bool
-	vt.nbf, okN = optionalNumericDate(c, "nbf")
-	vt.iat, okI = optionalNumericDate(c, "iat")
-	if !okN || !okI {
-		return MalformedClaims
-	}
+	vt.exp = c.Exp.t
+	vt.nbf, vt.hasNbf = c.Nbf.t, c.Nbf.present()
+	vt.iat, vt.hasIat = c.Iat.t, c.Iat.present()
 	if len(iss.Audiences) > 0 {
-		auds, ok := stringOrList(c["aud"])
+		auds, ok := c.Aud.values()
 		if !ok {
 			return MalformedClaims
 		}
@@ -232,35 +242,46 @@ func (vt *verifiedToken) fill(iss *snapshot.Issuer) Reason {
 			return WrongAudience
 		}
 	}
-	id := &Identity{Credential: CredentialJWT, Issuer: vt.iss}
-	var okS, okJ, okK bool
-	id.Subject, okS = optionalString(c["sub"])
-	id.TokenID, okJ = optionalString(c["jti"])
-	id.KeyID, okK = optionalString(c[gatehousev1.ClaimAPIKeyID])
-	if !okS || !okJ || !okK {
+	return checkIdentityClaims(c)
+}
+
+// checkIdentityClaims checks, without building anything, the claims
+// identityOf reads: sub, jti and the Gatehouse key ID are strings or
+// absent, scope a string or else scp a string or list of strings, and
+// none holds a control character: each becomes a header value upstream,
+// and a signed CR LF is still a header injection.
+func checkIdentityClaims(c *tokenClaims) Reason {
+	sub, okS := c.Sub.optional()
+	jti, okJ := c.Jti.optional()
+	kid, okK := c.KeyID.optional()
+	if !okS || !okJ || !okK || !headerSafe(sub) || !headerSafe(jti) || !headerSafe(kid) {
 		return MalformedClaims
 	}
-	if v, present := c["scope"]; present {
-		s, ok := v.(string)
-		if !ok {
+	if c.Scope.kind != absent {
+		if c.Scope.kind != stringValue {
 			return MalformedClaims
 		}
-		id.Scopes = strings.Fields(s)
-	} else if v, present := c["scp"]; present {
-		l, ok := stringOrList(v)
-		if !ok {
-			return MalformedClaims
+		for f := range strings.FieldsSeq(c.Scope.s) {
+			if !headerSafe(f) {
+				return MalformedClaims
+			}
 		}
-		id.Scopes = l
-	}
-	if !headerSafe(id.Subject) || !headerSafe(id.TokenID) || !headerSafe(id.KeyID) || !allHeaderSafe(id.Scopes) {
-		// These become header values upstream: a signed CR LF is still a
-		// header injection.
+	} else if l, ok := c.Scp.values(); !ok || !allHeaderSafe(l) {
 		return MalformedClaims
+	}
+	return ""
+}
+
+// identityOf is the identity of claims checkIdentityClaims accepted.
+func identityOf(issuer string, c *tokenClaims) *Identity {
+	id := &Identity{Credential: CredentialJWT, Issuer: issuer, Subject: c.Sub.s, TokenID: c.Jti.s, KeyID: c.KeyID.s}
+	if c.Scope.kind != absent {
+		id.Scopes = strings.Fields(c.Scope.s)
+	} else {
+		id.Scopes, _ = c.Scp.values()
 	}
 	id.scopesJoined = strings.Join(id.Scopes, " ")
-	vt.identity = id
-	return ""
+	return id
 }
 
 // headerSafe reports whether s can be sent as a header value as it is: no
@@ -289,49 +310,13 @@ func (vt *verifiedToken) checkTimes(now time.Time, skew time.Duration) Reason {
 		return TokenExpired
 	}
 	limit := now.Add(skew)
-	if vt.nbf != nil && vt.nbf.After(limit) {
+	if vt.hasNbf && vt.nbf.After(limit) {
 		return TokenNotYetValid
 	}
-	if vt.iat != nil && vt.iat.After(limit) {
+	if vt.hasIat && vt.iat.After(limit) {
 		return TokenNotYetValid
 	}
 	return ""
-}
-
-func numericDate(v any) (time.Time, bool) {
-	n, ok := v.(json.Number)
-	if !ok {
-		return time.Time{}, false
-	}
-	f, err := n.Float64()
-	if err != nil || math.IsNaN(f) {
-		return time.Time{}, false
-	}
-	f = math.Max(math.Min(f, maxNumericDate), -maxNumericDate)
-	sec, frac := math.Modf(f)
-	return time.Unix(int64(sec), int64(frac*1e9)), true
-}
-
-// optionalNumericDate reads an optional NumericDate claim: nil when absent,
-// false when present but not a number.
-func optionalNumericDate(c map[string]any, name string) (*time.Time, bool) {
-	v, present := c[name]
-	if !present {
-		return nil, true
-	}
-	t, ok := numericDate(v)
-	if !ok {
-		return nil, false
-	}
-	return &t, true
-}
-
-func optionalString(v any) (string, bool) {
-	if v == nil {
-		return "", true
-	}
-	s, ok := v.(string)
-	return s, ok
 }
 
 func stringOrList(v any) ([]string, bool) {

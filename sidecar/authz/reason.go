@@ -130,6 +130,15 @@ const Realm = "gatehouse"
 const APIKeyScheme = "ApiKey"
 
 func challenge(kind CredentialKind, errCode string, scopes []string) string {
+	if len(scopes) == 0 {
+		if s, ok := fixedChallenges[challengeKey{kind, errCode}]; ok {
+			return s
+		}
+	}
+	return buildChallenge(kind, errCode, scopes)
+}
+
+func buildChallenge(kind CredentialKind, errCode string, scopes []string) string {
 	scheme := "Bearer"
 	if kind == CredentialAPIKey {
 		scheme = APIKeyScheme
@@ -145,3 +154,21 @@ func challenge(kind CredentialKind, errCode string, scopes []string) string {
 	}
 	return b.String()
 }
+
+type challengeKey struct {
+	kind CredentialKind
+	code string
+}
+
+// fixedChallenges are the challenges without scopes, built once: every
+// denied credential gets one, and a flood of bad credentials should not
+// build the same string again each time.
+var fixedChallenges = func() map[challengeKey]string {
+	m := map[challengeKey]string{}
+	for _, kind := range []CredentialKind{"", CredentialJWT, CredentialAPIKey} {
+		for _, code := range []string{"", "invalid_request", "invalid_token", "invalid_key", "insufficient_scope"} {
+			m[challengeKey{kind, code}] = buildChallenge(kind, code, nil)
+		}
+	}
+	return m
+}()

@@ -25,6 +25,24 @@ type Headers interface {
 	Count() int
 }
 
+// FirstValuer is implemented by Headers that can give the first of a
+// header's values and their number without building the list of them.
+type FirstValuer interface {
+	// FirstValue returns Values(name)[0] (or "") and len(Values(name)).
+	FirstValue(name string) (string, int)
+}
+
+func firstValue(h Headers, name string) (string, int) {
+	if f, ok := h.(FirstValuer); ok {
+		return f.FirstValue(name)
+	}
+	vs := h.Values(name)
+	if len(vs) == 0 {
+		return "", 0
+	}
+	return vs[0], len(vs)
+}
+
 // CredentialKind is the type of a credential.
 type CredentialKind string
 
@@ -51,12 +69,12 @@ type Credential struct {
 // yield MultipleCredentials: which one to believe is ambiguous.
 func ExtractCredential(h Headers, apiKeyHeader string) (Credential, Reason) {
 	var found Credential
-	auth := h.Values("authorization")
-	if len(auth) > 1 {
+	auth, n := firstValue(h, "authorization")
+	if n > 1 {
 		return Credential{}, MultipleCredentials
 	}
-	if len(auth) == 1 {
-		v := strings.TrimSpace(auth[0])
+	if n == 1 {
+		v := strings.TrimSpace(auth)
 		if strings.IndexByte(v, ',') >= 0 {
 			return Credential{}, MultipleCredentials
 		}
@@ -80,14 +98,14 @@ func ExtractCredential(h Headers, apiKeyHeader string) (Credential, Reason) {
 	if apiKeyHeader == "" || apiKeyHeader == "authorization" {
 		return found, ""
 	}
-	keys := h.Values(apiKeyHeader)
+	key, n := firstValue(h, apiKeyHeader)
 	switch {
-	case len(keys) == 0:
+	case n == 0:
 		return found, ""
-	case len(keys) > 1 || found.Kind != "" || strings.IndexByte(keys[0], ',') >= 0:
+	case n > 1 || found.Kind != "" || strings.IndexByte(key, ',') >= 0:
 		return Credential{}, MultipleCredentials
 	}
-	v := strings.TrimSpace(keys[0])
+	v := strings.TrimSpace(key)
 	if v == "" {
 		return Credential{}, MalformedAPIKey
 	}

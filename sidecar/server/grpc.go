@@ -45,23 +45,23 @@ func (s *AuthorizationServer) Check(_ context.Context, req *authv3.CheckRequest)
 		Method:  httpReq.GetMethod(),
 		Host:    httpReq.GetHost(),
 		Path:    httpReq.GetPath(),
-		Headers: grpcHeaders{m: httpReq.GetHeaders(), raw: httpReq.GetHeaderMap().GetHeaders()},
+		Headers: grpcHeaders{httpReq},
 	}
 	return s.core.grpcResponse(s.core.check("grpc", httpReq.GetId(), r)), nil
 }
 
 // grpcHeaders reads a CheckRequest's headers: header_map (raw, one entry
 // per field, sent with encode_raw_headers) when present, else the headers
-// map (lower-case keys, repeated fields comma-joined).
+// map (lower-case keys, repeated fields comma-joined). It is one pointer,
+// so that making it an authz.Headers allocates nothing.
 type grpcHeaders struct {
-	m   map[string]string
-	raw []*corev3.HeaderValue
+	http *authv3.AttributeContext_HttpRequest
 }
 
 func (h grpcHeaders) Values(name string) []string {
-	if len(h.raw) > 0 {
+	if raw := h.http.GetHeaderMap().GetHeaders(); len(raw) > 0 {
 		var out []string
-		for _, hv := range h.raw {
+		for _, hv := range raw {
 			if strings.EqualFold(hv.GetKey(), name) {
 				v := hv.GetValue()
 				if v == "" {
@@ -72,17 +72,44 @@ func (h grpcHeaders) Values(name string) []string {
 		}
 		return out
 	}
-	if v, ok := h.m[name]; ok {
+	if v, ok := h.http.GetHeaders()[name]; ok {
 		return []string{v}
 	}
 	return nil
 }
 
-func (h grpcHeaders) Count() int {
-	if len(h.raw) > 0 {
-		return len(h.raw)
+// FirstValue is Values' first element and length, without building the
+// slice (authz.FirstValuer): the credential headers are read on every
+// check.
+func (h grpcHeaders) FirstValue(name string) (string, int) {
+	raw := h.http.GetHeaderMap().GetHeaders()
+	if len(raw) == 0 {
+		v, ok := h.http.GetHeaders()[name]
+		if !ok {
+			return "", 0
+		}
+		return v, 1
 	}
-	return len(h.m)
+	first, n := "", 0
+	for _, hv := range raw {
+		if strings.EqualFold(hv.GetKey(), name) {
+			if n == 0 {
+				first = hv.GetValue()
+				if first == "" {
+					first = string(hv.GetRawValue())
+				}
+			}
+			n++
+		}
+	}
+	return first, n
+}
+
+func (h grpcHeaders) Count() int {
+	if raw := h.http.GetHeaderMap().GetHeaders(); len(raw) > 0 {
+		return len(raw)
+	}
+	return len(h.http.GetHeaders())
 }
 
 func overwrite(name, value string) *corev3.HeaderValueOption {

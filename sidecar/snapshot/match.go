@@ -73,8 +73,12 @@ func anyPath(patterns []string, path string) bool {
 
 // HostWithoutPort lower-cases host and drops a port and a trailing dot.
 func HostWithoutPort(host string) string {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+	// Without a colon there is no port, and SplitHostPort would only
+	// allocate its "missing port" error: every check asks.
+	if strings.IndexByte(host, ':') >= 0 {
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
 	}
 	host = strings.TrimSuffix(host, ".")
 	for i := 0; i < len(host); i++ {

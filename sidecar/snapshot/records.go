@@ -240,11 +240,22 @@ type KeyRecord struct {
 
 func (r KeyRecord) info() *recordInfo { return &r.t.recs[r.e.rec] }
 
+// keySum is sha256.Sum256([]byte(plain)), hashed from a copy on the stack:
+// the conversion of a string longer than 32 bytes copies it to the heap,
+// and this runs on every check.
+func keySum(plain string) [sha256.Size]byte {
+	var buf [apikeyformat.Len]byte
+	if len(plain) > len(buf) {
+		return sha256.Sum256([]byte(plain))
+	}
+	return sha256.Sum256(buf[:copy(buf[:], plain)])
+}
+
 // Check decides whether key k, whose ID r was found under, is valid at
 // now: the decision of apikeyformat.Record.Check. The hash comparison is
 // constant time.
 func (r KeyRecord) Check(k apikeyformat.Key, now time.Time) apikeyformat.Decision {
-	sum := sha256.Sum256([]byte(k.Plaintext()))
+	sum := keySum(k.Plaintext())
 	if subtle.ConstantTimeCompare(sum[:], r.e.hash[:]) != 1 || r.e.badHash {
 		return apikeyformat.WrongKey
 	}
