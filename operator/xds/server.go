@@ -31,6 +31,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 )
 
+// MaxConnectionAge bounds how long a client keeps one connection, and so
+// how long one authentication lasts (grpc-go adds up to 10% jitter).
+const MaxConnectionAge = 30 * time.Minute
+
 // Server serves delta xDS. It is a manager.Runnable that runs on every
 // replica.
 type Server struct {
@@ -106,8 +110,15 @@ func (s *Server) grpcServer(ctx context.Context) *grpc.Server {
 			s.Log.V(1).Info("refused an xds stream", "reason", err.Error())
 		})),
 		// Notice dead peers: a sidecar that vanished must not hold a
-		// stream (and its watches) for hours.
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// stream (and its watches) for hours. And bound every connection's
+		// age: the token a stream was admitted with is checked once, so a
+		// client reconnects (with its versions: only changes are sent)
+		// and authenticates again at least this often; it also spreads
+		// sidecars over replicas that started later.
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time: 30 * time.Second, Timeout: 10 * time.Second,
+			MaxConnectionAge: MaxConnectionAge, MaxConnectionAgeGrace: time.Minute,
+		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}
 	if s.TLS != nil {
