@@ -62,9 +62,10 @@ func loopbackTLS(t *testing.T) (server, client *tls.Config) {
 	return server, &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: "127.0.0.1"}
 }
 
-// startXDSServer runs the operator's xDS server alone and returns its
-// address and a function that stops it.
-func startXDSServer(t *testing.T, env *testenv.Env, tlsConfig *tls.Config) (string, func()) {
+// startXDSServer runs the operator's xDS server alone on addr
+// ("127.0.0.1:0" for any port) and returns its address and a function that
+// stops it.
+func startXDSServer(t *testing.T, env *testenv.Env, tlsConfig *tls.Config, addr string) (string, func()) {
 	t.Helper()
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
@@ -72,7 +73,7 @@ func startXDSServer(t *testing.T, env *testenv.Env, tlsConfig *tls.Config) (stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,8 +144,9 @@ func deliveredKey(t *testing.T, env *testenv.Env, ns, secret string) apikeyforma
 // TestIntegrationTheSidecarServesTheStateTheOperatorPushesOverXDS runs the
 // sidecar on the xDS source against the operator's xDS server (TLS, the
 // sidecar's ServiceAccount token): delivered keys are allowed, a disabled
-// key is denied soon after, and with the server gone the sidecar keeps
-// serving its last state.
+// key is denied soon after, with the server gone the sidecar keeps
+// serving its last state, and once a server is back it catches up with
+// what changed meanwhile.
 func TestIntegrationTheSidecarServesTheStateTheOperatorPushesOverXDS(t *testing.T) {
 	env, ns := testenv.Start(t)
 	startAPIKeyController(t, env, ns)
@@ -161,7 +163,7 @@ func TestIntegrationTheSidecarServesTheStateTheOperatorPushesOverXDS(t *testing.
 	billing, shipping := deliveredKey(t, env, ns, "billing-key"), deliveredKey(t, env, ns, "shipping-key")
 
 	serverTLS, clientTLS := loopbackTLS(t)
-	addr, stopServer := startXDSServer(t, env, serverTLS)
+	addr, stopServer := startXDSServer(t, env, serverTLS, "127.0.0.1:0")
 	r := start(t, ns, &source.XDS{
 		Target: "passthrough:///" + addr, TLS: clientTLS, TokenFile: tokenFile(t, env, ns), Namespace: ns,
 		Log: testr.New(t).WithName("xds-source"),
@@ -202,4 +204,18 @@ func TestIntegrationTheSidecarServesTheStateTheOperatorPushesOverXDS(t *testing.
 	if got := reason(r.send(t, map[string]string{"x-api-key": billing.Plaintext()})); got != "api_key_revoked" {
 		t.Fatalf("with the xDS server gone the revoked key got %q", got)
 	}
+
+	// Revoke shipping while no server runs, then bring one back on the
+	// same address: the sidecar reconnects and denies shipping.
+	if err := env.Client.Delete(ctx, &gatehousev1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shipping"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := reason(r.send(t, map[string]string{"x-api-key": shipping.Plaintext()})); got != "allowed" {
+		t.Fatalf("before any server is back shipping got %q, want allowed (the last state)", got)
+	}
+	startXDSServer(t, env, serverTLS, addr)
+	testfixture.WaitFor(t, 60*time.Second, "the sidecar to reconnect and deny the deleted key", func() (bool, string) {
+		got := reason(r.send(t, map[string]string{"x-api-key": shipping.Plaintext()}))
+		return got != "allowed", got
+	})
 }
