@@ -6,12 +6,17 @@ SHELL := /usr/bin/env bash -o pipefail
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
+BUF ?= $(LOCALBIN)/buf
+PROTOC_GEN_GO ?= $(LOCALBIN)/protoc-gen-go
 HELM ?= $(LOCALBIN)/helm
 
 # Pinned tool versions, installed into ./bin through the Go module proxy.
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
 HELM_VERSION ?= v3.22.0
+BUF_VERSION ?= v1.75.0
+# protoc-gen-go goes with the google.golang.org/protobuf of go.mod.
+PROTOC_GEN_GO_VERSION ?= v1.36.12
 
 GO_TEST_FLAGS ?= -race -count=1
 TEST_TIMEOUT ?= 20m
@@ -28,8 +33,12 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## Write zz_generated.deepcopy.go from the API types.
+generate: $(CONTROLLER_GEN) $(BUF) $(PROTOC_GEN_GO) ## Write zz_generated.deepcopy.go from the API types and the Go types of api/xds protos.
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+	@# buf compiles the protos itself (no protoc) and runs the pinned
+	@# protoc-gen-go found first on PATH; old outputs go first so that a
+	@# removed .proto leaves no stale .pb.go behind.
+	cd api/xds && $(BUF) lint && rm -f v1alpha1/*.pb.go && PATH="$(LOCALBIN):$$PATH" $(BUF) generate
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Write CRDs and RBAC from markers, and copy both into the chart.
@@ -119,6 +128,12 @@ demo: ## Run Gatehouse locally: API server, operator, sidecar, samples and real 
 
 $(CONTROLLER_GEN):
 	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+
+$(BUF):
+	GOBIN=$(LOCALBIN) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+$(PROTOC_GEN_GO):
+	GOBIN=$(LOCALBIN) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 
 $(GOLANGCI_LINT):
 	GOBIN=$(LOCALBIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)

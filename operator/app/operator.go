@@ -1,7 +1,7 @@
 // Package app assembles the Gatehouse operator: the APIKey, SigningKey
 // and AuthPolicy controllers, the OIDC discovery / JWKS server with the
-// OAuth 2.0 token endpoint on the same listener, and the sidecar-injection
-// webhook, all in one controller-runtime manager.
+// OAuth 2.0 token endpoint on the same listener, the sidecar-injection
+// webhook and the delta xDS server, all in one controller-runtime manager.
 //
 // `gatehouse operator` runs it from flags; the demo and the end-to-end test
 // run the very same assembly in process.
@@ -9,6 +9,8 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -32,6 +34,7 @@ import (
 	"gatehouse.dev/gatehouse/operator/discovery"
 	"gatehouse.dev/gatehouse/operator/tokenendpoint"
 	"gatehouse.dev/gatehouse/operator/webhook"
+	"gatehouse.dev/gatehouse/operator/xds"
 )
 
 // LeaderElectionID names the Lease the replicas elect a leader with.
@@ -81,6 +84,16 @@ type Options struct {
 	// against (none: the TCP peer is the client).
 	TokenTrustedProxies []string
 
+	// XDSAddr serves delta xDS to sidecars ("0" disables it); XDSListener,
+	// when set, is served instead. The server presents the webhook's
+	// self-managed certificate, which then also names XDSServiceName.
+	XDSAddr        string
+	XDSListener    net.Listener
+	XDSServiceName string
+	// XDSAudience is the audience of the ServiceAccount tokens sidecars
+	// present.
+	XDSAudience string
+
 	// Logger, when set, is the manager's logger (default: ctrl.Log). It
 	// is capped below the verbosity at which client-go logs bodies.
 	Logger logr.Logger
@@ -105,7 +118,14 @@ func (o *Options) BindFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.TokenEndpoint, "token-endpoint", true, "Serve the OAuth 2.0 token endpoint (POST /oauth2/token and <issuer>/oauth2/token) on the discovery address.")
 	f.DurationVar(&o.TokenMaxLifetime, "token-max-lifetime", time.Hour, "Upper bound of the lifetime of every issued token, whatever an APIKey allows.")
 	f.StringSliceVar(&o.TokenTrustedProxies, "token-endpoint-trusted-proxies", nil, "CIDRs or addresses of the proxies (ingress, load balancer) whose X-Forwarded-For names the token endpoint's client, by the rightmost-untrusted rule; none by default.")
+	f.StringVar(&o.XDSAddr, "xds-bind-address", "0", "Address of the delta xDS server pushing each namespace's state to its sidecars, over TLS with the webhook's self-managed certificate (the webhook must be enabled); \"0\" disables it.")
+	f.StringVar(&o.XDSServiceName, "xds-service-name", "gatehouse-xds", "Service through which sidecars reach the xDS server; names the certificate.")
+	f.StringVar(&o.XDSAudience, "xds-audience", xds.DefaultAudience, "Audience of the ServiceAccount tokens sidecars present to the xDS server.")
 	o.Webhook.BindFlags(f)
+}
+
+func (o *Options) xdsEnabled() bool {
+	return o.XDSListener != nil || (o.XDSAddr != "" && o.XDSAddr != "0")
 }
 
 // New returns a manager running every part of the operator on cfg. Start
@@ -168,10 +188,37 @@ func setup(ctx context.Context, mgr ctrl.Manager, o Options, log logr.Logger) er
 			return err
 		}
 	}
+	xdsTLS, err := shareCertificateWithXDS(&o)
+	if err != nil {
+		return err
+	}
 	if err := webhook.Setup(mgr, o.Webhook); err != nil {
 		return fmt.Errorf("setting up the sidecar-injection webhook: %w", err)
 	}
+	if xdsTLS != nil {
+		if _, err := xds.Setup(ctx, mgr, xds.Options{
+			Addr: o.XDSAddr, Listener: o.XDSListener, TLS: xdsTLS, Audience: o.XDSAudience, Log: log.WithName("xds"),
+		}); err != nil {
+			return fmt.Errorf("setting up the xds server: %w", err)
+		}
+	}
 	return nil
+}
+
+// shareCertificateWithXDS returns the xDS server's TLS configuration (nil
+// when xDS is off): the webhook's serving certificate, from the operator's
+// own CA, which then also names the xDS Service. Bearer tokens cross the
+// network: there is no xDS without TLS.
+func shareCertificateWithXDS(o *Options) (*tls.Config, error) {
+	if !o.xdsEnabled() {
+		return nil, nil
+	}
+	if !o.Webhook.Enabled() || o.Webhook.CertDir != "" {
+		return nil, errors.New("--xds-bind-address needs the webhook enabled with the operator's own certificates (no --webhook-cert-dir)")
+	}
+	o.Webhook.Store = &webhook.CertStore{}
+	o.Webhook.ExtraServiceNames = append(o.Webhook.ExtraServiceNames, o.XDSServiceName)
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: o.Webhook.Store.GetCertificate}, nil
 }
 
 // addDiscovery adds the discovery server and, on the same listener, the

@@ -41,6 +41,13 @@ type Options struct {
 	// IPAddresses are extra IP SANs, for a webhook reached by IP (tests
 	// use 127.0.0.1 with a url client config).
 	IPAddresses []net.IP
+	// ExtraServiceNames are more Services of the operator, in Namespace,
+	// whose names the serving certificate holds: the xDS server presents
+	// the same certificate, so sidecars trust one CA.
+	ExtraServiceNames []string
+	// Store, when set, receives the operator's own serving certificate,
+	// for other servers of the operator to present (the xDS server).
+	Store *CertStore
 	// ConfigurationName is the MutatingWebhookConfiguration whose caBundle
 	// the operator writes.
 	ConfigurationName string
@@ -73,16 +80,23 @@ func (o *Options) BindFlags(fs *pflag.FlagSet) {
 
 func (o *Options) enabled() bool { return o.BindAddress != "" && o.BindAddress != "0" }
 
-// dnsNames are the names the API server may use for the Service.
+// dnsNames are the names clients may use for the Services: the API
+// server for the webhook's, sidecars for the extra ones.
 func (o *Options) dnsNames() []string {
-	svc := o.ServiceName
-	return []string{
-		svc,
-		svc + "." + o.Namespace,
-		svc + "." + o.Namespace + ".svc",
-		svc + "." + o.Namespace + ".svc." + o.ClusterDomain,
+	var names []string
+	for _, svc := range append([]string{o.ServiceName}, o.ExtraServiceNames...) {
+		names = append(names,
+			svc,
+			svc+"."+o.Namespace,
+			svc+"."+o.Namespace+".svc",
+			svc+"."+o.Namespace+".svc."+o.ClusterDomain,
+		)
 	}
+	return names
 }
+
+// Enabled reports whether the webhook runs.
+func (o *Options) Enabled() bool { return o.enabled() }
 
 func (o *Options) complete() error {
 	if o.Injection == nil {
@@ -153,7 +167,10 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if o.CertDir != "" {
 		srvOpts.CertDir = o.CertDir
 	} else {
-		store := &CertStore{}
+		store := o.Store
+		if store == nil {
+			store = &CertStore{}
+		}
 		srvOpts.TLSOpts = append(srvOpts.TLSOpts, func(c *tls.Config) { c.GetCertificate = store.GetCertificate })
 		cs, err := kubernetes.NewForConfig(mgr.GetConfig())
 		if err != nil {

@@ -1,10 +1,13 @@
 package app
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -46,6 +49,10 @@ type Flags struct {
 	configDir       string
 	pollInterval    time.Duration
 	kubeconfig      string
+	xdsTarget       string
+	xdsCAFile       string
+	xdsServerName   string
+	xdsTokenFile    string
 	grpcAddr        string
 	httpAddr        string
 	metricsAddr     string
@@ -73,8 +80,12 @@ func (o *Flags) BindFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.namespace, "namespace", "", "Namespace whose records and AuthPolicies apply (default: $POD_NAMESPACE, then the service account's namespace).")
 	f.StringVar(&o.podLabelsFile, "pod-labels-file", "", "Downward-API file of the pod's labels (key=\"value\" lines), matched against AuthPolicy selectors.")
 	f.StringVar(&o.podLabels, "pod-labels", "", "The pod's labels as k=v,k2=v2 (added to --pod-labels-file).")
-	f.StringVar(&o.source, "source", "kubernetes", "Where the state comes from: kubernetes (informers) or files (--config-dir).")
-	f.StringVar(&o.configDir, "config-dir", "", "With --source=files: directory of YAML ConfigMaps, SigningKeys and AuthPolicies, reloaded on change.")
+	f.StringVar(&o.source, "source", "kubernetes", "Where the state comes from: kubernetes (informers), files (--config-dir) or xds (the operator pushes it, --xds-address).")
+	f.StringVar(&o.xdsTarget, "xds-address", "", "With --source=xds: gRPC target of the operator's xDS Service, e.g. dns:///gatehouse-xds.gatehouse.svc:15010.")
+	f.StringVar(&o.xdsCAFile, "xds-ca-file", "", "With --source=xds: PEM bundle of the CAs that sign the operator's xDS certificate.")
+	f.StringVar(&o.xdsServerName, "xds-server-name", "", "With --source=xds: name the operator's certificate must hold (default: the host of --xds-address).")
+	f.StringVar(&o.xdsTokenFile, "xds-token-file", DefaultXDSTokenFile, "With --source=xds: projected ServiceAccount token for the gatehouse-xds audience, re-read on every connection.")
+	f.StringVar(&o.configDir, "config-dir", "", "With --source=files: directory of YAML APIKeys, SigningKeys, ConfigMaps and AuthPolicies, reloaded on change.")
 	f.DurationVar(&o.pollInterval, "config-poll-interval", source.DefaultPollInterval, "With --source=files: how often the directory is checked for changes.")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "Kubeconfig file (default: in-cluster configuration, then $KUBECONFIG).")
 	f.StringVar(&o.grpcAddr, "grpc-bind-address", "127.0.0.1:9001", "Address of the gRPC ext_authz and gRPC health server.")
@@ -157,6 +168,8 @@ func (o *Flags) stateSource(ns string, log logr.Logger) (source.Source, error) {
 			return nil, errors.New("--source=files needs --config-dir")
 		}
 		return &source.Files{Dir: o.configDir, PollInterval: o.pollInterval, Log: log.WithName("files")}, nil
+	case "xds":
+		return o.xdsSource(ns, log)
 	case "kubernetes":
 		rc, err := kubeconfig.Load(o.kubeconfig)
 		if err != nil {
@@ -164,8 +177,42 @@ func (o *Flags) stateSource(ns string, log logr.Logger) (source.Source, error) {
 		}
 		return &source.Kubernetes{Config: rc, Namespace: ns, Log: log.WithName("kubernetes")}, nil
 	default:
-		return nil, fmt.Errorf("--source must be kubernetes or files, not %q", o.source)
+		return nil, fmt.Errorf("--source must be kubernetes, files or xds, not %q", o.source)
 	}
+}
+
+// DefaultXDSTokenFile is where the injected sidecar's projected token for
+// the xDS audience is mounted.
+const DefaultXDSTokenFile = "/var/run/secrets/gatehouse/xds/token"
+
+// xdsSource builds the xDS source: TLS trusting --xds-ca-file alone.
+func (o *Flags) xdsSource(ns string, log logr.Logger) (source.Source, error) {
+	if o.xdsTarget == "" || o.xdsCAFile == "" {
+		return nil, errors.New("--source=xds needs --xds-address and --xds-ca-file")
+	}
+	pem, err := os.ReadFile(o.xdsCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading --xds-ca-file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--xds-ca-file %s holds no PEM certificate", o.xdsCAFile)
+	}
+	name := o.xdsServerName
+	if name == "" {
+		// dns:///host:port, host:port: the host names the certificate.
+		target := o.xdsTarget[strings.LastIndex(o.xdsTarget, "/")+1:]
+		if name, _, err = net.SplitHostPort(target); err != nil {
+			return nil, fmt.Errorf("--xds-address %q: %w (or set --xds-server-name)", o.xdsTarget, err)
+		}
+	}
+	return &source.XDS{
+		Target:    o.xdsTarget,
+		TLS:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: name},
+		TokenFile: o.xdsTokenFile,
+		Namespace: ns,
+		Log:       log.WithName("xds"),
+	}, nil
 }
 
 func disabledIfZero(addr string) string {

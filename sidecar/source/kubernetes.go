@@ -1,9 +1,10 @@
 // Package source feeds the sidecar's state: the APIKeys, the SigningKeys
 // (their status JWKS), the JWKS ConfigMaps and the AuthPolicies of one
 // namespace, read from the Kubernetes API (informers, read-only,
-// namespace-scoped) or from a directory of YAML files (standalone use and
-// tests). Every source delivers the complete inputs each time something
-// changed; building and swapping the snapshot is the caller's business.
+// namespace-scoped), from the operator over delta xDS, or from a directory
+// of YAML files (standalone use and tests). Every source delivers the
+// complete inputs each time something changed; building and swapping the
+// snapshot is the caller's business.
 package source
 
 import (

@@ -1,0 +1,76 @@
+package xds
+
+import (
+	"context"
+	"testing"
+
+	"google.golang.org/grpc/metadata"
+	authnv1 "k8s.io/api/authentication/v1"
+)
+
+func TestIdentityOf(t *testing.T) {
+	ok := authnv1.TokenReviewStatus{
+		Authenticated: true,
+		Audiences:     []string{DefaultAudience},
+		User:          authnv1.UserInfo{Username: "system:serviceaccount:shop:default"},
+	}
+	cases := []struct {
+		name   string
+		edit   func(*authnv1.TokenReviewStatus)
+		wantNS string
+	}{
+		{"an authenticated ServiceAccount token for the audience gives its namespace", nil, "shop"},
+		{"an unauthenticated token is refused", func(s *authnv1.TokenReviewStatus) { s.Authenticated = false }, ""},
+		{"a token for another audience is refused", func(s *authnv1.TokenReviewStatus) { s.Audiences = []string{"https://kubernetes.default.svc"} }, ""},
+		{"a token without audiences is refused", func(s *authnv1.TokenReviewStatus) { s.Audiences = nil }, ""},
+		{"a user that is not a ServiceAccount is refused", func(s *authnv1.TokenReviewStatus) { s.User.Username = "alice" }, ""},
+		{"a ServiceAccount user name with an invalid namespace is refused", func(s *authnv1.TokenReviewStatus) { s.User.Username = "system:serviceaccount:Shop/x:default" }, ""},
+		{"a ServiceAccount user name without a name is refused", func(s *authnv1.TokenReviewStatus) { s.User.Username = "system:serviceaccount:shop" }, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st := ok
+			st.Audiences = append([]string(nil), ok.Audiences...)
+			if tc.edit != nil {
+				tc.edit(&st)
+			}
+			id, err := identityOf(&authnv1.TokenReview{Status: st}, DefaultAudience)
+			if tc.wantNS == "" {
+				if err == nil {
+					t.Fatalf("accepted as %+v", id)
+				}
+				return
+			}
+			if err != nil || id.Namespace != tc.wantNS || id.ServiceAccount != "default" {
+				t.Fatalf("identity = %+v, %v", id, err)
+			}
+		})
+	}
+}
+
+func TestBearerToken(t *testing.T) {
+	cases := []struct {
+		name   string
+		values []string
+		want   string
+	}{
+		{"one bearer header gives its token", []string{"Bearer abc"}, "abc"},
+		{"the scheme is case-insensitive", []string{"bearer abc"}, "abc"},
+		{"no header gives none", nil, ""},
+		{"two headers give none", []string{"Bearer a", "Bearer b"}, ""},
+		{"another scheme gives none", []string{"Basic abc"}, ""},
+		{"an empty token gives none", []string{"Bearer "}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			md := metadata.MD{}
+			for _, v := range tc.values {
+				md.Append("authorization", v)
+			}
+			got, ok := bearerToken(metadata.NewIncomingContext(context.Background(), md))
+			if got != tc.want || ok != (tc.want != "") {
+				t.Fatalf("bearerToken = %q, %v; want %q", got, ok, tc.want)
+			}
+		})
+	}
+}

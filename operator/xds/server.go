@@ -1,0 +1,183 @@
+// Package xds is the operator's delta xDS server: it serves each
+// namespace's Gatehouse state (API key entries, issuer key sets, compiled
+// AuthPolicies; see api/xds/v1alpha1) to the sidecars of that namespace
+// over envoy.service.discovery.v3 aggregated delta discovery, with
+// go-control-plane's server and a LinearCache per type per namespace.
+//
+// Every operator replica serves, from its own informer cache: no leader
+// is needed. A stream is admitted only with a ServiceAccount token for the
+// xDS audience, checked with TokenReview; its namespace comes from that
+// identity alone, and it is answered only from that namespace's caches,
+// whatever names it subscribes to.
+package xds
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/delta/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+)
+
+// MaxConnectionAge bounds how long a client keeps one connection, and so
+// how long one authentication lasts (grpc-go adds up to 10% jitter).
+const MaxConnectionAge = 30 * time.Minute
+
+// Server serves delta xDS. It is a manager.Runnable that runs on every
+// replica.
+type Server struct {
+	// Addr is the address to listen on; Listener, when set, is served
+	// instead (tests listen on 127.0.0.1:0).
+	Addr     string
+	Listener net.Listener
+	// TLS, when set, is the server's TLS configuration. Without it the
+	// server speaks plain gRPC: tests only, since bearer tokens would
+	// cross the network in the clear.
+	TLS *tls.Config
+	// Reviewer authenticates the bearer token of every stream.
+	Reviewer TokenReviewer
+	// Feed fills Caches; the server answers no stream before Feed.Load
+	// has returned.
+	Feed   *Feed
+	Caches *Namespaces
+	// WaitForSync waits for the informer cache behind Feed (the
+	// manager's cache.WaitForCacheSync).
+	WaitForSync func(context.Context) bool
+	Log         logr.Logger
+}
+
+var (
+	_ manager.Runnable               = (*Server)(nil)
+	_ manager.LeaderElectionRunnable = (*Server)(nil)
+)
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable: every
+// replica serves.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// Start loads the caches, then serves until ctx ends.
+func (s *Server) Start(ctx context.Context) error {
+	if s.WaitForSync != nil && !s.WaitForSync(ctx) {
+		return errors.New("xds: the informer cache did not sync")
+	}
+	if err := s.Feed.Load(ctx); err != nil {
+		return fmt.Errorf("xds: loading the caches: %w", err)
+	}
+	ln := s.Listener
+	if ln == nil {
+		var err error
+		if ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", s.Addr); err != nil {
+			return fmt.Errorf("xds: listening on %s: %w", s.Addr, err)
+		}
+	}
+	gs := s.grpcServer(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { s.Feed.Run(ctx) })
+	defer wg.Wait()
+	errc := make(chan error, 1)
+	go func() { errc <- gs.Serve(ln) }()
+	s.Log.Info("serving delta xDS", "address", ln.Addr().String(), "tls", s.TLS != nil)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("xds: serving: %w", err)
+	case <-ctx.Done():
+	}
+	// The delta server ends every stream when ctx ends, so GracefulStop
+	// only waits for them to unwind.
+	gs.GracefulStop()
+	return nil
+}
+
+// grpcServer builds the gRPC server: the stream authenticator in front of
+// an ADS service that answers delta streams only.
+func (s *Server) grpcServer(ctx context.Context) *grpc.Server {
+	cb := &callbacks{streams: map[int64]Identity{}, log: s.Log}
+	opts := []grpc.ServerOption{
+		//nolint:contextcheck // each stream is authenticated within its own context
+		grpc.ChainStreamInterceptor(streamAuthenticator(s.Reviewer, func(err error) {
+			s.Log.V(1).Info("refused an xds stream", "reason", err.Error())
+		})),
+		// Notice dead peers: a sidecar that vanished must not hold a
+		// stream (and its watches) for hours. And bound every connection's
+		// age: the token a stream was admitted with is checked once, so a
+		// client reconnects (with its versions: only changes are sent)
+		// and authenticates again at least this often; it also spreads
+		// sidecars over replicas that started later.
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time: 30 * time.Second, Timeout: 10 * time.Second,
+			MaxConnectionAge: MaxConnectionAge, MaxConnectionAgeGrace: time.Minute,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+	if s.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.TLS)))
+	}
+	gs := grpc.NewServer(opts...)
+	discovery.RegisterAggregatedDiscoveryServiceServer(gs, &ads{delta: delta.NewServer(ctx, s.Caches, cb)})
+	return gs
+}
+
+// ads is the aggregated discovery service, delta variant only.
+type ads struct {
+	discovery.UnimplementedAggregatedDiscoveryServiceServer
+	delta delta.Server
+}
+
+func (a *ads) DeltaAggregatedResources(st discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	return a.delta.DeltaStreamHandler(st, resource.AnyType)
+}
+
+// callbacks bind every request of a stream to the stream's identity: the
+// node a client sends is replaced by one whose cluster is the namespace it
+// authenticated as, which is all Namespaces routes by.
+type callbacks struct {
+	log     logr.Logger
+	mu      sync.Mutex
+	streams map[int64]Identity
+}
+
+var _ delta.Callbacks = (*callbacks)(nil)
+
+func (c *callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	ident, ok := identityFrom(ctx)
+	if !ok {
+		return errUnauthenticated
+	}
+	c.mu.Lock()
+	c.streams[id] = ident
+	c.mu.Unlock()
+	c.log.V(1).Info("xds stream opened", "stream", id, "namespace", ident.Namespace, "serviceAccount", ident.ServiceAccount)
+	return nil
+}
+
+func (c *callbacks) OnDeltaStreamClosed(id int64, _ *core.Node) {
+	c.mu.Lock()
+	delete(c.streams, id)
+	c.mu.Unlock()
+}
+
+func (c *callbacks) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
+	c.mu.Lock()
+	ident, ok := c.streams[id]
+	c.mu.Unlock()
+	if !ok {
+		return errUnauthenticated
+	}
+	req.Node = &core.Node{Id: ident.ServiceAccount, Cluster: ident.Namespace}
+	return nil
+}
+
+func (c *callbacks) OnStreamDeltaResponse(int64, *discovery.DeltaDiscoveryRequest, *discovery.DeltaDiscoveryResponse) {
+}

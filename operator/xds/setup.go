@@ -1,0 +1,54 @@
+package xds
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+
+	"github.com/go-logr/logr"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+)
+
+// Options configure the xDS server of the operator.
+type Options struct {
+	// Addr is the address to listen on; Listener, when set, is served
+	// instead.
+	Addr     string
+	Listener net.Listener
+	// TLS is the server's TLS configuration; nil serves plain gRPC (tests).
+	TLS *tls.Config
+	// Audience is the token audience accepted (DefaultAudience when empty).
+	Audience string
+	Log      logr.Logger
+}
+
+// The feed reads what it serves from the informer cache; streams are
+// authenticated with TokenReview.
+// +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=apikeys;signingkeys;authpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+
+// Setup adds the xDS server, fed from mgr's informer cache, to mgr. It
+// runs on every replica.
+func Setup(ctx context.Context, mgr manager.Manager, o Options) (*Server, error) {
+	caches := NewNamespaces()
+	feed := &Feed{Reader: mgr.GetCache(), Caches: caches, Log: o.Log}
+	if err := feed.Watch(ctx, mgr.GetCache()); err != nil {
+		return nil, fmt.Errorf("watching the xds inputs: %w", err)
+	}
+	srv := &Server{
+		Addr:        o.Addr,
+		Listener:    o.Listener,
+		TLS:         o.TLS,
+		Reviewer:    &KubeTokenReviewer{Client: mgr.GetClient(), Audience: o.Audience},
+		Feed:        feed,
+		Caches:      caches,
+		WaitForSync: mgr.GetCache().WaitForCacheSync,
+		Log:         o.Log,
+	}
+	if err := mgr.Add(srv); err != nil {
+		return nil, fmt.Errorf("adding the xds server: %w", err)
+	}
+	return srv, nil
+}

@@ -1,0 +1,222 @@
+package app_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
+	"gatehouse.dev/gatehouse/operator/xds"
+	"gatehouse.dev/gatehouse/sidecar/source"
+	"gatehouse.dev/gatehouse/test/framework"
+	"gatehouse.dev/gatehouse/test/testenv"
+	"gatehouse.dev/gatehouse/test/testfixture"
+)
+
+// loopbackTLS is a self-signed certificate for 127.0.0.1 and a client
+// configuration that trusts it alone.
+func loopbackTLS(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "gatehouse-xds-test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	server = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	return server, &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: "127.0.0.1"}
+}
+
+// startXDSServer runs the operator's xDS server alone on addr
+// ("127.0.0.1:0" for any port) and returns its address and a function that
+// stops it.
+func startXDSServer(t *testing.T, env *testenv.Env, tlsConfig *tls.Config, addr string) (string, func()) {
+	t.Helper()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := xds.Setup(context.Background(), mgr, xds.Options{Listener: ln, TLS: tlsConfig, Log: testr.New(t).WithName("xds")}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("the xds server did not stop within 30s")
+		}
+	}
+	t.Cleanup(stop)
+	return ln.Addr().String(), stop
+}
+
+// tokenFile writes a token of ServiceAccount ns/sidecar for the xDS
+// audience, as the kubelet projects it.
+func tokenFile(t *testing.T, env *testenv.Env, ns string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := env.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sidecar"}}); client.IgnoreAlreadyExists(err) != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "sidecar", &authnv1.TokenRequest{
+		Spec: authnv1.TokenRequestSpec{Audiences: []string{xds.DefaultAudience}, ExpirationSeconds: ptr.To[int64](3600)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(path, []byte(tr.Status.Token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func deliveredKey(t *testing.T, env *testenv.Env, ns, secret string) apikeyformat.Key {
+	t.Helper()
+	var key apikeyformat.Key
+	framework.Eventually(t, "the operator to deliver "+secret, 30*time.Second, func() (bool, string) {
+		sec := &corev1.Secret{}
+		if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: secret}, sec); err != nil {
+			return false, err.Error()
+		}
+		k, err := apikeyformat.Parse(string(sec.Data[gatehousev1.DeliveryKeyDataKey]))
+		key = k
+		return err == nil, "no parsable key in the delivery Secret"
+	})
+	return key
+}
+
+// TestIntegrationTheSidecarServesTheStateTheOperatorPushesOverXDS runs the
+// sidecar on the xDS source against the operator's xDS server (TLS, the
+// sidecar's ServiceAccount token): delivered keys are allowed, a disabled
+// key is denied soon after, with the server gone the sidecar keeps
+// serving its last state, and once a server is back it catches up with
+// what changed meanwhile.
+func TestIntegrationTheSidecarServesTheStateTheOperatorPushesOverXDS(t *testing.T) {
+	env, ns := testenv.Start(t)
+	startAPIKeyController(t, env, ns)
+	pol := testfixture.Policy(ns, "main", time.Time{}, nil,
+		gatehousev1.Rule{Name: "orders", Match: gatehousev1.RuleMatch{Paths: []string{"/orders/*"}}, Scopes: []string{"orders:read"}})
+	pol.CreationTimestamp = metav1.Time{}
+	create(t, env, pol)
+	for _, name := range []string{"billing", "shipping"} {
+		create(t, env, &gatehousev1.APIKey{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec:       gatehousev1.APIKeySpec{Subject: "service:" + name, Scopes: []string{"orders:read"}, SecretName: name + "-key"},
+		})
+	}
+	billing, shipping := deliveredKey(t, env, ns, "billing-key"), deliveredKey(t, env, ns, "shipping-key")
+
+	serverTLS, clientTLS := loopbackTLS(t)
+	addr, stopServer := startXDSServer(t, env, serverTLS, "127.0.0.1:0")
+	r := start(t, ns, &source.XDS{
+		Target: "passthrough:///" + addr, TLS: clientTLS, TokenFile: tokenFile(t, env, ns), Namespace: ns,
+		Log: testr.New(t).WithName("xds-source"),
+	}, nil)
+	waitReady(t, r)
+	for _, k := range []apikeyformat.Key{billing, shipping} {
+		framework.Eventually(t, "the delivered keys to be allowed", 10*time.Second, func() (bool, string) {
+			got := reason(r.send(t, map[string]string{"x-api-key": k.Plaintext()}))
+			return got == "allowed", got
+		})
+	}
+
+	ctx := context.Background()
+	cur := &gatehousev1.APIKey{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "billing"}, cur); err != nil {
+		t.Fatal(err)
+	}
+	cur.Spec.Disabled = true
+	t0 := time.Now()
+	if err := env.Client.Update(ctx, cur); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	for time.Since(t0) < 10*time.Second {
+		if got = reason(r.send(t, map[string]string{"x-api-key": billing.Plaintext()})); got != "allowed" {
+			break
+		}
+	}
+	if got != "api_key_revoked" {
+		t.Fatalf("after disabling the key the check answered %q, want api_key_revoked", got)
+	}
+	t.Logf("time from disabling the APIKey to the first deny over xDS: %v", time.Since(t0))
+
+	stopServer()
+	if got := reason(r.send(t, map[string]string{"x-api-key": shipping.Plaintext()})); got != "allowed" {
+		t.Fatalf("with the xDS server gone a valid key got %q, want allowed (fail static)", got)
+	}
+	if got := reason(r.send(t, map[string]string{"x-api-key": billing.Plaintext()})); got != "api_key_revoked" {
+		t.Fatalf("with the xDS server gone the revoked key got %q", got)
+	}
+
+	// Revoke shipping while no server runs, then bring one back on the
+	// same address: the sidecar reconnects and denies shipping.
+	if err := env.Client.Delete(ctx, &gatehousev1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shipping"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := reason(r.send(t, map[string]string{"x-api-key": shipping.Plaintext()})); got != "allowed" {
+		t.Fatalf("before any server is back shipping got %q, want allowed (the last state)", got)
+	}
+	startXDSServer(t, env, serverTLS, addr)
+	framework.Eventually(t, "the sidecar to reconnect and deny the deleted key", 60*time.Second, func() (bool, string) {
+		got := reason(r.send(t, map[string]string{"x-api-key": shipping.Plaintext()}))
+		return got != "allowed", got
+	})
+}
