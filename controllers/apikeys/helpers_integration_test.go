@@ -132,14 +132,20 @@ func (f *fixture) update(t *testing.T, name string, mutate func(*gatehousev1.API
 // delivered returns the delivery Secret and the key it holds.
 func (f *fixture) delivered(t *testing.T, secretName string) (*corev1.Secret, apikeyformat.Key) {
 	t.Helper()
+	// Status is written before the Secret, so a test that waited for
+	// status may look a moment early: wait for the Secret too.
 	sec := &corev1.Secret{}
-	if err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: secretName}, sec); err != nil {
-		t.Fatalf("reading delivery secret: %v", err)
-	}
-	k, err := apikeyformat.Parse(string(sec.Data[gatehousev1.DeliveryKeyDataKey]))
-	if err != nil {
-		t.Fatalf("the delivery secret holds no well-formed key: %v", err)
-	}
+	var k apikeyformat.Key
+	framework.Eventually(t, "delivery Secret "+secretName+" to hold a key", 30*time.Second, func() (bool, string) {
+		if err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: secretName}, sec); err != nil {
+			return false, "reading delivery secret: " + err.Error()
+		}
+		var err error
+		if k, err = apikeyformat.Parse(string(sec.Data[gatehousev1.DeliveryKeyDataKey])); err != nil {
+			return false, "the delivery secret holds no well-formed key: " + err.Error()
+		}
+		return true, ""
+	})
 	return sec, k
 }
 

@@ -179,7 +179,9 @@ func TestIntegrationEachAlgorithmSignsAndVerifies(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			name := strings.ToLower(string(tc.alg))
-			h.create(name, gatehousev1.SigningKeySpec{Issuer: "https://" + name + ".example.com", Algorithm: tc.alg, RSAKeySize: tc.bits})
+			// Issuers are unique per namespace: with -count > 1 an earlier run's
+			// SigningKeys still claim theirs.
+			h.create(name, gatehousev1.SigningKeySpec{Issuer: "https://" + name + "." + h.ns + ".example.com", Algorithm: tc.alg, RSAKeySize: tc.bits})
 			h.reconcile(name)
 			sk := h.get(name)
 			sec := h.secret(name)

@@ -122,10 +122,14 @@ func TestIntegrationManagerRepairsHandEditsAndServesDiscovery(t *testing.T) {
 	})
 
 	host := ns + ".example.com"
-	status, body, etag := fetch(t, base+"/auth"+discovery.JWKSPath, host, "")
-	if status != 200 || body != original || etag == "" {
-		t.Fatalf("jwks over http: %d %q etag %q, want the status's %q", status, body, etag, original)
-	}
+	// Discovery serves from the manager's cache, which may see the status a
+	// moment after the API server answered the test.
+	var etag string
+	framework.Eventually(t, "discovery to serve the status's JWKS", eventuallyTimeout, func() (bool, string) {
+		status, body, tag := fetch(t, base+"/auth"+discovery.JWKSPath, host, "")
+		etag = tag
+		return status == 200 && body == original && etag != "", fmt.Sprintf("jwks over http: %d %q etag %q, want the status's %q", status, body, etag, original)
+	})
 	if status, _, _ := fetch(t, base+"/auth"+discovery.JWKSPath, host, etag); status != http.StatusNotModified {
 		t.Fatalf("If-None-Match with the current ETag: %d, want 304", status)
 	}
