@@ -23,19 +23,19 @@ import (
 // refused.
 type Namespaces struct {
 	mu   sync.Mutex
-	byNS map[string]map[string]*cache.LinearCache
+	byNS map[string]map[string]*typeCache
 }
 
 var _ cache.Cache = (*Namespaces)(nil)
 
 // NewNamespaces returns an empty set of caches.
 func NewNamespaces() *Namespaces {
-	return &Namespaces{byNS: map[string]map[string]*cache.LinearCache{}}
+	return &Namespaces{byNS: map[string]map[string]*typeCache{}}
 }
 
 // Cache returns the cache of typeURL in namespace ns, creating it (empty)
 // on first use. It returns nil for a type the server does not serve.
-func (n *Namespaces) Cache(ns, typeURL string) *cache.LinearCache {
+func (n *Namespaces) Cache(ns, typeURL string) *typeCache {
 	if !slices.Contains(Types, typeURL) {
 		return nil
 	}
@@ -43,9 +43,9 @@ func (n *Namespaces) Cache(ns, typeURL string) *cache.LinearCache {
 	defer n.mu.Unlock()
 	caches := n.byNS[ns]
 	if caches == nil {
-		caches = make(map[string]*cache.LinearCache, len(Types))
+		caches = make(map[string]*typeCache, len(Types))
 		for _, t := range Types {
-			caches[t] = cache.NewLinearCache(t)
+			caches[t] = newTypeCache(t)
 		}
 		n.byNS[ns] = caches
 	}
