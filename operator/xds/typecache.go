@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"slices"
 	"sync"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -102,7 +103,7 @@ func (c *typeCache) UpdateResources(toUpdate map[string]types.Resource, toDelete
 		}
 	}
 	for w := range c.watches {
-		if c.respond(w, false) {
+		if c.respond(w, false, nil) {
 			delete(c.watches, w)
 		}
 	}
@@ -140,7 +141,8 @@ func (c *typeCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscrip
 	w := &watch{req: req, sub: sub, out: out}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.respond(w, sub.IsWildcard() && req.GetResponseNonce() == "") {
+	extra := slices.Concat(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
+	if c.respond(w, sub.IsWildcard() && req.GetResponseNonce() == "", extra) {
 		return nil, nil
 	}
 	c.watches[w] = struct{}{}

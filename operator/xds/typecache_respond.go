@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -10,14 +11,16 @@ import (
 )
 
 // respond sends w what its client lacks, if anything (or an empty
-// response when always is set), and reports whether it sent. It must be
-// called with c.mu held.
-func (c *typeCache) respond(w *watch, always bool) bool {
+// response when always is set), and reports whether it sent. Besides the
+// names changed since w's map, it considers extra: the names w's request
+// (un)subscribed, whose standing changed. It must be called with c.mu
+// held.
+func (c *typeCache) respond(w *watch, always bool, extra []string) bool {
 	known := w.sub.ReturnedResources()
 	seen, ours := c.seenBy(known)
 	var names []string
-	if ours && seen >= c.floor {
-		names = c.changedSince(seen)
+	if ours && seen >= c.floor && !slices.Contains(extra, explicitWildcard) {
+		names = append(c.changedSince(seen), extra...)
 	} else {
 		known = c.fresh(known)
 		names = c.allNames(w.sub, known)
@@ -53,6 +56,9 @@ func (c *typeCache) respond(w *watch, always bool) bool {
 	}
 	return true
 }
+
+// explicitWildcard is the name that subscribes to every resource.
+const explicitWildcard = "*"
 
 // seenBy reports the sequence a version map is current to, and whether
 // this cache built it.
