@@ -11,13 +11,12 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Namespaces holds one go-control-plane LinearCache per resource type per
-// namespace, and routes every delta watch to the caches of one namespace:
-// the one the server wrote into the request's node from the stream's
-// authenticated identity (see callbacks). A LinearCache computes delta
-// versions from each resource's content, so a client that reconnects,
-// to this replica or another, with its initial_resource_versions gets
-// only what changed.
+// Namespaces holds one typeCache per resource type per namespace, and
+// routes every delta watch to the caches of one namespace: the one the
+// server wrote into the request's node from the stream's authenticated
+// identity (see callbacks). Resource versions are hashes of the content,
+// so a client that reconnects, to this replica or another, with its
+// initial_resource_versions gets only what changed.
 //
 // It serves delta watches only; state-of-the-world and fetch requests are
 // refused.

@@ -129,7 +129,7 @@ func newEntry(name string, r types.Resource) (entry, error) {
 		return entry{}, err
 	}
 	sum := sha256.Sum256(b)
-	version := hex.EncodeToString(sum[:16])
+	version := hex.EncodeToString(sum[:])
 	a := &anypb.Any{TypeUrl: "type.googleapis.com/" + string(r.ProtoReflect().Descriptor().FullName()), Value: b}
 	return entry{res: r, version: version, wire: &discovery.Resource{Name: name, Version: version, Resource: a}}, nil
 }
