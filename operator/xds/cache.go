@@ -11,31 +11,30 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Namespaces holds one go-control-plane LinearCache per resource type per
-// namespace, and routes every delta watch to the caches of one namespace:
-// the one the server wrote into the request's node from the stream's
-// authenticated identity (see callbacks). A LinearCache computes delta
-// versions from each resource's content, so a client that reconnects,
-// to this replica or another, with its initial_resource_versions gets
-// only what changed.
+// Namespaces holds one typeCache per resource type per namespace, and
+// routes every delta watch to the caches of one namespace: the one the
+// server wrote into the request's node from the stream's authenticated
+// identity (see callbacks). Resource versions are hashes of the content,
+// so a client that reconnects, to this replica or another, with its
+// initial_resource_versions gets only what changed.
 //
 // It serves delta watches only; state-of-the-world and fetch requests are
 // refused.
 type Namespaces struct {
 	mu   sync.Mutex
-	byNS map[string]map[string]*cache.LinearCache
+	byNS map[string]map[string]*typeCache
 }
 
 var _ cache.Cache = (*Namespaces)(nil)
 
 // NewNamespaces returns an empty set of caches.
 func NewNamespaces() *Namespaces {
-	return &Namespaces{byNS: map[string]map[string]*cache.LinearCache{}}
+	return &Namespaces{byNS: map[string]map[string]*typeCache{}}
 }
 
 // Cache returns the cache of typeURL in namespace ns, creating it (empty)
 // on first use. It returns nil for a type the server does not serve.
-func (n *Namespaces) Cache(ns, typeURL string) *cache.LinearCache {
+func (n *Namespaces) Cache(ns, typeURL string) *typeCache {
 	if !slices.Contains(Types, typeURL) {
 		return nil
 	}
@@ -43,9 +42,9 @@ func (n *Namespaces) Cache(ns, typeURL string) *cache.LinearCache {
 	defer n.mu.Unlock()
 	caches := n.byNS[ns]
 	if caches == nil {
-		caches = make(map[string]*cache.LinearCache, len(Types))
+		caches = make(map[string]*typeCache, len(Types))
 		for _, t := range Types {
-			caches[t] = cache.NewLinearCache(t)
+			caches[t] = newTypeCache(t)
 		}
 		n.byNS[ns] = caches
 	}

@@ -44,7 +44,7 @@ func TestNamespacesRouteByTheServersNode(t *testing.T) {
 		if err != nil || r == nil {
 			t.Fatalf("no response: %v", err)
 		}
-		got := r.GetNextVersionMap()
+		got := r.GetReturnedResources()
 		if _, ok := got["key-a"]; !ok || len(got) != 1 {
 			t.Fatalf("resources = %v, want key-a only", got)
 		}

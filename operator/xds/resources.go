@@ -16,7 +16,7 @@ import (
 	"gatehouse.dev/gatehouse/internal/apikeyformat"
 )
 
-// Type URLs of the resources served, one LinearCache each per namespace.
+// Type URLs of the resources served, one typeCache each per namespace.
 const (
 	APIKeyEntryType  = "type.googleapis.com/gatehouse.xds.v1alpha1.APIKeyEntry"
 	IssuerKeySetType = "type.googleapis.com/gatehouse.xds.v1alpha1.IssuerKeySet"

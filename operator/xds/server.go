@@ -2,7 +2,7 @@
 // namespace's Gatehouse state (API key entries, issuer key sets, compiled
 // AuthPolicies; see api/xds/v1alpha1) to the sidecars of that namespace
 // over envoy.service.discovery.v3 aggregated delta discovery, with
-// go-control-plane's server and a LinearCache per type per namespace.
+// go-control-plane's server and a cache per type per namespace (typeCache).
 //
 // Every operator replica serves, from its own informer cache: no leader
 // is needed. A stream is admitted only with a ServiceAccount token for the
