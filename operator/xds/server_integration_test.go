@@ -16,11 +16,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	authnv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -68,28 +64,11 @@ func startServer(t *testing.T, env *testenv.Env) string {
 	return ln.Addr().String()
 }
 
-// serviceAccountToken creates ServiceAccount ns/name and a token for it
-// with audiences.
+// serviceAccountToken returns a token of ServiceAccount ns/sidecar for
+// audiences.
 func serviceAccountToken(t *testing.T, env *testenv.Env, ns string, audiences ...string) string {
-	const name = "sidecar"
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
-	if err := env.Client.Create(ctx, sa); client.IgnoreAlreadyExists(err) != nil {
-		t.Fatal(err)
-	}
-	cs, err := kubernetes.NewForConfig(env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authnv1.TokenRequest{
-		Spec: authnv1.TokenRequestSpec{Audiences: audiences, ExpirationSeconds: ptr.To[int64](3600)},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("requesting a token for %s/%s: %v", ns, name, err)
-	}
-	return tr.Status.Token
+	return env.ServiceAccountToken(t, ns, "sidecar", audiences...)
 }
 
 func createKey(t *testing.T, env *testenv.Env, ns, name, subject string) {
