@@ -7,11 +7,9 @@ import (
 	"testing"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-logr/logr"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 
 	"gatehouse.dev/gatehouse/sidecar/authz"
@@ -91,19 +89,5 @@ func wireCheck(b *testing.B, engine *authz.Engine, store *snapshot.Store, tok st
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	return func() {
-		in := new(authv3.CheckRequest)
-		if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire)}, in); err != nil {
-			b.Fatal(err)
-		}
-		resp, err := srv.Check(ctx, in)
-		if err != nil || resp.GetOkResponse() == nil {
-			b.Fatalf("not allowed: %v %v", resp, err)
-		}
-		out, err := codec.Marshal(resp)
-		if err != nil {
-			b.Fatal(err)
-		}
-		out.Free()
-	}
+	return func() { allowOverWire(ctx, b, codec, srv, wire) }
 }
