@@ -151,6 +151,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 }
 
+// liveReader is APIReader, or Client where none is set (tests that
+// reconcile by hand with a client of the API server).
+func (r *Reconciler) liveReader() client.Reader {
+	if r.APIReader == nil {
+		return r.Client
+	}
+	return r.APIReader
+}
+
 func (r *Reconciler) now() time.Time {
 	if r.Clock == nil {
 		return time.Now()
@@ -193,10 +202,7 @@ func (r *Reconciler) observeLegacy(ctx context.Context, ak *gatehousev1.APIKey, 
 	if name == "" {
 		return nil
 	}
-	reader := r.APIReader
-	if reader == nil {
-		reader = r.Client
-	}
+	reader := r.liveReader()
 	cm := &corev1.ConfigMap{}
 	switch err := reader.Get(ctx, types.NamespacedName{Namespace: ak.Namespace, Name: name}, cm); {
 	case apierrors.IsNotFound(err):

@@ -37,11 +37,7 @@ func (r *Reconciler) mirrorLegacy(ctx context.Context, ak *gatehousev1.APIKey, o
 	if observed != nil && observed.Name != want.Name {
 		observed = nil
 	}
-	reader := r.APIReader
-	if reader == nil {
-		reader = r.Client
-	}
-	_, wrote, err := owned.Writer{Client: r.Client, Scheme: r.Scheme}.ConfigMapConfirmed(ctx, reader, ak, observed, want)
+	_, wrote, err := r.writer().ConfigMapConfirmed(ctx, r.liveReader(), ak, observed, want)
 	if owned.IsNotControlled(err) {
 		// Not ours: leave it, and say so rather than retry for ever.
 		log.FromContext(ctx).Info("not mirroring the legacy record: a configmap of that name exists that this apikey does not control", "configMap", want.Name)
