@@ -101,7 +101,7 @@ test-fuzz: ## Fuzz every Fuzz target for FUZZTIME each (seeds also run in test-u
 	  dir=$$(go list -f '{{.Dir}}' $$pkg); \
 	  for target in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //'); do \
 	    echo ">> fuzz $$pkg $$target ($(FUZZTIME))"; \
-	    go test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	    hack/fuzz.sh $$pkg $$target $(FUZZTIME); \
 	  done; \
 	done
 
