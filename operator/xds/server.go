@@ -35,6 +35,12 @@ import (
 // how long one authentication lasts (grpc-go adds up to 10% jitter).
 const MaxConnectionAge = 30 * time.Minute
 
+// KeepaliveMinTime is the shortest interval between a client's keepalive
+// pings the server accepts (a client pinging more often is sent away).
+// Sidecars ping so that a replica that vanished silently is noticed and
+// they fail over (sidecar/source.XDSKeepaliveTime, not shorter than this).
+const KeepaliveMinTime = 10 * time.Second
+
 // Server serves delta xDS. It is a manager.Runnable that runs on every
 // replica.
 type Server struct {
@@ -119,7 +125,7 @@ func (s *Server) grpcServer(ctx context.Context) *grpc.Server {
 			Time: 30 * time.Second, Timeout: 10 * time.Second,
 			MaxConnectionAge: MaxConnectionAge, MaxConnectionAgeGrace: time.Minute,
 		}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
 	}
 	if s.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.TLS)))

@@ -8,6 +8,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 // Options configure the xDS server of the operator.
@@ -30,7 +31,8 @@ type Options struct {
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 
 // Setup adds the xDS server, fed from mgr's informer cache, to mgr. It
-// runs on every replica.
+// runs on every replica. Successful TokenReviews are cached (see
+// CachingReviewer) and counted on the manager's metrics registry.
 func Setup(ctx context.Context, mgr manager.Manager, o Options) (*Server, error) {
 	caches := NewNamespaces()
 	feed := &Feed{Reader: mgr.GetCache(), Caches: caches, Log: o.Log}
@@ -41,7 +43,7 @@ func Setup(ctx context.Context, mgr manager.Manager, o Options) (*Server, error)
 		Addr:        o.Addr,
 		Listener:    o.Listener,
 		TLS:         o.TLS,
-		Reviewer:    &KubeTokenReviewer{Client: mgr.GetClient(), Audience: o.Audience},
+		Reviewer:    NewCachingReviewer(&KubeTokenReviewer{Client: mgr.GetClient(), Audience: o.Audience}, 0, 0, nil, NewReviewMetrics(ctrlmetrics.Registry)),
 		Feed:        feed,
 		Caches:      caches,
 		WaitForSync: mgr.GetCache().WaitForCacheSync,

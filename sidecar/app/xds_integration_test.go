@@ -65,13 +65,21 @@ func loopbackTLS(t *testing.T) (server, client *tls.Config) {
 // stops it.
 func startXDSServer(t *testing.T, env *testenv.Env, tlsConfig *tls.Config, addr string) (string, func()) {
 	t.Helper()
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-	})
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
+	return ln.Addr().String(), startXDSServerOn(t, env, tlsConfig, ln)
+}
+
+// startXDSServerOn runs the operator's xDS server alone, with a manager
+// and an informer cache of its own (as one operator replica), on ln, and
+// returns a function that stops it.
+func startXDSServerOn(t *testing.T, env *testenv.Env, tlsConfig *tls.Config, ln net.Listener) func() {
+	t.Helper()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +103,7 @@ func startXDSServer(t *testing.T, env *testenv.Env, tlsConfig *tls.Config, addr 
 		}
 	}
 	t.Cleanup(stop)
-	return ln.Addr().String(), stop
+	return stop
 }
 
 // tokenFile writes a token of ServiceAccount ns/sidecar for the xDS

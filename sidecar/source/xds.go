@@ -16,7 +16,6 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
@@ -69,7 +68,7 @@ func (x *XDS) Run(ctx context.Context, ev Events) error {
 	if x.TLS == nil || x.Target == "" || x.TokenFile == "" {
 		return errors.New("xds source: a target, TLS and a token file are required")
 	}
-	conn, err := grpc.NewClient(x.Target, grpc.WithTransportCredentials(credentials.NewTLS(x.TLS)))
+	conn, err := grpc.NewClient(x.Target, x.dialOptions()...)
 	if err != nil {
 		return fmt.Errorf("xds source: %w", err)
 	}
