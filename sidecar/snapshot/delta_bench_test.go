@@ -13,7 +13,9 @@ import (
 // the builder its complete inputs, from a map of records as the xDS
 // source held them, and Build reuses unchanged records by version);
 // "apply" is Apply of the one record, plus Compact when it is due, as the
-// sidecar's reload loop runs them. Each operation alternates one record
+// sidecar's reload loop runs them; "compact" is one compaction, the
+// longest pause of the reload loop (once per max(1024, keys/16) changes,
+// after the change is in). Each operation alternates one record
 // between active and revoked. Run with
 //
 //	go test -run '^$' -bench ApplyOneKeyChange -benchmem ./sidecar/snapshot/
@@ -41,6 +43,14 @@ func BenchmarkApplyOneKeyChange(b *testing.B) {
 			for i := 0; b.Loop(); i++ {
 				builder.Apply(Delta{Records: []*apikeyformat.Record{flipped(recs[i%n], i)}})
 				builder.Compact()
+			}
+		})
+		b.Run(fmt.Sprintf("keys=%d/compact", n), func(b *testing.B) {
+			builder := NewBuilder(BuildOptions{Namespace: "ns"})
+			builder.Apply(Delta{Records: recs, Policy: &PolicyInputs{}})
+			b.ReportAllocs()
+			for b.Loop() {
+				builder.live.rebuild(nil, nil)
 			}
 		})
 	}
