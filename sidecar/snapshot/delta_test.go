@@ -144,6 +144,13 @@ func (m *deltaModel) delta() Delta {
 	default:
 		d.Policy = m.policyInputs()
 	}
+	return d
+}
+
+// step applies d to the model's inputs and to the builder, and checks the
+// snapshot against a full build.
+func (m *deltaModel) step(what string, d Delta) (got, want *Snapshot) {
+	m.t.Helper()
 	for _, name := range d.Removed {
 		delete(m.recs, name)
 	}
@@ -155,7 +162,9 @@ func (m *deltaModel) delta() Delta {
 	if d.Policy != nil {
 		m.policies = *d.Policy
 	}
-	return d
+	got, want = m.b.Apply(d), m.build()
+	m.check(what, got, want)
+	return got, want
 }
 
 // build is the full Build of the model's inputs.
@@ -172,9 +181,7 @@ func (m *deltaModel) build() *Snapshot {
 func (m *deltaModel) run() {
 	for step := 0; len(m.in) > 0; step++ {
 		d := m.delta()
-		s := m.b.Apply(d)
-		want := m.build()
-		m.check(fmt.Sprintf("step %d (delta of %d records, %d removed)", step, len(d.Records), len(d.Removed)), s, want)
+		s, want := m.step(fmt.Sprintf("step %d (delta of %d records, %d removed)", step, len(d.Records), len(d.Removed)), d)
 		if m.pick(2) == 0 {
 			if c := m.b.Compact(); c != nil {
 				m.check(fmt.Sprintf("step %d, compacted", step), c, want)
@@ -238,6 +245,77 @@ func describe(r KeyRecord, k apikeyformat.Key) string {
 		out += fmt.Sprintf(" %s/%v", r.Check(k, now), r.KeyValid(now))
 	}
 	return out
+}
+
+// TestApplyFollowsRotationsMovesAndConflicts applies the cases that
+// matter one by one; every snapshot is also checked against a full Build.
+func TestApplyFollowsRotationsMovesAndConflicts(t *testing.T) {
+	keys := keyPool(t, 3)
+	rec := func(name string, ks ...int) *apikeyformat.Record {
+		r := &apikeyformat.Record{Version: apikeyformat.RecordVersion, Name: name, Namespace: "ns", Subject: name, State: apikeyformat.StateActive}
+		for _, k := range ks {
+			r.Keys = append(r.Keys, apikeyformat.RecordKey{KeyID: keys[k].ID(), SHA256: keys[k].Hash()})
+		}
+		return r
+	}
+	records := func(rs ...*apikeyformat.Record) []*apikeyformat.Record { return rs }
+	cases := []struct {
+		name   string
+		deltas []Delta
+		// served maps the keys served at the end to their APIKey.
+		served map[int]string
+	}{
+		{"A rotated-out key stops matching once it leaves the record", []Delta{
+			{Records: records(rec("a", 0))}, {Records: records(rec("a", 1, 0))}, {Records: records(rec("a", 1))},
+		}, map[int]string{1: "a"}},
+		{"A key ID moved to another APIKey is served from it", []Delta{
+			{Records: records(rec("a", 0))}, {Removed: []string{"a"}, Records: records(rec("b", 0))},
+		}, map[int]string{0: "b"}},
+		{"A key ID listed by two APIKeys is denied until one lets go of it", []Delta{
+			{Records: records(rec("a", 0))}, {Records: records(rec("b", 0, 1))}, {Records: records(rec("b", 1))},
+		}, map[int]string{0: "a", 1: "b"}},
+		{"A key ID listed by three APIKeys stays denied while two do", []Delta{
+			{Records: records(rec("a", 0), rec("b", 0), rec("c", 0))}, {Removed: []string{"c"}},
+		}, map[int]string{}},
+		{"A key ID listed twice by one APIKey is denied, and served once listed once", []Delta{
+			{Records: records(rec("a", 0, 0), rec("b", 1))}, {Records: records(rec("a", 2))}, {Records: records(rec("a", 0))},
+		}, map[int]string{0: "a", 1: "b"}},
+		{"Removing an APIKey never held changes nothing", []Delta{
+			{Records: records(rec("a", 0))}, {Removed: []string{"zz"}},
+		}, map[int]string{0: "a"}},
+		{"A policy change leaves the record table alone", []Delta{
+			{Records: records(rec("a", 0))}, {Policy: &PolicyInputs{}},
+		}, map[int]string{0: "a"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newDeltaModel(t, keys, 0, 0, nil)
+			var s *Snapshot
+			var base *recordTable
+			for i, d := range tc.deltas {
+				s, _ = m.step(fmt.Sprintf("delta %d", i), d)
+				if i == 0 {
+					base = s.records
+				}
+			}
+			if s.records != base {
+				t.Fatal("a small delta rebuilt the record table")
+			}
+			for i, k := range keys {
+				r, ok := s.Record(k.ID())
+				if want, served := tc.served[i]; ok != served || ok && r.Name() != "ns/"+want {
+					t.Errorf("key %d: found %v (%s), want %v (%s)", i, ok, r.nameIf(ok), served, want)
+				}
+			}
+		})
+	}
+}
+
+func (r KeyRecord) nameIf(ok bool) string {
+	if !ok {
+		return ""
+	}
+	return r.Name()
 }
 
 // TestApplyAnswersAsAFullBuild runs seeded random sequences of deltas
