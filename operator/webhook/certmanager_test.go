@@ -213,6 +213,9 @@ func TestCertManagerReconcile(t *testing.T) {
 		if err != nil || !c.Leaf.Equal(b.Serving.Cert) {
 			t.Fatalf("store certificate: %v", err)
 		}
+		if trust, err := f.store.Trust(); err != nil || string(trust) != string(b.caBundle()) {
+			t.Fatalf("the store's CA bundle for xDS sidecars is not the caBundle (%v)", err)
+		}
 	})
 	t.Run("The next renewal is the serving certificate's two-thirds point.", func(t *testing.T) {
 		if want := renewAt(b.Serving.Cert); !next.Equal(want) {
@@ -276,6 +279,9 @@ func TestCertManagerReconcile(t *testing.T) {
 		}
 		if got := parseCerts(m.Webhooks[0].ClientConfig.CABundle); len(got) != 2 {
 			t.Fatalf("caBundle holds %d CAs, want 2", len(got))
+		}
+		if trust, _ := f.store.Trust(); string(trust) != string(m.Webhooks[0].ClientConfig.CABundle) {
+			t.Fatal("sidecars injected after the rotation would not trust both CAs")
 		}
 	})
 }

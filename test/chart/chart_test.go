@@ -591,7 +591,7 @@ func TestInjectedSidecarListensOnlyWhereItMust(t *testing.T) {
 				t.Fatalf("the operator cannot load the chart's injection config: %v", err)
 			}
 			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{webhook.LabelInject: "true"}}}
-			if out, err := cfg.Mutate(pod); out != webhook.Injected || err != nil {
+			if out, err := cfg.Mutate(pod, nil); out != webhook.Injected || err != nil {
 				t.Fatalf("injection: %v %v", out, err)
 			}
 			args := pod.Spec.InitContainers[0].Args
@@ -660,7 +660,7 @@ func TestOperatorAndSidecarAcceptTheChartsFlags(t *testing.T) {
 			t.Fatalf("the operator cannot load the chart's injection config: %v", err)
 		}
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{webhook.LabelInject: "true"}}}
-		if out, err := cfg.Mutate(pod); out != webhook.Injected || err != nil {
+		if out, err := cfg.Mutate(pod, nil); out != webhook.Injected || err != nil {
 			t.Fatalf("injection: %v %v", out, err)
 		}
 		c := pod.Spec.InitContainers[0]
