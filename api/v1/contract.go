@@ -65,6 +65,10 @@ const (
 	// the sidecar by the downward API. It is the pod's own: whoever may
 	// edit the pod only changes what its own sidecar trusts.
 	AnnotationXDSCABundle = "auth.gatehouse.dev/xds-ca-bundle"
+	// AnnotationSidecarSource set to "kubernetes" on a pod gives it a sidecar
+	// that lists and watches the API server even where injected sidecars
+	// default to xDS; "xds" insists on xDS. Read once, at injection.
+	AnnotationSidecarSource = "auth.gatehouse.dev/sidecar-source"
 
 	// SigningKeySecretType is the type of the Secret holding a SigningKey's
 	// private keys (internal/keyring's key-set document).

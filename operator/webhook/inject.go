@@ -45,6 +45,9 @@ const (
 	// AnnotationXDSCABundle carries the xDS CA bundle to the sidecar
 	// (api/v1.AnnotationXDSCABundle).
 	AnnotationXDSCABundle = gatehousev1.AnnotationXDSCABundle
+	// AnnotationSource chooses a pod's sidecar source
+	// (api/v1.AnnotationSidecarSource).
+	AnnotationSource = gatehousev1.AnnotationSidecarSource
 
 	podInfoDir  = "/etc/podinfo"
 	tokenDir    = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -197,14 +200,54 @@ const (
 	AlreadyInjected  Outcome = "AlreadyInjected"
 	ConflictingNames Outcome = "ConflictingNames"
 	NoXDSTrust       Outcome = "NoXDSTrust"
+	UnknownSource    Outcome = "UnknownSource"
+)
+
+// Values of AnnotationSource.
+const (
+	SourceKubernetes = "kubernetes"
+	SourceXDS        = "xds"
 )
 
 // Mutate adds the sidecar to pod when it opted in and does not have it yet.
 // xdsTrust is the PEM bundle the sidecar must trust for the xDS server;
 // it is needed (and used) only when c.XDS is set. Mutate changes pod only
-// when it returns Injected; ConflictingNames and NoXDSTrust come with an
-// error saying what is wrong.
+// when it returns Injected; ConflictingNames, UnknownSource and NoXDSTrust
+// come with an error saying what is wrong.
 func (c *InjectionConfig) Mutate(pod *corev1.Pod, xdsTrust []byte) (Outcome, error) {
+	if out, err := leftAlone(pod); out != "" {
+		return out, err
+	}
+	cfg, err := c.forPod(pod)
+	if err != nil {
+		return UnknownSource, err
+	}
+	if cfg.XDS != nil {
+		// Fail closed: a sidecar without the CA could never connect.
+		if len(xdsTrust) == 0 {
+			return NoXDSTrust, errors.New("the operator has no xDS CA bundle to give the sidecar yet; retry shortly")
+		}
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{}
+		}
+		pod.Annotations[AnnotationXDSCABundle] = string(xdsTrust)
+	}
+	// A projected token needs a named ServiceAccount. The API server's
+	// ServiceAccount admission sets "default" before webhooks run; doing the
+	// same here keeps the pod valid where that plugin is off.
+	if pod.Spec.ServiceAccountName == "" {
+		pod.Spec.ServiceAccountName = "default"
+	}
+	pod.Spec.Volumes = append(pod.Spec.Volumes, cfg.volumes()...)
+	// Appended: the pod's own init containers run first, as before; being
+	// a native sidecar, ours then keeps running beside the app containers,
+	// which start only after it has started.
+	pod.Spec.InitContainers = append(pod.Spec.InitContainers, cfg.container())
+	return Injected, nil
+}
+
+// leftAlone says why pod gets no sidecar, or "" when it is to be injected.
+func leftAlone(pod *corev1.Pod) (Outcome, error) {
 	if pod.Labels[LabelInject] != "true" {
 		return NotOptedIn, nil
 	}
@@ -223,28 +266,28 @@ func (c *InjectionConfig) Mutate(pod *corev1.Pod, xdsTrust []byte) (Outcome, err
 			return ConflictingNames, fmt.Errorf("the pod already has a volume named %q, which the Gatehouse sidecar needs", v.Name)
 		}
 	}
-	if c.XDS != nil {
-		// Fail closed: a sidecar without the CA could never connect.
-		if len(xdsTrust) == 0 {
-			return NoXDSTrust, errors.New("the operator has no xDS CA bundle to give the sidecar yet; retry shortly")
-		}
-		if pod.Annotations == nil {
-			pod.Annotations = map[string]string{}
-		}
-		pod.Annotations[AnnotationXDSCABundle] = string(xdsTrust)
+	return "", nil
+}
+
+// forPod is the configuration for pod: c, unless the pod's AnnotationSource
+// asks for the kubernetes source where c injects xDS sidecars. A pod that
+// asks for xDS where the operator serves none, or for a source that does
+// not exist, is refused rather than given a sidecar that cannot work.
+func (c *InjectionConfig) forPod(pod *corev1.Pod) (*InjectionConfig, error) {
+	switch v, ok := pod.Annotations[AnnotationSource]; {
+	case !ok:
+		return c, nil
+	case v == SourceKubernetes:
+		k := *c
+		k.XDS = nil
+		return &k, nil
+	case v == SourceXDS && c.XDS != nil:
+		return c, nil
+	case v == SourceXDS:
+		return nil, fmt.Errorf("the pod's annotation %s asks for the xds source, which this installation does not serve (the chart's xds.enabled)", AnnotationSource)
+	default:
+		return nil, fmt.Errorf("the pod's annotation %s is %q; want %q or %q", AnnotationSource, v, SourceKubernetes, SourceXDS)
 	}
-	// A projected token needs a named ServiceAccount. The API server's
-	// ServiceAccount admission sets "default" before webhooks run; doing the
-	// same here keeps the pod valid where that plugin is off.
-	if pod.Spec.ServiceAccountName == "" {
-		pod.Spec.ServiceAccountName = "default"
-	}
-	pod.Spec.Volumes = append(pod.Spec.Volumes, c.volumes()...)
-	// Appended: the pod's own init containers run first, as before; being
-	// a native sidecar, ours then keeps running beside the app containers,
-	// which start only after it has started.
-	pod.Spec.InitContainers = append(pod.Spec.InitContainers, c.container())
-	return Injected, nil
 }
 
 func (c *InjectionConfig) container() corev1.Container {

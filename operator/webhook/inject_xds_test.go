@@ -212,3 +212,51 @@ func TestLoadInjectionConfigWithXDS(t *testing.T) {
 		})
 	}
 }
+
+func TestAPodChoosesItsSidecarSource(t *testing.T) {
+	ca := testCA(t)
+	tests := []struct {
+		name       string
+		cfg        *InjectionConfig
+		annotation string
+		wantOut    Outcome
+		wantSource string
+	}{
+		{name: "Without the annotation a pod gets the installation's default, xDS.", cfg: xdsConfig(), wantOut: Injected, wantSource: "--source=xds"},
+		{name: "A pod that asks for the kubernetes source gets it where xDS is the default.", cfg: xdsConfig(), annotation: "kubernetes", wantOut: Injected, wantSource: "--source=kubernetes"},
+		{name: "A pod that asks for xDS gets it where it is served.", cfg: xdsConfig(), annotation: "xds", wantOut: Injected, wantSource: "--source=xds"},
+		{name: "A pod that asks for xDS where none is served is refused, not given a sidecar that cannot connect.", cfg: testConfig(), annotation: "xds", wantOut: UnknownSource},
+		{name: "A misspelt source is refused.", cfg: xdsConfig(), annotation: "kube", wantOut: UnknownSource},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var annotations map[string]string
+			if tt.annotation != "" {
+				annotations = map[string]string{AnnotationSource: tt.annotation}
+			}
+			p := pod(optIn, annotations)
+			out, err := tt.cfg.Mutate(p, ca)
+			if out != tt.wantOut || (err != nil) != (tt.wantOut != Injected) {
+				t.Fatalf("%v %v, want %v", out, err, tt.wantOut)
+			}
+			if tt.wantOut != Injected {
+				if len(sidecars(p)) != 0 {
+					t.Fatal("a refused pod got a sidecar")
+				}
+				return
+			}
+			c := sidecars(p)[0]
+			if !slices.Contains(c.Args, tt.wantSource) {
+				t.Fatalf("args %q lack %s", c.Args, tt.wantSource)
+			}
+			_, annotated := p.Annotations[AnnotationXDSCABundle]
+			onXDS := tt.wantSource == "--source=xds"
+			if annotated != onXDS {
+				t.Errorf("CA bundle annotated = %v on the %s source", annotated, tt.wantSource)
+			}
+			if onXDS == slices.ContainsFunc(p.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == TokenVolume }) {
+				t.Errorf("volumes %v: an API server token must come with the kubernetes source only", p.Spec.Volumes)
+			}
+		})
+	}
+}
