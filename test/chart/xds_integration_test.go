@@ -2,8 +2,15 @@ package chart
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"flag"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +28,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -45,18 +53,36 @@ import (
 // CA bundle and labels, a TokenRequest for the injected audience). Only
 // the addresses differ: listeners move to 127.0.0.1 ports and the xDS
 // target, a cluster DNS name, is dialled on the operator's loopback port,
-// still checking the injected server name.
+// still checking the injected server name. With cert-manager, the
+// certificate directory the chart mounts is written by the test as
+// cert-manager would from the chart's Certificate (tls.crt, tls.key,
+// ca.crt), and the caBundle as its cainjector would.
 func TestIntegrationTheChartsXDSWiringGivesAnInjectedSidecarItsState(t *testing.T) {
+	t.Run("With the operator's own CA.", func(t *testing.T) { testChartsXDSWiring(t, false) })
+	t.Run("With cert-manager's certificate.", func(t *testing.T) { testChartsXDSWiring(t, true) })
+}
+
+func testChartsXDSWiring(t *testing.T, certManager bool) {
 	env, ns := testenv.Start(t)
 	tenant := env.Namespace(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	prefix := "gh-" + ns
-	objs := renderIn(t, ns, "xds.enabled=true", "fullnameOverride="+prefix)
+	objs := renderIn(t, ns, "xds.enabled=true", "fullnameOverride="+prefix, fmt.Sprintf("webhook.certManager.enabled=%v", certManager))
 
 	webhookAddr, xdsAddr := freeLoopback(t), freeLoopback(t)
-	startOperatorWithChartArgs(ctx, t, env, objs, prefix, webhookAddr, xdsAddr)
-	installWebhookByURL(ctx, t, env, objs, prefix+"-sidecar-injector", webhookAddr, tenant)
+	var extra []string
+	var caBundle []byte
+	if certManager {
+		dir := certManagerDir(t, objs.find(t, "Certificate", prefix+"-webhook-tls"))
+		extra = append(extra, "--webhook-cert-dir="+dir)
+		var err error
+		if caBundle, err = os.ReadFile(filepath.Join(dir, "ca.crt")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startOperatorWithChartArgs(ctx, t, env, objs, prefix, append(extra, "--webhook-bind-address="+webhookAddr, "--xds-bind-address="+xdsAddr))
+	installWebhookByURL(ctx, t, env, objs, prefix+"-sidecar-injector", webhookAddr, tenant, caBundle)
 
 	for _, o := range []client.Object{
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: tenant}},
@@ -146,10 +172,10 @@ func freeLoopback(t *testing.T) string {
 }
 
 // startOperatorWithChartArgs runs the operator in this process with the
-// arguments of the chart's Deployment and the chart's injection config;
-// only its listeners move to loopback (the webhook's certificate then also
-// names 127.0.0.1, which the API server dials).
-func startOperatorWithChartArgs(ctx context.Context, t *testing.T, env *testenv.Env, objs rendered, prefix, webhookAddr, xdsAddr string) {
+// arguments of the chart's Deployment and the chart's injection config,
+// then overrides: listeners off or on loopback (the operator's own webhook
+// certificate then also names 127.0.0.1, which the API server dials).
+func startOperatorWithChartArgs(ctx context.Context, t *testing.T, env *testenv.Env, objs rendered, prefix string, overrides []string) {
 	t.Helper()
 	cm := into[corev1.ConfigMap](t, objs.find(t, "ConfigMap", prefix+"-sidecar-injection"))
 	injection := filepath.Join(t.TempDir(), "config.yaml")
@@ -157,8 +183,8 @@ func startOperatorWithChartArgs(ctx context.Context, t *testing.T, env *testenv.
 		t.Fatal(err)
 	}
 	args := into[appsv1.Deployment](t, objs.find(t, "Deployment", prefix)).Spec.Template.Spec.Containers[0].Args[1:]
-	args = append(args, "--metrics-bind-address=0", "--health-probe-bind-address=0", "--discovery-bind-address=0",
-		"--webhook-bind-address="+webhookAddr, "--xds-bind-address="+xdsAddr, "--sidecar-injection-config="+injection)
+	args = append(args, "--metrics-bind-address=0", "--health-probe-bind-address=0", "--discovery-bind-address=0", "--sidecar-injection-config="+injection)
+	args = append(args, overrides...)
 	var o operatorapp.Options
 	fs := pflag.NewFlagSet("operator", pflag.ContinueOnError)
 	o.BindFlags(fs)
@@ -180,13 +206,13 @@ func startOperatorWithChartArgs(ctx context.Context, t *testing.T, env *testenv.
 
 // installWebhookByURL creates the chart's webhook configuration with the
 // operator's loopback url instead of its Service, for tenant's pods only,
-// and waits until the operator has written a caBundle that verifies what
-// it serves.
-func installWebhookByURL(ctx context.Context, t *testing.T, env *testenv.Env, objs rendered, name, addr, tenant string) {
+// with caBundle when set (cert-manager's cainjector), and waits until the
+// caBundle (the operator's, without it) verifies what the webhook serves.
+func installWebhookByURL(ctx context.Context, t *testing.T, env *testenv.Env, objs rendered, name, addr, tenant string, caBundle []byte) {
 	t.Helper()
 	mwc := into[admissionregistrationv1.MutatingWebhookConfiguration](t, objs.find(t, "MutatingWebhookConfiguration", name))
 	for i := range mwc.Webhooks {
-		mwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: ptr.To("https://" + addr + *mwc.Webhooks[i].ClientConfig.Service.Path)}
+		mwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: ptr.To("https://" + addr + *mwc.Webhooks[i].ClientConfig.Service.Path), CABundle: caBundle}
 		mwc.Webhooks[i].NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": tenant}}
 	}
 	if err := env.Client.Create(ctx, mwc); err != nil {
@@ -353,4 +379,55 @@ func deliveredKey(ctx context.Context, t *testing.T, env *testenv.Env, ns, secre
 		return err == nil, "no parsable key in the delivery Secret"
 	})
 	return key
+}
+
+// certManagerDir writes what cert-manager would put in the Secret of the
+// chart's Certificate cert, issued by a CA Issuer: tls.crt for its
+// dnsNames (and 127.0.0.1, where the API server dials the webhook here),
+// tls.key and the CA's ca.crt.
+func certManagerDir(t *testing.T, cert *unstructured.Unstructured) string {
+	t.Helper()
+	names, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test-cert-manager-ca"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2), DNSNames: names, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, caTmpl, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, block := range map[string]*pem.Block{
+		"tls.crt": {Type: "CERTIFICATE", Bytes: der},
+		"tls.key": {Type: "PRIVATE KEY", Bytes: keyDER},
+		"ca.crt":  {Type: "CERTIFICATE", Bytes: caDER},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
