@@ -59,6 +59,16 @@ const (
 	// AnnotationInject set to "false" opts a pod out again, e.g. one pod of
 	// a Deployment whose template carries LabelInject.
 	AnnotationInject = "auth.gatehouse.dev/inject"
+	// AnnotationXDSCABundle holds, on a pod whose sidecar takes its state
+	// over xDS, the PEM bundle of the CAs that sign the operator's xDS
+	// certificate, written by the injector at admission and projected into
+	// the sidecar by the downward API. It is the pod's own: whoever may
+	// edit the pod only changes what its own sidecar trusts.
+	AnnotationXDSCABundle = "auth.gatehouse.dev/xds-ca-bundle"
+	// AnnotationSidecarSource set to "kubernetes" on a pod gives it a sidecar
+	// that lists and watches the API server even where injected sidecars
+	// default to xDS; "xds" insists on xDS. Read once, at injection.
+	AnnotationSidecarSource = "auth.gatehouse.dev/sidecar-source"
 
 	// SigningKeySecretType is the type of the Secret holding a SigningKey's
 	// private keys (internal/keyring's key-set document).

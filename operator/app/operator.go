@@ -13,12 +13,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -86,7 +88,7 @@ type Options struct {
 
 	// XDSAddr serves delta xDS to sidecars ("0" disables it); XDSListener,
 	// when set, is served instead. The server presents the webhook's
-	// self-managed certificate, which then also names XDSServiceName.
+	// certificate, which then also names XDSServiceName.
 	XDSAddr        string
 	XDSListener    net.Listener
 	XDSServiceName string
@@ -118,7 +120,7 @@ func (o *Options) BindFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.TokenEndpoint, "token-endpoint", true, "Serve the OAuth 2.0 token endpoint (POST /oauth2/token and <issuer>/oauth2/token) on the discovery address.")
 	f.DurationVar(&o.TokenMaxLifetime, "token-max-lifetime", time.Hour, "Upper bound of the lifetime of every issued token, whatever an APIKey allows.")
 	f.StringSliceVar(&o.TokenTrustedProxies, "token-endpoint-trusted-proxies", nil, "CIDRs or addresses of the proxies (ingress, load balancer) whose X-Forwarded-For names the token endpoint's client, by the rightmost-untrusted rule; none by default.")
-	f.StringVar(&o.XDSAddr, "xds-bind-address", "0", "Address of the delta xDS server pushing each namespace's state to its sidecars, over TLS with the webhook's self-managed certificate (the webhook must be enabled); \"0\" disables it.")
+	f.StringVar(&o.XDSAddr, "xds-bind-address", "0", "Address of the delta xDS server pushing each namespace's state to its sidecars, over TLS with the webhook's certificate, self-managed or from --webhook-cert-dir (the webhook must be enabled); \"0\" disables it.")
 	f.StringVar(&o.XDSServiceName, "xds-service-name", "gatehouse-xds", "Service through which sidecars reach the xDS server; names the certificate.")
 	f.StringVar(&o.XDSAudience, "xds-audience", xds.DefaultAudience, "Audience of the ServiceAccount tokens sidecars present to the xDS server.")
 	o.Webhook.BindFlags(f)
@@ -188,9 +190,14 @@ func setup(ctx context.Context, mgr ctrl.Manager, o Options, log logr.Logger) er
 			return err
 		}
 	}
-	xdsTLS, err := shareCertificateWithXDS(&o)
+	xdsTLS, watcher, err := shareCertificateWithXDS(&o)
 	if err != nil {
 		return err
+	}
+	if watcher != nil {
+		if err := mgr.Add(watcher); err != nil {
+			return fmt.Errorf("adding the xds certificate watcher: %w", err)
+		}
 	}
 	if err := webhook.Setup(mgr, o.Webhook); err != nil {
 		return fmt.Errorf("setting up the sidecar-injection webhook: %w", err)
@@ -206,19 +213,30 @@ func setup(ctx context.Context, mgr ctrl.Manager, o Options, log logr.Logger) er
 }
 
 // shareCertificateWithXDS returns the xDS server's TLS configuration (nil
-// when xDS is off): the webhook's serving certificate, from the operator's
-// own CA, which then also names the xDS Service. Bearer tokens cross the
-// network: there is no xDS without TLS.
-func shareCertificateWithXDS(o *Options) (*tls.Config, error) {
+// when xDS is off): the webhook's serving certificate, which then also
+// names the xDS Service, so that injected sidecars trust the webhook's CA
+// bundle. With the operator's own CA the certificate is issued with the
+// xDS Service's names; with cert-manager's (--webhook-cert-dir) the chart's
+// Certificate lists them, and watcher, to run on every replica, reloads the
+// files as cert-manager renews them. Bearer tokens cross the network: there
+// is no xDS without TLS, nor without the webhook that hands out the CA.
+func shareCertificateWithXDS(o *Options) (cfg *tls.Config, watcher *certwatcher.CertWatcher, err error) {
 	if !o.xdsEnabled() {
-		return nil, nil
+		return nil, nil, nil
 	}
-	if !o.Webhook.Enabled() || o.Webhook.CertDir != "" {
-		return nil, errors.New("--xds-bind-address needs the webhook enabled with the operator's own certificates (no --webhook-cert-dir)")
+	if !o.Webhook.Enabled() {
+		return nil, nil, errors.New("--xds-bind-address needs the webhook enabled: it issues the certificate and gives sidecars its CA")
+	}
+	if o.Webhook.CertDir != "" {
+		watcher, err = certwatcher.New(filepath.Join(o.Webhook.CertDir, "tls.crt"), filepath.Join(o.Webhook.CertDir, "tls.key"))
+		if err != nil {
+			return nil, nil, fmt.Errorf("loading the xds certificate from --webhook-cert-dir: %w", err)
+		}
+		return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: watcher.GetCertificate}, watcher, nil
 	}
 	o.Webhook.Store = &webhook.CertStore{}
 	o.Webhook.ExtraServiceNames = append(o.Webhook.ExtraServiceNames, o.XDSServiceName)
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: o.Webhook.Store.GetCertificate}, nil
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: o.Webhook.Store.GetCertificate}, nil, nil
 }
 
 // addDiscovery adds the discovery server and, on the same listener, the

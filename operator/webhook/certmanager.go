@@ -26,10 +26,31 @@ import (
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 )
 
-// CertStore holds the serving certificate every replica presents. It is
-// read on every TLS handshake and replaced whole when the Secret changes.
+// CertStore holds the serving certificate every replica presents, and the
+// bundle of CAs that clients must trust for it. It is read on every TLS
+// handshake (and every injection, for the bundle) and replaced whole when
+// the Secret changes.
 type CertStore struct {
-	cert atomic.Pointer[tls.Certificate]
+	cert  atomic.Pointer[tls.Certificate]
+	trust atomic.Pointer[[]byte]
+}
+
+// SetTrust installs the PEM bundle of trusted CAs (the Secret's ca.crt:
+// the current CA first, then retired ones still valid).
+func (s *CertStore) SetTrust(caPEM []byte) {
+	if len(caPEM) == 0 {
+		return
+	}
+	b := bytes.Clone(caPEM)
+	s.trust.Store(&b)
+}
+
+// Trust returns the PEM bundle of trusted CAs, for injected sidecars.
+func (s *CertStore) Trust() ([]byte, error) {
+	if b := s.trust.Load(); b != nil {
+		return *b, nil
+	}
+	return nil, errors.New("no CA bundle loaded yet")
 }
 
 // Set parses and installs a PEM certificate and key.
@@ -186,6 +207,7 @@ func (m *CertManager) Reconcile(ctx context.Context) (time.Time, error) {
 		if err := m.Store.Set(b.Serving.CertPEM, b.Serving.KeyPEM); err != nil {
 			return time.Time{}, err
 		}
+		m.Store.SetTrust(b.caBundle())
 	}
 
 	if mwc == nil {
@@ -274,5 +296,6 @@ func (w *CertWatcher) load(obj any) {
 		w.Log.Error(err, "ignoring an unusable certificate secret", "secret", s.Namespace+"/"+s.Name)
 		return
 	}
+	w.Store.SetTrust(s.Data[SecretCAKey])
 	w.Log.V(1).Info("loaded webhook serving certificate", "secret", s.Namespace+"/"+s.Name, "resourceVersion", s.ResourceVersion)
 }

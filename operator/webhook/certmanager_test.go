@@ -84,11 +84,17 @@ func TestPlan(t *testing.T) {
 // caBundle for name, as the API server checks it.
 func verify(t *testing.T, b *bundle, now time.Time, name string) error {
 	t.Helper()
+	return verifyWith(t, b.caBundle(), b.Serving.Cert, now, name)
+}
+
+// verifyWith checks that serving is trusted through the PEM bundle caPEM.
+func verifyWith(t *testing.T, caPEM []byte, serving *x509.Certificate, now time.Time, name string) error {
+	t.Helper()
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b.caBundle()) {
+	if !pool.AppendCertsFromPEM(caPEM) {
 		t.Fatal("caBundle holds no certificate")
 	}
-	_, err := b.Serving.Cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: name, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	_, err := serving.Verify(x509.VerifyOptions{Roots: pool, DNSName: name, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 	return err
 }
 
@@ -114,6 +120,63 @@ func TestIssuedCertificates(t *testing.T) {
 	}
 }
 
+// TestClientsGivenTheBundleBeforeARotationTrustTheCertificateAfterIt is
+// what injected xDS sidecars rely on: a pod keeps the CA bundle of its
+// admission, so the CA that signs after a rotation must be in the bundle
+// before it. It holds for one rotation; a client older than that must be
+// given the bundle again (docs/xds.md, "CA rotation").
+func TestClientsGivenTheBundleBeforeARotationTrustTheCertificateAfterIt(t *testing.T) {
+	first := issue(t, t0)
+	admitted := first.caBundle()
+	rotate := func(b *bundle) (*bundle, time.Time) {
+		t.Helper()
+		at := renewAt(b.CA.Cert)
+		d := plan(at, b, spec)
+		if !d.NewCA {
+			t.Fatalf("plan at the CA's renewal point = %+v", d)
+		}
+		next, err := apply(at, b, d, spec, "test-ca")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return next, at
+	}
+	second, at := rotate(first)
+	if second.CA.Cert.Equal(first.CA.Cert) {
+		t.Fatal("the CA was not replaced")
+	}
+	if err := verifyWith(t, admitted, second.Serving.Cert, at, "gh-webhook.ns.svc"); err != nil {
+		t.Fatalf("a client given the bundle before the rotation does not trust the certificate after it: %v", err)
+	}
+	if renewAt(second.CA.Cert).Sub(at).Round(time.Hour) != renewAt(first.CA.Cert).Sub(t0).Round(time.Hour) {
+		t.Errorf("the promoted CA turns over after %v, the first after %v: want the same period", renewAt(second.CA.Cert).Sub(at), renewAt(first.CA.Cert).Sub(t0))
+	}
+	reparsed := parseBundle(second.data())
+	if reparsed.Next == nil || !reparsed.Next.Cert.Equal(second.Next.Cert) {
+		t.Fatal("the next CA does not survive the Secret")
+	}
+	third, at := rotate(second)
+	if err := verifyWith(t, admitted, third.Serving.Cert, at, "gh-webhook.ns.svc"); err == nil {
+		t.Fatal("the bundle of two rotations ago still verifies: the test does not model the bound it documents")
+	}
+}
+
+func TestASecretWithoutANextCAGetsOneAndKeepsItsCertificates(t *testing.T) {
+	old := issue(t, t0)
+	old.Next, old.Trusted = nil, old.Trusted[:1]
+	d := plan(t0.Add(time.Hour), old, spec)
+	if d.NewCA || d.NewServing || !d.NewNext {
+		t.Fatalf("plan = %+v, want a next CA only", d)
+	}
+	b, err := apply(t0.Add(time.Hour), old, d, spec, "test-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b.CA.Cert.Equal(old.CA.Cert) || !b.Serving.Cert.Equal(old.Serving.Cert) || b.Next == nil || len(b.Trusted) != 2 || !b.Trusted[1].Equal(b.Next.Cert) {
+		t.Fatalf("want the same CA and serving certificate with a next CA trusted, got %d trusted", len(b.Trusted))
+	}
+}
+
 func TestCARotationKeepsOldCertificatesTrusted(t *testing.T) {
 	old := issue(t, t0)
 	// The serving certificate was last renewed shortly before the CA's
@@ -130,8 +193,8 @@ func TestCARotationKeepsOldCertificatesTrusted(t *testing.T) {
 	if next.CA.Cert.Equal(old.CA.Cert) {
 		t.Fatal("the CA was not replaced")
 	}
-	if len(next.Trusted) != 2 || !next.Trusted[0].Equal(next.CA.Cert) || !next.Trusted[1].Equal(old.CA.Cert) {
-		t.Fatalf("trusted = %d certificates, want the new CA then the old one", len(next.Trusted))
+	if len(next.Trusted) != 3 || !next.Trusted[0].Equal(next.CA.Cert) || !next.Trusted[1].Equal(next.Next.Cert) || !next.Trusted[2].Equal(old.CA.Cert) {
+		t.Fatalf("trusted = %d certificates, want the new CA, the next one, then the old one", len(next.Trusted))
 	}
 	// A replica still serving the old certificate is trusted by the new
 	// bundle, and so is the new certificate.
@@ -213,6 +276,9 @@ func TestCertManagerReconcile(t *testing.T) {
 		if err != nil || !c.Leaf.Equal(b.Serving.Cert) {
 			t.Fatalf("store certificate: %v", err)
 		}
+		if trust, err := f.store.Trust(); err != nil || string(trust) != string(b.caBundle()) {
+			t.Fatalf("the store's CA bundle for xDS sidecars is not the caBundle (%v)", err)
+		}
 	})
 	t.Run("The next renewal is the serving certificate's two-thirds point.", func(t *testing.T) {
 		if want := renewAt(b.Serving.Cert); !next.Equal(want) {
@@ -271,11 +337,14 @@ func TestCertManagerReconcile(t *testing.T) {
 		}
 		s, m := f.read(t)
 		nb := parseBundle(s.Data)
-		if nb.CA.Cert.Equal(b.CA.Cert) || len(nb.Trusted) != 2 || !nb.Trusted[1].Equal(b.CA.Cert) {
-			t.Fatal("want a new CA with the old one still trusted")
+		if nb.CA.Cert.Equal(b.CA.Cert) || !nb.CA.Cert.Equal(b.Next.Cert) || len(nb.Trusted) != 3 || !nb.Trusted[2].Equal(b.CA.Cert) {
+			t.Fatal("want the next CA in place, a new next one, and the old one still trusted")
 		}
-		if got := parseCerts(m.Webhooks[0].ClientConfig.CABundle); len(got) != 2 {
-			t.Fatalf("caBundle holds %d CAs, want 2", len(got))
+		if got := parseCerts(m.Webhooks[0].ClientConfig.CABundle); len(got) != 3 {
+			t.Fatalf("caBundle holds %d CAs, want 3", len(got))
+		}
+		if trust, _ := f.store.Trust(); string(trust) != string(m.Webhooks[0].ClientConfig.CABundle) {
+			t.Fatal("sidecars injected after the rotation would not trust both CAs")
 		}
 	})
 }

@@ -22,11 +22,19 @@ const (
 	// SecretCertKey and SecretKeyKey hold the serving certificate and key.
 	SecretCertKey = "tls.crt"
 	SecretKeyKey  = "tls.key"
-	// SecretCAKey holds the CA bundle written into caBundle: the current CA
-	// first, then retired CAs that have not expired yet.
+	// SecretCAKey holds the CA bundle written into caBundle and given to
+	// injected xDS sidecars: the current CA first, then the next one, then
+	// retired CAs that have not expired yet.
 	SecretCAKey = "ca.crt"
 	// SecretCAPrivateKeyKey holds the current CA's private key.
 	SecretCAPrivateKeyKey = "ca.key"
+	// SecretNextCACertKey and SecretNextCAPrivateKeyKey hold the next CA:
+	// made with the current one, trusted at once, valid from the current
+	// CA's renewal point, when it replaces it. Clients handed the bundle
+	// before a rotation (sidecars, whose pods keep the bundle of their
+	// admission) so still trust the server after it.
+	SecretNextCACertKey       = "next-ca.crt"
+	SecretNextCAPrivateKeyKey = "next-ca.key"
 )
 
 // backdate moves NotBefore into the past, so that a certificate is valid at
@@ -53,7 +61,10 @@ type certSpec struct {
 type bundle struct {
 	CA      *keyPair
 	Serving *keyPair
-	// Trusted are the CAs in caBundle: CA first, then retired ones.
+	// Next is the CA that replaces CA at its renewal point.
+	Next *keyPair
+	// Trusted are the CAs in caBundle: CA first, then Next, then retired
+	// ones.
 	Trusted []*x509.Certificate
 }
 
@@ -89,6 +100,18 @@ func newKey() (*ecdsa.PrivateKey, []byte, error) {
 
 // newCA makes a self-signed CA that can sign serving certificates only.
 func newCA(now time.Time, validity time.Duration, commonName string) (*keyPair, error) {
+	return newCAFor(now.Add(-backdate), now.Add(validity), commonName)
+}
+
+// newNextCA makes the CA that replaces current at its renewal point, valid
+// from then on for validity: its own renewal point then comes as long after
+// its start as the current CA's did.
+func newNextCA(current *x509.Certificate, validity time.Duration, commonName string) (*keyPair, error) {
+	at := renewAt(current)
+	return newCAFor(at.Add(-backdate), at.Add(validity), commonName)
+}
+
+func newCAFor(notBefore, notAfter time.Time, commonName string) (*keyPair, error) {
 	key, keyPEM, err := newKey()
 	if err != nil {
 		return nil, err
@@ -100,8 +123,8 @@ func newCA(now time.Time, validity time.Duration, commonName string) (*keyPair, 
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: commonName},
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              now.Add(validity),
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -204,6 +227,9 @@ func parseBundle(data map[string][]byte) *bundle {
 	if s, err := parseKeyPair(data[SecretCertKey], data[SecretKeyKey]); err == nil {
 		b.Serving = s
 	}
+	if n, err := parseKeyPair(data[SecretNextCACertKey], data[SecretNextCAPrivateKeyKey]); err == nil && n.Cert.IsCA {
+		b.Next = n
+	}
 	return b
 }
 
@@ -213,12 +239,17 @@ func (b *bundle) data() map[string][]byte {
 	for _, c := range b.Trusted {
 		_ = pem.Encode(&ca, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 	}
-	return map[string][]byte{
+	data := map[string][]byte{
 		SecretCAKey:           ca.Bytes(),
 		SecretCAPrivateKeyKey: b.CA.KeyPEM,
 		SecretCertKey:         b.Serving.CertPEM,
 		SecretKeyKey:          b.Serving.KeyPEM,
 	}
+	if b.Next != nil {
+		data[SecretNextCACertKey] = b.Next.CertPEM
+		data[SecretNextCAPrivateKeyKey] = b.Next.KeyPEM
+	}
+	return data
 }
 
 // caBundle is the PEM the webhook configuration must trust.
@@ -232,7 +263,12 @@ func renewAt(c *x509.Certificate) time.Time {
 
 // decision is what plan wants done.
 type decision struct {
+	// NewCA replaces the CA: by the next CA when it is valid, else by a
+	// new one; a new next CA comes with it.
 	NewCA, NewServing bool
+	// NewNext makes a next CA where there is none (a Secret written by an
+	// earlier version) or it has expired.
+	NewNext bool
 	// Prune drops expired retired CAs from the trusted list.
 	Prune bool
 	// Reason is a sentence for the log and the event.
@@ -256,6 +292,8 @@ func plan(now time.Time, b *bundle, spec certSpec) decision {
 		return decision{NewServing: true, Reason: "the serving certificate's names differ from the webhook's"}
 	case !now.Before(renewAt(b.Serving.Cert)):
 		return decision{NewServing: true, Reason: "the serving certificate is in the last third of its lifetime"}
+	case b.Next == nil || !now.Before(b.Next.Cert.NotAfter):
+		return decision{NewNext: true, Reason: "there is no valid next CA"}
 	}
 	for _, c := range b.Trusted[1:] {
 		if !now.Before(c.NotAfter) {
@@ -266,7 +304,7 @@ func plan(now time.Time, b *bundle, spec certSpec) decision {
 }
 
 // changes reports whether d asks for any write.
-func (d decision) changes() bool { return d.NewCA || d.NewServing || d.Prune }
+func (d decision) changes() bool { return d.NewCA || d.NewServing || d.NewNext || d.Prune }
 
 func sameNames(c *x509.Certificate, spec certSpec) bool {
 	if !slices.Equal(c.DNSNames, spec.DNSNames) || len(c.IPAddresses) != len(spec.IPAddresses) {
@@ -282,12 +320,20 @@ func sameNames(c *x509.Certificate, spec certSpec) bool {
 
 // apply carries out d, returning the new bundle. A replaced CA stays in the
 // trusted list until it expires: replicas that have not loaded the new
-// serving certificate yet still serve one it signed.
+// serving certificate yet still serve one it signed. The next CA is in the
+// list from the start, so that clients given the list before the CA turns
+// over trust the certificates signed after.
 func apply(now time.Time, old *bundle, d decision, spec certSpec, commonName string) (*bundle, error) {
-	next := &bundle{CA: old.CA, Serving: old.Serving}
+	next := &bundle{CA: old.CA, Serving: old.Serving, Next: old.Next}
 	var err error
 	if d.NewCA {
-		if next.CA, err = newCA(now, spec.CAValidity, commonName); err != nil {
+		if next.CA, err = replacementCA(now, old, spec, commonName); err != nil {
+			return nil, err
+		}
+		next.Next = nil
+	}
+	if next.Next == nil || d.NewNext {
+		if next.Next, err = newNextCA(next.CA.Cert, spec.CAValidity, commonName); err != nil {
 			return nil, err
 		}
 	}
@@ -296,13 +342,23 @@ func apply(now time.Time, old *bundle, d decision, spec certSpec, commonName str
 			return nil, err
 		}
 	}
-	next.Trusted = []*x509.Certificate{next.CA.Cert}
+	next.Trusted = []*x509.Certificate{next.CA.Cert, next.Next.Cert}
 	for _, c := range old.Trusted {
-		if now.Before(c.NotAfter) && !c.Equal(next.CA.Cert) && len(next.Trusted) < 3 {
+		if now.Before(c.NotAfter) && !c.Equal(next.CA.Cert) && !c.Equal(next.Next.Cert) && len(next.Trusted) < 4 {
 			next.Trusted = append(next.Trusted, c)
 		}
 	}
 	return next, nil
+}
+
+// replacementCA is the next CA when it is valid now (the CA's renewal
+// point has come), else a new CA (none yet, or the operator was away
+// past the next CA's life).
+func replacementCA(now time.Time, old *bundle, spec certSpec, commonName string) (*keyPair, error) {
+	if n := old.Next; n != nil && !now.Before(n.Cert.NotBefore) && now.Before(n.Cert.NotAfter) {
+		return n, nil
+	}
+	return newCA(now, spec.CAValidity, commonName)
 }
 
 // nextRenewal is the earliest time plan will want a change.

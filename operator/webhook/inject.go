@@ -36,11 +36,25 @@ const (
 	SidecarCommand = "/gatehouse-sidecar"
 	// PodInfoVolume holds the pod's labels from the downward API.
 	PodInfoVolume = "gatehouse-podinfo"
-	// TokenVolume holds the sidecar's ServiceAccount token.
+	// TokenVolume holds the sidecar's ServiceAccount token for the API
+	// server (the kubernetes source).
 	TokenVolume = "gatehouse-kube-api-access"
+	// XDSTokenVolume holds the sidecar's ServiceAccount token for the
+	// operator's xDS server (the xds source), bound to its audience.
+	XDSTokenVolume = "gatehouse-xds-token"
+	// AnnotationXDSCABundle carries the xDS CA bundle to the sidecar
+	// (api/v1.AnnotationXDSCABundle).
+	AnnotationXDSCABundle = gatehousev1.AnnotationXDSCABundle
+	// AnnotationSource chooses a pod's sidecar source
+	// (api/v1.AnnotationSidecarSource).
+	AnnotationSource = gatehousev1.AnnotationSidecarSource
 
 	podInfoDir  = "/etc/podinfo"
 	tokenDir    = "/var/run/secrets/kubernetes.io/serviceaccount"
+	xdsTokenDir = "/var/run/secrets/gatehouse/xds"
+	// xdsCAFile is the downward-API file of AnnotationXDSCABundle, in the
+	// pod-info volume.
+	xdsCAFile   = "xds-ca.crt"
 	nonRootUser = 65532
 
 	// DefaultHealthProbePort is where the sidecar serves /healthz and
@@ -72,6 +86,55 @@ type InjectionConfig struct {
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
 	// ExtraArgs are appended to the sidecar's arguments.
 	ExtraArgs []string `json:"extraArgs,omitempty"`
+	// XDS, when set, makes injected sidecars take their state from the
+	// operator's xDS server (--source=xds) instead of the API server.
+	XDS *XDSInjection `json:"xds,omitempty"`
+}
+
+// XDSInjection says how an injected sidecar reaches the operator's xDS
+// server. The CA bundle is not here: the injector takes the operator's
+// current one at admission (Injector.XDSTrust).
+type XDSInjection struct {
+	// Address is the sidecar's --xds-address, the gRPC target of the xDS
+	// Service: dns:///<service>.<namespace>.svc:<port> of a headless
+	// Service, so that the resolver returns every ready replica.
+	Address string `json:"address"`
+	// ServerName is the name the operator's certificate must hold
+	// (--xds-server-name), <service>.<namespace>.svc.
+	ServerName string `json:"serverName"`
+	// Audience of the projected token: the operator's --xds-audience.
+	// Default DefaultXDSAudience.
+	Audience string `json:"audience,omitempty"`
+	// TokenExpirationSeconds is the projected token's lifetime; the
+	// kubelet renews it at 80%. Default DefaultXDSTokenExpirationSeconds,
+	// at least 600 (the API server's minimum).
+	TokenExpirationSeconds int64 `json:"tokenExpirationSeconds,omitempty"`
+}
+
+// Defaults of XDSInjection.
+const (
+	// DefaultXDSAudience is the operator's default --xds-audience.
+	DefaultXDSAudience = "gatehouse-xds"
+	// DefaultXDSTokenExpirationSeconds is an hour: a stolen token is
+	// short-lived, and the xDS server checks it when a stream opens (at
+	// least every 30 minutes, its MaxConnectionAge).
+	DefaultXDSTokenExpirationSeconds = 3600
+)
+
+func (x *XDSInjection) validate() error {
+	if x.Address == "" || x.ServerName == "" {
+		return errors.New("xds.address and xds.serverName are required")
+	}
+	if x.Audience == "" {
+		x.Audience = DefaultXDSAudience
+	}
+	if x.TokenExpirationSeconds == 0 {
+		x.TokenExpirationSeconds = DefaultXDSTokenExpirationSeconds
+	}
+	if x.TokenExpirationSeconds < 600 {
+		return fmt.Errorf("xds.tokenExpirationSeconds %d is below 600, the API server's minimum", x.TokenExpirationSeconds)
+	}
+	return nil
 }
 
 // LoadInjectionConfig reads and validates an InjectionConfig file. Unknown
@@ -110,6 +173,11 @@ func (c *InjectionConfig) Validate() error {
 			return fmt.Errorf("metricsBindAddress %q is not host:port or \"0\"", c.MetricsBindAddress)
 		}
 	}
+	if c.XDS != nil {
+		if err := c.XDS.validate(); err != nil {
+			return err
+		}
+	}
 	switch c.ImagePullPolicy {
 	case "":
 		c.ImagePullPolicy = corev1.PullIfNotPresent
@@ -131,12 +199,55 @@ const (
 	OptedOut         Outcome = "OptedOut"
 	AlreadyInjected  Outcome = "AlreadyInjected"
 	ConflictingNames Outcome = "ConflictingNames"
+	NoXDSTrust       Outcome = "NoXDSTrust"
+	UnknownSource    Outcome = "UnknownSource"
+)
+
+// Values of AnnotationSource.
+const (
+	SourceKubernetes = "kubernetes"
+	SourceXDS        = "xds"
 )
 
 // Mutate adds the sidecar to pod when it opted in and does not have it yet.
-// It changes pod only when it returns Injected; ConflictingNames comes with
-// an error naming what is in the way.
-func (c *InjectionConfig) Mutate(pod *corev1.Pod) (Outcome, error) {
+// xdsTrust is the PEM bundle the sidecar must trust for the xDS server;
+// it is needed (and used) only when c.XDS is set. Mutate changes pod only
+// when it returns Injected; ConflictingNames, UnknownSource and NoXDSTrust
+// come with an error saying what is wrong.
+func (c *InjectionConfig) Mutate(pod *corev1.Pod, xdsTrust []byte) (Outcome, error) {
+	if out, err := leftAlone(pod); out != "" {
+		return out, err
+	}
+	cfg, err := c.forPod(pod)
+	if err != nil {
+		return UnknownSource, err
+	}
+	if cfg.XDS != nil {
+		// Fail closed: a sidecar without the CA could never connect.
+		if len(xdsTrust) == 0 {
+			return NoXDSTrust, errors.New("the operator has no xDS CA bundle to give the sidecar yet; retry shortly")
+		}
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{}
+		}
+		pod.Annotations[AnnotationXDSCABundle] = string(xdsTrust)
+	}
+	// A projected token needs a named ServiceAccount. The API server's
+	// ServiceAccount admission sets "default" before webhooks run; doing the
+	// same here keeps the pod valid where that plugin is off.
+	if pod.Spec.ServiceAccountName == "" {
+		pod.Spec.ServiceAccountName = "default"
+	}
+	pod.Spec.Volumes = append(pod.Spec.Volumes, cfg.volumes()...)
+	// Appended: the pod's own init containers run first, as before; being
+	// a native sidecar, ours then keeps running beside the app containers,
+	// which start only after it has started.
+	pod.Spec.InitContainers = append(pod.Spec.InitContainers, cfg.container())
+	return Injected, nil
+}
+
+// leftAlone says why pod gets no sidecar, or "" when it is to be injected.
+func leftAlone(pod *corev1.Pod) (Outcome, error) {
 	if pod.Labels[LabelInject] != "true" {
 		return NotOptedIn, nil
 	}
@@ -151,35 +262,44 @@ func (c *InjectionConfig) Mutate(pod *corev1.Pod) (Outcome, error) {
 		}
 	}
 	for _, v := range pod.Spec.Volumes {
-		if v.Name == PodInfoVolume || v.Name == TokenVolume {
+		if v.Name == PodInfoVolume || v.Name == TokenVolume || v.Name == XDSTokenVolume {
 			return ConflictingNames, fmt.Errorf("the pod already has a volume named %q, which the Gatehouse sidecar needs", v.Name)
 		}
 	}
-	// A projected token needs a named ServiceAccount. The API server's
-	// ServiceAccount admission sets "default" before webhooks run; doing the
-	// same here keeps the pod valid where that plugin is off.
-	if pod.Spec.ServiceAccountName == "" {
-		pod.Spec.ServiceAccountName = "default"
+	return "", nil
+}
+
+// forPod is the configuration for pod: c, unless the pod's AnnotationSource
+// asks for the kubernetes source where c injects xDS sidecars. A pod that
+// asks for xDS where the operator serves none, or for a source that does
+// not exist, is refused rather than given a sidecar that cannot work.
+func (c *InjectionConfig) forPod(pod *corev1.Pod) (*InjectionConfig, error) {
+	switch v, ok := pod.Annotations[AnnotationSource]; {
+	case !ok:
+		return c, nil
+	case v == SourceKubernetes:
+		k := *c
+		k.XDS = nil
+		return &k, nil
+	case v == SourceXDS && c.XDS != nil:
+		return c, nil
+	case v == SourceXDS:
+		return nil, fmt.Errorf("the pod's annotation %s asks for the xds source, which this installation does not serve (the chart's xds.enabled)", AnnotationSource)
+	default:
+		return nil, fmt.Errorf("the pod's annotation %s is %q; want %q or %q", AnnotationSource, v, SourceKubernetes, SourceXDS)
 	}
-	pod.Spec.Volumes = append(pod.Spec.Volumes, c.volumes()...)
-	// Appended: the pod's own init containers run first, as before; being
-	// a native sidecar, ours then keeps running beside the app containers,
-	// which start only after it has started.
-	pod.Spec.InitContainers = append(pod.Spec.InitContainers, c.container())
-	return Injected, nil
 }
 
 func (c *InjectionConfig) container() corev1.Container {
 	health := func(path string) *corev1.ProbeHandler {
 		return &corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(c.HealthProbePort)}}
 	}
-	args := []string{
-		"--source=kubernetes",
+	args := append(c.sourceArgs(),
 		"--namespace=$(POD_NAMESPACE)",
-		"--pod-labels-file=" + podInfoDir + "/labels",
-		"--health-probe-bind-address=:" + strconv.Itoa(int(c.HealthProbePort)),
-		"--metrics-bind-address=" + c.MetricsBindAddress,
-	}
+		"--pod-labels-file="+podInfoDir+"/labels",
+		"--health-probe-bind-address=:"+strconv.Itoa(int(c.HealthProbePort)),
+		"--metrics-bind-address="+c.MetricsBindAddress,
+	)
 	if c.LogLevel != "" {
 		args = append(args, "--zap-log-level="+c.LogLevel)
 	}
@@ -220,42 +340,83 @@ func (c *InjectionConfig) container() corev1.Container {
 		},
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: PodInfoVolume, MountPath: podInfoDir, ReadOnly: true},
-			{Name: TokenVolume, MountPath: tokenDir, ReadOnly: true},
+			c.tokenMount(),
 		},
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
 }
 
-// volumes are the sidecar's own: the pod's labels, and a ServiceAccount
-// token. The token is projected here because the API server's ServiceAccount
-// admission, which mounts tokens into containers, ran before this webhook
-// and never sees the sidecar; and because the sidecar needs it even when the
-// app opted out of token automounting.
-func (c *InjectionConfig) volumes() []corev1.Volume {
-	return []corev1.Volume{
-		{Name: PodInfoVolume, VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
-			Items: []corev1.DownwardAPIVolumeFile{{Path: "labels", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels"}}},
-		}}},
-		{Name: TokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-			Sources: []corev1.VolumeProjection{
-				{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr.To[int64](3607)}},
-				{ConfigMap: &corev1.ConfigMapProjection{
-					LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"},
-					Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
-				}},
-				{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{
-					{Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
-				}}},
-			},
-		}}},
+// sourceArgs say where the sidecar takes its state from.
+func (c *InjectionConfig) sourceArgs() []string {
+	if c.XDS == nil {
+		return []string{"--source=kubernetes"}
 	}
+	return []string{
+		"--source=xds",
+		"--xds-address=" + c.XDS.Address,
+		"--xds-server-name=" + c.XDS.ServerName,
+		"--xds-ca-file=" + podInfoDir + "/" + xdsCAFile,
+		"--xds-token-file=" + xdsTokenDir + "/token",
+	}
+}
+
+func (c *InjectionConfig) tokenMount() corev1.VolumeMount {
+	if c.XDS != nil {
+		return corev1.VolumeMount{Name: XDSTokenVolume, MountPath: xdsTokenDir, ReadOnly: true}
+	}
+	return corev1.VolumeMount{Name: TokenVolume, MountPath: tokenDir, ReadOnly: true}
+}
+
+// volumes are the sidecar's own: the pod's labels (and, for xDS, the CA
+// bundle from the pod's annotation), and a ServiceAccount token. The token
+// is projected here because the API server's ServiceAccount admission,
+// which mounts tokens into containers, ran before this webhook and never
+// sees the sidecar; and because the sidecar needs it even when the app
+// opted out of token automounting. A sidecar on xDS gets a token for the
+// xDS audience only: it has no use for the API server.
+func (c *InjectionConfig) volumes() []corev1.Volume {
+	podInfo := []corev1.DownwardAPIVolumeFile{{Path: "labels", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels"}}}
+	if c.XDS != nil {
+		podInfo = append(podInfo, corev1.DownwardAPIVolumeFile{
+			Path: xdsCAFile, FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['" + AnnotationXDSCABundle + "']"},
+		})
+	}
+	return []corev1.Volume{
+		{Name: PodInfoVolume, VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: podInfo}}},
+		c.tokenVolume(),
+	}
+}
+
+func (c *InjectionConfig) tokenVolume() corev1.Volume {
+	if c.XDS != nil {
+		return corev1.Volume{Name: XDSTokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+				Audience: c.XDS.Audience, ExpirationSeconds: ptr.To(c.XDS.TokenExpirationSeconds), Path: "token",
+			}}},
+		}}}
+	}
+	return corev1.Volume{Name: TokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		Sources: []corev1.VolumeProjection{
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr.To[int64](3607)}},
+			{ConfigMap: &corev1.ConfigMapProjection{
+				LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"},
+				Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
+			}},
+			{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{
+				{Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
+			}}},
+		},
+	}}}
 }
 
 // Injector is the admission handler of pod creations.
 type Injector struct {
-	Config  *InjectionConfig
-	Decoder admission.Decoder
-	Log     logr.Logger
+	Config *InjectionConfig
+	// XDSTrust returns the CA bundle of the operator's xDS certificate,
+	// current at the time of the call; needed when Config.XDS is set.
+	XDSTrust func() ([]byte, error)
+	Decoder  admission.Decoder
+	Log      logr.Logger
 }
 
 var _ admission.Handler = (*Injector)(nil)
@@ -271,7 +432,11 @@ func (i *Injector) Handle(_ context.Context, req admission.Request) admission.Re
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding pod: %w", err))
 	}
 	log := i.Log.WithValues("namespace", req.Namespace, "name", pod.Name, "generateName", pod.GenerateName)
-	outcome, err := i.Config.Mutate(pod)
+	trust, err := i.xdsTrust()
+	if err != nil {
+		log.Error(err, "reading the xDS CA bundle")
+	}
+	outcome, err := i.Config.Mutate(pod, trust)
 	if err != nil {
 		log.Info("refusing pod", "outcome", outcome, "reason", err.Error())
 		return admission.Denied(err.Error())
@@ -286,4 +451,16 @@ func (i *Injector) Handle(_ context.Context, req admission.Request) admission.Re
 	}
 	log.V(1).Info("injected the sidecar")
 	return admission.PatchResponseFromRaw(req.Object.Raw, mutated)
+}
+
+// xdsTrust is the CA bundle for an injected sidecar on xDS: none when
+// injected sidecars do not use xDS.
+func (i *Injector) xdsTrust() ([]byte, error) {
+	if i.Config.XDS == nil {
+		return nil, nil
+	}
+	if i.XDSTrust == nil {
+		return nil, errors.New("no source of the xDS CA bundle")
+	}
+	return i.XDSTrust()
 }

@@ -251,7 +251,7 @@ func TestMutateNamesTheDefaultServiceAccountWhenNoneIsSet(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := pod(optIn, nil, func(p *corev1.Pod) { p.Spec.ServiceAccountName = tt.sa })
-			if out, err := testConfig().Mutate(p); out != Injected || err != nil {
+			if out, err := testConfig().Mutate(p, nil); out != Injected || err != nil {
 				t.Fatalf("%v %v", out, err)
 			}
 			if p.Spec.ServiceAccountName != tt.want {
@@ -264,11 +264,11 @@ func TestMutateNamesTheDefaultServiceAccountWhenNoneIsSet(t *testing.T) {
 func TestMutateIsIdempotent(t *testing.T) {
 	c := testConfig()
 	p := pod(optIn, nil)
-	if out, err := c.Mutate(p); out != Injected || err != nil {
+	if out, err := c.Mutate(p, nil); out != Injected || err != nil {
 		t.Fatalf("first injection: %v, %v", out, err)
 	}
 	once := p.DeepCopy()
-	if out, err := c.Mutate(p); out != AlreadyInjected || err != nil {
+	if out, err := c.Mutate(p, nil); out != AlreadyInjected || err != nil {
 		t.Fatalf("second injection: %v, %v", out, err)
 	}
 	if len(p.Spec.InitContainers) != len(once.Spec.InitContainers) || len(p.Spec.Volumes) != len(once.Spec.Volumes) {

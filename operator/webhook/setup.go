@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -170,6 +171,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		store := o.Store
 		if store == nil {
 			store = &CertStore{}
+			o.Store = store
 		}
 		srvOpts.TLSOpts = append(srvOpts.TLSOpts, func(c *tls.Config) { c.GetCertificate = store.GetCertificate })
 		cs, err := kubernetes.NewForConfig(mgr.GetConfig())
@@ -199,9 +201,10 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	}
 	srv := ctrlwebhook.NewServer(srvOpts)
 	srv.Register(InjectPath, &ctrlwebhook.Admission{Handler: &Injector{
-		Config:  o.Injection,
-		Decoder: admission.NewDecoder(mgr.GetScheme()),
-		Log:     log.WithName("injector"),
+		Config:   o.Injection,
+		XDSTrust: trustSource(o),
+		Decoder:  admission.NewDecoder(mgr.GetScheme()),
+		Log:      log.WithName("injector"),
 	}})
 	if err := mgr.Add(srv); err != nil {
 		return fmt.Errorf("adding webhook server: %w", err)
@@ -210,4 +213,25 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
 	return nil
+}
+
+// trustSource is where injected sidecars' xDS CA bundle comes from: the
+// ca.crt cert-manager writes beside the certificate, read at every
+// injection so that a renewed one is given out at once, or the operator's
+// own CA bundle.
+func trustSource(o Options) func() ([]byte, error) {
+	if o.CertDir == "" {
+		return o.Store.Trust
+	}
+	path := filepath.Join(o.CertDir, SecretCAKey)
+	return func() ([]byte, error) {
+		data, err := os.ReadFile(path) //nolint:gosec // the path is the operator's own flag.
+		if err != nil {
+			return nil, fmt.Errorf("reading the CA bundle: %w", err)
+		}
+		if len(parseCerts(data)) == 0 {
+			return nil, fmt.Errorf("%s holds no certificate: the issuer must be a CA issuer that writes ca.crt", path)
+		}
+		return data, nil
+	}
 }

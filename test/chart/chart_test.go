@@ -188,6 +188,8 @@ func TestValuesSchemaRejectsMistakes(t *testing.T) {
 		{name: "A certificate validity that is not a Go duration is rejected.", sets: []string{"webhook.selfSigned.certValidity=1y"}, wantErr: "certValidity"},
 		{name: "A sidecar metrics address without a port is rejected.", sets: []string{"sidecar.metricsBindAddress=0.0.0.0"}, wantErr: "metricsBindAddress"},
 		{name: "A trusted proxy that is a host name, not an address or CIDR, is rejected.", sets: []string{"tokenEndpoint.trustedProxies={ingress.example.com}"}, wantErr: "trustedProxies"},
+		{name: "An xDS token lifetime below the API server's 600 s minimum is rejected.", sets: []string{"xds.tokenExpirationSeconds=60"}, wantErr: "tokenExpirationSeconds"},
+		{name: "xDS without the webhook, which hands out its CA, is rejected.", sets: []string{"xds.enabled=true", "webhook.enabled=false"}, wantErr: "xds.enabled needs webhook.enabled"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -591,7 +593,7 @@ func TestInjectedSidecarListensOnlyWhereItMust(t *testing.T) {
 				t.Fatalf("the operator cannot load the chart's injection config: %v", err)
 			}
 			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{webhook.LabelInject: "true"}}}
-			if out, err := cfg.Mutate(pod); out != webhook.Injected || err != nil {
+			if out, err := cfg.Mutate(pod, nil); out != webhook.Injected || err != nil {
 				t.Fatalf("injection: %v %v", out, err)
 			}
 			args := pod.Spec.InitContainers[0].Args
@@ -639,7 +641,7 @@ func TestOperatorAndSidecarAcceptTheChartsFlags(t *testing.T) {
 		}
 	}
 
-	for _, sets := range [][]string{nil, {"webhook.certManager.enabled=true"}, {"webhook.enabled=false", "operator.leaderElection=false", "operator.replicas=1"}, {"tokenEndpoint.trustedProxies={10.0.0.0/8,192.0.2.1}"}} {
+	for _, sets := range [][]string{nil, {"webhook.certManager.enabled=true"}, {"webhook.enabled=false", "operator.leaderElection=false", "operator.replicas=1"}, {"tokenEndpoint.trustedProxies={10.0.0.0/8,192.0.2.1}"}, {"xds.enabled=true"}, {"xds.enabled=true", "webhook.certManager.enabled=true"}} {
 		t.Run(fmt.Sprintf("The operator accepts the chart's arguments with %v.", sets), func(t *testing.T) {
 			d := into[appsv1.Deployment](t, render(t, sets...).find(t, "Deployment", "gh-gatehouse"))
 			args := d.Spec.Template.Spec.Containers[0].Args
@@ -649,29 +651,18 @@ func TestOperatorAndSidecarAcceptTheChartsFlags(t *testing.T) {
 			check(t, flagsOf("gatehouse", "operator"), args[1:])
 		})
 	}
-	t.Run("The sidecar accepts the arguments the webhook injects from the chart's configuration.", func(t *testing.T) {
-		cm := into[corev1.ConfigMap](t, render(t, "sidecar.logLevel=debug").find(t, "ConfigMap", "gh-gatehouse-sidecar-injection"))
-		p := filepath.Join(t.TempDir(), "config.yaml")
-		if err := os.WriteFile(p, []byte(cm.Data["config.yaml"]), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := webhook.LoadInjectionConfig(p)
-		if err != nil {
-			t.Fatalf("the operator cannot load the chart's injection config: %v", err)
-		}
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{webhook.LabelInject: "true"}}}
-		if out, err := cfg.Mutate(pod); out != webhook.Injected || err != nil {
-			t.Fatalf("injection: %v %v", out, err)
-		}
-		c := pod.Spec.InitContainers[0]
-		if !slices.Equal(c.Command, []string{"/gatehouse-sidecar"}) {
-			t.Fatalf("the injected sidecar runs %q, not the sidecar binary", c.Command)
-		}
-		if !slices.Contains(c.Args, "--zap-log-level=debug") {
-			t.Errorf("sidecar.logLevel did not reach the sidecar: %q", c.Args)
-		}
-		check(t, flagsOf("gatehouse-sidecar"), c.Args)
-	})
+	for _, sets := range [][]string{{"sidecar.logLevel=debug"}, {"sidecar.logLevel=debug", "xds.enabled=true"}} {
+		t.Run(fmt.Sprintf("The sidecar accepts the arguments the webhook injects from the chart's configuration with %v.", sets), func(t *testing.T) {
+			c := injectedSidecar(t, render(t, sets...))
+			if !slices.Equal(c.Command, []string{"/gatehouse-sidecar"}) {
+				t.Fatalf("the injected sidecar runs %q, not the sidecar binary", c.Command)
+			}
+			if !slices.Contains(c.Args, "--zap-log-level=debug") {
+				t.Errorf("sidecar.logLevel did not reach the sidecar: %q", c.Args)
+			}
+			check(t, flagsOf("gatehouse-sidecar"), c.Args)
+		})
+	}
 }
 
 func TestIssuerPrefixReachesTheOperatorAndEditorsCannotWriteSigningKeyStatus(t *testing.T) {

@@ -93,3 +93,14 @@ flags so that they cannot disagree.
 {{- define "gatehouse.injectionConfigName" -}}
 {{- printf "%s-sidecar-injection" (include "gatehouse.fullname" .) }}
 {{- end }}
+
+{{/*
+The headless xDS Service, and the name sidecars reach it by: the operator's
+certificate holds it, the injected --xds-server-name checks it.
+*/}}
+{{- define "gatehouse.xdsServiceName" -}}
+{{- printf "%s-xds" (include "gatehouse.fullname" .) }}
+{{- end }}
+{{- define "gatehouse.xdsHost" -}}
+{{- printf "%s.%s.svc" (include "gatehouse.xdsServiceName" .) .Release.Namespace }}
+{{- end }}
