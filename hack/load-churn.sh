@@ -79,7 +79,7 @@ median_p99() {
 	jq -s --arg l "$2" '[.[] | select(.label == $l) | .latency.p99] | sort |
 		if length == 0 then 0 elif length % 2 == 1 then .[length/2|floor] else (.[length/2-1] + .[length/2]) / 2 end / 1000' "$1"
 }
-ratio() { if [[ $(echo "$2 > 0" | bc) == 1 ]]; then echo "scale=2; $1 / $2" | bc; else echo "—"; fi; }
+ratio() { if [[ $(echo "$2 > 0" | bc) == 1 ]]; then printf '%.2f' "$(echo "scale=4; $1 / $2" | bc)"; else echo "—"; fi; }
 
 side_idle=$(median_p99 "$CHURN_IDLE" sidecar-xds)
 side_busy=$(median_p99 "$CHURN_BUSY" sidecar-xds)
