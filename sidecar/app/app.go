@@ -343,16 +343,46 @@ type installer struct {
 	lastProblems []string
 }
 
-// install is the source's Changed callback.
+// install is the source's Changed callback: a full build.
 func (in *installer) install(inputs snapshot.Inputs) {
 	start := in.clock()
 	snap := in.builder.Build(inputs)
+	in.swap(snap, true, true)
+	in.report(snap, start)
+}
+
+// apply is the source's Delta callback: the change is applied to the last
+// snapshot in time proportional to it. Rate limiters are pruned only when
+// the overlay is compacted (a walk of every record), and remote issuers
+// swept only when the policy was compiled again (the build that asks for
+// them); Compact runs after the change is in, so that it never holds one
+// up.
+func (in *installer) apply(d snapshot.Delta) {
+	start := in.clock()
+	snap := in.builder.Apply(d)
+	in.swap(snap, false, d.Policy != nil)
+	in.report(snap, start)
+	if c := in.builder.Compact(); c != nil {
+		in.store.Swap(c)
+		in.engine.PruneLimiters(c)
+	}
+}
+
+// swap installs snap, pruning the rate limiters of records it no longer
+// holds and sweeping remote issuers when asked to.
+func (in *installer) swap(snap *snapshot.Snapshot, prune, sweep bool) {
 	in.store.Swap(snap)
 	in.metrics.ObserveReload(snap)
-	in.engine.PruneLimiters(snap)
-	if in.remote != nil {
+	if prune {
+		in.engine.PruneLimiters(snap)
+	}
+	if sweep && in.remote != nil {
 		in.remote.Sweep() // stop polling issuers the new state no longer names
 	}
+}
+
+// report says the sidecar is ready and logs the state installed.
+func (in *installer) report(snap *snapshot.Snapshot, start time.Time) {
 	if !in.draining.Load() {
 		in.setServing(true)
 	}
@@ -394,7 +424,7 @@ func (in *installer) logProblems(snap *snapshot.Snapshot) {
 func (s *sidecar) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		events := source.Events{Changed: s.installer.install, Failed: func(error) { s.metrics.ObserveReloadError() }, Confirmed: s.metrics.ObserveConfirmed}
+		events := source.Events{Changed: s.installer.install, Delta: s.installer.apply, Failed: func(error) { s.metrics.ObserveReloadError() }, Confirmed: s.metrics.ObserveConfirmed}
 		if err := s.cfg.Source.Run(gctx, events); err != nil {
 			return fmt.Errorf("state source: %w", err)
 		}

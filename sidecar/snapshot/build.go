@@ -96,6 +96,10 @@ type Builder struct {
 	prev *recordTable
 	memo map[[sha256.Size]byte]uint32
 	jwks map[[sha256.Size]byte]jwksMemo
+	// live is the state Apply changes; nil until the first Apply.
+	live *liveRecords
+	// minOverlay overrides the overlay's smallest bound (tests).
+	minOverlay int
 }
 
 type jwksMemo struct {
@@ -120,13 +124,6 @@ func (b *Builder) Build(in Inputs) *Snapshot {
 	var problems []string
 	problemf := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
-	signingKeys := map[string]*gatehousev1.SigningKey{}
-	for _, sk := range in.SigningKeys {
-		if b.inNamespace(sk.Namespace) {
-			signingKeys[sk.Name] = sk
-		}
-	}
-	byName := map[string]*corev1.ConfigMap{}
 	apiKeys := make([]keySource, 0, len(in.APIKeys)+len(in.Records))
 	for _, ak := range in.APIKeys {
 		if b.inNamespace(ak.Namespace) {
@@ -138,20 +135,42 @@ func (b *Builder) Build(in Inputs) *Snapshot {
 			apiKeys = append(apiKeys, keySource{name: c.Record.Name, version: compiledVersion(c), rec: c.Record})
 		}
 	}
-	for _, cm := range in.ConfigMaps {
-		if !b.inNamespace(cm.Namespace) {
-			continue
-		}
-		byName[cm.Name] = cm
-	}
-
 	s.records = b.indexRecords(apiKeys, problemf)
-
-	if p := b.selectPolicy(in.Policies); p != nil {
-		s.Policy = b.compilePolicy(p, signingKeys, byName, problemf)
-	}
+	s.keys = len(s.records.index)
+	s.Policy = b.policyOf(PolicyInputs{ConfigMaps: in.ConfigMaps, Policies: in.Policies, SigningKeys: in.SigningKeys}, problemf)
 	s.Problems = problems
+	// Apply continues from its own state, not from this build's.
+	b.live = nil
 	return s
+}
+
+// PolicyInputs are the inputs of the policy: the AuthPolicies, and the
+// SigningKeys and JWKS ConfigMaps their issuers name (see Inputs).
+type PolicyInputs struct {
+	ConfigMaps  []*corev1.ConfigMap
+	Policies    []*gatehousev1.AuthPolicy
+	SigningKeys []*gatehousev1.SigningKey
+}
+
+// policyOf compiles the policy that selects the pod, nil when none does.
+func (b *Builder) policyOf(in PolicyInputs, problemf func(string, ...any)) *Policy {
+	p := b.selectPolicy(in.Policies)
+	if p == nil {
+		return nil
+	}
+	signingKeys := map[string]*gatehousev1.SigningKey{}
+	for _, sk := range in.SigningKeys {
+		if b.inNamespace(sk.Namespace) {
+			signingKeys[sk.Name] = sk
+		}
+	}
+	byName := map[string]*corev1.ConfigMap{}
+	for _, cm := range in.ConfigMaps {
+		if b.inNamespace(cm.Namespace) {
+			byName[cm.Name] = cm
+		}
+	}
+	return b.compilePolicy(p, signingKeys, byName, problemf)
 }
 
 func (b *Builder) inNamespace(ns string) bool {
@@ -189,7 +208,7 @@ func (b *Builder) indexRecords(apiKeys []keySource, problemf func(string, ...any
 				// takes two APIKeys given the same spec.hash.
 				conflicts[k.id] = true
 				delete(index, k.id)
-				problemf("key ID %s appears in more than one APIKey; it is denied", keyIDEncoding.EncodeToString(k.id[:]))
+				problemf(conflictProblem, keyIDEncoding.EncodeToString(k.id[:]))
 				continue
 			}
 			index[k.id] = ki
@@ -199,6 +218,9 @@ func (b *Builder) indexRecords(apiKeys []keySource, problemf func(string, ...any
 	b.prev, b.memo = t, memo
 	return t
 }
+
+// conflictProblem reports a key ID listed more than once.
+const conflictProblem = "key ID %s appears in more than one APIKey; it is denied"
 
 // compiledVersion identifies a compiled APIKey: its name and version.
 func compiledVersion(c CompiledAPIKey) [sha256.Size]byte {

@@ -8,6 +8,7 @@
 package snapshot
 
 import (
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -29,16 +30,48 @@ type Snapshot struct {
 	// affected credentials are denied; the rest of the state is served.
 	Problems []string
 
+	// records is the base table; overlay, when not empty, holds the key
+	// IDs whose answer differs from the base's since it was built, and
+	// tables the changed records it refers to (Builder.Apply, delta.go).
+	// All are immutable once published, and hold no pointer per key.
 	records *recordTable
+	overlay *overlay
+	tables  []*recordTable
+	// keys is the number of key IDs indexed.
+	keys int
+}
+
+// keyRef is one key entry: entry i of the base (tab 0) or of table tab-1
+// of a snapshot's tables. Tab noTable says the key ID is not indexed
+// (removed, or in conflict).
+type keyRef struct{ tab, i uint32 }
+
+const noTable = math.MaxUint32
+
+// table is the record table a keyRef refers to.
+func (s *Snapshot) table(r keyRef) *recordTable {
+	if r.tab == 0 {
+		return s.records
+	}
+	return s.tables[r.tab-1]
 }
 
 // Record returns the hash record listing keyID, if any.
 func (s *Snapshot) Record(keyID string) (KeyRecord, bool) {
-	if s.records == nil {
-		return KeyRecord{}, false
-	}
 	id, ok := parseKeyID(keyID)
 	if !ok {
+		return KeyRecord{}, false
+	}
+	if s.overlay != nil {
+		if r, ok := s.overlay.get(id); ok {
+			if r.tab == noTable {
+				return KeyRecord{}, false
+			}
+			t := s.table(r)
+			return KeyRecord{t: t, e: &t.keys[r.i]}, true
+		}
+	}
+	if s.records == nil {
 		return KeyRecord{}, false
 	}
 	i, ok := s.records.index[id]
@@ -49,12 +82,7 @@ func (s *Snapshot) Record(keyID string) (KeyRecord, bool) {
 }
 
 // KeyCount is the number of API key IDs indexed.
-func (s *Snapshot) KeyCount() int {
-	if s.records == nil {
-		return 0
-	}
-	return len(s.records.index)
-}
+func (s *Snapshot) KeyCount() int { return s.keys }
 
 // Policy is a compiled AuthPolicy.
 type Policy struct {
@@ -130,16 +158,36 @@ func (s *Store) Swap(sn *Snapshot) { s.current.Store(sn) }
 // EachRecordName calls f with the "namespace/name" of every record that
 // has at least one indexed key ID.
 func (s *Snapshot) EachRecordName(f func(string)) {
-	if s.records == nil {
-		return
-	}
-	t := s.records
-	for i := range t.recs {
-		for _, k := range t.keys[t.recs[i].firstKey : t.recs[i].firstKey+t.recs[i].nKeys] {
-			if ki, ok := t.index[k.id]; ok && t.keys[ki].rec == uint32(i) { //nolint:gosec // i < len(recs) < 2^32
-				f(t.str(t.recs[i].name))
-				break
+	if t := s.records; t != nil {
+		for i := range t.recs {
+			for ki := t.recs[i].firstKey; ki < t.recs[i].firstKey+t.recs[i].nKeys; ki++ {
+				if s.indexes(ki) {
+					f(t.str(t.recs[i].name))
+					break
+				}
 			}
 		}
 	}
+	// A changed record is named once, however many of its keys are indexed.
+	seen := map[keyRef]bool{}
+	s.overlay.each(func(_ keyID, r keyRef) {
+		if r.tab == noTable || r.tab == 0 {
+			return // the base's records were named above
+		}
+		t := s.table(r)
+		if rec := (keyRef{r.tab, t.keys[r.i].rec}); !seen[rec] {
+			seen[rec] = true
+			f(t.str(t.recs[rec.i].name))
+		}
+	})
+}
+
+// indexes says whether entry i of the base is the one its key ID finds.
+func (s *Snapshot) indexes(i uint32) bool {
+	id := s.records.keys[i].id
+	if o, ok := s.overlay.get(id); ok {
+		return o == keyRef{0, i}
+	}
+	bi, ok := s.records.index[id]
+	return ok && bi == i
 }

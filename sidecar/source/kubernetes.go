@@ -43,6 +43,11 @@ type Events struct {
 	// the objects beyond the call: they may be shared with the source's
 	// cache.
 	Changed func(snapshot.Inputs)
+	// Delta, for a source that learns what changed (the xDS source),
+	// receives the changes instead: first the complete state, then what
+	// each update changed. It must not keep or modify what it is given
+	// beyond the call. Sources that read whole states leave it unused.
+	Delta func(snapshot.Delta)
 	// Failed is told of every failure to read (the API server unreachable,
 	// an unparsable file). The source retries on its own; the last inputs
 	// stay in force.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,7 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	xdsv1alpha1 "gatehouse.dev/gatehouse/api/xds/v1alpha1"
+	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 )
 
@@ -35,10 +37,14 @@ var xdsTypes = []string{xdsAPIKeyEntryType, xdsIssuerKeySetType, xdsAuthPolicyTy
 // XDS receives the namespace's state from the operator over delta xDS
 // (aggregated, one stream, every type subscribed with a wildcard),
 // authenticated by the pod's projected ServiceAccount token over TLS. It
-// delivers inputs only once every type has been answered (a new sidecar
-// denies everything until then), keeps the last state while no operator is
-// reachable, and reconnects with the versions it holds, so that only what
-// changed is sent again.
+// delivers the state as deltas (Events.Delta, which it requires): the
+// complete state once every type has been answered (a new sidecar denies
+// everything until then), then what each response changed, so that the
+// sidecar applies a change in time proportional to it. It keeps the last
+// state while no operator is reachable, and reconnects with the versions
+// it holds, so that only what changed is sent again. It holds the
+// versions, the key sets and the policies, not the API key records: the
+// snapshot does.
 type XDS struct {
 	// Target is the gRPC target of the operator's xDS Service, for example
 	// dns:///gatehouse-xds.gatehouse.svc:15010; the resolver's addresses
@@ -67,6 +73,9 @@ const (
 func (x *XDS) Run(ctx context.Context, ev Events) error {
 	if x.TLS == nil || x.Target == "" || x.TokenFile == "" {
 		return errors.New("xds source: a target, TLS and a token file are required")
+	}
+	if ev.Delta == nil {
+		return errors.New("xds source: it delivers deltas, and Events.Delta is nil")
 	}
 	conn, err := grpc.NewClient(x.Target, x.dialOptions()...)
 	if err != nil {
@@ -159,26 +168,36 @@ func (x *XDS) stream(ctx context.Context, conn *grpc.ClientConn, st *xdsState, l
 		st.complete = st.complete || len(answeredTypes) == len(xdsTypes)
 		if st.complete {
 			live.Store(true)
-			ev.Changed(st.inputs())
+			if d, ok := st.delta(); ok {
+				ev.Delta(d)
+			}
 		}
 	}
 }
 
-// xdsState is what the sidecar holds of the operator's resources.
+// xdsState is what the sidecar holds of the operator's resources: their
+// versions, the key sets and policies (few and small), and the API key
+// changes not yet delivered.
 type xdsState struct {
 	ns       string
 	versions map[string]map[string]string
-	keys     map[string]snapshot.CompiledAPIKey
 	keySets  map[string]*gatehousev1.SigningKey
 	policies map[string]*gatehousev1.AuthPolicy
-	// complete is set once every type has been answered.
-	complete bool
+	// records are the API key changes not yet delivered: the record of a
+	// name, nil when it was removed.
+	records map[string]*apikeyformat.Record
+	// policyChanged says a key set or policy changed since the last
+	// delivery.
+	policyChanged bool
+	// complete is set once every type has been answered; delivered once
+	// the complete state has been.
+	complete, delivered bool
 }
 
 func newXDSState(ns string) *xdsState {
 	st := &xdsState{
 		ns: ns, versions: map[string]map[string]string{},
-		keys: map[string]snapshot.CompiledAPIKey{}, keySets: map[string]*gatehousev1.SigningKey{}, policies: map[string]*gatehousev1.AuthPolicy{},
+		records: map[string]*apikeyformat.Record{}, keySets: map[string]*gatehousev1.SigningKey{}, policies: map[string]*gatehousev1.AuthPolicy{},
 	}
 	for _, t := range xdsTypes {
 		st.versions[t] = map[string]string{}
@@ -201,7 +220,7 @@ func (st *xdsState) apply(r *discovery.DeltaDiscoveryResponse) (bad []string) {
 		name := res.GetName()
 		err := errors.New("resource of another type")
 		if res.GetResource().GetTypeUrl() == typ {
-			err = st.put(typ, name, res.GetVersion(), res.GetResource().GetValue())
+			err = st.put(typ, name, res.GetResource().GetValue())
 		}
 		if err != nil {
 			st.remove(typ, name)
@@ -217,53 +236,60 @@ func (st *xdsState) remove(typ, name string) {
 	delete(st.versions[typ], name)
 	switch typ {
 	case xdsAPIKeyEntryType:
-		delete(st.keys, name)
+		st.records[name] = nil
 	case xdsIssuerKeySetType:
 		delete(st.keySets, name)
+		st.policyChanged = true
 	case xdsAuthPolicyType:
 		delete(st.policies, name)
+		st.policyChanged = true
 	}
 }
 
-func (st *xdsState) put(typ, name, version string, value []byte) error {
+func (st *xdsState) put(typ, name string, value []byte) error {
 	switch typ {
 	case xdsAPIKeyEntryType:
 		e := &xdsv1alpha1.APIKeyEntry{}
 		if err := unmarshalNamed(value, e, name); err != nil {
 			return err
 		}
-		st.keys[name] = snapshot.CompiledAPIKey{Version: version, Record: recordFromXDS(e, st.ns)}
+		st.records[name] = recordFromXDS(e, st.ns)
 	case xdsIssuerKeySetType:
 		ks := &xdsv1alpha1.IssuerKeySet{}
 		if err := unmarshalNamed(value, ks, name); err != nil {
 			return err
 		}
 		st.keySets[name] = signingKeyFromXDS(ks, st.ns)
+		st.policyChanged = true
 	case xdsAuthPolicyType:
 		p := &xdsv1alpha1.AuthPolicy{}
 		if err := unmarshalNamed(value, p, name); err != nil {
 			return err
 		}
 		st.policies[name] = policyFromXDS(p, st.ns)
+		st.policyChanged = true
 	}
 	return nil
 }
 
-// inputs are the complete inputs for the snapshot builder.
-func (st *xdsState) inputs() snapshot.Inputs {
-	in := snapshot.Inputs{
-		Records:     make([]snapshot.CompiledAPIKey, 0, len(st.keys)),
-		SigningKeys: make([]*gatehousev1.SigningKey, 0, len(st.keySets)),
-		Policies:    make([]*gatehousev1.AuthPolicy, 0, len(st.policies)),
+// delta takes the changes not yet delivered: the complete state the first
+// time. ok is false when there are none.
+func (st *xdsState) delta() (d snapshot.Delta, ok bool) {
+	for name, r := range st.records {
+		if r == nil {
+			d.Removed = append(d.Removed, name)
+		} else {
+			d.Records = append(d.Records, r)
+		}
 	}
-	for _, k := range st.keys {
-		in.Records = append(in.Records, k)
+	if st.policyChanged || !st.delivered {
+		d.Policy = &snapshot.PolicyInputs{
+			SigningKeys: slices.Collect(maps.Values(st.keySets)),
+			Policies:    slices.Collect(maps.Values(st.policies)),
+		}
 	}
-	for _, sk := range st.keySets {
-		in.SigningKeys = append(in.SigningKeys, sk)
-	}
-	for _, p := range st.policies {
-		in.Policies = append(in.Policies, p)
-	}
-	return in
+	ok = !st.delivered || len(st.records) > 0 || d.Policy != nil
+	st.records = map[string]*apikeyformat.Record{} // not clear: the first state's map would keep its size
+	st.policyChanged, st.delivered = false, true
+	return d, ok
 }

@@ -3,6 +3,7 @@ package source
 import (
 	"crypto/rand"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -116,8 +117,8 @@ func TestXDSStateAppliesDeltas(t *testing.T) {
 	st := newXDSState("shop")
 	st.apply(response(t, xdsAPIKeyEntryType, nil, &xdsv1alpha1.APIKeyEntry{Name: "a"}, &xdsv1alpha1.APIKeyEntry{Name: "b"}))
 	st.apply(response(t, xdsAPIKeyEntryType, []string{"a"}))
-	if _, ok := st.keys["a"]; ok || len(st.keys) != 1 || st.versions[xdsAPIKeyEntryType]["b"] != "v-b" || st.versions[xdsAPIKeyEntryType]["a"] != "" {
-		t.Fatalf("after removing a: keys %v, versions %v", st.keys, st.versions)
+	if st.records["a"] != nil || st.records["b"] == nil || st.versions[xdsAPIKeyEntryType]["b"] != "v-b" || st.versions[xdsAPIKeyEntryType]["a"] != "" {
+		t.Fatalf("after removing a: records %v, versions %v", st.records, st.versions)
 	}
 	t.Run("a resource sent under another name is dropped and its version forgotten", func(t *testing.T) {
 		r := response(t, xdsAPIKeyEntryType, nil, &xdsv1alpha1.APIKeyEntry{Name: "c"})
@@ -125,23 +126,35 @@ func TestXDSStateAppliesDeltas(t *testing.T) {
 		if bad := st.apply(r); len(bad) != 1 {
 			t.Fatalf("bad = %v", bad)
 		}
-		if _, ok := st.keys["b"]; ok || st.versions[xdsAPIKeyEntryType]["b"] != "" {
+		if rec, ok := st.records["b"]; !ok || rec != nil || st.versions[xdsAPIKeyEntryType]["b"] != "" {
 			t.Fatal("b was kept")
 		}
 	})
 	t.Run("a resource of another type is dropped", func(t *testing.T) {
 		r := response(t, xdsAPIKeyEntryType, nil, &xdsv1alpha1.IssuerKeySet{Name: "d"})
-		if bad := st.apply(r); len(bad) != 1 || len(st.keys) != 0 {
-			t.Fatalf("bad = %v, keys %v", bad, st.keys)
+		bad := st.apply(r)
+		if rec, ok := st.records["d"]; len(bad) != 1 || !ok || rec != nil {
+			t.Fatalf("bad = %v, records %v", bad, st.records)
 		}
 	})
-	t.Run("the inputs hold every resource held", func(t *testing.T) {
+	t.Run("the first delta holds the complete state, later ones what changed", func(t *testing.T) {
 		st.apply(response(t, xdsIssuerKeySetType, nil, &xdsv1alpha1.IssuerKeySet{Name: "platform"}))
 		st.apply(response(t, xdsAuthPolicyType, nil, &xdsv1alpha1.AuthPolicy{Name: "api"}))
 		st.apply(response(t, xdsAPIKeyEntryType, nil, &xdsv1alpha1.APIKeyEntry{Name: "e"}))
-		in := st.inputs()
-		if len(in.Records) != 1 || in.Records[0].Version != "v-e" || len(in.SigningKeys) != 1 || len(in.Policies) != 1 {
-			t.Fatalf("inputs = %+v", in)
+		d, ok := st.delta()
+		if !ok || len(d.Records) != 1 || d.Records[0].Name != "e" || d.Policy == nil || len(d.Policy.SigningKeys) != 1 || len(d.Policy.Policies) != 1 {
+			t.Fatalf("first delta = %+v", d)
+		}
+		if d, ok := st.delta(); ok {
+			t.Fatalf("a delta without changes: %+v", d)
+		}
+		st.apply(response(t, xdsAPIKeyEntryType, []string{"e"}, &xdsv1alpha1.APIKeyEntry{Name: "f"}))
+		if d, ok := st.delta(); !ok || len(d.Records) != 1 || d.Records[0].Name != "f" || !slices.Equal(d.Removed, []string{"e"}) || d.Policy != nil {
+			t.Fatalf("a key's delta = %+v", d)
+		}
+		st.apply(response(t, xdsAuthPolicyType, []string{"api"}))
+		if d, ok := st.delta(); !ok || len(d.Records) != 0 || d.Policy == nil || len(d.Policy.Policies) != 0 || len(d.Policy.SigningKeys) != 1 {
+			t.Fatalf("a policy's delta = %+v", d)
 		}
 	})
 }
