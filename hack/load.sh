@@ -24,8 +24,15 @@
 # sidecar: what the throughput ratio would be on a core of its own), the
 # latency percentiles and the p99 ratio to the baseline.
 #
+# LOAD_MODE=churn runs the churn mode instead (hack/load-churn.sh): the
+# sidecar gets its state over delta xDS from `loadgen xds` (the operator's
+# xDS server and caches, no API server), and its open-loop p99 while
+# LOAD_CHURN keys change a second is compared with its idle p99.
+#
 # Usage: hack/load.sh                                   (about 20 minutes)
 #        LOAD_KEYS=1000 LOAD_DURATION=2s LOAD_WARMUP=1s LOAD_ROUNDS=1 hack/load.sh   (quick check)
+#        LOAD_MODE=churn hack/load.sh                   (churn mode, about 2 minutes)
+#        LOAD_MODE=churn LOAD_KEYS=2000 LOAD_DURATION=3s LOAD_ROUNDS=1 hack/load.sh  (quick check)
 #
 # Environment (defaults in brackets):
 #   LOAD_WORKDIR      binaries, fixtures and results [mktemp -d]
@@ -43,6 +50,10 @@
 #                     a shared machine, so that other work steals less of
 #                     their CPUs (needs root for negative values) [unset]
 #   SKIP_GHZ=1        no ghz run;  GHZ  the ghz binary [ghz on PATH, ~/go/bin/ghz]
+#   LOAD_MODE         standard or churn [standard]
+#   LOAD_CHURN        churn mode: keys changed a second while churning [10];
+#                     LOAD_KEYS must exceed the client's 1,000 keys, which
+#                     never change
 #
 # Credentials: the fixtures' test keys and tokens stay in
 # $LOAD_WORKDIR/fixtures/credentials.json (mode 0600); nothing here prints
@@ -83,10 +94,12 @@ CREDS=$WORK/fixtures/credentials.json
 BASE_PID=
 SIDE_PID=
 NOCACHE_PID=
+XDS_PID=
+XSIDE_PID=
 
 cleanup() {
 	local pid
-	for pid in $BASE_PID $SIDE_PID $NOCACHE_PID; do
+	for pid in $BASE_PID $SIDE_PID $NOCACHE_PID $XSIDE_PID $XDS_PID; do
 		if kill -0 "$pid" 2>/dev/null; then
 			kill "$pid" 2>/dev/null || true
 			wait "$pid" 2>/dev/null || true
@@ -148,6 +161,19 @@ fi
 : >"$RESULTS"
 : >"$WORK/rss.txt"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
+case ${LOAD_MODE:-standard} in
+standard) ;;
+churn)
+	# shellcheck source=hack/load-churn.sh
+	source "$ROOT/hack/load-churn.sh"
+	exit 0
+	;;
+*)
+	log "LOAD_MODE must be standard or churn, not ${LOAD_MODE}"
+	exit 2
+	;;
+esac
 
 log "starting the baseline and the sidecars on CPU $SERVER_CPU"
 "${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/okserver" --grpc-bind-address "$BASE_GRPC" --http-bind-address "$BASE_HTTP" \

@@ -10,6 +10,12 @@
 //	    the full result appended as JSON to --results
 //	loadgen table --results FILE [--baseline baseline]
 //	    print a Markdown table with ratios to the baseline runs
+//	loadgen xds --config DIR/config --credentials DIR/credentials.json --out DIR/xds \
+//	    [--listen 127.0.0.1:19301] [--churn 10]
+//	    serve the fixtures over delta xDS with the operator's server, for a
+//	    sidecar with --source=xds (DIR/xds receives ca.pem and the token);
+//	    SIGUSR1 starts changing --churn keys a second (never the client's),
+//	    SIGUSR2 stops and prints "churn: N changes in S s"
 //
 // The exit status of run is 1 when any verdict was wrong or any request
 // failed. Credentials are held in memory and never printed.
@@ -37,7 +43,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: loadgen fixtures|run|table [flags]")
+		return errors.New("usage: loadgen fixtures|run|table|xds [flags]")
 	}
 	switch args[0] {
 	case "fixtures":
@@ -46,8 +52,10 @@ func run(args []string) error {
 		return runLoad(args[1:])
 	case "table":
 		return table(args[1:])
+	case "xds":
+		return serveXDS(args[1:])
 	default:
-		return fmt.Errorf("unknown command %q: want fixtures, run or table", args[0])
+		return fmt.Errorf("unknown command %q: want fixtures, run, table or xds", args[0])
 	}
 }
 

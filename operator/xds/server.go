@@ -55,7 +55,9 @@ type Server struct {
 	// Reviewer authenticates the bearer token of every stream.
 	Reviewer TokenReviewer
 	// Feed fills Caches; the server answers no stream before Feed.Load
-	// has returned.
+	// has returned. Without a Feed, the caller has filled Caches before
+	// Start and changes them itself (hack/internal/xdsload serves load
+	// test fixtures this way, without an API server).
 	Feed   *Feed
 	Caches *Namespaces
 	// WaitForSync waits for the informer cache behind Feed (the
@@ -78,8 +80,10 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.WaitForSync != nil && !s.WaitForSync(ctx) {
 		return errors.New("xds: the informer cache did not sync")
 	}
-	if err := s.Feed.Load(ctx); err != nil {
-		return fmt.Errorf("xds: loading the caches: %w", err)
+	if s.Feed != nil {
+		if err := s.Feed.Load(ctx); err != nil {
+			return fmt.Errorf("xds: loading the caches: %w", err)
+		}
 	}
 	ln := s.Listener
 	if ln == nil {
@@ -90,7 +94,9 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	gs := s.grpcServer(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { s.Feed.Run(ctx) })
+	if s.Feed != nil {
+		wg.Go(func() { s.Feed.Run(ctx) })
+	}
 	defer wg.Wait()
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(ln) }()

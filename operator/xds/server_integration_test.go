@@ -14,11 +14,13 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
@@ -208,6 +210,23 @@ func TestIntegrationXDSServesEachNamespaceItsOwnState(t *testing.T) {
 			t.Fatalf("a1 scopes = %v", s)
 		}
 		t.Logf("reconnect after one change and one deletion among %d keys: %d bytes", len(held), wireBytes(r))
+	})
+
+	t.Run("streams that reopen with one token cost one TokenReview", func(t *testing.T) {
+		m := NewReviewMetrics(ctrlmetrics.Registry) // the counters Setup registered
+		reviews, hits := testutil.ToFloat64(m.reviews.WithLabelValues("authenticated")), testutil.ToFloat64(m.cacheHits)
+		tok := serviceAccountToken(t, env, nsA, DefaultAudience)
+		for range 3 {
+			c := dial(t, addr, tok, wildcard(nil))
+			c.next()
+			c.close()
+		}
+		if got := testutil.ToFloat64(m.reviews.WithLabelValues("authenticated")) - reviews; got != 1 {
+			t.Errorf("%v TokenReviews for three streams with one token, want 1", got)
+		}
+		if got := testutil.ToFloat64(m.cacheHits) - hits; got != 2 {
+			t.Errorf("%v cache hits for three streams with one token, want 2", got)
+		}
 	})
 
 	t.Run("a sidecar of B gets B's keys only", func(t *testing.T) {
