@@ -57,6 +57,7 @@ var claimPayloads = []string{
 	`{"exp":1,"exp":4102444800}`, `{"sub":"a","sub":"b","exp":4102444800}`, `{"exp":4102444800}]`, `{"exp":4102444800}}`,
 	`{"exp":4102444800} {}`, `{"exp":4102444800}x`,
 	`{"exp":4102444800,"team":"a","team":"b"}`, `{"exp":4102444800,"t\u0065am":1,"team":2}`,
+	`{"exp":4102444800,"aud":"orders","sub":"\ud800"}`, `{"exp":4102444800,"aud":["orders","\udfff\ud800"],"\ud800":1}`,
 }
 
 func TestClaimsDecodeAsTheMapOfEveryClaimDid(t *testing.T) {
