@@ -30,6 +30,7 @@ import (
 	"hash/crc32"
 	"io"
 	"strings"
+	"sync"
 )
 
 // Prefix starts every Gatehouse API key.
@@ -84,7 +85,8 @@ func Generate(r io.Reader) (Key, error) {
 	}
 	id := encoding.EncodeToString(idBytes[:])
 	body := Prefix + id + "_" + encoding.EncodeToString(secret[:])
-	return Key{id: id, plain: body + "_" + checksum(body)}, nil
+	sum := checksum(body)
+	return Key{id: id, plain: body + "_" + string(sum[:])}, nil
 }
 
 // Parse checks the format and checksum of s without any lookup.
@@ -103,7 +105,8 @@ func Parse(s string) (Key, error) {
 		}
 	}
 	body := s[:len(s)-checksumLen-1]
-	if subtle.ConstantTimeCompare([]byte(checksum(body)), []byte(s[len(s)-checksumLen:])) != 1 {
+	sum := checksum(body)
+	if subtle.ConstantTimeCompare(sum[:], []byte(s[len(s)-checksumLen:])) != 1 {
 		return Key{}, ErrMalformed
 	}
 	return Key{id: rest[:keyIDLen], plain: s}, nil
@@ -139,8 +142,26 @@ func HashMatches(k Key, storedHex string) bool {
 	return subtle.ConstantTimeCompare(sum[:], stored) == 1
 }
 
-func checksum(body string) string {
+// bodyBuffers hold a key's body while its CRC is computed: crc32 takes a
+// []byte, and converting the string allocated a copy on every check of a
+// key (the sidecar parses every key it is sent).
+var bodyBuffers = sync.Pool{New: func() any { return new([Len]byte) }}
+
+// checksum is the checksum of a key's body, without allocating.
+func checksum(body string) [checksumLen]byte {
+	var crc uint32
+	if len(body) <= Len {
+		buf := bodyBuffers.Get().(*[Len]byte)
+		n := copy(buf[:], body)
+		crc = crc32.ChecksumIEEE(buf[:n])
+		clear(buf[:n]) // the body holds the secret
+		bodyBuffers.Put(buf)
+	} else {
+		crc = crc32.ChecksumIEEE([]byte(body))
+	}
 	var b [4]byte
-	binary.BigEndian.PutUint32(b[:], crc32.ChecksumIEEE([]byte(body)))
-	return encoding.EncodeToString(b[:])
+	binary.BigEndian.PutUint32(b[:], crc)
+	var out [checksumLen]byte
+	encoding.Encode(out[:], b[:])
+	return out
 }

@@ -1,75 +1,109 @@
 package authz
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"math"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
-	strictjson "sigs.k8s.io/json"
+	"github.com/go-json-experiment/json/jsontext"
+
+	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 )
 
 // tokenClaims are the claims the engine reads, decoded straight from the
 // payload without building a map of every claim (a map of interfaces cost
-// about 30 allocations per token). Names match case-sensitively (RFC 7519
-// 4); a claim named twice makes the payload malformed rather than letting
-// the last copy win; other claims are skipped here and decoded, all of
-// them, only when a rule asks for one (verifiedToken.allClaims).
+// about 30 allocations per token) and without reflection. Names match
+// case-sensitively (RFC 7519 4); a payload naming any claim twice is
+// malformed (RFC 7519 4 allows refusing it) rather than letting the last
+// copy win; other claims are skipped here and decoded, all of them, only
+// when a rule asks for one (verifiedToken.allClaims).
 //
 // Each field records what it met, so that fill can refuse an ill-typed
 // claim with the same reason, at the same step, as it always did.
 type tokenClaims struct {
-	Iss   stringClaim `json:"iss"`
-	Sub   stringClaim `json:"sub"`
-	Jti   stringClaim `json:"jti"`
-	KeyID stringClaim `json:"gatehouse_key_id"` // gatehousev1.ClaimAPIKeyID (a test keeps them equal)
-	Exp   dateClaim   `json:"exp"`
-	Nbf   dateClaim   `json:"nbf"`
-	Iat   dateClaim   `json:"iat"`
-	Aud   listClaim   `json:"aud"`
-	Scope stringClaim `json:"scope"`
-	Scp   listClaim   `json:"scp"`
+	Iss   stringClaim
+	Sub   stringClaim
+	Jti   stringClaim
+	KeyID stringClaim
+	Exp   dateClaim
+	Nbf   dateClaim
+	Iat   dateClaim
+	Aud   listClaim
+	Scope stringClaim
+	Scp   listClaim
+}
+
+// claimReader reads one claim's JSON value.
+type claimReader interface{ read(v jsonValue) }
+
+// field is the claim named name, nil for a claim the engine does not read.
+func (c *tokenClaims) field(name []byte) claimReader {
+	switch string(name) {
+	case "iss":
+		return &c.Iss
+	case "sub":
+		return &c.Sub
+	case "jti":
+		return &c.Jti
+	case gatehousev1.ClaimAPIKeyID:
+		return &c.KeyID
+	case "exp":
+		return &c.Exp
+	case "nbf":
+		return &c.Nbf
+	case "iat":
+		return &c.Iat
+	case "aud":
+		return &c.Aud
+	case "scope":
+		return &c.Scope
+	case "scp":
+		return &c.Scp
+	}
+	return nil
 }
 
 // decodeTokenClaims decodes a payload that must be one JSON object.
 func decodeTokenClaims(payload []byte) (*tokenClaims, Reason) {
 	c := &tokenClaims{}
-	if !decodeObject(payload, c) || c.duplicated() {
+	if !eachMember(payload, func(name []byte, v jsonValue) {
+		if f := c.field(name); f != nil {
+			f.read(v)
+		}
+	}) {
 		return nil, MalformedToken
 	}
 	return c, ""
 }
 
-func (c *tokenClaims) duplicated() bool {
-	return c.Iss.dup || c.Sub.dup || c.Jti.dup || c.KeyID.dup || c.Exp.dup || c.Nbf.dup || c.Iat.dup ||
-		c.Aud.dup || c.Scope.dup || c.Scp.dup
-}
-
-// decodeObject decodes data, which must be one JSON object and nothing
-// else, into v, matching names case-sensitively (sigs.k8s.io/json: the
-// standard decoder with that option). The fields of v record their own
-// duplicates: the library's strict mode allocates for every field read.
-func decodeObject(data []byte, v any) bool {
-	if i := firstNonSpace(data); i < 0 || data[i] != '{' {
-		return false
-	}
-	return strictjson.UnmarshalCaseSensitivePreserveInts(data, v) == nil
-}
-
 // tokenHeader is the part of a JOSE header the verifier reads. jku, x5u,
 // x5c and jwk are deliberately absent: keys come only from trusted sets.
 type tokenHeader struct {
-	Alg  stringClaim `json:"alg"`
-	Kid  stringClaim `json:"kid"`
-	Crit stringClaim `json:"crit"` // refused whatever it holds
+	Alg  stringClaim
+	Kid  stringClaim
+	Crit stringClaim // refused whatever it holds
 }
 
 // decodeHeader decodes a JOSE header: alg and kid must be strings when
-// present (null reads as absent), and none may be named twice.
+// present (null reads as absent), and no name may appear twice.
 func decodeHeader(data []byte) (alg, kid string, crit bool, ok bool) {
 	var h tokenHeader
-	if !decodeObject(data, &h) || h.Alg.dup || h.Kid.dup || h.Crit.dup {
+	if !eachMember(data, func(name []byte, v jsonValue) {
+		switch string(name) {
+		case "alg":
+			h.Alg.read(v)
+		case "kid":
+			h.Kid.read(v)
+		case "crit":
+			h.Crit.read(v)
+		}
+	}) {
 		return "", "", false, false
 	}
 	alg, okA := h.Alg.optional()
@@ -77,15 +111,84 @@ func decodeHeader(data []byte) (alg, kid string, crit bool, ok bool) {
 	return alg, kid, h.Crit.kind != absent, okA && okK
 }
 
-func firstNonSpace(b []byte) int {
-	for i, c := range b {
-		switch c {
-		case ' ', '\t', '\r', '\n':
-		default:
-			return i
-		}
+// jsonReader is a reusable jsontext decoder over a byte slice.
+type jsonReader struct {
+	buf  bytes.Buffer
+	dec  jsontext.Decoder
+	name []byte
+}
+
+var jsonReaders = sync.Pool{New: func() any { return new(jsonReader) }}
+
+// readerOf is a pooled reader of data, which it reads in place.
+func readerOf(data []byte) *jsonReader {
+	r := jsonReaders.Get().(*jsonReader)
+	r.buf = *bytes.NewBuffer(data)
+	r.dec.Reset(&r.buf, jsontext.AllowInvalidUTF8(true))
+	return r
+}
+
+// release returns r to the pool. Its decoder still refers to the last
+// data it read (a header or payload, never a signature) until it is used
+// again or the pool is emptied.
+func (r *jsonReader) release() {
+	r.buf = bytes.Buffer{}
+	jsonReaders.Put(r)
+}
+
+// eachMember calls fn with the name (unquoted) and value of every member
+// of data, which must be one JSON object and nothing else. The syntax is
+// RFC 8259's, checked by jsontext (github.com/go-json-experiment/json,
+// the module encoding/json/v2 comes from) without reflection; a name
+// that appears twice, escaped or not, makes data malformed. Invalid UTF-8
+// in strings is let through, as encoding/json let it through (replaced
+// when a string is read; see unquote). name is only valid during the
+// call; the strings of every value share one copy of data.
+func eachMember(data []byte, fn func(name []byte, v jsonValue)) bool {
+	doc := jsonValue{raw: data, str: string(data)}
+	r := readerOf(data)
+	defer r.release()
+	if tok, err := r.dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return false
 	}
-	return -1
+	for r.dec.PeekKind() == '"' {
+		quoted, err := r.dec.ReadValue()
+		if err != nil {
+			return false
+		}
+		// The decoder has checked the literal: the only error left is
+		// invalid UTF-8, replaced as encoding/json replaces it.
+		r.name, _ = jsontext.AppendUnquote(r.name[:0], quoted)
+		value, err := r.dec.ReadValue()
+		if err != nil {
+			return false
+		}
+		fn(r.name, doc.part(r.dec.InputOffset(), len(value)))
+	}
+	if tok, err := r.dec.ReadToken(); err != nil || tok.Kind() != '}' {
+		return false
+	}
+	_, err := r.dec.ReadToken()
+	return errors.Is(err, io.EOF)
+}
+
+// eachElement calls fn with every element of list, a JSON array that
+// eachMember has already checked.
+func eachElement(list jsonValue, fn func(v jsonValue)) bool {
+	r := readerOf(list.raw)
+	defer r.release()
+	if tok, err := r.dec.ReadToken(); err != nil || tok.Kind() != '[' {
+		return false
+	}
+	for r.dec.PeekKind() != ']' {
+		value, err := r.dec.ReadValue()
+		if err != nil {
+			return false
+		}
+		fn(list.part(r.dec.InputOffset(), len(value)))
+	}
+	_, err := r.dec.ReadToken()
+	return err == nil
 }
 
 // jsonKind is what a claim's value was.
@@ -99,6 +202,19 @@ const (
 	listValue
 	otherValue
 )
+
+// jsonValue is one JSON value, as bytes and as a string (a part of the
+// one string copy of its document).
+type jsonValue struct {
+	raw []byte
+	str string
+}
+
+// part is the value of n bytes that ends at end, within v.
+func (v jsonValue) part(end int64, n int) jsonValue {
+	at := int(end) - n
+	return jsonValue{raw: v.raw[at : at+n], str: v.str[at : at+n]}
+}
 
 func kindOf(data []byte) jsonKind {
 	switch c := data[0]; {
@@ -117,19 +233,16 @@ func kindOf(data []byte) jsonKind {
 // stringClaim is a claim that should be a string.
 type stringClaim struct {
 	kind jsonKind
-	dup  bool
 	s    string
 }
 
-// UnmarshalJSON records the value's kind and, for a string, the string.
-// It never fails: fill decides what an ill-typed claim means.
-func (c *stringClaim) UnmarshalJSON(data []byte) error {
-	c.dup = c.dup || c.kind != absent
-	c.kind = kindOf(data)
+// read records the value's kind and, for a string, the string. It never
+// fails: fill decides what an ill-typed claim means.
+func (c *stringClaim) read(v jsonValue) {
+	c.kind = kindOf(v.raw)
 	if c.kind == stringValue {
-		c.s = unquote(data)
+		c.s = unquote(v)
 	}
-	return nil
 }
 
 // optional is the claim as an optional string: "" when absent or null,
@@ -145,10 +258,12 @@ func (c *stringClaim) optional() (string, bool) {
 }
 
 // unquote decodes a JSON string literal the scanner has already checked.
-// Literals without escapes and with valid UTF-8 (nearly all) are copied
-// as they are; others go through encoding/json, which replaces invalid
-// UTF-8 as it always did.
-func unquote(data []byte) string {
+// Literals without escapes and with valid UTF-8 (nearly all) are taken as
+// they are, a part of the document's string (which they keep alive);
+// others go through encoding/json, which replaces invalid UTF-8 as it
+// always did.
+func unquote(v jsonValue) string {
+	data := v.raw
 	inner := data[1 : len(data)-1]
 	plain := utf8.Valid(inner)
 	for _, b := range inner {
@@ -158,7 +273,7 @@ func unquote(data []byte) string {
 		}
 	}
 	if plain {
-		return string(inner)
+		return v.str[1 : len(v.str)-1]
 	}
 	var s string
 	if err := json.Unmarshal(data, &s); err != nil {
@@ -170,28 +285,26 @@ func unquote(data []byte) string {
 // dateClaim is a NumericDate claim.
 type dateClaim struct {
 	kind jsonKind
-	dup  bool
 	t    time.Time
 }
 
-// UnmarshalJSON records the kind and, for a number in range of a float64,
-// the time; a number out of that range is recorded as otherValue (as
+// read records the kind and, for a number in range of a float64, the time;
+// a number out of that range is recorded as otherValue (as
 // json.Number.Float64 failed before).
-func (c *dateClaim) UnmarshalJSON(data []byte) error {
-	c.dup = c.dup || c.kind != absent
+func (c *dateClaim) read(v jsonValue) {
+	data := v.raw
 	c.kind = kindOf(data)
 	if c.kind != numberValue {
-		return nil
+		return
 	}
 	f, ok := parseNumber(data)
 	if !ok || math.IsNaN(f) {
 		c.kind = otherValue
-		return nil
+		return
 	}
 	f = math.Max(math.Min(f, maxNumericDate), -maxNumericDate)
 	sec, frac := math.Modf(f)
 	c.t = time.Unix(int64(sec), int64(frac*1e9))
-	return nil
 }
 
 // parseNumber reads a JSON number: small integers (every real NumericDate)
@@ -230,39 +343,36 @@ func (c *dateClaim) ok() bool      { return c.kind == numberValue }
 // scp).
 type listClaim struct {
 	kind jsonKind
-	dup  bool
 	list []string
 	bad  bool
 }
 
-// UnmarshalJSON records the strings of a string or of an array of strings;
+// read records the strings of a string or of an array of strings;
 // anything else, or an array holding anything but strings, is bad.
-func (c *listClaim) UnmarshalJSON(data []byte) error {
-	c.dup = c.dup || c.kind != absent
-	c.kind, c.list, c.bad = kindOf(data), nil, false
+func (c *listClaim) read(v jsonValue) {
+	c.kind, c.list, c.bad = kindOf(v.raw), nil, false
 	switch c.kind {
 	case absent, null:
 	case stringValue:
-		c.list = []string{unquote(data)}
+		c.list = []string{unquote(v)}
 	case listValue:
 		// A malformed array cannot reach here (the whole payload was
 		// checked first); it would be bad, not an error of the payload.
-		var elems []stringClaim
-		if c.bad = json.Unmarshal(data, &elems) != nil; c.bad {
-			return nil
-		}
-		c.list = make([]string, len(elems))
-		for i := range elems {
-			if elems[i].kind != stringValue {
+		ok := eachElement(v, func(e jsonValue) {
+			if kindOf(e.raw) != stringValue {
 				c.bad = true
-				return nil
+				return
 			}
-			c.list[i] = elems[i].s
+			c.list = append(c.list, unquote(e))
+		})
+		if c.bad = c.bad || !ok; c.bad {
+			c.list = nil
+		} else if c.list == nil {
+			c.list = []string{}
 		}
 	default:
 		c.bad = true
 	}
-	return nil
 }
 
 // values is the claim as stringOrList read it: nil when absent or null,
