@@ -155,7 +155,7 @@ func TestIntegrationTheSidecarFailsOverBetweenOperatorReplicas(t *testing.T) {
 	}
 	steady, revoked := deliveredKey(t, env, ns, "steady-key"), deliveredKey(t, env, ns, "revoked-key")
 
-	serverTLS, clientTLS := loopbackTLS(t)
+	serverTLS, clientTLS := testenv.LoopbackTLS(t)
 	replicas := []*trackingListener{listenTracked(t), listenTracked(t)}
 	stops := make([]func(), len(replicas))
 	var endpoints []resolver.Endpoint

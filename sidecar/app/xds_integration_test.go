@@ -2,13 +2,7 @@ package app_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -31,34 +25,6 @@ import (
 	"gatehouse.dev/gatehouse/test/testenv"
 	"gatehouse.dev/gatehouse/test/testfixture"
 )
-
-// loopbackTLS is a self-signed certificate for 127.0.0.1 and a client
-// configuration that trusts it alone.
-func loopbackTLS(t *testing.T) (server, client *tls.Config) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "gatehouse-xds-test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	server = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
-	return server, &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: "127.0.0.1"}
-}
 
 // startXDSServer runs the operator's xDS server alone on addr
 // ("127.0.0.1:0" for any port) and returns its address and a function that
@@ -154,7 +120,7 @@ func TestIntegrationTheSidecarServesTheStateTheOperatorPushesOverXDS(t *testing.
 	}
 	billing, shipping := deliveredKey(t, env, ns, "billing-key"), deliveredKey(t, env, ns, "shipping-key")
 
-	serverTLS, clientTLS := loopbackTLS(t)
+	serverTLS, clientTLS := testenv.LoopbackTLS(t)
 	addr, stopServer := startXDSServer(t, env, serverTLS, "127.0.0.1:0")
 	r := start(t, ns, &source.XDS{
 		Target: "passthrough:///" + addr, TLS: clientTLS, TokenFile: tokenFile(t, env, ns), Namespace: ns,

@@ -2,13 +2,6 @@ package source
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -19,6 +12,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+
+	"gatehouse.dev/gatehouse/test/testenv"
 )
 
 // countingListener counts the connections it accepted.
@@ -35,38 +30,13 @@ func (l *countingListener) Accept() (net.Conn, error) {
 	return c, err
 }
 
-func selfSignedLoopback(t *testing.T) (server, client *tls.Config) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "xds-dial-test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	server = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
-	return server, &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: "127.0.0.1"}
-}
-
 // TestSidecarsSpreadOverTheReplicasTheTargetResolvesTo connects 24
 // channels, each with the sidecar's dial options, to a target that
 // resolves to two replicas listed in the same order: both replicas get
 // connections (pick_first without the shuffle sends all 24 to the first;
 // with it, all on one replica has a chance of 2 in 2^24).
 func TestSidecarsSpreadOverTheReplicasTheTargetResolvesTo(t *testing.T) {
-	serverTLS, clientTLS := selfSignedLoopback(t)
+	serverTLS, clientTLS := testenv.LoopbackTLS(t)
 	replicas := make([]*countingListener, 2)
 	var endpoints []resolver.Endpoint
 	for i := range replicas {
