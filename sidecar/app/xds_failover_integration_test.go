@@ -14,7 +14,6 @@ import (
 	"github.com/go-logr/logr/testr"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
@@ -23,7 +22,6 @@ import (
 	"gatehouse.dev/gatehouse/sidecar/source"
 	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/testenv"
-	"gatehouse.dev/gatehouse/test/testfixture"
 )
 
 // trackingListener counts the connections it accepted that are still
@@ -141,19 +139,8 @@ func TestIntegrationTheSidecarFailsOverBetweenOperatorReplicas(t *testing.T) {
 	if source.XDSKeepaliveTime < xds.KeepaliveMinTime {
 		t.Fatalf("the sidecar pings every %v, more often than the operator accepts (%v): it would be sent away", source.XDSKeepaliveTime, xds.KeepaliveMinTime)
 	}
-	env, ns := testenv.Start(t)
-	startAPIKeyController(t, env, ns)
-	pol := testfixture.Policy(ns, "main", time.Time{}, nil,
-		gatehousev1.Rule{Name: "orders", Match: gatehousev1.RuleMatch{Paths: []string{"/orders/*"}}, Scopes: []string{"orders:read"}})
-	pol.CreationTimestamp = metav1.Time{}
-	create(t, env, pol)
-	for _, name := range []string{"steady", "revoked"} {
-		create(t, env, &gatehousev1.APIKey{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-			Spec:       gatehousev1.APIKeySpec{Subject: "service:" + name, Scopes: []string{"orders:read"}, SecretName: name + "-key"},
-		})
-	}
-	steady, revoked := deliveredKey(t, env, ns, "steady-key"), deliveredKey(t, env, ns, "revoked-key")
+	env, ns, keys := ordersNamespace(t, "steady", "revoked")
+	steady, revoked := keys[0], keys[1]
 
 	serverTLS, clientTLS := testenv.LoopbackTLS(t)
 	replicas := []*trackingListener{listenTracked(t), listenTracked(t)}

@@ -99,6 +99,31 @@ func deliveredKey(t *testing.T, env *testenv.Env, ns, secret string) apikeyforma
 	return key
 }
 
+// ordersNamespace starts an API server and the APIKey controller, and
+// creates in a new namespace an AuthPolicy allowing orders:read on
+// /orders/* and an APIKey with that scope for each name; it returns the
+// keys delivered to the APIKeys' Secrets, in the order of names.
+func ordersNamespace(t *testing.T, names ...string) (*testenv.Env, string, []apikeyformat.Key) {
+	t.Helper()
+	env, ns := testenv.Start(t)
+	startAPIKeyController(t, env, ns)
+	pol := testfixture.Policy(ns, "main", time.Time{}, nil,
+		gatehousev1.Rule{Name: "orders", Match: gatehousev1.RuleMatch{Paths: []string{"/orders/*"}}, Scopes: []string{"orders:read"}})
+	pol.CreationTimestamp = metav1.Time{}
+	create(t, env, pol)
+	for _, name := range names {
+		create(t, env, &gatehousev1.APIKey{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec:       gatehousev1.APIKeySpec{Subject: "service:" + name, Scopes: []string{"orders:read"}, SecretName: name + "-key"},
+		})
+	}
+	keys := make([]apikeyformat.Key, len(names))
+	for i, name := range names {
+		keys[i] = deliveredKey(t, env, ns, name+"-key")
+	}
+	return env, ns, keys
+}
+
 // TestIntegrationTheSidecarServesTheStateTheOperatorPushesOverXDS runs the
 // sidecar on the xDS source against the operator's xDS server (TLS, the
 // sidecar's ServiceAccount token): delivered keys are allowed, a disabled
@@ -106,19 +131,8 @@ func deliveredKey(t *testing.T, env *testenv.Env, ns, secret string) apikeyforma
 // serving its last state, and once a server is back it catches up with
 // what changed meanwhile.
 func TestIntegrationTheSidecarServesTheStateTheOperatorPushesOverXDS(t *testing.T) {
-	env, ns := testenv.Start(t)
-	startAPIKeyController(t, env, ns)
-	pol := testfixture.Policy(ns, "main", time.Time{}, nil,
-		gatehousev1.Rule{Name: "orders", Match: gatehousev1.RuleMatch{Paths: []string{"/orders/*"}}, Scopes: []string{"orders:read"}})
-	pol.CreationTimestamp = metav1.Time{}
-	create(t, env, pol)
-	for _, name := range []string{"billing", "shipping"} {
-		create(t, env, &gatehousev1.APIKey{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-			Spec:       gatehousev1.APIKeySpec{Subject: "service:" + name, Scopes: []string{"orders:read"}, SecretName: name + "-key"},
-		})
-	}
-	billing, shipping := deliveredKey(t, env, ns, "billing-key"), deliveredKey(t, env, ns, "shipping-key")
+	env, ns, keys := ordersNamespace(t, "billing", "shipping")
+	billing, shipping := keys[0], keys[1]
 
 	serverTLS, clientTLS := testenv.LoopbackTLS(t)
 	addr, stopServer := startXDSServer(t, env, serverTLS, "127.0.0.1:0")
