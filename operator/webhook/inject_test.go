@@ -302,21 +302,33 @@ func TestLoadInjectionConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := filepath.Join(t.TempDir(), "config.yaml")
-			if err := os.WriteFile(p, []byte(tt.file), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			c, err := LoadInjectionConfig(p)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("want an error mentioning %q, got %v", tt.wantErr, err)
-				}
+			c := loadConfigText(t, tt.file, tt.wantErr)
+			if c == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			tt.check(t, c)
 		})
 	}
+}
+
+// loadConfigText loads file as an injection configuration. With wantErr
+// it requires an error mentioning it and returns nil; otherwise it
+// requires none.
+func loadConfigText(t *testing.T, file, wantErr string) *InjectionConfig {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadInjectionConfig(p)
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("want an error mentioning %q, got %v", wantErr, err)
+		}
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

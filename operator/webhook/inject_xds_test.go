@@ -192,19 +192,9 @@ func TestLoadInjectionConfigWithXDS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := filepath.Join(t.TempDir(), "config.yaml")
-			if err := os.WriteFile(p, []byte(tt.file), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			c, err := LoadInjectionConfig(p)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("want an error mentioning %q, got %v", tt.wantErr, err)
-				}
+			c := loadConfigText(t, tt.file, tt.wantErr)
+			if c == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if c.XDS.Audience != DefaultXDSAudience || c.XDS.TokenExpirationSeconds != 3600 {
 				t.Fatalf("xds = %+v", c.XDS)
