@@ -208,15 +208,7 @@ func TestIntegrationXDSServesTheOperatorsStateOverTLS(t *testing.T) {
 		return ok, "status key " + keyID + "; received " + describe(state.msgs) + errString(state.err)
 	})
 
-	ak := &gatehousev1.APIKey{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "billing"}, ak); err != nil {
-		t.Fatal(err)
-	}
-	base := ak.DeepCopy()
-	ak.Spec.Disabled = true
-	if err := env.Client.Patch(ctx, ak, client.MergeFrom(base)); err != nil {
-		t.Fatal(err)
-	}
+	env.DisableAPIKey(t, ns, "billing")
 	framework.Eventually(t, "the revocation over xDS", 30*time.Second, func() (bool, string) {
 		e, _ := state.get(xds.APIKeyEntryType, "billing").(*xdsv1alpha1.APIKeyEntry)
 		return e.GetState() == xdsv1alpha1.APIKeyState_API_KEY_STATE_REVOKED, "state " + e.GetState().String()

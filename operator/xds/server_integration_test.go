@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -76,21 +75,6 @@ func serviceAccountToken(t *testing.T, env *testenv.Env, ns string, audiences ..
 func createKey(t *testing.T, env *testenv.Env, ns, name, subject string) {
 	t.Helper()
 	testfixture.CreateAPIKey(t, env.Client, testfixture.NewAPIKey(t, ns, name, subject))
-}
-
-func patchAPIKey(t *testing.T, env *testenv.Env, ns, name string, edit func(*gatehousev1.APIKey)) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ak := &gatehousev1.APIKey{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, ak); err != nil {
-		t.Fatal(err)
-	}
-	base := ak.DeepCopy()
-	edit(ak)
-	if err := env.Client.Patch(ctx, ak, client.MergeFrom(base)); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func wildcard(initial map[string]string, extra ...string) *discovery.DeltaDiscoveryRequest {
@@ -157,8 +141,8 @@ func TestIntegrationXDSServesEachNamespaceItsOwnState(t *testing.T) {
 	t.Run("a sidecar of A subscribing to B's names only is sent none of them, even when they change", func(t *testing.T) {
 		b := dial(t, addr, serviceAccountToken(t, env, nsB, DefaultAudience), wildcard(nil))
 		b.next()
-		patchAPIKey(t, env, nsB, "b1", func(ak *gatehousev1.APIKey) { ak.Spec.Subject = "service:b1-changed" })
-		patchAPIKey(t, env, nsB, "shared", func(ak *gatehousev1.APIKey) { ak.Spec.Subject = "service:shared-in-b-changed" })
+		env.EditAPIKey(t, nsB, "b1", func(ak *gatehousev1.APIKey) { ak.Spec.Subject = "service:b1-changed" })
+		env.EditAPIKey(t, nsB, "shared", func(ak *gatehousev1.APIKey) { ak.Spec.Subject = "service:shared-in-b-changed" })
 		for b.entries["b1"].GetSubject() != "service:b1-changed" || b.entries["shared"].GetSubject() != "service:shared-in-b-changed" {
 			b.next()
 		}
@@ -175,7 +159,7 @@ func TestIntegrationXDSServesEachNamespaceItsOwnState(t *testing.T) {
 	})
 
 	t.Run("a disabled key reaches the sidecar as one updated resource", func(t *testing.T) {
-		patchAPIKey(t, env, nsA, "a2", func(ak *gatehousev1.APIKey) { ak.Spec.Disabled = true })
+		env.EditAPIKey(t, nsA, "a2", func(ak *gatehousev1.APIKey) { ak.Spec.Disabled = true })
 		r := a.next()
 		if got := names(r); !slices.Equal(got, []string{"a2"}) || len(r.GetRemovedResources()) != 0 {
 			t.Fatalf("resources = %v, removed %v; want [a2] only", got, r.GetRemovedResources())
@@ -192,7 +176,7 @@ func TestIntegrationXDSServesEachNamespaceItsOwnState(t *testing.T) {
 		// Change one key and delete another while the sidecar is away,
 		// and wait until the server has them (a second stream sees both).
 		watcher := dial(t, addr, tokenA, wildcard(maps.Clone(held)))
-		patchAPIKey(t, env, nsA, "a1", func(ak *gatehousev1.APIKey) { ak.Spec.Scopes = []string{"orders:write"} })
+		env.EditAPIKey(t, nsA, "a1", func(ak *gatehousev1.APIKey) { ak.Spec.Scopes = []string{"orders:write"} })
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := env.Client.Delete(ctx, &gatehousev1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: "a3"}}); err != nil {

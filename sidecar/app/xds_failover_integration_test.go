@@ -14,9 +14,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/apikeyformat"
 	"gatehouse.dev/gatehouse/operator/xds"
 	"gatehouse.dev/gatehouse/sidecar/source"
@@ -184,15 +182,7 @@ func TestIntegrationTheSidecarFailsOverBetweenOperatorReplicas(t *testing.T) {
 	t.Logf("connected to the other replica %v after the first stopped (%d checks meanwhile); state_age_seconds up to %.2f meanwhile",
 		time.Since(t0), checker.checks.Load()-before, maxAge)
 
-	ctx := context.Background()
-	cur := &gatehousev1.APIKey{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "revoked"}, cur); err != nil {
-		t.Fatal(err)
-	}
-	cur.Spec.Disabled = true
-	if err := env.Client.Update(ctx, cur); err != nil {
-		t.Fatal(err)
-	}
+	env.DisableAPIKey(t, ns, "revoked")
 	framework.Eventually(t, "the revocation to reach the sidecar through the other replica", 30*time.Second, func() (bool, string) {
 		got := reason(r.send(t, map[string]string{"x-api-key": revoked.Plaintext()}))
 		return got == "api_key_revoked", got

@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
@@ -148,16 +147,8 @@ func TestIntegrationTheSidecarServesTheStateTheOperatorPushesOverXDS(t *testing.
 		})
 	}
 
-	ctx := context.Background()
-	cur := &gatehousev1.APIKey{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "billing"}, cur); err != nil {
-		t.Fatal(err)
-	}
-	cur.Spec.Disabled = true
 	t0 := time.Now()
-	if err := env.Client.Update(ctx, cur); err != nil {
-		t.Fatal(err)
-	}
+	env.DisableAPIKey(t, ns, "billing")
 	var got string
 	for time.Since(t0) < 10*time.Second {
 		if got = reason(r.send(t, map[string]string{"x-api-key": billing.Plaintext()})); got != "allowed" {
@@ -179,7 +170,7 @@ func TestIntegrationTheSidecarServesTheStateTheOperatorPushesOverXDS(t *testing.
 
 	// Revoke shipping while no server runs, then bring one back on the
 	// same address: the sidecar reconnects and denies shipping.
-	if err := env.Client.Delete(ctx, &gatehousev1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shipping"}}); err != nil {
+	if err := env.Client.Delete(context.Background(), &gatehousev1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shipping"}}); err != nil {
 		t.Fatal(err)
 	}
 	if got := reason(r.send(t, map[string]string{"x-api-key": shipping.Plaintext()})); got != "allowed" {

@@ -132,15 +132,7 @@ func testChartsXDSWiring(t *testing.T, certManager bool) {
 		return strings.HasPrefix(got, "allowed"), got
 	})
 
-	ak := &gatehousev1.APIKey{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: tenant, Name: "billing"}, ak); err != nil {
-		t.Fatal(err)
-	}
-	base := ak.DeepCopy()
-	ak.Spec.Disabled = true
-	if err := env.Client.Patch(ctx, ak, client.MergeFrom(base)); err != nil {
-		t.Fatal(err)
-	}
+	env.DisableAPIKey(t, tenant, "billing")
 	framework.Eventually(t, "the injected sidecar to deny the disabled key", 30*time.Second, func() (bool, string) {
 		got := check()
 		return strings.Contains(got, "api_key_revoked"), got
