@@ -41,6 +41,13 @@ const MaxConnectionAge = 30 * time.Minute
 // they fail over (sidecar/source.XDSKeepaliveTime, not shorter than this).
 const KeepaliveMinTime = 10 * time.Second
 
+// MaxRequestBytes bounds one request a client sends. A sidecar that
+// reconnects sends the version of every resource it holds
+// (initial_resource_versions), about 90 bytes per API key: gRPC's default
+// of 4 MiB refused namespaces above some 45,000 keys, whose sidecars then
+// never got another update. 64 MiB fits some 700,000 keys.
+const MaxRequestBytes = 64 << 20
+
 // Server serves delta xDS. It is a manager.Runnable that runs on every
 // replica.
 type Server struct {
@@ -132,6 +139,7 @@ func (s *Server) grpcServer(ctx context.Context) *grpc.Server {
 			MaxConnectionAge: MaxConnectionAge, MaxConnectionAgeGrace: time.Minute,
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(MaxRequestBytes),
 	}
 	if s.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.TLS)))
