@@ -7,8 +7,11 @@ import (
 	"testing"
 	"time"
 
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/go-logr/logr/testr"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -73,4 +76,41 @@ func TestAReconnectingSidecarOfALargeNamespaceIsServed(t *testing.T) {
 	if r := c.next(); len(r.GetResources())+len(r.GetRemovedResources()) != 0 {
 		t.Errorf("a client holding every version got %d resources and %d removals, want none", len(r.GetResources()), len(r.GetRemovedResources()))
 	}
+}
+
+// TestAStreamNamingTooManyResourcesIsEnded: go-control-plane keeps every
+// name a stream subscribes to, so a client that keeps naming new (made
+// up) resources would grow the operator's memory without bound. A stream
+// may name MaxNamesPerStream over its life; the wildcard does not count.
+func TestAStreamNamingTooManyResourcesIsEnded(t *testing.T) {
+	const ns = "shop"
+	addr := startCachesServer(t, NewNamespaces(), ns)
+	batch := func(from, n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("made-up-%d", from+i)
+		}
+		return out
+	}
+	t.Run("the wildcard and names up to the bound are served", func(t *testing.T) {
+		c := dial(t, addr, "token", wildcard(nil, batch(0, MaxNamesPerStream/2)...))
+		c.next()
+		if err := c.stream.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: APIKeyEntryType, ResourceNamesSubscribe: append(batch(MaxNamesPerStream/2, MaxNamesPerStream/2), "*")}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.stream.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: IssuerKeySetType, ResourceNamesSubscribe: []string{"*"}}); err != nil {
+			t.Fatal(err)
+		}
+		c.next() // the first answer of the second type: the stream lives
+	})
+	t.Run("a stream naming more, over several requests, is ended", func(t *testing.T) {
+		c := dial(t, addr, "token", wildcard(nil, batch(0, MaxNamesPerStream/2)...))
+		c.next()
+		if err := c.stream.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: IssuerKeySetType, ResourceNamesSubscribe: batch(MaxNamesPerStream/2, MaxNamesPerStream/2+1)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.streamError(); status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("stream ended with %v, want ResourceExhausted", err)
+		}
+	})
 }
