@@ -2,15 +2,21 @@ package xds
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/go-logr/logr/testr"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -113,4 +119,30 @@ func TestAStreamNamingTooManyResourcesIsEnded(t *testing.T) {
 			t.Fatalf("stream ended with %v, want ResourceExhausted", err)
 		}
 	})
+}
+
+// TestLargeHeadersAreRefusedBeforeAuthentication: headers are read before
+// the stream is authenticated, so anyone who reaches the port could make
+// the server hold gRPC's default of 16 MiB of them per stream. A stream
+// whose headers exceed MaxHeaderBytes is refused, even with a valid token.
+func TestLargeHeadersAreRefusedBeforeAuthentication(t *testing.T) {
+	addr := startCachesServer(t, NewNamespaces(), "shop")
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer token", "x-padding", strings.Repeat("a", 1<<20))
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err == nil {
+		if err = st.Send(wildcard(nil)); err == nil || errors.Is(err, io.EOF) {
+			_, err = st.Recv()
+		}
+	}
+	if err == nil {
+		t.Fatal("a stream with 1 MiB of headers was served")
+	}
+	t.Logf("refused: %v", err)
 }

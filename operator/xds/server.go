@@ -142,6 +142,7 @@ func (s *Server) grpcServer(ctx context.Context) *grpc.Server {
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(MaxRequestBytes),
+		grpc.MaxHeaderListSize(MaxHeaderBytes),
 	}
 	if s.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.TLS)))
@@ -160,6 +161,12 @@ type ads struct {
 func (a *ads) DeltaAggregatedResources(st discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
 	return a.delta.DeltaStreamHandler(st, resource.AnyType)
 }
+
+// MaxHeaderBytes bounds the headers of a stream, which the server reads
+// before it authenticates the stream: a bearer token is 16 KiB at most
+// (maxTokenBytes), where gRPC's default would hold 16 MiB of headers per
+// stream for anyone who reaches the port.
+const MaxHeaderBytes = 64 << 10
 
 // MaxNamesPerStream bounds the resource names one stream may subscribe to
 // over its life, counted as it names them (a name named again counts
