@@ -13,6 +13,7 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/go-logr/logr/testr"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -145,4 +146,36 @@ func TestLargeHeadersAreRefusedBeforeAuthentication(t *testing.T) {
 		t.Fatal("a stream with 1 MiB of headers was served")
 	}
 	t.Logf("refused: %v", err)
+}
+
+// TestTheServerBoundsStreamsPerConnection: a sidecar needs one stream; a
+// client multiplexing thousands on one connection is held to
+// MaxStreamsPerConnection, which the server announces in its HTTP/2
+// SETTINGS (and grpc-go's server enforces, refusing streams beyond it).
+func TestTheServerBoundsStreamsPerConnection(t *testing.T) {
+	addr := startCachesServer(t, NewNamespaces(), "shop")
+	conn, err := (&net.Dialer{Timeout: 10 * time.Second}).DialContext(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := fr.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings, ok := f.(*http2.SettingsFrame)
+	if !ok {
+		t.Fatalf("first frame %T, want SETTINGS", f)
+	}
+	if v, ok := settings.Value(http2.SettingMaxConcurrentStreams); !ok || v != MaxStreamsPerConnection {
+		t.Fatalf("SETTINGS_MAX_CONCURRENT_STREAMS = %d (set: %v), want %d", v, ok, MaxStreamsPerConnection)
+	}
 }

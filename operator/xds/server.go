@@ -143,6 +143,7 @@ func (s *Server) grpcServer(ctx context.Context) *grpc.Server {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(MaxRequestBytes),
 		grpc.MaxHeaderListSize(MaxHeaderBytes),
+		grpc.MaxConcurrentStreams(MaxStreamsPerConnection),
 	}
 	if s.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.TLS)))
@@ -167,6 +168,10 @@ func (a *ads) DeltaAggregatedResources(st discovery.AggregatedDiscoveryService_D
 // (maxTokenBytes), where gRPC's default would hold 16 MiB of headers per
 // stream for anyone who reaches the port.
 const MaxHeaderBytes = 64 << 10
+
+// MaxStreamsPerConnection bounds the streams one connection may hold open
+// at once: a sidecar needs one (every type on one ADS stream).
+const MaxStreamsPerConnection = 8
 
 // MaxNamesPerStream bounds the resource names one stream may subscribe to
 // over its life, counted as it names them (a name named again counts
