@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/metadata"
@@ -26,6 +27,8 @@ func TestIdentityOf(t *testing.T) {
 		{"a user that is not a ServiceAccount is refused", func(s *authnv1.TokenReviewStatus) { s.User.Username = "alice" }, ""},
 		{"a ServiceAccount user name with an invalid namespace is refused", func(s *authnv1.TokenReviewStatus) { s.User.Username = "system:serviceaccount:Shop/x:default" }, ""},
 		{"a ServiceAccount user name without a name is refused", func(s *authnv1.TokenReviewStatus) { s.User.Username = "system:serviceaccount:shop" }, ""},
+		{"a name that would smuggle another namespace is refused", func(s *authnv1.TokenReviewStatus) { s.User.Username = "system:serviceaccount:shop:x:victim" }, ""},
+		{"a ServiceAccount user name with an empty namespace is refused", func(s *authnv1.TokenReviewStatus) { s.User.Username = "system:serviceaccount::default" }, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -60,6 +63,8 @@ func TestBearerToken(t *testing.T) {
 		{"two headers give none", []string{"Bearer a", "Bearer b"}, ""},
 		{"another scheme gives none", []string{"Basic abc"}, ""},
 		{"an empty token gives none", []string{"Bearer "}, ""},
+		{"a token over 16 KiB gives none (never sent to TokenReview)", []string{"Bearer " + strings.Repeat("a", maxTokenBytes+1)}, ""},
+		{"a token of 16 KiB is taken", []string{"Bearer " + strings.Repeat("a", maxTokenBytes)}, strings.Repeat("a", maxTokenBytes)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

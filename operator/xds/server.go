@@ -26,8 +26,10 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/server/delta/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 )
 
@@ -40,6 +42,13 @@ const MaxConnectionAge = 30 * time.Minute
 // Sidecars ping so that a replica that vanished silently is noticed and
 // they fail over (sidecar/source.XDSKeepaliveTime, not shorter than this).
 const KeepaliveMinTime = 10 * time.Second
+
+// MaxRequestBytes bounds one request a client sends. A sidecar that
+// reconnects sends the version of every resource it holds
+// (initial_resource_versions), about 90 bytes per API key: gRPC's default
+// of 4 MiB refused namespaces above some 45,000 keys, whose sidecars then
+// never got another update. 64 MiB fits some 700,000 keys.
+const MaxRequestBytes = 64 << 20
 
 // Server serves delta xDS. It is a manager.Runnable that runs on every
 // replica.
@@ -115,7 +124,7 @@ func (s *Server) Start(ctx context.Context) error {
 // grpcServer builds the gRPC server: the stream authenticator in front of
 // an ADS service that answers delta streams only.
 func (s *Server) grpcServer(ctx context.Context) *grpc.Server {
-	cb := &callbacks{streams: map[int64]Identity{}, log: s.Log}
+	cb := &callbacks{streams: map[int64]*streamState{}, log: s.Log}
 	opts := []grpc.ServerOption{
 		//nolint:contextcheck // each stream is authenticated within its own context
 		grpc.ChainStreamInterceptor(streamAuthenticator(s.Reviewer, func(err error) {
@@ -132,6 +141,9 @@ func (s *Server) grpcServer(ctx context.Context) *grpc.Server {
 			MaxConnectionAge: MaxConnectionAge, MaxConnectionAgeGrace: time.Minute,
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(MaxRequestBytes),
+		grpc.MaxHeaderListSize(MaxHeaderBytes),
+		grpc.MaxConcurrentStreams(MaxStreamsPerConnection),
 	}
 	if s.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.TLS)))
@@ -151,13 +163,41 @@ func (a *ads) DeltaAggregatedResources(st discovery.AggregatedDiscoveryService_D
 	return a.delta.DeltaStreamHandler(st, resource.AnyType)
 }
 
+// MaxHeaderBytes bounds the headers of a stream, which the server reads
+// before it authenticates the stream: a bearer token is 16 KiB at most
+// (maxTokenBytes), where gRPC's default would hold 16 MiB of headers per
+// stream for anyone who reaches the port.
+const MaxHeaderBytes = 64 << 10
+
+// MaxStreamsPerConnection bounds the streams one connection may hold open
+// at once: a sidecar needs one (every type on one ADS stream).
+const MaxStreamsPerConnection = 8
+
+// MaxNamesPerStream bounds the resource names one stream may subscribe to
+// over its life, counted as it names them (a name named again counts
+// again). go-control-plane keeps every name a stream subscribes to, so
+// without a bound one stream could grow the operator's memory by a full
+// request (up to MaxRequestBytes) with every request it sends. Sidecars
+// name none: they subscribe with the wildcard, which does not count.
+const MaxNamesPerStream = 10000
+
+// errTooManyNames ends a stream that named more than MaxNamesPerStream.
+var errTooManyNames = status.Errorf(codes.ResourceExhausted, "a stream may subscribe to %d resource names at most; subscribe with the wildcard", MaxNamesPerStream)
+
 // callbacks bind every request of a stream to the stream's identity: the
 // node a client sends is replaced by one whose cluster is the namespace it
-// authenticated as, which is all Namespaces routes by.
+// authenticated as, which is all Namespaces routes by. They also count
+// the names each stream subscribes to (MaxNamesPerStream).
 type callbacks struct {
 	log     logr.Logger
 	mu      sync.Mutex
-	streams map[int64]Identity
+	streams map[int64]*streamState
+}
+
+// streamState is what callbacks know of one stream.
+type streamState struct {
+	id    Identity
+	named int
 }
 
 var _ delta.Callbacks = (*callbacks)(nil)
@@ -168,7 +208,7 @@ func (c *callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) e
 		return errUnauthenticated
 	}
 	c.mu.Lock()
-	c.streams[id] = ident
+	c.streams[id] = &streamState{id: ident}
 	c.mu.Unlock()
 	c.log.V(1).Info("xds stream opened", "stream", id, "namespace", ident.Namespace, "serviceAccount", ident.ServiceAccount)
 	return nil
@@ -181,13 +221,25 @@ func (c *callbacks) OnDeltaStreamClosed(id int64, _ *core.Node) {
 }
 
 func (c *callbacks) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
-	c.mu.Lock()
-	ident, ok := c.streams[id]
-	c.mu.Unlock()
-	if !ok {
-		return errUnauthenticated
+	named := 0
+	for _, name := range req.GetResourceNamesSubscribe() {
+		if name != explicitWildcard {
+			named++
+		}
 	}
-	req.Node = &core.Node{Id: ident.ServiceAccount, Cluster: ident.Namespace}
+	c.mu.Lock()
+	st, ok := c.streams[id]
+	if ok {
+		st.named += named
+	}
+	c.mu.Unlock()
+	switch {
+	case !ok:
+		return errUnauthenticated
+	case st.named > MaxNamesPerStream:
+		return errTooManyNames
+	}
+	req.Node = &core.Node{Id: st.id.ServiceAccount, Cluster: st.id.Namespace}
 	return nil
 }
 
