@@ -298,7 +298,7 @@ func newGRPCServer(core *server.Core, h *health.Server) *grpc.Server {
 		grpc.ForceServerCodecV2(core.GRPCCodec()),
 		grpc.NumStreamWorkers(grpcStreamWorkers),
 	)
-	authv3.RegisterAuthorizationServer(srv, server.NewAuthorizationServer(core))
+	server.NewAuthorizationServer(core).Register(srv)
 	healthpb.RegisterHealthServer(srv, h)
 	return srv
 }

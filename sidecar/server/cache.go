@@ -117,17 +117,27 @@ func (c checkCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return c.base.Marshal(v)
 }
 
-// Unmarshal decodes a CheckRequest with decodeCheckRequest (only what the
-// sidecar reads of it) and any other message with the standard codec.
+// Unmarshal decodes what the handler reads of a CheckRequest into a
+// checkRequest (the server Register registers), a generated CheckRequest
+// with decodeCheckRequest (only what the sidecar reads of it), and any
+// other message with the standard codec.
 func (c checkCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	req, ok := v.(*authv3.CheckRequest)
-	if !ok {
+	switch v.(type) {
+	case *checkRequest, *authv3.CheckRequest:
+	default:
 		return c.base.Unmarshal(data, v)
 	}
 	if len(data) == 1 {
-		return decodeCheckRequest(data[0].ReadOnlyData(), req)
+		return decodeInto(data[0].ReadOnlyData(), v)
 	}
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
-	return decodeCheckRequest(buf.ReadOnlyData(), req)
+	return decodeInto(buf.ReadOnlyData(), v)
+}
+
+func decodeInto(b []byte, v any) error {
+	if req, ok := v.(*checkRequest); ok {
+		return decodeCheck(b, req)
+	}
+	return decodeCheckRequest(b, v.(*authv3.CheckRequest))
 }

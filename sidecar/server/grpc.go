@@ -10,6 +10,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -33,13 +34,10 @@ func NewAuthorizationServer(core *Core) *AuthorizationServer {
 
 // Check answers one ext_authz check. Denials are CheckResponses with a nil
 // error: an RPC error would make Envoy apply its failure mode instead.
-func (s *AuthorizationServer) Check(_ context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			s.core.opts.Log.Error(fmt.Errorf("panic of type %T in grpc check", p), "check panicked; denying")
-			resp, err = s.core.grpcResponse(verdict{d: authz.Decision{Reason: authz.InternalError, Status: authz.InternalError.Status()}}), nil
-		}
-	}()
+// The server registered by Register does not call it: its handler reads
+// the request as the codec decoded it (checkRequest), without the
+// generated message.
+func (s *AuthorizationServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	r := &authz.Request{
 		Method:  httpReq.GetMethod(),
@@ -47,10 +45,60 @@ func (s *AuthorizationServer) Check(_ context.Context, req *authv3.CheckRequest)
 		Path:    httpReq.GetPath(),
 		Headers: grpcHeaders{httpReq},
 	}
-	return s.core.grpcResponse(s.core.check("grpc", httpReq.GetId(), r)), nil
+	return s.decide(httpReq.GetId(), r), nil
 }
 
-// grpcHeaders reads a CheckRequest's headers: header_map (raw, one entry
+// checkDecoded answers a check the codec decoded into a checkRequest.
+func (s *AuthorizationServer) checkDecoded(req *checkRequest) *authv3.CheckResponse {
+	r := &authz.Request{Method: req.method, Host: req.host, Path: req.path, Headers: req}
+	return s.decide(req.id, r)
+}
+
+// decide checks r; a panic is an internal error, denied.
+func (s *AuthorizationServer) decide(requestID string, r *authz.Request) (resp *authv3.CheckResponse) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.core.opts.Log.Error(fmt.Errorf("panic of type %T in grpc check", p), "check panicked; denying")
+			resp = s.core.grpcResponse(verdict{d: authz.Decision{Reason: authz.InternalError, Status: authz.InternalError.Status()}})
+		}
+	}()
+	return s.core.grpcResponse(s.core.check("grpc", requestID, r))
+}
+
+// Register registers s as envoy.service.auth.v3.Authorization on a gRPC
+// server that uses the Core's codec (GRPCCodec, which decodes the
+// requests of this registration). It is authv3.RegisterAuthorizationServer
+// but for the handler, which receives the request the codec decoded
+// rather than the generated CheckRequest.
+func (s *AuthorizationServer) Register(r grpc.ServiceRegistrar) {
+	r.RegisterService(&authorizationServiceDesc, s)
+}
+
+// authorizationServiceDesc is authv3.Authorization_ServiceDesc with
+// checkHandler for Check (same service, method and proto file, so that
+// server reflection describes it).
+var authorizationServiceDesc = grpc.ServiceDesc{
+	ServiceName: "envoy.service.auth.v3.Authorization",
+	HandlerType: (*authv3.AuthorizationServer)(nil),
+	Methods:     []grpc.MethodDesc{{MethodName: "Check", Handler: checkHandler}},
+	Streams:     []grpc.StreamDesc{},
+	Metadata:    "envoy/service/auth/v3/external_auth.proto",
+}
+
+func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) { //nolint:revive // grpc.MethodHandler's order
+	in := new(checkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	s := srv.(*AuthorizationServer)
+	if interceptor == nil {
+		return s.checkDecoded(in), nil
+	}
+	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: authv3.Authorization_Check_FullMethodName}
+	return interceptor(ctx, in, info, func(context.Context, any) (any, error) { return s.checkDecoded(in), nil })
+}
+
+// grpcHeaders reads a generated CheckRequest's headers: header_map (raw, one entry
 // per field, sent with encode_raw_headers) when present, else the headers
 // map (lower-case keys, repeated fields comma-joined). It is one pointer,
 // so that making it an authz.Headers allocates nothing.

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -107,7 +106,7 @@ func serveGRPC(b *testing.B, core *server.Core) *grpc.ClientConn {
 		workers = n
 	}
 	srv := grpc.NewServer(grpc.ForceServerCodecV2(core.GRPCCodec()), grpc.NumStreamWorkers(uint32(workers)))
-	authv3.RegisterAuthorizationServer(srv, server.NewAuthorizationServer(core))
+	server.NewAuthorizationServer(core).Register(srv)
 	go func() { _ = srv.Serve(lis) }()
 	b.Cleanup(srv.Stop)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),

@@ -61,7 +61,7 @@ func serve(t *testing.T, core *server.Core) []transport {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer(grpc.ForceServerCodecV2(core.GRPCCodec()))
-	authv3.RegisterAuthorizationServer(gs, server.NewAuthorizationServer(core))
+	server.NewAuthorizationServer(core).Register(gs)
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(gs.Stop)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

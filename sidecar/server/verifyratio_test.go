@@ -106,11 +106,11 @@ func wireCheck(b *testing.B, engine *authz.Engine, store *snapshot.Store, tok st
 	b.Helper()
 	core := server.NewCore(engine, store, metrics.New(store, nil), server.Options{StripCredential: true, Log: logr.Discard()})
 	srv := server.NewAuthorizationServer(core)
-	codec := core.GRPCCodec()
 	wire, err := proto.Marshal(benchRequest(map[string]string{"authorization": "Bearer " + tok}))
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	return func() { allowOverWire(ctx, b, codec, srv, wire) }
+	w := newWireChecker(b, core.GRPCCodec(), srv, wire)
+	return func() { w.allowOverWire(ctx, b) }
 }

@@ -43,7 +43,7 @@ func TestEveryWorkloadGetsItsExpectedVerdictFromTheSidecarEngine(t *testing.T) {
 	// The verification cache off, as hack/load.sh runs the sidecar for the
 	// uncached and expired workloads: every token is verified.
 	core := server.NewCore(authz.New(store, authz.Options{CacheSize: -1}), store, nil, server.Options{})
-	target := serveGRPC(t, grpc.ForceServerCodecV2(core.GRPCCodec()), server.NewAuthorizationServer(core))
+	target := serveGRPC(t, grpc.ForceServerCodecV2(core.GRPCCodec()), server.NewAuthorizationServer(core).Register)
 	for _, shape := range loadgen.Shapes {
 		for _, name := range loadgen.WorkloadNames {
 			t.Run(shape+" "+name, func(t *testing.T) {
@@ -65,7 +65,7 @@ func TestTheFloorBaselineAllowsEveryWorkloadWithoutDecodingIt(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		target := serveGRPC(t, grpc.ForceServerCodecV2(codec), loadgen.OKServer{})
+		target := serveGRPC(t, grpc.ForceServerCodecV2(codec), func(r grpc.ServiceRegistrar) { authv3.RegisterAuthorizationServer(r, loadgen.OKServer{}) })
 		for _, shape := range loadgen.Shapes {
 			for _, name := range loadgen.WorkloadNames {
 				t.Run(decode+" "+shape+" "+name, func(t *testing.T) {
@@ -79,14 +79,14 @@ func TestTheFloorBaselineAllowsEveryWorkloadWithoutDecodingIt(t *testing.T) {
 	}
 }
 
-func serveGRPC(t *testing.T, opt grpc.ServerOption, srv authv3.AuthorizationServer) *loadgen.GRPCTarget {
+func serveGRPC(t *testing.T, opt grpc.ServerOption, register func(grpc.ServiceRegistrar)) *loadgen.GRPCTarget {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer(opt)
-	authv3.RegisterAuthorizationServer(gs, srv)
+	register(gs)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = gs.Serve(lis) }()
 	t.Cleanup(func() { gs.Stop(); <-done })

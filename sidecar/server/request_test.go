@@ -1,0 +1,146 @@
+package server
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// lookedUp are the header names every comparison reads, besides the names
+// the request holds: the engine's credential headers, and one absent.
+var lookedUp = []string{"authorization", "x-api-key", "x-gatehouse-key", "host", "absent", ""}
+
+// sameDecisionInputs fails unless got (the codec's checkRequest) gives the
+// handler what want (the generated message, read through grpcHeaders as
+// before) gives it: request id, method, host, path, the header count,
+// and Values and FirstValue of every name either holds, as sent and in
+// lower case, and of the engine's names.
+func sameDecisionInputs(t *testing.T, got *checkRequest, want *authv3.CheckRequest) {
+	t.Helper()
+	h := want.GetAttributes().GetRequest().GetHttp()
+	if got.id != h.GetId() || got.method != h.GetMethod() || got.host != h.GetHost() || got.path != h.GetPath() {
+		t.Fatalf("id, method, host, path = %q %q %q %q; want %q %q %q %q",
+			got.id, got.method, got.host, got.path, h.GetId(), h.GetMethod(), h.GetHost(), h.GetPath())
+	}
+	old := grpcHeaders{h}
+	if got.Count() != old.Count() {
+		t.Fatalf("Count() = %d, want %d", got.Count(), old.Count())
+	}
+	names := slices.Clone(lookedUp)
+	for k := range h.GetHeaders() {
+		names = append(names, k, strings.ToLower(k), strings.ToUpper(k))
+	}
+	for _, hv := range h.GetHeaderMap().GetHeaders() {
+		names = append(names, hv.GetKey(), strings.ToLower(hv.GetKey()))
+	}
+	for _, f := range got.headers {
+		names = append(names, f.name)
+	}
+	for _, name := range names {
+		if vs, want := got.Values(name), old.Values(name); !slices.Equal(vs, want) {
+			t.Fatalf("Values(%q) = %q, want %q", name, vs, want)
+		}
+		v, n := got.FirstValue(name)
+		if wv, wn := old.FirstValue(name); v != wv || n != wn {
+			t.Fatalf("FirstValue(%q) = %q, %d; want %q, %d", name, v, n, wv, wn)
+		}
+	}
+}
+
+// checkBothWays decodes b with the codec's decoder (decodeCheck) and with
+// the standard one and the previous one (decodeCheckRequest into the
+// generated message): the codec's must refuse exactly what the previous
+// one refused, accept whatever the standard decoder accepts, and give the
+// handler the same decision inputs.
+func checkBothWays(t *testing.T, b []byte) {
+	t.Helper()
+	got := &checkRequest{}
+	err := decodeCheck(b, got)
+	prev := &authv3.CheckRequest{}
+	prevErr := decodeCheckRequest(b, prev)
+	if (err == nil) != (prevErr == nil) {
+		t.Fatalf("decodeCheck: %v; the previous decoder: %v", err, prevErr)
+	}
+	std := &authv3.CheckRequest{}
+	stdErr := proto.Unmarshal(b, std)
+	if stdErr == nil && err != nil {
+		t.Fatalf("the standard decoder accepts what decodeCheck refuses: %v", err)
+	}
+	if err != nil {
+		return
+	}
+	sameDecisionInputs(t, got, prev)
+	if stdErr == nil {
+		sameDecisionInputs(t, got, std)
+	}
+}
+
+// headerRequests are requests whose headers test the lookups: the map's
+// exact lower-case names and last-wins repeated keys (two messages merged),
+// header_map's names without case, repeated fields and raw values.
+func headerRequests(t testing.TB) [][]byte {
+	t.Helper()
+	marshal := func(h *authv3.AttributeContext_HttpRequest) []byte {
+		b, err := proto.Marshal(&authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: h}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	raw := func(kv ...string) *corev3.HeaderMap {
+		m := &corev3.HeaderMap{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			hv := &corev3.HeaderValue{Key: kv[i], Value: kv[i+1]}
+			if kv[i+1] == "" {
+				hv.RawValue = []byte("raw:" + kv[i])
+			}
+			m.Headers = append(m.Headers, hv)
+		}
+		return m
+	}
+	first := marshal(&authv3.AttributeContext_HttpRequest{Method: "GET", Headers: map[string]string{"authorization": "Bearer a", "x-api-key": "k1", "host": "h"}})
+	second := marshal(&authv3.AttributeContext_HttpRequest{Path: "/p", Headers: map[string]string{"x-api-key": "k2", "authorization": ""}})
+	reqs := [][]byte{
+		nil,
+		marshal(&authv3.AttributeContext_HttpRequest{Headers: map[string]string{"authorization": "Bearer a", "x-api-key": ""}}),
+		marshal(&authv3.AttributeContext_HttpRequest{Headers: map[string]string{"Authorization": "upper-case keys are not found in the map"}}),
+		marshal(&authv3.AttributeContext_HttpRequest{HeaderMap: raw("Authorization", "Bearer a", "x-api-key", "k1", "X-API-KEY", "k2", "x-empty", "")}),
+		marshal(&authv3.AttributeContext_HttpRequest{Headers: map[string]string{"authorization": "not read: header_map is set"}, HeaderMap: raw("x-api-key", "k")}),
+		marshal(&authv3.AttributeContext_HttpRequest{Headers: map[string]string{"x-api-key": "read: header_map is empty"}, HeaderMap: raw()}),
+		append(slices.Clone(first), second...),
+		append(slices.Clone(second), first...),
+	}
+	many := map[string]string{}
+	for i := range 40 {
+		many[strings.Repeat("x", i+1)] = "v"
+	}
+	manyAgain := map[string]string{"x": "again", "xx": "again", "new": "v"}
+	reqs = append(reqs, append(marshal(&authv3.AttributeContext_HttpRequest{Headers: many}), marshal(&authv3.AttributeContext_HttpRequest{Headers: manyAgain})...))
+	return reqs
+}
+
+func TestTheHandlersRequestReadsWhatTheGeneratedMessageGave(t *testing.T) {
+	for _, b := range headerRequests(t) {
+		checkBothWays(t, b)
+	}
+	for name, b := range sampleRequests(t) {
+		t.Run(name, func(t *testing.T) { checkBothWays(t, b) })
+	}
+}
+
+// FuzzCheckRequestDecodesAsTheGeneratedMessage holds decodeCheck and the
+// checkRequest's lookups to the generated message's (the standard decoder
+// and the previous one, read through grpcHeaders).
+func FuzzCheckRequestDecodesAsTheGeneratedMessage(f *testing.F) {
+	for _, b := range headerRequests(f) {
+		f.Add(b)
+	}
+	for _, b := range sampleRequests(f) {
+		f.Add(b)
+	}
+	f.Fuzz(checkBothWays)
+}
