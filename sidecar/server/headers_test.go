@@ -8,23 +8,12 @@ import (
 )
 
 func TestFirstValueIsTheFirstOfValuesAndTheirNumber(t *testing.T) {
-	raw := func(kv ...string) *corev3.HeaderMap {
-		m := &corev3.HeaderMap{}
-		for i := 0; i+1 < len(kv); i += 2 {
-			hv := &corev3.HeaderValue{Key: kv[i], Value: kv[i+1]}
-			if kv[i+1] == "" {
-				hv.RawValue = []byte("raw:" + kv[i])
-			}
-			m.Headers = append(m.Headers, hv)
-		}
-		return m
-	}
 	requests := []*authv3.AttributeContext_HttpRequest{
 		{},
 		{Headers: map[string]string{"authorization": "Bearer a", "x-api-key": ""}},
 		{Headers: map[string]string{"Authorization": "upper-case keys are not found in the map"}},
-		{HeaderMap: raw("Authorization", "Bearer a", "x-api-key", "k1", "X-API-KEY", "k2", "x-empty", "")},
-		{Headers: map[string]string{"authorization": "the map is not read when header_map is set"}, HeaderMap: raw("x-api-key", "k")},
+		{HeaderMap: rawHeaders("Authorization", "Bearer a", "x-api-key", "k1", "X-API-KEY", "k2", "x-empty", "")},
+		{Headers: map[string]string{"authorization": "the map is not read when header_map is set"}, HeaderMap: rawHeaders("x-api-key", "k")},
 	}
 	for _, r := range requests {
 		h := grpcHeaders{r}
@@ -36,4 +25,18 @@ func TestFirstValueIsTheFirstOfValuesAndTheirNumber(t *testing.T) {
 			}
 		}
 	}
+}
+
+// rawHeaders is a header_map of the name/value pairs kv; a pair with an
+// empty value carries its value as raw_value instead ("raw:" + name).
+func rawHeaders(kv ...string) *corev3.HeaderMap {
+	m := &corev3.HeaderMap{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		hv := &corev3.HeaderValue{Key: kv[i], Value: kv[i+1]}
+		if kv[i+1] == "" {
+			hv.RawValue = []byte("raw:" + kv[i])
+		}
+		m.Headers = append(m.Headers, hv)
+	}
+	return m
 }

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/proto"
 )
@@ -91,26 +90,15 @@ func headerRequests(t testing.TB) [][]byte {
 		}
 		return b
 	}
-	raw := func(kv ...string) *corev3.HeaderMap {
-		m := &corev3.HeaderMap{}
-		for i := 0; i+1 < len(kv); i += 2 {
-			hv := &corev3.HeaderValue{Key: kv[i], Value: kv[i+1]}
-			if kv[i+1] == "" {
-				hv.RawValue = []byte("raw:" + kv[i])
-			}
-			m.Headers = append(m.Headers, hv)
-		}
-		return m
-	}
 	first := marshal(&authv3.AttributeContext_HttpRequest{Method: "GET", Headers: map[string]string{"authorization": "Bearer a", "x-api-key": "k1", "host": "h"}})
 	second := marshal(&authv3.AttributeContext_HttpRequest{Path: "/p", Headers: map[string]string{"x-api-key": "k2", "authorization": ""}})
 	reqs := [][]byte{
 		nil,
 		marshal(&authv3.AttributeContext_HttpRequest{Headers: map[string]string{"authorization": "Bearer a", "x-api-key": ""}}),
 		marshal(&authv3.AttributeContext_HttpRequest{Headers: map[string]string{"Authorization": "upper-case keys are not found in the map"}}),
-		marshal(&authv3.AttributeContext_HttpRequest{HeaderMap: raw("Authorization", "Bearer a", "x-api-key", "k1", "X-API-KEY", "k2", "x-empty", "")}),
-		marshal(&authv3.AttributeContext_HttpRequest{Headers: map[string]string{"authorization": "not read: header_map is set"}, HeaderMap: raw("x-api-key", "k")}),
-		marshal(&authv3.AttributeContext_HttpRequest{Headers: map[string]string{"x-api-key": "read: header_map is empty"}, HeaderMap: raw()}),
+		marshal(&authv3.AttributeContext_HttpRequest{HeaderMap: rawHeaders("Authorization", "Bearer a", "x-api-key", "k1", "X-API-KEY", "k2", "x-empty", "")}),
+		marshal(&authv3.AttributeContext_HttpRequest{Headers: map[string]string{"authorization": "not read: header_map is set"}, HeaderMap: rawHeaders("x-api-key", "k")}),
+		marshal(&authv3.AttributeContext_HttpRequest{Headers: map[string]string{"x-api-key": "read: header_map is empty"}, HeaderMap: rawHeaders()}),
 		append(slices.Clone(first), second...),
 		append(slices.Clone(second), first...),
 	}
