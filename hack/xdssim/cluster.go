@@ -101,11 +101,15 @@ func (c *cluster) createNamespace(ctx context.Context, name string) error {
 const sidecarSA = "sidecar"
 
 // token returns a new hour-long token of the namespace's sidecar
-// ServiceAccount for audience, as the kubelet projects one into each pod:
+// ServiceAccount for audience (the API server's own when empty), as the kubelet projects one into each pod:
 // every call gives a different token.
 func (c *cluster) token(ctx context.Context, ns, audience string) (string, error) {
+	var audiences []string // the API server's own
+	if audience != "" {
+		audiences = []string{audience}
+	}
 	tr, err := c.cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sidecarSA, &authnv1.TokenRequest{
-		Spec: authnv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: ptr.To[int64](3600)},
+		Spec: authnv1.TokenRequestSpec{Audiences: audiences, ExpirationSeconds: ptr.To[int64](3600)},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		return "", fmt.Errorf("requesting a token for %s/%s: %w", ns, sidecarSA, err)

@@ -24,6 +24,13 @@ type informerSidecar struct {
 	keys     int
 	disabled map[string]time.Time // APIKey name → when first seen disabled
 	watch    string
+	lastErr  error // the last failure the source reported
+}
+
+func (s *informerSidecar) failed(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastErr = err
 }
 
 func (s *informerSidecar) changed(in snapshot.Inputs) {
@@ -44,10 +51,10 @@ func (s *informerSidecar) changed(in snapshot.Inputs) {
 	}
 }
 
-func (s *informerSidecar) keyCount() int {
+func (s *informerSidecar) keyCount() (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.keys
+	return s.keys, s.lastErr
 }
 
 // watchDisabled makes the sidecar note when it first sees name disabled.
@@ -92,7 +99,9 @@ func startInformers(ctx context.Context, c *cluster, ns string, m int) ([]*infor
 		out[i] = s
 		src := &source.Kubernetes{Config: informerConfig(c.cp.Config, tokens[i]), Namespace: ns, Log: logr.Discard()}
 		go func() {
-			_ = src.Run(ctx, source.Events{Changed: s.changed, Failed: func(error) {}, Confirmed: func() {}})
+			if err := src.Run(ctx, source.Events{Changed: s.changed, Failed: s.failed, Confirmed: func() {}}); err != nil {
+				s.failed(err)
+			}
 		}()
 	}
 	return out, started, nil
@@ -102,10 +111,13 @@ func startInformers(ctx context.Context, c *cluster, ns string, m int) ([]*infor
 // returns how long that took since start.
 func waitInformers(ctx context.Context, sidecars []*informerSidecar, keys int, start time.Time) (time.Duration, error) {
 	for {
-		ready := 0
+		ready, lastErr := 0, error(nil)
 		for _, s := range sidecars {
-			if s.keyCount() == keys {
+			n, err := s.keyCount()
+			if n == keys {
 				ready++
+			} else if err != nil {
+				lastErr = err
 			}
 		}
 		if ready == len(sidecars) {
@@ -113,7 +125,7 @@ func waitInformers(ctx context.Context, sidecars []*informerSidecar, keys int, s
 		}
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("%d of %d informer sidecars hold %d APIKeys: %w", ready, len(sidecars), keys, ctx.Err())
+			return 0, fmt.Errorf("%d of %d informer sidecars hold %d APIKeys (last failure: %v): %w", ready, len(sidecars), keys, lastErr, ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -30,10 +30,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 func main() {
+	// The informer sidecars' caches log through controller-runtime; their
+	// failures are collected and reported instead.
+	ctrllog.SetLogger(logr.Discard())
 	if err := newCommand().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "xdssim:", err)
 		os.Exit(1)

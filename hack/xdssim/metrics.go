@@ -117,7 +117,6 @@ var sidecarResources = []struct{ group, resource string }{
 // started.
 type apiTraffic struct {
 	Watches         float64 // apiserver_longrunning_requests{verb="WATCH"}
-	Watchers        float64 // apiserver_registered_watchers (watch cache)
 	Lists           float64 // apiserver_request_total{verb="LIST"}
 	ListBytes       float64 // apiserver_response_sizes_sum{verb="LIST"}
 	WatchEvents     float64 // apiserver_watch_events_total
@@ -136,7 +135,6 @@ func readAPITraffic(m metrics) apiTraffic {
 			return out
 		}
 		t.Watches += m.sum("apiserver_longrunning_requests", with("verb", "WATCH"))
-		t.Watchers += m.sum("apiserver_registered_watchers", res)
 		t.Lists += m.sum("apiserver_request_total", with("verb", "LIST"))
 		t.ListBytes += m.sum("apiserver_response_sizes", with("verb", "LIST"))
 		t.WatchEvents += m.sum("apiserver_watch_events_total", res)
@@ -148,7 +146,7 @@ func readAPITraffic(m metrics) apiTraffic {
 // minus is the change from before to t (gauges: the difference too).
 func (t apiTraffic) minus(before apiTraffic) apiTraffic {
 	return apiTraffic{
-		Watches: t.Watches - before.Watches, Watchers: t.Watchers - before.Watchers,
+		Watches: t.Watches - before.Watches,
 		Lists: t.Lists - before.Lists, ListBytes: t.ListBytes - before.ListBytes,
 		WatchEvents: t.WatchEvents - before.WatchEvents, WatchEventBytes: t.WatchEventBytes - before.WatchEventBytes,
 	}

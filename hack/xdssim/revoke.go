@@ -48,6 +48,7 @@ func (s *sim) runInformers(ctx context.Context) error {
 	if in.APIAfter, err = s.readAPI(ctx); err != nil {
 		return err
 	}
+	in.Measured = true
 	for _, sc := range sidecars {
 		sc.watchDisabled(s.informerRevoked)
 	}
