@@ -50,7 +50,7 @@ func TestIntegrationXDSSimulation(t *testing.T) {
 	nsB := env.Namespace(t)
 	a, b := &simNamespace{name: nsA, keys: keysA}, &simNamespace{name: nsB, keys: keysB}
 
-	startAPIKeyController(t, env, 4, a.name, b.name)
+	startAPIKeyController(t, env, 8, a.name, b.name)
 	t0 := time.Now()
 	for _, n := range []*simNamespace{a, b} {
 		createNamespaceState(t, env, n.name, n.keys)
