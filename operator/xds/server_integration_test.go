@@ -66,10 +66,10 @@ func startServer(t *testing.T, env *testenv.Env) string {
 }
 
 // serviceAccountToken returns a token of ServiceAccount ns/sidecar for
-// audiences.
+// audiences, bound to a new pod of it, as a sidecar holds.
 func serviceAccountToken(t *testing.T, env *testenv.Env, ns string, audiences ...string) string {
 	t.Helper()
-	return env.ServiceAccountToken(t, ns, "sidecar", audiences...)
+	return env.SidecarToken(t, ns, "sidecar", audiences...)
 }
 
 func createKey(t *testing.T, env *testenv.Env, ns, name, subject string) {
