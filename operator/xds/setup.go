@@ -44,12 +44,12 @@ func Setup(ctx context.Context, mgr manager.Manager, o Options) (*Server, error)
 		return nil, fmt.Errorf("watching the xds inputs: %w", err)
 	}
 	srv := &Server{
-		Addr:        o.Addr,
-		Listener:    o.Listener,
-		TLS:         o.TLS,
-		Reviewer:    NewCachingReviewer(&KubeTokenReviewer{Client: mgr.GetClient(), Audience: o.Audience}, 0, 0, nil, NewReviewMetrics(ctrlmetrics.Registry)),
-		Feed:        feed,
-		Caches:      caches,
+		Addr:             o.Addr,
+		Listener:         o.Listener,
+		TLS:              o.TLS,
+		Reviewer:         NewCachingReviewer(&KubeTokenReviewer{Client: mgr.GetClient(), Audience: o.Audience}, 0, 0, nil, NewReviewMetrics(ctrlmetrics.Registry)),
+		Feed:             feed,
+		Caches:           caches,
 		WaitForSync:      mgr.GetCache().WaitForCacheSync,
 		MaxStreamsPerPod: o.MaxStreamsPerPod,
 		Metrics:          ctrlmetrics.Registry,
