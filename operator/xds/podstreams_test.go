@@ -30,14 +30,14 @@ func startBoundServer(t *testing.T, caches *Namespaces, ns string) (*Server, str
 	return srv, addr, newStreamMetrics(reg)
 }
 
-// eventuallyHeld waits until the server holds want streams of pod (their
-// handlers still running), failing after 30s.
-func eventuallyHeld(t *testing.T, srv *Server, pod string, want int) {
+// eventuallyHeld waits until the server holds want streams of the pod
+// with UID uid (their handlers still running), failing after 30s.
+func eventuallyHeld(t *testing.T, srv *Server, uid string, want int) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for got := srv.podBound().held("uid-" + pod); got != want; got = srv.podBound().held("uid-" + pod) {
+	for got := srv.podBound().held(uid); got != want; got = srv.podBound().held(uid) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the server holds %d streams of pod %s, want %d", got, pod, want)
+			t.Fatalf("the server holds %d streams of pod %s, want %d", got, uid, want)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -73,8 +73,8 @@ func TestAPodsNewestStreamReplacesItsOldest(t *testing.T) {
 	if got := replaced(); got != 1 {
 		t.Fatalf("%v streams replaced, want 1", got)
 	}
-	eventuallyHeld(t, srv, "pod-a", 2)
-	eventuallyHeld(t, srv, "pod-b", 1)
+	eventuallyHeld(t, srv, "uid-pod-a", 2)
+	eventuallyHeld(t, srv, "uid-pod-b", 1)
 
 	// The streams left are still served: a second type is answered on
 	// each, the other pod's included.
@@ -95,7 +95,7 @@ func TestAClosedStreamFreesItsPodsSlot(t *testing.T) {
 	first.next()
 	second.next()
 	first.close()
-	eventuallyHeld(t, srv, "pod-a", 1)
+	eventuallyHeld(t, srv, "uid-pod-a", 1)
 
 	third := dial(t, addr, "pod-a", wildcard(nil))
 	third.next()
@@ -106,7 +106,7 @@ func TestAClosedStreamFreesItsPodsSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	second.next()
-	eventuallyHeld(t, srv, "pod-a", 2)
+	eventuallyHeld(t, srv, "uid-pod-a", 2)
 }
 
 // TestAReplacedStreamThatDoesNotReadIsReleased: a client that never
@@ -128,7 +128,7 @@ func TestAReplacedStreamThatDoesNotReadIsReleased(t *testing.T) {
 	// stuck subscribes and never reads: its answer (some 600 kB) is ten
 	// times its flow-control window.
 	stuck := dialNotReading(t, addr, "pod-a", wildcard(nil))
-	eventuallyHeld(t, srv, "pod-a", 1)
+	eventuallyHeld(t, srv, "uid-pod-a", 1)
 	held := map[string]string{}
 	for name, r := range entries {
 		held[name] = version(t, r)
@@ -137,7 +137,7 @@ func TestAReplacedStreamThatDoesNotReadIsReleased(t *testing.T) {
 		// Holding every version, they are answered with nothing new.
 		dial(t, addr, "pod-a", wildcard(maps.Clone(held))).next()
 	}
-	eventuallyHeld(t, srv, "pod-a", DefaultMaxStreamsPerPod)
+	eventuallyHeld(t, srv, "uid-pod-a", DefaultMaxStreamsPerPod)
 	// Reading now, it gets what was sent before the end, then why.
 	var err error
 	for err == nil {
