@@ -6,9 +6,10 @@
 //
 // Every operator replica serves, from its own informer cache: no leader
 // is needed. A stream is admitted only with a ServiceAccount token for the
-// xDS audience, checked with TokenReview; its namespace comes from that
-// identity alone, and it is answered only from that namespace's caches,
-// whatever names it subscribes to.
+// xDS audience, bound to a pod, checked with TokenReview; its namespace
+// comes from that identity alone, and it is answered only from that
+// namespace's caches, whatever names it subscribes to. A pod holds
+// MaxStreamsPerPod streams at most; one more ends its oldest.
 package xds
 
 import (
