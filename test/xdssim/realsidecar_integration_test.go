@@ -34,7 +34,7 @@ type realSidecar struct {
 
 func startRealSidecar(t *testing.T, env *testenv.Env, ns string, clientTLS *tls.Config, replicas ...string) *realSidecar {
 	t.Helper()
-	token := env.ServiceAccountToken(t, ns, "real-sidecar", xds.DefaultAudience)
+	token := env.SidecarToken(t, ns, "real-sidecar", xds.DefaultAudience)
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
 		t.Fatal(err)

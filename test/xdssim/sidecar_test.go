@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,21 +24,24 @@ import (
 	"gatehouse.dev/gatehouse/test/testenv"
 )
 
-// reviewer admits the tokens it knows, each as a ServiceAccount "sidecar"
-// of the namespace it maps to.
+// reviewer admits the tokens "<key>/<pod>" whose key it knows, each as a
+// ServiceAccount "sidecar" of the namespace the key maps to, bound to pod
+// <pod> (the server bounds streams per pod).
 type reviewer map[string]string
 
 func (r reviewer) Review(_ context.Context, token string) (xds.Identity, error) {
-	ns, ok := r[token]
-	if !ok {
+	key, pod, _ := strings.Cut(token, "/")
+	ns, ok := r[key]
+	if !ok || pod == "" {
 		return xds.Identity{}, errors.New("unknown token")
 	}
-	return xds.Identity{Namespace: ns, ServiceAccount: "sidecar"}, nil
+	return xds.Identity{Namespace: ns, ServiceAccount: "sidecar", PodName: pod, PodUID: ns + "/" + pod}, nil
 }
 
 // serve runs the operator's xDS server on 127.0.0.1 over TLS, serving
 // caches (filled by the test) to the tokens of rev, and returns its
-// address and a Target for namespace ns (token: ns itself).
+// address and a Target for namespace ns, each a pod of its own (token:
+// ns/pod-<n>).
 func serve(t *testing.T, caches *xds.Namespaces, rev reviewer) func(ns string) Target {
 	t.Helper()
 	serverTLS, clientTLS := testenv.LoopbackTLS(t)
@@ -60,10 +64,12 @@ func serve(t *testing.T, caches *xds.Namespaces, rev reviewer) func(ns string) T
 			t.Error("the server did not stop")
 		}
 	})
+	var pods atomic.Int64
 	return func(ns string) Target {
+		token := fmt.Sprintf("%s/pod-%d", ns, pods.Add(1))
 		return Target{
 			Addresses: []string{ln.Addr().String()}, TLS: clientTLS, Namespace: ns,
-			Token:   func(context.Context) (string, error) { return ns, nil },
+			Token:   func(context.Context) (string, error) { return token, nil },
 			Belongs: prefixed(ns),
 		}
 	}

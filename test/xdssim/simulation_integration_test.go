@@ -70,7 +70,7 @@ func TestIntegrationXDSSimulation(t *testing.T) {
 		count := map[*simNamespace]int{a: sidecarsA, b: sidecarsB}[n]
 		tokens := make([]string, count)
 		for i := range tokens {
-			tokens[i] = env.ServiceAccountToken(t, n.name, fmt.Sprintf("sim-%d", i), xds.DefaultAudience)
+			tokens[i] = env.SidecarToken(t, n.name, fmt.Sprintf("sim-%d", i), xds.DefaultAudience)
 		}
 		n.fleet = xdssim.NewFleet(count, func(i int) xdssim.Target {
 			return xdssim.Target{
@@ -188,7 +188,7 @@ func revoke(t *testing.T, env *testenv.Env, n *simNamespace, i int) {
 // sidecar of its own.
 func probe(t *testing.T, addr string, clientTLS *tls.Config, env *testenv.Env, n *simNamespace) {
 	t.Helper()
-	token := env.ServiceAccountToken(t, n.name, "probe", xds.DefaultAudience)
+	token := env.SidecarToken(t, n.name, "probe", xds.DefaultAudience)
 	f := xdssim.NewFleet(1, func(int) xdssim.Target {
 		return xdssim.Target{
 			Addresses: []string{addr}, TLS: clientTLS, Namespace: n.name, Belongs: belongsTo(n.name),
