@@ -95,6 +95,9 @@ type Options struct {
 	// XDSAudience is the audience of the ServiceAccount tokens sidecars
 	// present.
 	XDSAudience string
+	// XDSMaxStreamsPerPod bounds the xDS streams one pod holds open on a
+	// replica (xds.DefaultMaxStreamsPerPod when 0).
+	XDSMaxStreamsPerPod int
 
 	// Logger, when set, is the manager's logger (default: ctrl.Log). It
 	// is capped below the verbosity at which client-go logs bodies.
@@ -123,6 +126,7 @@ func (o *Options) BindFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.XDSAddr, "xds-bind-address", "0", "Address of the delta xDS server pushing each namespace's state to its sidecars, over TLS with the webhook's certificate, self-managed or from --webhook-cert-dir (the webhook must be enabled); \"0\" disables it.")
 	f.StringVar(&o.XDSServiceName, "xds-service-name", "gatehouse-xds", "Service through which sidecars reach the xDS server; names the certificate.")
 	f.StringVar(&o.XDSAudience, "xds-audience", xds.DefaultAudience, "Audience of the ServiceAccount tokens sidecars present to the xDS server.")
+	f.IntVar(&o.XDSMaxStreamsPerPod, "xds-max-streams-per-pod", xds.DefaultMaxStreamsPerPod, "xDS streams one pod (the pod its token is bound to) may hold open on one replica; one more ends the pod's oldest.")
 	o.Webhook.BindFlags(f)
 }
 
@@ -204,7 +208,7 @@ func setup(ctx context.Context, mgr ctrl.Manager, o Options, log logr.Logger) er
 	}
 	if xdsTLS != nil {
 		if _, err := xds.Setup(ctx, mgr, xds.Options{
-			Addr: o.XDSAddr, Listener: o.XDSListener, TLS: xdsTLS, Audience: o.XDSAudience, Log: log.WithName("xds"),
+			Addr: o.XDSAddr, Listener: o.XDSListener, TLS: xdsTLS, Audience: o.XDSAudience, MaxStreamsPerPod: o.XDSMaxStreamsPerPod, Log: log.WithName("xds"),
 		}); err != nil {
 			return fmt.Errorf("setting up the xds server: %w", err)
 		}

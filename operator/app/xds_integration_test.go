@@ -217,7 +217,7 @@ func TestIntegrationXDSServesTheOperatorsStateOverTLS(t *testing.T) {
 
 func sidecarToken(t *testing.T, env *testenv.Env, ns string) string {
 	t.Helper()
-	return env.ServiceAccountToken(t, ns, "sidecar", xds.DefaultAudience)
+	return env.SidecarToken(t, ns, "sidecar", xds.DefaultAudience)
 }
 
 func describe(msgs map[string]map[string]proto.Message) string {

@@ -22,11 +22,25 @@ const DefaultAudience = "gatehouse-xds"
 // maxTokenBytes bounds the bearer token sent to TokenReview.
 const maxTokenBytes = 16 << 10
 
-// Identity is the ServiceAccount a stream authenticated as.
+// Identity is who a stream authenticated as: a ServiceAccount, and the pod
+// its token is bound to.
 type Identity struct {
 	Namespace      string
 	ServiceAccount string
+	// PodName and PodUID name the pod the token is bound to (the kubelet
+	// binds every projected token to its pod). The server bounds the
+	// streams of one pod by PodUID (MaxStreamsPerPod).
+	PodName string
+	PodUID  string
 }
+
+// The keys of a TokenReview's status.user.extra that name the pod a token
+// is bound to (set by the API server for a token requested with a Pod as
+// boundObjectRef, as the kubelet requests every projected token).
+const (
+	podNameExtra = "authentication.kubernetes.io/pod-name"
+	podUIDExtra  = "authentication.kubernetes.io/pod-uid"
+)
 
 // TokenReviewer authenticates a bearer token: the ServiceAccount it was
 // issued to, or an error.
@@ -77,8 +91,35 @@ func identityOf(tr *authnv1.TokenReview, aud string) (Identity, error) {
 	if !ok {
 		return Identity{}, errors.New("token not issued to a ServiceAccount")
 	}
+	id.PodName, id.PodUID, ok = podOf(st.User.Extra)
+	if !ok {
+		return Identity{}, errNotBoundToAPod
+	}
 	return id, nil
 }
+
+// errNotBoundToAPod refuses a ServiceAccount token that names no pod: one
+// minted with TokenRequest without a boundObjectRef, or bound to a Secret.
+// Sidecars hold projected tokens, which are always bound to their pod; a
+// token that names no pod could not be held to a pod's stream bound.
+var errNotBoundToAPod = errors.New("token not bound to a pod")
+
+// podOf reads the pod a token is bound to from a review's user extra:
+// exactly one name and one UID, both well formed.
+func podOf(extra map[string]authnv1.ExtraValue) (name, uid string, ok bool) {
+	names, uids := extra[podNameExtra], extra[podUIDExtra]
+	if len(names) != 1 || len(uids) != 1 {
+		return "", "", false
+	}
+	name, uid = names[0], uids[0]
+	if len(validation.IsDNS1123Subdomain(name)) > 0 || uid == "" || len(uid) > maxPodUIDBytes {
+		return "", "", false
+	}
+	return name, uid, true
+}
+
+// maxPodUIDBytes bounds the pod UID a review may carry (a UID is 36).
+const maxPodUIDBytes = 128
 
 // serviceAccountPrefix starts the user name of every ServiceAccount.
 const serviceAccountPrefix = "system:serviceaccount:"

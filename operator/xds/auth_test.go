@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"testing"
 
@@ -13,7 +14,9 @@ func TestIdentityOf(t *testing.T) {
 	ok := authnv1.TokenReviewStatus{
 		Authenticated: true,
 		Audiences:     []string{DefaultAudience},
-		User:          authnv1.UserInfo{Username: "system:serviceaccount:shop:default"},
+		User: authnv1.UserInfo{Username: "system:serviceaccount:shop:default", Extra: map[string]authnv1.ExtraValue{
+			podNameExtra: {"orders-7d9f"}, podUIDExtra: {"0b6c7a4e-8f1d-4c2a-9e51-3f6d2b7a1c90"},
+		}},
 	}
 	cases := []struct {
 		name   string
@@ -29,11 +32,18 @@ func TestIdentityOf(t *testing.T) {
 		{"a ServiceAccount user name without a name is refused", func(s *authnv1.TokenReviewStatus) { s.User.Username = "system:serviceaccount:shop" }, ""},
 		{"a name that would smuggle another namespace is refused", func(s *authnv1.TokenReviewStatus) { s.User.Username = "system:serviceaccount:shop:x:victim" }, ""},
 		{"a ServiceAccount user name with an empty namespace is refused", func(s *authnv1.TokenReviewStatus) { s.User.Username = "system:serviceaccount::default" }, ""},
+		{"a token bound to no pod is refused", func(s *authnv1.TokenReviewStatus) { s.User.Extra = nil }, ""},
+		{"a token naming a pod without its UID is refused", func(s *authnv1.TokenReviewStatus) { delete(s.User.Extra, podUIDExtra) }, ""},
+		{"a token naming a pod UID without a pod name is refused", func(s *authnv1.TokenReviewStatus) { delete(s.User.Extra, podNameExtra) }, ""},
+		{"two pod UIDs are refused", func(s *authnv1.TokenReviewStatus) { s.User.Extra[podUIDExtra] = []string{"a", "b"} }, ""},
+		{"an empty pod UID is refused", func(s *authnv1.TokenReviewStatus) { s.User.Extra[podUIDExtra] = []string{""} }, ""},
+		{"an invalid pod name is refused", func(s *authnv1.TokenReviewStatus) { s.User.Extra[podNameExtra] = []string{"Orders/x"} }, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			st := ok
 			st.Audiences = append([]string(nil), ok.Audiences...)
+			st.User.Extra = maps.Clone(ok.User.Extra)
 			if tc.edit != nil {
 				tc.edit(&st)
 			}
@@ -44,7 +54,8 @@ func TestIdentityOf(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || id.Namespace != tc.wantNS || id.ServiceAccount != "default" {
+			if err != nil || id.Namespace != tc.wantNS || id.ServiceAccount != "default" ||
+				id.PodName != "orders-7d9f" || id.PodUID != "0b6c7a4e-8f1d-4c2a-9e51-3f6d2b7a1c90" {
 				t.Fatalf("identity = %+v, %v", id, err)
 			}
 		})

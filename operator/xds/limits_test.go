@@ -22,23 +22,38 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// anyToken admits every stream as ServiceAccount ns/sidecar.
+// anyToken admits every stream as ServiceAccount ns/sidecar of the pod
+// the token names (pod name = token, UID = "uid-" + token), but
+// unboundToken as no pod.
 type anyToken struct{ ns string }
 
-func (r anyToken) Review(context.Context, string) (Identity, error) {
-	return Identity{Namespace: r.ns, ServiceAccount: "sidecar"}, nil
+// unboundToken is a token anyToken admits bound to no pod.
+const unboundToken = "unbound"
+
+func (r anyToken) Review(_ context.Context, token string) (Identity, error) {
+	id := Identity{Namespace: r.ns, ServiceAccount: "sidecar"}
+	if token != unboundToken {
+		id.PodName, id.PodUID = token, "uid-"+token
+	}
+	return id, nil
 }
 
 // startCachesServer serves caches (filled by the caller, no Feed) on
 // 127.0.0.1, admitting every stream as namespace ns.
 func startCachesServer(t *testing.T, caches *Namespaces, ns string) string {
 	t.Helper()
+	return serve(t, &Server{Caches: caches, Reviewer: anyToken{ns: ns}, Log: testr.New(t)})
+}
+
+// serve runs srv on 127.0.0.1 until the test ends and returns its address.
+func serve(t *testing.T, srv *Server) string {
+	t.Helper()
 	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv.Listener = ln
 	ctx, stop := context.WithCancel(context.Background())
-	srv := &Server{Listener: ln, Caches: caches, Reviewer: anyToken{ns: ns}, Log: testr.New(t)}
 	done := make(chan error, 1)
 	go func() { done <- srv.Start(ctx) }()
 	t.Cleanup(func() {

@@ -20,7 +20,7 @@ func NewReviewMetrics(reg prometheus.Registerer) *reviewMetrics { //nolint:reviv
 	m := &reviewMetrics{
 		reviews: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatehouse_xds_token_reviews_total",
-			Help: "TokenReviews the xDS server sent to the API server to authenticate a stream, by result (authenticated or refused).",
+			Help: "TokenReviews the xDS server sent to the API server to authenticate a stream, by result (authenticated, refused, or not_pod_bound: a ServiceAccount token bound to no pod, refused).",
 		}, []string{"result"}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatehouse_xds_token_review_cache_hits_total",
@@ -50,13 +50,18 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	return c
 }
 
-func (m *reviewMetrics) reviewed(ok bool) {
+// reviewed counts a review by its outcome: authenticated, refused, or
+// not_pod_bound (a valid ServiceAccount token that names no pod).
+func (m *reviewMetrics) reviewed(err error) {
 	if m == nil {
 		return
 	}
-	result := "refused"
-	if ok {
-		result = "authenticated"
+	result := "authenticated"
+	switch {
+	case errors.Is(err, errNotBoundToAPod):
+		result = "not_pod_bound"
+	case err != nil:
+		result = "refused"
 	}
 	m.reviews.WithLabelValues(result).Inc()
 }
@@ -64,5 +69,30 @@ func (m *reviewMetrics) reviewed(ok bool) {
 func (m *reviewMetrics) cacheHit() {
 	if m != nil {
 		m.cacheHits.Inc()
+	}
+}
+
+// streamMetrics count what the bound on streams per pod did. The only
+// label is the namespace: never a pod, a ServiceAccount or a token.
+type streamMetrics struct {
+	replacedStreams *prometheus.CounterVec
+}
+
+// newStreamMetrics registers the stream metrics with reg (none when nil),
+// sharing counters already registered.
+func newStreamMetrics(reg prometheus.Registerer) *streamMetrics {
+	m := &streamMetrics{replacedStreams: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_xds_streams_replaced_total",
+		Help: "xDS streams ended because their pod opened more than the bound on streams per pod (the oldest is ended), by namespace.",
+	}, []string{"namespace"})}
+	if reg != nil {
+		m.replacedStreams = register(reg, m.replacedStreams)
+	}
+	return m
+}
+
+func (m *streamMetrics) replaced(namespace string) {
+	if m != nil {
+		m.replacedStreams.WithLabelValues(namespace).Inc()
 	}
 }

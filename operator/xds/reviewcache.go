@@ -114,7 +114,7 @@ func (r *CachingReviewer) Review(ctx context.Context, token string) (Identity, e
 // review asks next and remembers a success.
 func (r *CachingReviewer) review(ctx context.Context, token string, key [sha256.Size]byte) (Identity, error) {
 	id, err := r.next.Review(ctx, token)
-	r.metrics.reviewed(err == nil)
+	r.metrics.reviewed(err)
 	if err != nil {
 		return Identity{}, err
 	}

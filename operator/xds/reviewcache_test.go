@@ -45,7 +45,10 @@ func unsignedJWT(exp time.Time) string {
 	return enc([]byte(`{"alg":"RS256"}`)) + "." + enc(fmt.Appendf(nil, `{"sub":"x","exp":%d}`, exp.Unix())) + "." + enc([]byte("sig"))
 }
 
-var shop = Identity{Namespace: "shop", ServiceAccount: "default"}
+// shop is a sidecar's identity; a cached review must give back all of
+// it, the pod its token is bound to included (the bound on streams per
+// pod counts by it).
+var shop = Identity{Namespace: "shop", ServiceAccount: "default", PodName: "orders-1", PodUID: "uid-orders-1"}
 
 func TestCachingReviewerReusesSuccessesForTheTTLOrUntilTheTokenExpires(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -100,7 +103,7 @@ func TestCachingReviewerNeverCachesAFailure(t *testing.T) {
 }
 
 func TestCachingReviewerKeepsTokensApartAndBoundsItsSize(t *testing.T) {
-	other := Identity{Namespace: "bank", ServiceAccount: "default"}
+	other := Identity{Namespace: "bank", ServiceAccount: "default", PodName: "ledger-1", PodUID: "uid-ledger-1"}
 	next := &countingReviewer{ok: map[string]Identity{"a": shop, "b": other, "c": shop}}
 	r := NewCachingReviewer(next, 2, time.Minute, clocktesting.NewFakePassiveClock(time.Now()), nil)
 	for _, tok := range []string{"a", "b", "a", "b"} {

@@ -6,9 +6,10 @@
 //
 // Every operator replica serves, from its own informer cache: no leader
 // is needed. A stream is admitted only with a ServiceAccount token for the
-// xDS audience, checked with TokenReview; its namespace comes from that
-// identity alone, and it is answered only from that namespace's caches,
-// whatever names it subscribes to.
+// xDS audience, bound to a pod, checked with TokenReview; its namespace
+// comes from that identity alone, and it is answered only from that
+// namespace's caches, whatever names it subscribes to. A pod holds
+// MaxStreamsPerPod streams at most; one more ends its oldest.
 package xds
 
 import (
@@ -25,6 +26,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/delta/v3"
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -72,7 +74,25 @@ type Server struct {
 	// WaitForSync waits for the informer cache behind Feed (the
 	// manager's cache.WaitForCacheSync).
 	WaitForSync func(context.Context) bool
-	Log         logr.Logger
+	// MaxStreamsPerPod bounds the streams one pod (the pod its token is
+	// bound to) holds open on this server; DefaultMaxStreamsPerPod when 0.
+	// One stream more ends the pod's oldest.
+	MaxStreamsPerPod int
+	// Metrics, when set, registers the stream metrics.
+	Metrics prometheus.Registerer
+	Log     logr.Logger
+
+	// pods is the bound on streams per pod (made once, by podBound);
+	// handlers counts the stream handlers it runs.
+	podsOnce sync.Once
+	pods     *podStreams
+	handlers sync.WaitGroup
+}
+
+// podBound is the server's bound on streams per pod.
+func (s *Server) podBound() *podStreams {
+	s.podsOnce.Do(func() { s.pods = newPodStreams(s.MaxStreamsPerPod, newStreamMetrics(s.Metrics)) })
+	return s.pods
 }
 
 var (
@@ -116,8 +136,10 @@ func (s *Server) Start(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	// The delta server ends every stream when ctx ends, so GracefulStop
-	// only waits for them to unwind.
+	// only waits for them to unwind, and the handlers of replaced streams
+	// with them.
 	gs.GracefulStop()
+	s.handlers.Wait()
 	return nil
 }
 
@@ -126,10 +148,13 @@ func (s *Server) Start(ctx context.Context) error {
 func (s *Server) grpcServer(ctx context.Context) *grpc.Server {
 	cb := &callbacks{streams: map[int64]*streamState{}, log: s.Log}
 	opts := []grpc.ServerOption{
-		//nolint:contextcheck // each stream is authenticated within its own context
-		grpc.ChainStreamInterceptor(streamAuthenticator(s.Reviewer, func(err error) {
-			s.Log.V(1).Info("refused an xds stream", "reason", err.Error())
-		})),
+		grpc.ChainStreamInterceptor(
+			//nolint:contextcheck // each stream is authenticated within its own context
+			streamAuthenticator(s.Reviewer, func(err error) {
+				s.Log.V(1).Info("refused an xds stream", "reason", err.Error())
+			}),
+			boundStreamsPerPod(s.podBound(), &s.handlers),
+		),
 		// Notice dead peers: a sidecar that vanished must not hold a
 		// stream (and its watches) for hours. And bound every connection's
 		// age: the token a stream was admitted with is checked once, so a
@@ -210,7 +235,7 @@ func (c *callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) e
 	c.mu.Lock()
 	c.streams[id] = &streamState{id: ident}
 	c.mu.Unlock()
-	c.log.V(1).Info("xds stream opened", "stream", id, "namespace", ident.Namespace, "serviceAccount", ident.ServiceAccount)
+	c.log.V(1).Info("xds stream opened", "stream", id, "namespace", ident.Namespace, "serviceAccount", ident.ServiceAccount, "pod", ident.PodName)
 	return nil
 }
 

@@ -33,6 +33,13 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 // startServer runs a manager with only the xDS server, on 127.0.0.1.
 func startServer(t *testing.T, env *testenv.Env) string {
 	t.Helper()
+	_, addr := startXDSServer(t, env)
+	return addr
+}
+
+// startXDSServer is startServer that also returns the server.
+func startXDSServer(t *testing.T, env *testenv.Env) (*Server, string) {
+	t.Helper()
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                 env.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -45,7 +52,8 @@ func startServer(t *testing.T, env *testenv.Env) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Setup(context.Background(), mgr, Options{Listener: ln, Log: testr.New(t)}); err != nil {
+	srv, err := Setup(context.Background(), mgr, Options{Listener: ln, Log: testr.New(t)})
+	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
@@ -62,14 +70,14 @@ func startServer(t *testing.T, env *testenv.Env) string {
 			t.Error("the manager did not stop")
 		}
 	})
-	return ln.Addr().String()
+	return srv, ln.Addr().String()
 }
 
 // serviceAccountToken returns a token of ServiceAccount ns/sidecar for
-// audiences.
+// audiences, bound to a new pod of it, as a sidecar holds.
 func serviceAccountToken(t *testing.T, env *testenv.Env, ns string, audiences ...string) string {
 	t.Helper()
-	return env.ServiceAccountToken(t, ns, "sidecar", audiences...)
+	return env.SidecarToken(t, ns, "sidecar", audiences...)
 }
 
 func createKey(t *testing.T, env *testenv.Env, ns, name, subject string) {

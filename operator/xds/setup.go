@@ -21,7 +21,10 @@ type Options struct {
 	TLS *tls.Config
 	// Audience is the token audience accepted (DefaultAudience when empty).
 	Audience string
-	Log      logr.Logger
+	// MaxStreamsPerPod bounds the streams one pod holds open on this
+	// replica (DefaultMaxStreamsPerPod when 0; see Server).
+	MaxStreamsPerPod int
+	Log              logr.Logger
 }
 
 // The feed reads what it serves from the informer cache; streams are
@@ -32,7 +35,8 @@ type Options struct {
 
 // Setup adds the xDS server, fed from mgr's informer cache, to mgr. It
 // runs on every replica. Successful TokenReviews are cached (see
-// CachingReviewer) and counted on the manager's metrics registry.
+// CachingReviewer); reviews and replaced streams are counted on the
+// manager's metrics registry.
 func Setup(ctx context.Context, mgr manager.Manager, o Options) (*Server, error) {
 	caches := NewNamespaces()
 	feed := &Feed{Reader: mgr.GetCache(), Caches: caches, Log: o.Log}
@@ -40,14 +44,16 @@ func Setup(ctx context.Context, mgr manager.Manager, o Options) (*Server, error)
 		return nil, fmt.Errorf("watching the xds inputs: %w", err)
 	}
 	srv := &Server{
-		Addr:        o.Addr,
-		Listener:    o.Listener,
-		TLS:         o.TLS,
-		Reviewer:    NewCachingReviewer(&KubeTokenReviewer{Client: mgr.GetClient(), Audience: o.Audience}, 0, 0, nil, NewReviewMetrics(ctrlmetrics.Registry)),
-		Feed:        feed,
-		Caches:      caches,
-		WaitForSync: mgr.GetCache().WaitForCacheSync,
-		Log:         o.Log,
+		Addr:             o.Addr,
+		Listener:         o.Listener,
+		TLS:              o.TLS,
+		Reviewer:         NewCachingReviewer(&KubeTokenReviewer{Client: mgr.GetClient(), Audience: o.Audience}, 0, 0, nil, NewReviewMetrics(ctrlmetrics.Registry)),
+		Feed:             feed,
+		Caches:           caches,
+		WaitForSync:      mgr.GetCache().WaitForCacheSync,
+		MaxStreamsPerPod: o.MaxStreamsPerPod,
+		Metrics:          ctrlmetrics.Registry,
+		Log:              o.Log,
 	}
 	if err := mgr.Add(srv); err != nil {
 		return nil, fmt.Errorf("adding the xds server: %w", err)

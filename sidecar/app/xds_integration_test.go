@@ -72,10 +72,10 @@ func startXDSServerOn(t *testing.T, env *testenv.Env, tlsConfig *tls.Config, ln 
 }
 
 // tokenFile writes a token of ServiceAccount ns/sidecar for the xDS
-// audience, as the kubelet projects it.
+// audience, bound to a new pod, as the kubelet projects it.
 func tokenFile(t *testing.T, env *testenv.Env, ns string) string {
 	t.Helper()
-	token := env.ServiceAccountToken(t, ns, "sidecar", xds.DefaultAudience)
+	token := env.SidecarToken(t, ns, "sidecar", xds.DefaultAudience)
 	path := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(path, []byte(token), 0o600); err != nil {
 		t.Fatal(err)

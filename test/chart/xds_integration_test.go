@@ -222,7 +222,7 @@ func installWebhookByURL(ctx context.Context, t *testing.T, env *testenv.Env, ob
 
 // kubeletView writes the files of the sidecar's volume mounts under a
 // temporary root as the kubelet would (downward API, projected tokens
-// through TokenRequest), and returns the sidecar's arguments with those
+// through TokenRequest, bound to the pod), and returns the sidecar's arguments with those
 // paths under the root and $(VAR) references to its env expanded.
 func kubeletView(t *testing.T, env *testenv.Env, pod *corev1.Pod, c corev1.Container) []string {
 	t.Helper()
@@ -279,7 +279,7 @@ func writeVolume(t *testing.T, env *testenv.Env, pod *corev1.Pod, v corev1.Volum
 			if tok.ExpirationSeconds == nil || *tok.ExpirationSeconds != 3600 {
 				t.Fatalf("volume %s asks for a token of %v seconds; this test writes one of 3600", v.Name, tok.ExpirationSeconds)
 			}
-			write(tok.Path, env.ServiceAccountToken(t, pod.Namespace, pod.Spec.ServiceAccountName, tok.Audience))
+			write(tok.Path, env.PodToken(t, pod, tok.Audience))
 		}
 	default:
 		t.Fatalf("volume %s is of a kind this test does not write: %+v", v.Name, v.VolumeSource)

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -45,8 +46,57 @@ func (e *Env) ServiceAccountConfig(t testing.TB, ns, name string, rules []rbacv1
 
 // ServiceAccountToken creates the ServiceAccount ns/name if it does not
 // exist and returns an hour-long token of it for audiences (the API
-// server's own when none), as the kubelet projects one.
+// server's own when none), bound to no object: what TokenRequest (kubectl
+// create token) gives without a boundObjectRef. The xDS server refuses
+// such a token; sidecars hold PodToken's.
 func (e *Env) ServiceAccountToken(t testing.TB, ns, name string, audiences ...string) string {
+	t.Helper()
+	e.ensureServiceAccount(t, ns, name)
+	return e.requestToken(t, ns, name, authnv1.TokenRequestSpec{Audiences: audiences, ExpirationSeconds: ptr.To[int64](3600)})
+}
+
+// Pod creates a Pod object ns/name running as ServiceAccount sa (created
+// if it does not exist). Nothing runs it: envtest has no kubelet; it is
+// what a token can be bound to.
+func (e *Env) Pod(t testing.TB, ns, name, sa string) *corev1.Pod {
+	t.Helper()
+	e.ensureServiceAccount(t, ns, sa)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: sa,
+			Containers:         []corev1.Container{{Name: "app", Image: "example.com/app:test"}},
+		},
+	}
+	if err := e.Client.Create(ctx, pod); err != nil {
+		t.Fatalf("creating pod %s/%s: %v", ns, name, err)
+	}
+	return pod
+}
+
+// PodToken returns an hour-long token of pod's ServiceAccount for
+// audiences, bound to pod, as the kubelet projects one into it. pod must
+// exist on the API server (Pod, or a pod the test created).
+func (e *Env) PodToken(t testing.TB, pod *corev1.Pod, audiences ...string) string {
+	t.Helper()
+	return e.requestToken(t, pod.Namespace, pod.Spec.ServiceAccountName, authnv1.TokenRequestSpec{
+		Audiences:         audiences,
+		ExpirationSeconds: ptr.To[int64](3600),
+		BoundObjectRef:    &authnv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+	})
+}
+
+// SidecarToken creates a pod of ServiceAccount ns/sa (Pod, with a
+// generated name) and returns a token bound to it for audiences: what the
+// sidecar of a new pod holds.
+func (e *Env) SidecarToken(t testing.TB, ns, sa string, audiences ...string) string {
+	t.Helper()
+	return e.PodToken(t, e.Pod(t, ns, "sidecar-"+rand.String(8), sa), audiences...)
+}
+
+func (e *Env) ensureServiceAccount(t testing.TB, ns, name string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -54,13 +104,17 @@ func (e *Env) ServiceAccountToken(t testing.TB, ns, name string, audiences ...st
 	if err := e.Client.Create(ctx, sa); client.IgnoreAlreadyExists(err) != nil {
 		t.Fatal(err)
 	}
+}
+
+func (e *Env) requestToken(t testing.TB, ns, name string, spec authnv1.TokenRequestSpec) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	cs, err := kubernetes.NewForConfig(e.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authnv1.TokenRequest{
-		Spec: authnv1.TokenRequestSpec{Audiences: audiences, ExpirationSeconds: ptr.To[int64](3600)},
-	}, metav1.CreateOptions{})
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authnv1.TokenRequest{Spec: spec}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("requesting a token for %s/%s: %v", ns, name, err)
 	}

@@ -98,7 +98,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	s.Addr = ln.Addr().String()
 	srv := &xds.Server{
 		Listener: ln, TLS: tlsConfig, Caches: s.caches, Log: o.Log,
-		Reviewer: &oneToken{token: []byte(token), id: xds.Identity{Namespace: o.Namespace, ServiceAccount: "loadtest"}},
+		Reviewer: &oneToken{token: []byte(token), id: xds.Identity{Namespace: o.Namespace, ServiceAccount: "loadtest", PodName: "loadtest", PodUID: "loadtest"}},
 	}
 	go func() { s.done <- srv.Start(ctx) }()
 	return s, nil
@@ -172,7 +172,8 @@ func writeFiles(dir string, caPEM []byte, token string) error {
 	return nil
 }
 
-// oneToken accepts one token, as the namespace's ServiceAccount.
+// oneToken accepts one token, as the namespace's ServiceAccount and one
+// pod (the server bounds streams per pod: one sidecar per token).
 type oneToken struct {
 	token []byte
 	id    xds.Identity
