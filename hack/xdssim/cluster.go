@@ -101,16 +101,18 @@ func (c *cluster) createNamespace(ctx context.Context, name string) error {
 const sidecarSA = "sidecar"
 
 // token returns a new hour-long token of the namespace's sidecar
-// ServiceAccount for audience (the API server's own when empty), as the kubelet projects one into each pod:
-// every call gives a different token.
-func (c *cluster) token(ctx context.Context, ns, audience string) (string, error) {
-	var audiences []string // the API server's own
+// ServiceAccount for audience (the API server's own when empty), bound to
+// pod when it is not nil, as the kubelet projects one into each pod: every
+// call gives a different token.
+func (c *cluster) token(ctx context.Context, ns, audience string, pod *corev1.Pod) (string, error) {
+	spec := authnv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}
 	if audience != "" {
-		audiences = []string{audience}
+		spec.Audiences = []string{audience}
 	}
-	tr, err := c.cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sidecarSA, &authnv1.TokenRequest{
-		Spec: authnv1.TokenRequestSpec{Audiences: audiences, ExpirationSeconds: ptr.To[int64](3600)},
-	}, metav1.CreateOptions{})
+	if pod != nil {
+		spec.BoundObjectRef = &authnv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
+	}
+	tr, err := c.cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sidecarSA, &authnv1.TokenRequest{Spec: spec}, metav1.CreateOptions{})
 	if err != nil {
 		return "", fmt.Errorf("requesting a token for %s/%s: %w", ns, sidecarSA, err)
 	}
@@ -119,16 +121,41 @@ func (c *cluster) token(ctx context.Context, ns, audience string) (string, error
 
 // tokens returns n tokens of the namespace's sidecar ServiceAccount for
 // audience (the API server's own when empty), requested 16 at a time.
-func (c *cluster) tokens(ctx context.Context, ns, audience string, n int) ([]string, error) {
+// With a pod prefix, each is bound to a Pod of its own, <prefix>-<i>,
+// created first (nothing runs it: there is no kubelet): the xDS server
+// accepts only pod-bound tokens, as the kubelet projects them.
+func (c *cluster) tokens(ctx context.Context, ns, audience, podPrefix string, n int) ([]string, error) {
 	out := make([]string, n)
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(16)
 	for i := range out {
 		g.Go(func() error {
-			t, err := c.token(ctx, ns, audience)
+			var pod *corev1.Pod
+			if podPrefix != "" {
+				var err error
+				if pod, err = c.createPod(ctx, ns, fmt.Sprintf("%s-%d", podPrefix, i)); err != nil {
+					return err
+				}
+			}
+			t, err := c.token(ctx, ns, audience, pod)
 			out[i] = t
 			return err
 		})
 	}
 	return out, g.Wait()
+}
+
+// createPod creates a Pod object running as the sidecar ServiceAccount.
+func (c *cluster) createPod(ctx context.Context, ns, name string) (*corev1.Pod, error) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": "xdssim"}},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: sidecarSA,
+			Containers:         []corev1.Container{{Name: "app", Image: "example.com/app:xdssim"}},
+		},
+	}
+	if err := c.client.Create(ctx, pod); err != nil {
+		return nil, fmt.Errorf("creating pod %s/%s: %w", ns, name, err)
+	}
+	return pod, nil
 }

@@ -88,7 +88,7 @@ func informerConfig(admin *rest.Config, token string) *rest.Config {
 // token of its own requested beforehand, and returns when they started;
 // they run until ctx ends.
 func startInformers(ctx context.Context, c *cluster, ns string, m int) ([]*informerSidecar, time.Time, error) {
-	tokens, err := c.tokens(ctx, ns, "", m)
+	tokens, err := c.tokens(ctx, ns, "", "", m)
 	if err != nil {
 		return nil, time.Time{}, err
 	}

@@ -147,7 +147,7 @@ func readAPITraffic(m metrics) apiTraffic {
 func (t apiTraffic) minus(before apiTraffic) apiTraffic {
 	return apiTraffic{
 		Watches: t.Watches - before.Watches,
-		Lists: t.Lists - before.Lists, ListBytes: t.ListBytes - before.ListBytes,
+		Lists:   t.Lists - before.Lists, ListBytes: t.ListBytes - before.ListBytes,
 		WatchEvents: t.WatchEvents - before.WatchEvents, WatchEventBytes: t.WatchEventBytes - before.WatchEventBytes,
 	}
 }

@@ -19,15 +19,15 @@ type report struct {
 	Created, Reconciled time.Duration
 
 	Fleet struct {
-		Ran, Measured         bool
-		Ready                 time.Duration
-		InitialBytes          float64 // mean bytes received until ready, per sidecar
-		Before, After         operatorReading
-		APIBefore, APIAfter   apiTraffic
-		Revocation            []time.Duration
-		ReconnectBytes        int64
-		Violations            int
-		ValidKeyRemovals      int
+		Ran, Measured       bool
+		Ready               time.Duration
+		InitialBytes        float64 // mean bytes received until ready, per sidecar
+		Before, After       operatorReading
+		APIBefore, APIAfter apiTraffic
+		Revocation          []time.Duration
+		ReconnectBytes      int64
+		Violations          int
+		ValidKeyRemovals    int
 	}
 	FullChecked int
 

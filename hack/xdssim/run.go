@@ -142,7 +142,7 @@ func (s *sim) setUp(ctx context.Context) error {
 // startFullSidecars starts the real sidecars and checks that they allow
 // both the key to be revoked and the valid one.
 func (s *sim) startFullSidecars(ctx context.Context) error {
-	tokens, err := s.cluster.tokens(ctx, simNS, xds.DefaultAudience, s.o.FullSidecars)
+	tokens, err := s.cluster.tokens(ctx, simNS, xds.DefaultAudience, "full-sidecar", s.o.FullSidecars)
 	if err != nil {
 		return err
 	}
