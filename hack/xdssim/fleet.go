@@ -148,7 +148,7 @@ func (s *sim) fleetRevocation(ctx context.Context, fleet *xdssim.Fleet) error {
 	}()
 	time.Sleep(500 * time.Millisecond)
 	t0 := time.Now()
-	if err := disableKey(ctx, s.cluster.client, simNS, s.revoked); err != nil {
+	if err := disableKey(ctx, s.cluster.client, s.revoked); err != nil {
 		return err
 	}
 	r := <-done
@@ -179,7 +179,7 @@ func (s *sim) reconnectAfterOneChange(ctx context.Context, fleet *xdssim.Fleet, 
 		return fmt.Errorf("sidecar 0 did not come back for a token: %w", wctx.Err())
 	}
 	before := sc.BytesReceived()
-	if err := disableKey(ctx, s.cluster.client, simNS, s.changed); err != nil {
+	if err := disableKey(ctx, s.cluster.client, s.changed); err != nil {
 		held.open()
 		return err
 	}

@@ -41,11 +41,11 @@ func startFullSidecar(ctx context.Context, i int, dir, bin string, op *operatorP
 	if err := os.WriteFile(caFile, op.caPEM, 0o600); err != nil {
 		return nil, err
 	}
-	grpcAddr, err := freeAddr()
+	grpcAddr, err := freeAddr(ctx)
 	if err != nil {
 		return nil, err
 	}
-	healthAddr, err := freeAddr()
+	healthAddr, err := freeAddr(ctx)
 	if err != nil {
 		return nil, err
 	}

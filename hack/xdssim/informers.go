@@ -125,7 +125,7 @@ func waitInformers(ctx context.Context, sidecars []*informerSidecar, keys int, s
 		}
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("%d of %d informer sidecars hold %d APIKeys (last failure: %v): %w", ready, len(sidecars), keys, lastErr, ctx.Err())
+			return 0, fmt.Errorf("%d of %d informer sidecars hold %d APIKeys (last failure: %v): %w", ready, len(sidecars), keys, lastErr, ctx.Err()) //nolint:errorlint // the context's error is the cause; the source's is context
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -38,7 +38,7 @@ func startOperator(ctx context.Context, o options, dir, bin, kubeconfig string) 
 	}
 	addrs := make([]string, 4)
 	for i := range addrs {
-		if addrs[i], err = freeAddr(); err != nil {
+		if addrs[i], err = freeAddr(ctx); err != nil {
 			return nil, err
 		}
 	}

@@ -19,7 +19,7 @@ import (
 // buildBinaries builds cmd/gatehouse and cmd/gatehouse-sidecar into dir.
 func buildBinaries(ctx context.Context, dir string) (operator, sidecar string, err error) {
 	operator, sidecar = filepath.Join(dir, "gatehouse"), filepath.Join(dir, "gatehouse-sidecar")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./cmd/gatehouse", "./cmd/gatehouse-sidecar")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./cmd/gatehouse", "./cmd/gatehouse-sidecar") //nolint:gosec // our own temporary directory
 	cmd.Dir = repoRoot()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", "", fmt.Errorf("go build: %w\n%s", err, out)
@@ -32,7 +32,8 @@ type process struct {
 	name string
 	cmd  *exec.Cmd
 	log  string
-	done chan error
+	done chan struct{} // closed when it has exited
+	err  error         // how it exited, once done is closed
 }
 
 // startProcess runs bin with args, its output in logDir/<name>.log. The
@@ -53,11 +54,10 @@ func startProcess(ctx context.Context, name, logDir, bin string, args ...string)
 		_ = f.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan error, 1)}
+	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() {
-		err := cmd.Wait()
+		p.err = cmd.Wait()
 		_ = f.Close()
-		p.done <- err
 		close(p.done)
 	}()
 	return p, nil
@@ -65,7 +65,10 @@ func startProcess(ctx context.Context, name, logDir, bin string, args ...string)
 
 // stop ends the process (SIGTERM, SIGKILL after 10 s) and waits for it.
 func (p *process) stop() {
-	if p.cmd.ProcessState == nil {
+	select {
+	case <-p.done:
+		return
+	default:
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	}
 	select {
@@ -79,11 +82,11 @@ func (p *process) stop() {
 // exited returns an error if the process has ended.
 func (p *process) exited() error {
 	select {
-	case err, ok := <-p.done:
-		if !ok {
+	case <-p.done:
+		if p.err == nil {
 			return fmt.Errorf("%s has exited (log: %s)", p.name, p.log)
 		}
-		return fmt.Errorf("%s exited: %v (log: %s)", p.name, err, p.log)
+		return fmt.Errorf("%s exited (log: %s): %w", p.name, p.log, p.err)
 	default:
 		return nil
 	}
@@ -120,8 +123,8 @@ func vmRSS(pid int) (int64, error) {
 }
 
 // freeAddr returns a loopback address with a port free at the time.
-func freeAddr() (string, error) {
-	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+func freeAddr(ctx context.Context) (string, error) {
+	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}

@@ -12,7 +12,7 @@ func (s *sim) runFleet(ctx context.Context) error {
 	if s.o.Sidecars > 0 {
 		return s.runXDSFleet(ctx)
 	}
-	if err := disableKey(ctx, s.cluster.client, simNS, s.revoked); err != nil {
+	if err := disableKey(ctx, s.cluster.client, s.revoked); err != nil {
 		return err
 	}
 	s.checkFullSidecars(ctx)
@@ -53,7 +53,7 @@ func (s *sim) runInformers(ctx context.Context) error {
 		sc.watchDisabled(s.informerRevoked)
 	}
 	t0 := time.Now()
-	if err := disableKey(ctx, s.cluster.client, simNS, s.informerRevoked); err != nil {
+	if err := disableKey(ctx, s.cluster.client, s.informerRevoked); err != nil {
 		return err
 	}
 	for i, sc := range sidecars {

@@ -114,9 +114,10 @@ func unissued(ctx context.Context, c client.Client) ([]string, error) {
 	}
 }
 
-// disableKey sets spec.disabled on the APIKey ns/name (a merge patch of
-// the spec, as a user would write it).
-func disableKey(ctx context.Context, c client.Client, ns, name string) error {
+// disableKey sets spec.disabled on the APIKey name of the sidecars'
+// namespace (a merge patch of the spec, as a user would write it).
+func disableKey(ctx context.Context, c client.Client, name string) error {
+	ns := simNS
 	ak := &gatehousev1.APIKey{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, ak); err != nil {
 		return err
