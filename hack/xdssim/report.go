@@ -96,8 +96,12 @@ func (r *report) print(w io.Writer) {
 		o.Sidecars, o.Keys, o.OtherKeys, o.FullSidecars, o.Informers)
 	row("run", "%s – %s UTC, load average %s at start, %s at end",
 		r.Started.Format("2006-01-02 15:04:05"), r.Ended.Format("15:04:05"), r.LoadStart, r.LoadEnd)
-	row("APIKeys created", "%v (%.0f/s)", r.Created.Round(time.Millisecond), float64(o.Keys+o.OtherKeys)/r.Created.Seconds())
-	row("operator reconciled them", "%v (%.0f/s)", r.Reconciled.Round(time.Millisecond), float64(o.Keys+o.OtherKeys)/r.Reconciled.Seconds())
+	if r.Created > 0 {
+		row("APIKeys created", "%v (%.0f/s)", r.Created.Round(time.Millisecond), float64(o.Keys+o.OtherKeys)/r.Created.Seconds())
+	}
+	if r.Reconciled > 0 {
+		row("operator reconciled them", "%v (%.0f/s)", r.Reconciled.Round(time.Millisecond), float64(o.Keys+o.OtherKeys)/r.Reconciled.Seconds())
+	}
 	if f := r.Fleet; f.Ran {
 		r.printFleet(row)
 	}
