@@ -30,19 +30,28 @@ func (r anyToken) Review(context.Context, string) (Identity, error) {
 }
 
 // startCachesServer serves caches (filled by the caller, no Feed) on
-// 127.0.0.1, admitting every stream as namespace ns.
-func startCachesServer(t *testing.T, caches *Namespaces, ns string) string {
+// 127.0.0.1, admitting every stream as namespace ns, until the test ends.
+func startCachesServer(t testing.TB, caches *Namespaces, ns string) string {
+	t.Helper()
+	addr, stop := serveCaches(t, caches, ns)
+	t.Cleanup(stop)
+	return addr
+}
+
+// serveCaches serves caches as startCachesServer does, until stop is
+// called; stop returns once the server has stopped.
+func serveCaches(t testing.TB, caches *Namespaces, ns string) (addr string, stop func()) {
 	t.Helper()
 	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, stop := context.WithCancel(context.Background())
-	srv := &Server{Listener: ln, Caches: caches, Reviewer: anyToken{ns: ns}, Log: testr.New(t)}
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := &Server{Listener: ln, Caches: caches, Reviewer: anyToken{ns: ns}, Log: testr.NewWithInterface(t, testr.Options{})}
 	done := make(chan error, 1)
 	go func() { done <- srv.Start(ctx) }()
-	t.Cleanup(func() {
-		stop()
+	return ln.Addr().String(), func() {
+		cancel()
 		select {
 		case err := <-done:
 			if err != nil {
@@ -51,8 +60,7 @@ func startCachesServer(t *testing.T, caches *Namespaces, ns string) string {
 		case <-time.After(30 * time.Second):
 			t.Error("the server did not stop")
 		}
-	})
-	return ln.Addr().String()
+	}
 }
 
 // TestAReconnectingSidecarOfALargeNamespaceIsServed: a sidecar reconnects
