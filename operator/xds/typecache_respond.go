@@ -22,12 +22,14 @@ func (c *typeCache) respond(w *watch, always bool, extra []string) bool {
 	if ours && seen >= c.floor && !slices.Contains(extra, explicitWildcard) {
 		names = append(c.changedSince(seen), extra...)
 	} else {
-		known = c.fresh(known)
+		known = c.fresh(w.sub, known)
 		names = c.allNames(w.sub, known)
 	}
 	var send []*discovery.Resource
+	if len(known) == 0 {
+		send = make([]*discovery.Resource, 0, len(names)) // a new client: most names are sent
+	}
 	var removed []string
-	returned := map[string]string{}
 	for _, name := range names {
 		version, had := known[name]
 		e, ok := c.resources[name]
@@ -37,8 +39,7 @@ func (c *typeCache) respond(w *watch, always bool, extra []string) bool {
 				continue
 			}
 			send = append(send, e.wire)
-			known[name] = e.version
-			returned[name] = e.version
+			known[e.wire.Name] = e.version
 		case had:
 			removed = append(removed, name)
 			delete(known, name)
@@ -49,10 +50,9 @@ func (c *typeCache) respond(w *watch, always bool, extra []string) bool {
 		return false
 	}
 	w.out <- &deltaResponse{
-		req:      w.req,
-		resp:     &discovery.DeltaDiscoveryResponse{TypeUrl: c.typeURL, Resources: send, RemovedResources: removed, SystemVersionInfo: strconv.FormatUint(c.seq, 10)},
-		next:     known,
-		returned: returned,
+		req:  w.req,
+		resp: &discovery.DeltaDiscoveryResponse{TypeUrl: c.typeURL, Resources: send, RemovedResources: removed, SystemVersionInfo: strconv.FormatUint(c.seq, 10)},
+		next: known,
 	}
 	return true
 }
@@ -85,13 +85,31 @@ func (c *typeCache) changedSince(seq uint64) []string {
 }
 
 // fresh copies a version map that came from elsewhere, once, so that the
-// cache may update it in place from then on.
-func (c *typeCache) fresh(known map[string]string) map[string]string {
-	out := make(map[string]string, len(c.resources)+1)
+// cache may update it in place from then on. The copy holds the cache's
+// own strings wherever the client's are equal to them (a reconnecting
+// client sends a name and a version for every resource it holds; the
+// strings decoded from its request are not kept). It is sized for what
+// the watch may hold: every resource for a wildcard watch, the names it
+// subscribed to and holds otherwise.
+func (c *typeCache) fresh(sub cache.Subscription, known map[string]string) map[string]string {
+	size := len(known)
+	if sub.IsWildcard() {
+		size = max(size, len(c.resources))
+	} else {
+		size += len(sub.SubscribedResources())
+	}
+	out := make(map[string]string, size+1)
 	for name, v := range known {
-		if name != seqKey {
-			out[name] = v
+		if name == seqKey {
+			continue
 		}
+		if e, ok := c.resources[name]; ok {
+			name = e.wire.Name
+			if v == e.version {
+				v = e.version
+			}
+		}
+		out[name] = v
 	}
 	return out
 }
@@ -124,10 +142,9 @@ func (c *typeCache) wants(sub cache.Subscription, name string) bool {
 // deltaResponse is a response built by typeCache; the server sets its
 // nonce, so each watch gets its own message (the resources are shared).
 type deltaResponse struct {
-	req      *cache.DeltaRequest
-	resp     *discovery.DeltaDiscoveryResponse
-	next     map[string]string
-	returned map[string]string
+	req  *cache.DeltaRequest
+	resp *discovery.DeltaDiscoveryResponse
+	next map[string]string
 }
 
 var _ cache.DeltaResponse = (*deltaResponse)(nil)
@@ -139,5 +156,16 @@ func (r *deltaResponse) GetDeltaRequest() *discovery.DeltaDiscoveryRequest { ret
 func (r *deltaResponse) GetSystemVersion() (string, error)                 { return r.resp.GetSystemVersionInfo(), nil }
 func (r *deltaResponse) GetResponseVersion() string                        { return r.resp.GetSystemVersionInfo() }
 func (r *deltaResponse) GetNextVersionMap() map[string]string              { return r.next }
-func (r *deltaResponse) GetReturnedResources() map[string]string           { return r.returned }
 func (r *deltaResponse) GetContext() context.Context                       { return context.Background() }
+
+// GetReturnedResources returns the names and versions the response
+// sends. go-control-plane's delta server (v0.14) never asks for them (it
+// keeps GetNextVersionMap), so the map is built only when asked: built
+// for every response, the first one's held every resource again.
+func (r *deltaResponse) GetReturnedResources() map[string]string {
+	out := make(map[string]string, len(r.resp.GetResources()))
+	for _, res := range r.resp.GetResources() {
+		out[res.GetName()] = res.GetVersion()
+	}
+	return out
+}

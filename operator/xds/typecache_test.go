@@ -3,7 +3,9 @@ package xds
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
+	"unsafe"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -158,4 +160,62 @@ func TestTypeCacheOutlivesItsLog(t *testing.T) {
 	cl.ack()
 	sent, _ := cl.take()
 	want(t, "after the log was cut", sent, []string{"b"})
+}
+
+// TestTypeCacheAReconnectingClientsMapHoldsTheCachesStrings: a client
+// reconnects with a name and a version for every resource it holds; the
+// version map the server keeps for its stream must hold the cache's own
+// strings, not the ones decoded from the request (a copy of every name
+// and version per stream). The response still sends only what changed.
+func TestTypeCacheAReconnectingClientsMapHoldsTheCachesStrings(t *testing.T) {
+	c := newTypeCache(APIKeyEntryType)
+	put(t, c, "s", "a", "b", "c")
+	first := newClient(t, c, []string{"*"}, nil)
+	first.take()
+	held := map[string]string{}
+	for k, v := range first.sub.ReturnedResources() {
+		if k != seqKey {
+			held[strings.Clone(k)] = strings.Clone(v) // as decoded from a request
+		}
+	}
+	put(t, c, "s2", "b")
+	again := newClient(t, c, []string{"*"}, held)
+	sent, _ := again.take()
+	want(t, "sent on reconnect", sent, []string{"b"})
+	kept := again.sub.ReturnedResources()
+	if len(kept) != 4 { // a, b, c and seqKey
+		t.Fatalf("the stream's map holds %d entries, want 4: %v", len(kept), kept)
+	}
+	for name, v := range kept {
+		if name == seqKey {
+			continue
+		}
+		e := c.resources[name]
+		if v != e.version {
+			t.Errorf("%s: the stream's map holds version %q, the cache %q", name, v, e.version)
+		}
+		if unsafe.StringData(name) != unsafe.StringData(e.wire.Name) {
+			t.Errorf("%s: the stream's map holds a copy of the name", name)
+		}
+		if unsafe.StringData(v) != unsafe.StringData(e.version) {
+			t.Errorf("%s: the stream's map holds a copy of the version", name)
+		}
+	}
+}
+
+// TestTypeCacheResponsesReturnWhatTheySend: GetReturnedResources (which
+// go-control-plane's delta server does not use, and the cache builds only
+// when asked) lists the names and versions a response sends.
+func TestTypeCacheResponsesReturnWhatTheySend(t *testing.T) {
+	c := newTypeCache(APIKeyEntryType)
+	put(t, c, "s", "a", "b")
+	cl := newClient(t, c, nil, nil)
+	cl.take()
+	cl.ack()
+	put(t, c, "s2", "b")
+	r := <-cl.out
+	got := r.GetReturnedResources()
+	if len(got) != 1 || got["b"] != c.resources["b"].version {
+		t.Fatalf("returned %v, want only b at %s", got, c.resources["b"].version)
+	}
 }
