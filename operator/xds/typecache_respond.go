@@ -35,6 +35,9 @@ func (c *typeCache) respond(w *watch, always bool, extra []string) (bool, error)
 	}
 	var names []string
 	var changed map[string]bool
+	// update: whether known is kept, updated as responses go out; a
+	// wildcard watch that sends is handed a compact map instead.
+	update := !st.compact
 	switch {
 	case st.compact:
 		names, changed = c.changedSinceHeld(st.seq)
@@ -46,6 +49,12 @@ func (c *typeCache) respond(w *watch, always bool, extra []string) (bool, error)
 		names = dedup(append(names, extra...))
 	case st.ours && st.seq >= c.floor && !slices.Contains(extra, explicitWildcard):
 		names = dedup(append(c.changedSince(st.seq), extra...))
+	case w.sub.IsWildcard():
+		// A map from elsewhere, read only: if nothing is sent, it is
+		// exactly what the client holds; if something is, the watch is
+		// handed a compact map.
+		names = c.allNames(w.sub, known)
+		update = false
 	default:
 		known = c.fresh(w.sub, known)
 		names = c.allNames(w.sub, known)
@@ -65,12 +74,12 @@ func (c *typeCache) respond(w *watch, always bool, extra []string) (bool, error)
 				continue
 			}
 			send = append(send, e.wire)
-			if !st.compact {
+			if update {
 				known[e.wire.Name] = e.version
 			}
 		case had:
 			removed = append(removed, name)
-			if !st.compact {
+			if update {
 				delete(known, name)
 			}
 		}
@@ -282,6 +291,9 @@ func (c *typeCache) allNames(sub cache.Subscription, known map[string]string) []
 		}
 	}
 	for name := range known {
+		if name == seqKey {
+			continue
+		}
 		if _, ok := c.resources[name]; !ok || !c.wants(sub, name) {
 			names = append(names, name)
 		}
