@@ -12,9 +12,9 @@ package owned
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -171,8 +171,8 @@ func (w Writer) create(ctx context.Context, owner, obj client.Object) error {
 	return w.Client.Create(ctx, obj)
 }
 
-// checkControlled returns a Conflict error unless owner controls obj, a
-// core object of the given resource, called noun in the message.
+// checkControlled returns a NotControlledError unless owner controls obj,
+// a core object of the given resource, called noun in the message.
 func (w Writer) checkControlled(owner, obj client.Object, resource, noun string) error {
 	if metav1.IsControlledBy(obj, owner) {
 		return nil
@@ -181,17 +181,26 @@ func (w Writer) checkControlled(owner, obj client.Object, resource, noun string)
 	if gvk, err := apiutil.GVKForObject(owner, w.Scheme); err == nil {
 		ownerKind = gvk.Kind
 	}
-	return apierrors.NewConflict(corev1.Resource(resource), obj.GetName(),
-		fmt.Errorf("%s %s this %s", noun, notControlled, ownerKind))
+	return &NotControlledError{StatusError: apierrors.NewConflict(corev1.Resource(resource), obj.GetName(),
+		fmt.Errorf("%s is not controlled by this %s", noun, ownerKind))}
 }
 
-const notControlled = "is not controlled by"
+// NotControlledError is the Conflict that Secret and ConfigMap return for
+// an object that exists but that the owner does not control. It is still
+// a Conflict for apierrors (it wraps the StatusError), so callers that
+// only test for a conflict treat it as one.
+type NotControlledError struct {
+	*apierrors.StatusError
+}
 
-// IsNotControlled reports whether err is the Conflict that Secret and
-// ConfigMap return for an object the owner does not control (rather than
-// a stale resourceVersion).
+// Unwrap returns the Conflict.
+func (e *NotControlledError) Unwrap() error { return e.StatusError }
+
+// IsNotControlled reports whether err is a NotControlledError (rather
+// than a stale resourceVersion or any other Conflict).
 func IsNotControlled(err error) bool {
-	return apierrors.IsConflict(err) && strings.Contains(err.Error(), notControlled)
+	var nc *NotControlledError
+	return errors.As(err, &nc)
 }
 
 // Delete deletes obj on condition that it is still the object read: same

@@ -3,6 +3,7 @@ package owned
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -207,6 +208,9 @@ func TestSecretRefusesASecretTheOwnerDoesNotControl(t *testing.T) {
 	if want := "secret is not controlled by this APIKey"; !strings.Contains(err.Error(), want) {
 		t.Fatalf("error %q, want it to say %q", err, want)
 	}
+	if !IsNotControlled(err) || !IsNotControlled(fmt.Errorf("writing: %w", err)) {
+		t.Fatalf("IsNotControlled(%v) = false, want true, also when wrapped", err)
+	}
 	if got := f.getSecret(t); string(got.Data["key"]) != "theirs" {
 		t.Fatal("a foreign Secret was overwritten")
 	}
@@ -276,6 +280,9 @@ func TestConfigMapRefusesAConfigMapTheOwnerDoesNotControl(t *testing.T) {
 	if want := "configmap is not controlled by this APIKey"; !strings.Contains(err.Error(), want) {
 		t.Fatalf("error %q, want it to say %q", err, want)
 	}
+	if !IsNotControlled(err) || !IsNotControlled(fmt.Errorf("writing: %w", err)) {
+		t.Fatalf("IsNotControlled(%v) = false, want true, also when wrapped", err)
+	}
 }
 
 func TestDeleteIsConditionalOnTheObjectRead(t *testing.T) {
@@ -296,6 +303,22 @@ func TestDeleteIsConditionalOnTheObjectRead(t *testing.T) {
 		p := o.Preconditions
 		if p == nil || p.UID == nil || *p.UID != "sec-uid" || p.ResourceVersion == nil {
 			t.Fatalf("delete preconditions %+v, want the UID and resourceVersion read", p)
+		}
+	}
+}
+
+// A Conflict from anywhere else is not a refusal to touch a foreign
+// object, whatever its message says: only the Writer's own error is.
+func TestIsNotControlledOnlyForTheWritersOwnError(t *testing.T) {
+	gr := corev1.Resource("secrets")
+	for _, err := range []error{
+		nil,
+		apierrors.NewConflict(gr, "x", errors.New("the object has been modified")),
+		apierrors.NewConflict(gr, "x", errors.New("secret is not controlled by this APIKey")),
+		errors.New("secret is not controlled by this APIKey"),
+	} {
+		if IsNotControlled(err) {
+			t.Errorf("IsNotControlled(%v) = true, want false", err)
 		}
 	}
 }

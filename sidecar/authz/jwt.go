@@ -108,7 +108,7 @@ func verifyToken(pol *snapshot.Policy, token string, maxBytes int, now time.Time
 type parsedToken struct {
 	alg, kid string
 	// signingInput is the signed part, header "." payload, as received.
-	signingInput string
+	signingInput []byte
 	signature    []byte
 	payload      []byte
 	claims       *tokenClaims
@@ -134,30 +134,24 @@ func parseToken(token string, maxBytes int) (*parsedToken, Reason) {
 	if !ok || h64 == "" || p64 == "" || s64 == "" || strings.IndexByte(s64, '.') >= 0 {
 		return nil, MalformedToken
 	}
-	headerJSON, err := base64.RawURLEncoding.Strict().DecodeString(h64)
-	if err != nil {
-		return nil, MalformedToken
-	}
-	pt := &parsedToken{signingInput: token[:len(h64)+1+len(p64)]}
-	alg, kid, crit, ok := decodeHeader(headerJSON)
+	h, ok := headers.decode(h64)
 	if !ok {
 		return nil, MalformedToken
 	}
-	pt.alg, pt.kid = alg, kid
-	if crit {
+	pt := &parsedToken{alg: h.alg, kid: h.kid}
+	if h.crit {
 		// No critical extension is understood here (RFC 7515 4.1.11),
 		// including b64=false: refuse rather than misinterpret.
 		return nil, MalformedToken
 	}
-	if alg == "" || strings.EqualFold(alg, "none") || strings.HasPrefix(strings.ToUpper(alg), "HS") {
+	if h.alg == "" || strings.EqualFold(h.alg, "none") || strings.HasPrefix(strings.ToUpper(h.alg), "HS") {
 		return nil, AlgorithmNotAllowed
 	}
 	payload, err := base64.RawURLEncoding.Strict().DecodeString(p64)
 	if err != nil {
 		return nil, MalformedToken
 	}
-	pt.signature, err = base64.RawURLEncoding.Strict().DecodeString(s64)
-	if err != nil || len(pt.signature) == 0 {
+	if pt.signingInput, pt.signature, ok = signedParts(token[:len(h64)+1+len(p64)], s64); !ok {
 		return nil, MalformedToken
 	}
 	claims, reason := decodeTokenClaims(payload)
@@ -166,6 +160,21 @@ func parseToken(token string, maxBytes int) (*parsedToken, Reason) {
 	}
 	pt.payload, pt.claims = payload, claims
 	return pt, ""
+}
+
+// signedParts returns a copy of the signing input and the decoded
+// signature s64, in one allocation (the verifier wants the input as bytes;
+// both are dropped after the verification, unlike the payload, which a
+// cached token keeps). ok is false if s64 is not strict unpadded
+// base64url or decodes to nothing.
+func signedParts(signingInput, s64 string) (input, sig []byte, ok bool) {
+	buf := make([]byte, len(signingInput)+base64.RawURLEncoding.DecodedLen(len(s64)))
+	input = buf[:copy(buf, signingInput):len(signingInput)]
+	n, err := base64.RawURLEncoding.Strict().Decode(buf[len(signingInput):], []byte(s64))
+	if err != nil || n == 0 {
+		return nil, nil, false
+	}
+	return input, buf[len(signingInput) : len(signingInput)+n], true
 }
 
 // trustedKey finds the issuer the token names and the key its kid names in
@@ -203,7 +212,7 @@ func (pt *parsedToken) verifySignature(key *snapshot.VerificationKey) Reason {
 	if err != nil {
 		return AlgorithmNotAllowed
 	}
-	if err := v.Verify([]byte(pt.signingInput), pt.signature, key.Public); err != nil {
+	if err := v.Verify(pt.signingInput, pt.signature, key.Public); err != nil {
 		return InvalidSignature
 	}
 	return ""

@@ -82,6 +82,13 @@ func threadCPU(b *testing.B) time.Duration {
 // bareVerification returns one jwx verification of tok's signature.
 func bareVerification(b *testing.B, alg jwa.SignatureAlgorithm, tok string, s *testfixture.Signer) func() {
 	b.Helper()
+	return bareVerificationWith(b, alg, tok, s.Private.Public())
+}
+
+// bareVerificationWith returns one jwx verification of tok's signature
+// with the public key pub.
+func bareVerificationWith(b *testing.B, alg jwa.SignatureAlgorithm, tok string, pub any) func() {
+	b.Helper()
 	i := strings.LastIndexByte(tok, '.')
 	input := []byte(tok[:i])
 	sig, err := base64.RawURLEncoding.DecodeString(tok[i+1:])
@@ -92,7 +99,6 @@ func bareVerification(b *testing.B, alg jwa.SignatureAlgorithm, tok string, s *t
 	if err != nil {
 		b.Fatal(err)
 	}
-	pub := s.Private.Public()
 	return func() {
 		if err := v.Verify(input, sig, pub); err != nil {
 			b.Fatal(err)
@@ -113,4 +119,49 @@ func wireCheck(b *testing.B, engine *authz.Engine, store *snapshot.Store, tok st
 	ctx := context.Background()
 	w := newWireChecker(b, core.GRPCCodec(), srv, wire)
 	return func() { w.allowOverWire(ctx, b) }
+}
+
+// BenchmarkVerificationKeyObject alternates two bare jwx verifications of
+// the same token: one with the signer's own public key (as
+// BenchmarkOneVerification and BenchmarkUncachedCheckPerVerification's
+// bare leg verify) and one with the key object the snapshot holds (as a
+// check verifies), each timed by the thread's CPU time. It tells whether
+// the key the engine verifies with costs more than the benchmarks' key.
+func BenchmarkVerificationKeyObject(b *testing.B) {
+	store, _, es, rs := benchState(b, 0)
+	for _, tc := range []struct {
+		alg    jwa.SignatureAlgorithm
+		signer *testfixture.Signer
+		iss    string
+	}{{jwa.ES256, es, esIssuer}, {jwa.RS256, rs, rsIssuer}} {
+		b.Run(tc.alg.String(), func(b *testing.B) {
+			tok := tc.signer.Sign(b, testfixture.Claims(tc.iss, "alice", time.Now(), nil), nil)
+			iss, ok := store.Load().Policy.IssuerFor(tc.iss)
+			if !ok {
+				b.Fatal("no issuer")
+			}
+			key, ok := iss.Keys.Key(tc.signer.KeyID)
+			if !ok {
+				b.Fatal("no key")
+			}
+			signer := bareVerification(b, tc.alg, tok, tc.signer)
+			snapshotKey := bareVerificationWith(b, tc.alg, tok, key.Public)
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			var signerCPU, snapshotCPU time.Duration
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				c0 := threadCPU(b)
+				signer()
+				c1 := threadCPU(b)
+				snapshotKey()
+				c2 := threadCPU(b)
+				signerCPU, snapshotCPU = signerCPU+c1-c0, snapshotCPU+c2-c1
+			}
+			b.ReportMetric(float64(signerCPU.Nanoseconds())/float64(b.N), "signer-key-cpu-ns/op")
+			b.ReportMetric(float64(snapshotCPU.Nanoseconds())/float64(b.N), "snapshot-key-cpu-ns/op")
+			b.ReportMetric(float64(snapshotCPU)/float64(signerCPU), "snapshot/signer-cpu")
+		})
+	}
 }
