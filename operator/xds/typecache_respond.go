@@ -60,30 +60,11 @@ func (c *typeCache) respond(w *watch, always bool, extra []string) (bool, error)
 		names = c.allNames(w.sub, known)
 	}
 	held := c.heldBy(known, st.compact, changed, unsubscribed(w, extra))
-	var send []*discovery.Resource
-	if len(known) == 0 {
-		send = make([]*discovery.Resource, 0, len(names)) // a new client: most names are sent
+	var kept map[string]string
+	if update {
+		kept = known
 	}
-	var removed []string
-	for _, name := range names {
-		version, had := held(name)
-		e, ok := c.resources[name]
-		switch {
-		case ok && c.wants(w.sub, name):
-			if had && version == e.version {
-				continue
-			}
-			send = append(send, e.wire)
-			if update {
-				known[e.wire.Name] = e.version
-			}
-		case had:
-			removed = append(removed, name)
-			if update {
-				delete(known, name)
-			}
-		}
-	}
+	send, removed := c.diff(w.sub, names, held, kept)
 	if len(send) == 0 && len(removed) == 0 && !always {
 		// Nothing is sent: the client is current to c.seq, and the watch
 		// stays open with its map updated in place.
@@ -103,6 +84,36 @@ func (c *typeCache) respond(w *watch, always bool, extra []string) (bool, error)
 		next: next,
 	}
 	return true, nil
+}
+
+// diff returns the resources of names the client lacks and the names it
+// holds that it should not, given what it holds (held); kept, unless nil,
+// is updated to what it holds once they are sent.
+func (c *typeCache) diff(sub cache.Subscription, names []string, held func(string) (string, bool), kept map[string]string) ([]*discovery.Resource, []string) {
+	// Sized for every name: a new client is sent most of them, and the
+	// slice only lives until the response is sent.
+	send := make([]*discovery.Resource, 0, len(names))
+	var removed []string
+	for _, name := range names {
+		version, had := held(name)
+		e, ok := c.resources[name]
+		switch {
+		case ok && c.wants(sub, name):
+			if had && version == e.version {
+				continue
+			}
+			send = append(send, e.wire)
+			if kept != nil {
+				kept[e.wire.Name] = e.version
+			}
+		case had:
+			removed = append(removed, name)
+			if kept != nil {
+				delete(kept, name)
+			}
+		}
+	}
+	return send, removed
 }
 
 // errBehind ends a stream whose client fell behind the change log while
