@@ -85,14 +85,25 @@ var authorizationServiceDesc = grpc.ServiceDesc{
 	Metadata:    "envoy/service/auth/v3/external_auth.proto",
 }
 
+// checkHandler decodes a check and answers it. Without an interceptor the
+// request is a pooled one, returned to the pool once answered; an
+// interceptor gets a request of its own, which it may keep.
 func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) { //nolint:revive // grpc.MethodHandler's order
+	s := srv.(*AuthorizationServer)
+	if interceptor == nil {
+		in := checkRequests.Get().(*checkRequest)
+		defer func() {
+			in.reset()
+			checkRequests.Put(in)
+		}()
+		if err := dec(in); err != nil {
+			return nil, err
+		}
+		return s.checkDecoded(in), nil
+	}
 	in := new(checkRequest)
 	if err := dec(in); err != nil {
 		return nil, err
-	}
-	s := srv.(*AuthorizationServer)
-	if interceptor == nil {
-		return s.checkDecoded(in), nil
 	}
 	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: authv3.Authorization_Check_FullMethodName}
 	return interceptor(ctx, in, info, func(context.Context, any) (any, error) { return s.checkDecoded(in), nil })

@@ -2,6 +2,7 @@ package server
 
 import (
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -26,6 +27,35 @@ type checkRequest struct {
 }
 
 type headerField struct{ name, value, rawValue string }
+
+// checkRequests are the handler's requests, reused from check to check
+// (the request and its slices of header fields were two of a check's
+// allocations). A request goes back only once its check is answered, and
+// reset: nothing of it outlives the check (the engine, the decision log
+// and the answers keep strings, never the request).
+var checkRequests = sync.Pool{New: func() any { return new(checkRequest) }}
+
+// maxPooledFields bounds the header fields a pooled request keeps room
+// for: a request with more is reused without them, so that one large
+// request does not pin its slices in the pool.
+const maxPooledFields = 64
+
+// reset empties r for reuse. Its strings point into the copy of a
+// request's bytes, credential included: they are cleared, so that a
+// pooled request keeps none of them alive.
+func (r *checkRequest) reset() {
+	r.id, r.method, r.path, r.host = "", "", "", ""
+	r.headers = resetFields(r.headers)
+	r.raw = resetFields(r.raw)
+}
+
+func resetFields(fs []headerField) []headerField {
+	if cap(fs) > maxPooledFields {
+		return nil
+	}
+	clear(fs)
+	return fs[:0]
+}
 
 // rawFieldValue is a header_map entry's value: value, else raw_value.
 func (f *headerField) rawFieldValue() string {
@@ -139,11 +169,15 @@ func decodeCheck(b []byte, req *checkRequest) error {
 	})
 }
 
-// decodeHTTP decodes an AttributeContext.HttpRequest into req.
+// decodeHTTP decodes an AttributeContext.HttpRequest into req. A request
+// with no room for header fields counts them first, to allocate them
+// once; a reused one appends into the room it has.
 func decodeHTTP(b []byte, req *checkRequest) error {
 	str := &stringsOf{b: b, s: string(b)} // the one copy every string below points into
-	if err := growHeaders(b, req); err != nil {
-		return err
+	if cap(req.headers) == 0 && cap(req.raw) == 0 {
+		if err := growHeaders(b, req); err != nil {
+			return err
+		}
 	}
 	return eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		if typ != protowire.BytesType {

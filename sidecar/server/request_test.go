@@ -69,12 +69,60 @@ func checkBothWays(t *testing.T, b []byte) {
 	if stdErr == nil && err != nil {
 		t.Fatalf("the standard decoder accepts what decodeCheck refuses: %v", err)
 	}
+	reused := reusedRequest(t)
+	if reusedErr := decodeCheck(b, reused); (reusedErr == nil) != (err == nil) {
+		t.Fatalf("decodeCheck into a reused request: %v; into a new one: %v", reusedErr, err)
+	}
 	if err != nil {
 		return
 	}
 	sameDecisionInputs(t, got, prev)
+	sameDecisionInputs(t, reused, prev)
 	if stdErr == nil {
 		sameDecisionInputs(t, got, std)
+	}
+}
+
+// reusedRequest is a request as the pool gives it back: one that held a
+// request with headers in both forms, then reset.
+func reusedRequest(t *testing.T) *checkRequest {
+	t.Helper()
+	r := &checkRequest{}
+	b, err := proto.Marshal(&authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Id: "i", Method: "POST", Host: "h", Path: "/p",
+			Headers: map[string]string{"authorization": "Bearer old", "x-api-key": "old", "a": "1", "b": "2"}, HeaderMap: rawHeaders("x-api-key", "old", "c", "3")},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := decodeCheck(b, r); err != nil || len(r.headers) != 4 || len(r.raw) != 2 {
+		t.Fatalf("decoding the request to reuse: %v, %d and %d fields", err, len(r.headers), len(r.raw))
+	}
+	r.reset()
+	return r
+}
+
+// TestResetKeepsNoStringOfTheRequest: a request going back to the pool
+// keeps room for header fields but no string of the request it held
+// (they point into its bytes, credential included), and gives up the
+// room of a request with more fields than maxPooledFields.
+func TestResetKeepsNoStringOfTheRequest(t *testing.T) {
+	r := reusedRequest(t)
+	if r.id != "" || r.method != "" || r.host != "" || r.path != "" || len(r.headers) != 0 || len(r.raw) != 0 {
+		t.Fatalf("reset left %+v", r)
+	}
+	if cap(r.headers) == 0 || cap(r.raw) == 0 {
+		t.Fatal("reset gave up the room of a small request")
+	}
+	for _, f := range append(r.headers[:cap(r.headers)], r.raw[:cap(r.raw)]...) {
+		if f != (headerField{}) {
+			t.Fatalf("reset kept the field %+v", f)
+		}
+	}
+	r.headers = make([]headerField, maxPooledFields+1)
+	r.reset()
+	if r.headers != nil {
+		t.Fatalf("reset kept room for %d fields", cap(r.headers))
 	}
 }
 
