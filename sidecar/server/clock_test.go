@@ -76,4 +76,3 @@ func TestCoreDefaultsToTheEngineClock(t *testing.T) {
 		}
 	}
 }
-
