@@ -173,7 +173,11 @@ func decodeCheck(b []byte, req *checkRequest) error {
 // with no room for header fields counts them first, to allocate them
 // once; a reused one appends into the room it has.
 func decodeHTTP(b []byte, req *checkRequest) error {
-	str := &stringsOf{b: b, s: string(b)} // the one copy every string below points into
+	// The one copy every string below points into. Its strings must be
+	// UTF-8 (proto3), checked one by one unless all of b is ASCII, or all
+	// of the header field they are in (a token's field is not: its
+	// length takes two bytes).
+	str := &stringsOf{b: b, s: string(b), ascii: isASCII(b)}
 	if cap(req.headers) == 0 && cap(req.raw) == 0 {
 		if err := growHeaders(b, req); err != nil {
 			return err
@@ -204,7 +208,8 @@ func decodeHTTP(b []byte, req *checkRequest) error {
 					return nil
 				}
 				req.raw = append(req.raw, headerField{})
-				return decodeRawHeader(v, str, &req.raw[len(req.raw)-1])
+				entry := str.within(v)
+				return decodeRawHeader(v, &entry, &req.raw[len(req.raw)-1])
 			})
 		default:
 			return nil
@@ -253,8 +258,9 @@ func growFields(fs []headerField, n int) []headerField {
 
 // decodeHeaderEntry decodes one entry of the headers map (a missing key
 // or value is ""; of a repeated one, the last counts).
-func decodeHeaderEntry(b []byte, str *stringsOf, req *checkRequest) error {
+func decodeHeaderEntry(b []byte, msg *stringsOf, req *checkRequest) error {
 	var f headerField
+	str := msg.within(b)
 	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		if typ != protowire.BytesType {
 			return nil

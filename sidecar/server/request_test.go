@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -179,4 +180,56 @@ func FuzzCheckRequestDecodesAsTheGeneratedMessage(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(checkBothWays)
+}
+
+// wrapHTTP is a CheckRequest whose attributes.request.http message is
+// http, built by hand so that its strings may be anything.
+func wrapHTTP(http []byte) []byte {
+	msg := func(num protowire.Number, b []byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), b)
+	}
+	return msg(fieldCheckRequestAttributes, msg(fieldAttributesRequest, msg(fieldRequestHTTP, http)))
+}
+
+// httpField is one bytes field of a message.
+func httpField(num protowire.Number, b []byte) []byte {
+	return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), b)
+}
+
+// headerEntry is a headers map entry, or a header_map HeaderValue.
+func headerEntry(name, value string) []byte {
+	return append(httpField(fieldMapKey, []byte(name)), httpField(fieldMapValue, []byte(value))...)
+}
+
+// TestTheHandlersDecoderChecksUTF8WhereItCanFail: strings are checked to
+// be UTF-8 one by one only where the bytes around them are not all ASCII;
+// a string that is not UTF-8 has a byte of 0x80 or more, so it is always
+// checked, whatever the header field or message around it.
+func TestTheHandlersDecoderChecksUTF8WhereItCanFail(t *testing.T) {
+	long := strings.Repeat("t", 200) // a field whose length takes two bytes
+	cases := map[string][]byte{
+		"in a short header value":                   httpField(fieldHTTPHeaders, headerEntry("x", "o\xff")),
+		"in a long header value":                    httpField(fieldHTTPHeaders, headerEntry("authorization", long+"\xff")),
+		"in a header name, next to a long header":   append(httpField(fieldHTTPHeaders, headerEntry("authorization", long)), httpField(fieldHTTPHeaders, headerEntry("\xc3", "v"))...),
+		"in the path, next to a long header":        append(httpField(fieldHTTPHeaders, headerEntry("authorization", long)), httpField(fieldHTTPPath, []byte("/\xff"))...),
+		"in the path of an otherwise ASCII request": append(httpField(fieldHTTPMethod, []byte("GET")), httpField(fieldHTTPPath, []byte("/\xed\xa0\x80"))...),
+		"in a header_map name":                      httpField(fieldHTTPHeaderMap, httpField(fieldHeaderMapHeader, headerEntry("x-\xff", "v"))),
+		"in a header_map value, next to a long one": httpField(fieldHTTPHeaderMap, append(httpField(fieldHeaderMapHeader, headerEntry("a", long)), httpField(fieldHeaderMapHeader, headerEntry("b", "\xff"))...)),
+	}
+	for name, http := range cases {
+		b := wrapHTTP(http)
+		if err := proto.Unmarshal(b, &authv3.CheckRequest{}); err == nil {
+			t.Fatalf("%s: the standard decoder accepts it: the case tests nothing", name)
+		}
+		if err := decodeCheck(b, &checkRequest{}); err == nil {
+			t.Errorf("a string that is not UTF-8 %s was accepted", name)
+		}
+		checkBothWays(t, b)
+	}
+	valid := wrapHTTP(append(httpField(fieldHTTPHeaders, headerEntry("authorization", long+"é")), httpField(fieldHTTPHeaders, headerEntry("é", "ünïcode"))...))
+	got := &checkRequest{}
+	if err := decodeCheck(valid, got); err != nil || got.Count() != 2 {
+		t.Fatalf("UTF-8 that is not ASCII: %v, %d headers", err, got.Count())
+	}
+	checkBothWays(t, valid)
 }
