@@ -190,12 +190,15 @@ func BenchmarkCheckWire(b *testing.B) {
 				ctx := context.Background()
 				b.ReportAllocs()
 				b.SetBytes(int64(len(wire)))
+				start := cpuTime(b)
 				b.ResetTimer()
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
 						w.allowOverWire(ctx, b)
 					}
 				})
+				b.StopTimer()
+				b.ReportMetric(float64(cpuTime(b)-start)/float64(b.N), "cpu-ns/op")
 			})
 		}
 	}
