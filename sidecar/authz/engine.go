@@ -339,7 +339,7 @@ func (e *Engine) checkJWT(snap *snapshot.Snapshot, pol *snapshot.Policy, token s
 	var vt *verifiedToken
 	var sum [sha256.Size]byte
 	if e.cache != nil {
-		sum = sha256.Sum256([]byte(token))
+		sum = tokenSum(token)
 		if c, ok := e.cache.Get(sum); ok && e.stillTrusted(pol, c) {
 			vt = c
 		}
@@ -377,6 +377,26 @@ func (e *Engine) checkJWT(snap *snapshot.Snapshot, pol *snapshot.Policy, token s
 		}
 	}
 	return vt, "", 0
+}
+
+// stackHashedTokenBytes bounds the tokens tokenSum hashes from a copy on
+// the stack: most tokens, and a frame the stacks of the gRPC server's
+// workers already hold.
+const stackHashedTokenBytes = 2 << 10
+
+// tokenSum is sha256.Sum256([]byte(token)), the token cache's key. The
+// conversion copied every token (a few hundred bytes) to the heap on
+// every check; tokens up to stackHashedTokenBytes are hashed from a copy
+// on the stack, cleared after (it is a credential).
+func tokenSum(token string) [sha256.Size]byte {
+	if len(token) > stackHashedTokenBytes {
+		return sha256.Sum256([]byte(token))
+	}
+	var buf [stackHashedTokenBytes]byte
+	n := copy(buf[:], token)
+	sum := sha256.Sum256(buf[:n])
+	clear(buf[:n])
+	return sum
 }
 
 // stillTrusted says whether a cached verification still holds under the
