@@ -154,7 +154,7 @@ func (e *Engine) CheckAt(req *Request, now time.Time) (d Decision) {
 	if pol == nil {
 		return deny(NoPolicy)
 	}
-	if req.Headers.Count() > e.opts.MaxHeaders {
+	if countAbove(req.Headers, e.opts.MaxHeaders) {
 		d = deny(TooManyHeaders)
 		d.Policy = pol.Name
 		return d

@@ -30,6 +30,9 @@ func sameDecisionInputs(t *testing.T, got *checkRequest, want *authv3.CheckReque
 	if got.Count() != old.Count() {
 		t.Fatalf("Count() = %d, want %d", got.Count(), old.Count())
 	}
+	if got.CountBound() < got.Count() {
+		t.Fatalf("CountBound() = %d, below Count() = %d", got.CountBound(), got.Count())
+	}
 	names := slices.Clone(lookedUp)
 	for k := range h.GetHeaders() {
 		names = append(names, k, strings.ToLower(k), strings.ToUpper(k))
