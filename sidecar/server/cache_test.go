@@ -3,8 +3,10 @@ package server
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-logr/logr"
@@ -148,5 +150,59 @@ func TestSharedDenialsAreThoseOfTheirOwnDecision(t *testing.T) {
 	}
 	if got := c.denyResponse(deny(authz.RateLimited, "", 2500*time.Millisecond)); got.GetDeniedResponse().GetHeaders()[2].GetHeader().GetValue() != "3" {
 		t.Errorf("Retry-After of 2.5 s is %v, want 3", got.GetDeniedResponse().GetHeaders())
+	}
+}
+
+// TestKeptAnswersKeepNoRequestBytes: an answer kept for later checks, and
+// its key, share no memory with the decision's strings, which may point
+// into the request (an API key's ID is a part of the key as sent).
+func TestKeptAnswersKeepNoRequestBytes(t *testing.T) {
+	c := NewCore(nil, nil, nil, Options{StripCredential: true, Log: logr.Discard()})
+	request := strings.Clone("x-api-key gth_abcdefghijklmnop_secret alice orders:read orders:write https://i t1 main orders")
+	part := func(s string) string {
+		i := strings.Index(request, s)
+		if i < 0 {
+			t.Fatalf("%q is not in the request", s)
+		}
+		return request[i : i+len(s)]
+	}
+	id := &authz.Identity{Credential: authz.CredentialAPIKey, Subject: part("alice"), Scopes: []string{part("orders:read"), part("orders:write")},
+		KeyID: part("abcdefghijklmnop"), Issuer: part("https://i"), TokenID: part("t1")}
+	d := &authz.Decision{Allowed: true, Reason: authz.Authenticated, Status: 200, Identity: id,
+		CredentialHeader: part("x-api-key"), Policy: part("main"), Rule: part("orders")}
+	start := uintptr(unsafe.Pointer(unsafe.StringData(request)))
+	inRequest := func(s string) bool {
+		p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+		return s != "" && p >= start && p < start+uintptr(len(request))
+	}
+	resp := c.allowResponse(d)
+	if c.allowResponse(d) != resp {
+		t.Fatal("the same decision got a new answer")
+	}
+	for k := range c.allows.m {
+		for _, s := range []string{string(k.reason), k.policy, k.rule, k.credentialHeader, string(k.credential), k.subject, k.scopes, k.keyID, k.issuer, k.tokenID} {
+			if inRequest(s) {
+				t.Errorf("the kept answer's key holds %q of the request's bytes", s)
+			}
+		}
+	}
+	var shown []string
+	for _, h := range resp.GetOkResponse().GetHeaders() {
+		shown = append(shown, h.GetHeader().GetKey(), h.GetHeader().GetValue())
+	}
+	shown = append(shown, resp.GetOkResponse().GetHeadersToRemove()...)
+	for _, v := range resp.GetDynamicMetadata().GetFields() {
+		shown = append(shown, v.GetStringValue())
+		for _, e := range v.GetListValue().GetValues() {
+			shown = append(shown, e.GetStringValue())
+		}
+	}
+	if !slices.Contains(shown, "abcdefghijklmnop") || !slices.Contains(shown, "orders:write") {
+		t.Fatalf("the answer does not show the identity: %q", shown)
+	}
+	for _, s := range shown {
+		if inRequest(s) {
+			t.Errorf("the kept answer holds %q of the request's bytes", s)
+		}
 	}
 }
