@@ -10,6 +10,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-logr/logr"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"gatehouse.dev/gatehouse/sidecar/authz"
@@ -180,10 +181,8 @@ func TestKeptAnswersKeepNoRequestBytes(t *testing.T) {
 		t.Fatal("the same decision got a new answer")
 	}
 	for k := range c.allows.m {
-		for _, s := range []string{string(k.reason), k.policy, k.rule, k.credentialHeader, string(k.credential), k.subject, k.scopes, k.keyID, k.issuer, k.tokenID} {
-			if inRequest(s) {
-				t.Errorf("the kept answer's key holds %q of the request's bytes", s)
-			}
+		if inRequest(k) {
+			t.Errorf("the kept answer's key %q is the request's bytes", k)
 		}
 	}
 	var shown []string
@@ -203,6 +202,53 @@ func TestKeptAnswersKeepNoRequestBytes(t *testing.T) {
 	for _, s := range shown {
 		if inRequest(s) {
 			t.Errorf("the kept answer holds %q of the request's bytes", s)
+		}
+	}
+}
+
+// TestAllowKeyEncodingTellsKeysApart: keys that differ in any field, or
+// only in where one string ends and the next begins, encode differently;
+// equal keys encode alike.
+func TestAllowKeyEncodingTellsKeysApart(t *testing.T) {
+	fields := func(k *allowKey) []*string {
+		return []*string{(*string)(&k.reason), &k.policy, &k.rule, &k.credentialHeader, (*string)(&k.credential),
+			&k.subject, &k.scopes, &k.keyID, &k.issuer, &k.tokenID, &k.challenge, &k.retryAfter}
+	}
+	var keys []allowKey
+	for i := range fields(&allowKey{}) {
+		for _, v := range []string{"a", "ab", "b"} {
+			var k allowKey
+			*fields(&k)[i] = v
+			keys = append(keys, k)
+			if i+1 < len(fields(&k)) { // "ab" then "" against "a" then "b"
+				k2 := allowKey{}
+				*fields(&k2)[i], *fields(&k2)[i+1] = v[:1], v[1:]
+				keys = append(keys, k2)
+			}
+		}
+	}
+	keys = append(keys, allowKey{}, allowKey{hasIdentity: true}, allowKey{denied: true}, allowKey{status: 401}, allowKey{status: -1},
+		allowKey{subject: strings.Repeat("s", keyBufferBytes)}, allowKey{subject: strings.Repeat("s", keyBufferBytes), tokenID: "t"})
+	keys = slices.CompactFunc(keys, func(a, b allowKey) bool { return a == b }) // "a" then "" twice over
+	seen := map[string]allowKey{}
+	for _, k := range keys {
+		enc := string(k.appendTo(nil))
+		if prev, ok := seen[enc]; ok && prev != k {
+			t.Errorf("%+v and %+v encode alike", prev, k)
+		}
+		seen[enc] = k
+		again := k
+		if string(again.appendTo(nil)) != enc {
+			t.Errorf("%+v encodes in two ways", k)
+		}
+	}
+	c := newResponseCache(len(keys) * 2)
+	for i := range keys {
+		c.put(&keys[i], &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(i)}})
+	}
+	for i := range keys {
+		if r := c.get(&keys[i]); r.GetStatus().GetCode() != int32(i) {
+			t.Errorf("%+v found the answer of %+v", keys[i], keys[r.GetStatus().GetCode()])
 		}
 	}
 }
