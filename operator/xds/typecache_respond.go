@@ -104,7 +104,7 @@ func (c *typeCache) diff(sub cache.Subscription, names []string, held func(strin
 			}
 			send = append(send, e.wire)
 			if kept != nil {
-				kept[e.wire.Name] = e.version
+				kept[e.wire.GetName()] = e.version
 			}
 		case had:
 			removed = append(removed, name)
@@ -209,7 +209,7 @@ func (c *typeCache) materialize(known map[string]string, seq uint64) {
 	for name, e := range c.resources {
 		if _, listed := known[name]; !listed {
 			if _, ok := changed[name]; !ok {
-				known[e.wire.Name] = e.version
+				known[e.wire.GetName()] = e.version
 			}
 		}
 	}
@@ -282,7 +282,7 @@ func (c *typeCache) fresh(sub cache.Subscription, known map[string]string) map[s
 			continue
 		}
 		if e, ok := c.resources[name]; ok {
-			name = e.wire.Name
+			name = e.wire.GetName()
 			if v == e.version {
 				v = e.version
 			}

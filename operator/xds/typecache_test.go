@@ -223,7 +223,7 @@ func TestTypeCacheAReconnectingClientsMapHoldsTheCachesStrings(t *testing.T) {
 		if v != e.version {
 			t.Errorf("%s: the stream's map holds version %q, the cache %q", name, v, e.version)
 		}
-		if unsafe.StringData(name) != unsafe.StringData(e.wire.Name) {
+		if unsafe.StringData(name) != unsafe.StringData(e.wire.GetName()) {
 			t.Errorf("%s: the stream's map holds a copy of the name", name)
 		}
 		if unsafe.StringData(v) != unsafe.StringData(e.version) {
