@@ -39,25 +39,43 @@ func (r anyToken) Review(_ context.Context, token string) (Identity, error) {
 }
 
 // startCachesServer serves caches (filled by the caller, no Feed) on
-// 127.0.0.1, admitting every stream as namespace ns.
-func startCachesServer(t *testing.T, caches *Namespaces, ns string) string {
+// 127.0.0.1, admitting every stream as namespace ns, until the test ends.
+func startCachesServer(t testing.TB, caches *Namespaces, ns string) string {
 	t.Helper()
-	return serve(t, &Server{Caches: caches, Reviewer: anyToken{ns: ns}, Log: testr.New(t)})
+	addr, stop := serveCaches(t, caches, ns)
+	t.Cleanup(stop)
+	return addr
+}
+
+// serveCaches serves caches as startCachesServer does, until stop is
+// called; stop returns once the server has stopped.
+func serveCaches(t testing.TB, caches *Namespaces, ns string) (addr string, stop func()) {
+	t.Helper()
+	return serveUntilStopped(t, &Server{Caches: caches, Reviewer: anyToken{ns: ns}, Log: testr.NewWithInterface(t, testr.Options{})})
 }
 
 // serve runs srv on 127.0.0.1 until the test ends and returns its address.
-func serve(t *testing.T, srv *Server) string {
+func serve(t testing.TB, srv *Server) string {
+	t.Helper()
+	addr, stop := serveUntilStopped(t, srv)
+	t.Cleanup(stop)
+	return addr
+}
+
+// serveUntilStopped runs srv on 127.0.0.1 until stop is called; stop
+// returns once the server has stopped.
+func serveUntilStopped(t testing.TB, srv *Server) (addr string, stop func()) {
 	t.Helper()
 	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv.Listener = ln
-	ctx, stop := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Start(ctx) }()
-	t.Cleanup(func() {
-		stop()
+	return ln.Addr().String(), func() {
+		cancel()
 		select {
 		case err := <-done:
 			if err != nil {
@@ -66,8 +84,7 @@ func serve(t *testing.T, srv *Server) string {
 		case <-time.After(30 * time.Second):
 			t.Error("the server did not stop")
 		}
-	})
-	return ln.Addr().String()
+	}
 }
 
 // TestAReconnectingSidecarOfALargeNamespaceIsServed: a sidecar reconnects

@@ -67,7 +67,7 @@ func TestIntegrationOnePodsTokenHoldsABoundedNumberOfStreams(t *testing.T) {
 		}
 		eventuallyHeld(t, srv, string(pod.UID), DefaultMaxStreamsPerPod)
 		for _, c := range opened[streams-DefaultMaxStreamsPerPod:] {
-			if err := c.stream.Send(wildcardOf(IssuerKeySetType)); err != nil {
+			if err := c.stream.Send(issuerKeySetWildcard()); err != nil {
 				t.Fatal(err)
 			}
 			c.next()
@@ -75,7 +75,7 @@ func TestIntegrationOnePodsTokenHoldsABoundedNumberOfStreams(t *testing.T) {
 	})
 
 	t.Run("another pod of the same ServiceAccount keeps its stream", func(t *testing.T) {
-		if err := neighbour.stream.Send(wildcardOf(IssuerKeySetType)); err != nil {
+		if err := neighbour.stream.Send(issuerKeySetWildcard()); err != nil {
 			t.Fatal(err)
 		}
 		neighbour.next()

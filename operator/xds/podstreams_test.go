@@ -79,7 +79,7 @@ func TestAPodsNewestStreamReplacesItsOldest(t *testing.T) {
 	// The streams left are still served: a second type is answered on
 	// each, the other pod's included.
 	for name, c := range map[string]*deltaClient{"second": second, "third": third, "pod-b": other} {
-		if err := c.stream.Send(wildcardOf(IssuerKeySetType)); err != nil {
+		if err := c.stream.Send(issuerKeySetWildcard()); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 		c.next()
@@ -102,7 +102,7 @@ func TestAClosedStreamFreesItsPodsSlot(t *testing.T) {
 	if got := testutil.ToFloat64(m.replacedStreams.WithLabelValues(ns)); got != 0 {
 		t.Fatalf("%v streams replaced after one was closed, want 0", got)
 	}
-	if err := second.stream.Send(wildcardOf(IssuerKeySetType)); err != nil {
+	if err := second.stream.Send(issuerKeySetWildcard()); err != nil {
 		t.Fatal(err)
 	}
 	second.next()
@@ -173,9 +173,9 @@ func dialNotReading(t *testing.T, addr, token string, first *discovery.DeltaDisc
 	return st
 }
 
-// wildcardOf subscribes to every resource of typ.
-func wildcardOf(typ string) *discovery.DeltaDiscoveryRequest {
-	return &discovery.DeltaDiscoveryRequest{TypeUrl: typ, ResourceNamesSubscribe: []string{"*"}}
+// issuerKeySetWildcard subscribes to every IssuerKeySet.
+func issuerKeySetWildcard() *discovery.DeltaDiscoveryRequest {
+	return &discovery.DeltaDiscoveryRequest{TypeUrl: IssuerKeySetType, ResourceNamesSubscribe: []string{"*"}}
 }
 
 // TestAStreamBoundToNoPodIsRefused: the bound counts streams per pod, so

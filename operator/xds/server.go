@@ -153,6 +153,7 @@ func (s *Server) grpcServer(ctx context.Context) *grpc.Server {
 			streamAuthenticator(s.Reviewer, func(err error) {
 				s.Log.V(1).Info("refused an xds stream", "reason", err.Error())
 			}),
+			//nolint:contextcheck // each handler runs in its own stream's context
 			boundStreamsPerPod(s.podBound(), &s.handlers),
 		),
 		// Notice dead peers: a sidecar that vanished must not hold a

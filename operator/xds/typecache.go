@@ -28,10 +28,16 @@ const seqKey = " seq"
 // A map from elsewhere (a new or reconnecting client) is diffed against
 // every resource once.
 //
-// The version map the cache hands out (GetNextVersionMap) is the one the
-// watch came with, updated in place: the server keeps it as the stream's
-// state and touches it only while no watch of the stream is open, and the
-// cache only while one is (under mu), so nothing is copied per response.
+// The version map the cache hands out (GetNextVersionMap) to a wildcard
+// watch is compact: after a response its client holds exactly the
+// cache's resources at that sequence, so the map holds the sequence alone
+// (and whatever go-control-plane marks in it), not a name and a version
+// per resource for every stream; a change log entry says whether the
+// name existed before, so that such a client is sent the removal of what
+// it held only. A named watch gets the map it came with, updated in
+// place. The server keeps the map as the stream's state and touches it
+// only while no watch of the stream is open, and the cache only while one
+// is (under mu).
 type typeCache struct {
 	typeURL string
 	nonce   string
@@ -53,12 +59,16 @@ type entry struct {
 type change struct {
 	seq  uint64
 	name string
+	// existed tells whether name was held before this change: a wildcard
+	// client current to a sequence before it held the name then.
+	existed bool
 }
 
 type watch struct {
 	req *cache.DeltaRequest
 	sub cache.Subscription
 	out chan cache.DeltaResponse
+	seq uint64 // the sequence its client is current to, while it is open
 }
 
 func newTypeCache(typeURL string) *typeCache {
@@ -90,20 +100,23 @@ func (c *typeCache) UpdateResources(toUpdate map[string]types.Resource, toDelete
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for name, e := range entries {
-		if old, ok := c.resources[name]; ok && old.version == e.version {
+		old, existed := c.resources[name]
+		if existed && old.version == e.version {
 			continue
 		}
 		c.resources[name] = e
-		c.logChange(name)
+		c.logChange(name, existed)
 	}
 	for _, name := range toDelete {
 		if _, ok := c.resources[name]; ok {
 			delete(c.resources, name)
-			c.logChange(name)
+			c.logChange(name, true)
 		}
 	}
 	for w := range c.watches {
-		if c.respond(w, false, nil) {
+		// An open watch is never behind the log (see logChange), so
+		// respond does not fail here.
+		if sent, _ := c.respond(w, false, nil); sent {
 			delete(c.watches, w)
 		}
 	}
@@ -112,13 +125,20 @@ func (c *typeCache) UpdateResources(toUpdate map[string]types.Resource, toDelete
 
 // logChange records a change of name; the log is cut to its newer half
 // once it outgrows the resources, and watches older than that are then
-// diffed in full.
-func (c *typeCache) logChange(name string) {
+// diffed in full, or (when their maps are compact) ended. It is not cut
+// past an open watch, which is answered once the change is complete.
+func (c *typeCache) logChange(name string, existed bool) {
 	c.seq++
-	c.log = append(c.log, change{seq: c.seq, name: name})
+	c.log = append(c.log, change{seq: c.seq, name: name, existed: existed})
 	if len(c.log) > 2*len(c.resources)+64 {
 		half := len(c.log) / 2
-		c.floor = c.log[half-1].seq
+		floor := c.log[half-1].seq
+		for w := range c.watches {
+			if w.seq < floor {
+				return
+			}
+		}
+		c.floor = floor
 		c.log = append([]change(nil), c.log[half:]...)
 	}
 }
@@ -142,8 +162,9 @@ func (c *typeCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscrip
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	extra := slices.Concat(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
-	if c.respond(w, sub.IsWildcard() && req.GetResponseNonce() == "", extra) {
-		return nil, nil
+	sent, err := c.respond(w, sub.IsWildcard() && req.GetResponseNonce() == "", extra)
+	if sent || err != nil {
+		return nil, err
 	}
 	c.watches[w] = struct{}{}
 	return func() {

@@ -126,9 +126,19 @@ func New(store *snapshot.Store, opts Options) *Engine {
 
 func deny(r Reason) Decision { return Decision{Reason: r, Status: r.Status()} }
 
-// Check decides one request. It never panics and never returns an allow
-// by accident: any failure is a denial with a reason.
-func (e *Engine) Check(req *Request) (d Decision) {
+// Clock is the engine's time source (Options.Clock, time.Now by default),
+// for callers that read the time of a check once and pass it to CheckAt.
+func (e *Engine) Clock() func() time.Time { return e.opts.Clock }
+
+// Check decides one request at the engine's clock's current time. It
+// never panics and never returns an allow by accident: any failure is a
+// denial with a reason.
+func (e *Engine) Check(req *Request) Decision { return e.CheckAt(req, e.opts.Clock()) }
+
+// CheckAt decides one request at now, as Check does: a caller that reads
+// the clock for its own purposes (the server's latency and log sampling)
+// passes its reading rather than have the engine read the clock again.
+func (e *Engine) CheckAt(req *Request, now time.Time) (d Decision) {
 	defer func() {
 		if p := recover(); p != nil {
 			// The panic value may describe input; log only its type.
@@ -144,17 +154,17 @@ func (e *Engine) Check(req *Request) (d Decision) {
 	if pol == nil {
 		return deny(NoPolicy)
 	}
-	if req.Headers.Count() > e.opts.MaxHeaders {
+	if countAbove(req.Headers, e.opts.MaxHeaders) {
 		d = deny(TooManyHeaders)
 		d.Policy = pol.Name
 		return d
 	}
-	d = e.decide(snap, pol, req)
+	d = e.decide(snap, pol, req, now)
 	d.Policy = pol.Name
 	return d
 }
 
-func (e *Engine) decide(snap *snapshot.Snapshot, pol *snapshot.Policy, req *Request) Decision {
+func (e *Engine) decide(snap *snapshot.Snapshot, pol *snapshot.Policy, req *Request, now time.Time) Decision {
 	method, path, err := canonical.Request(req.Method, req.Path, pol.PathOptions)
 	if err != nil {
 		return deny(refusalReason(err))
@@ -163,12 +173,12 @@ func (e *Engine) decide(snap *snapshot.Snapshot, pol *snapshot.Policy, req *Requ
 	if rule == nil {
 		return deny(NoMatchingRule)
 	}
-	d := e.decideRule(snap, pol, rule, req)
+	d := e.decideRule(snap, pol, rule, req, now)
 	d.Rule = rule.Name
 	return d
 }
 
-func (e *Engine) decideRule(snap *snapshot.Snapshot, pol *snapshot.Policy, rule *snapshot.Rule, req *Request) Decision {
+func (e *Engine) decideRule(snap *snapshot.Snapshot, pol *snapshot.Policy, rule *snapshot.Rule, req *Request, now time.Time) Decision {
 	if rule.Action == gatehousev1.ActionDeny {
 		return deny(DeniedByRule)
 	}
@@ -195,7 +205,6 @@ func (e *Engine) decideRule(snap *snapshot.Snapshot, pol *snapshot.Policy, rule 
 	if (cred.Kind == CredentialAPIKey && !acceptKeys) || (cred.Kind == CredentialJWT && !rule.AcceptJWT) {
 		return e.denyCredential(CredentialNotAccepted, rule)
 	}
-	now := e.opts.Clock()
 	var id *Identity
 	var token *verifiedToken
 	var retryAfter time.Duration
@@ -330,7 +339,7 @@ func (e *Engine) checkJWT(snap *snapshot.Snapshot, pol *snapshot.Policy, token s
 	var vt *verifiedToken
 	var sum [sha256.Size]byte
 	if e.cache != nil {
-		sum = sha256.Sum256([]byte(token))
+		sum = tokenSum(token)
 		if c, ok := e.cache.Get(sum); ok && e.stillTrusted(pol, c) {
 			vt = c
 		}
@@ -368,6 +377,26 @@ func (e *Engine) checkJWT(snap *snapshot.Snapshot, pol *snapshot.Policy, token s
 		}
 	}
 	return vt, "", 0
+}
+
+// stackHashedTokenBytes bounds the tokens tokenSum hashes from a copy on
+// the stack: most tokens, and a frame the stacks of the gRPC server's
+// workers already hold.
+const stackHashedTokenBytes = 2 << 10
+
+// tokenSum is sha256.Sum256([]byte(token)), the token cache's key. The
+// conversion copied every token (a few hundred bytes) to the heap on
+// every check; tokens up to stackHashedTokenBytes are hashed from a copy
+// on the stack, cleared after (it is a credential).
+func tokenSum(token string) [sha256.Size]byte {
+	if len(token) > stackHashedTokenBytes {
+		return sha256.Sum256([]byte(token))
+	}
+	var buf [stackHashedTokenBytes]byte
+	n := copy(buf[:], token)
+	sum := sha256.Sum256(buf[:n])
+	clear(buf[:n])
+	return sum
 }
 
 // stillTrusted says whether a cached verification still holds under the

@@ -32,6 +32,24 @@ type FirstValuer interface {
 	FirstValue(name string) (string, int)
 }
 
+// CountBounder is implemented by Headers that know an upper bound of
+// Count without counting: the fields as received, a repeated name
+// counting each time. The engine counts only when the bound exceeds its
+// limit.
+type CountBounder interface {
+	// CountBound is at least Count.
+	CountBound() int
+}
+
+// countAbove reports whether h.Count() > limit, without counting when
+// h's bound says it cannot be.
+func countAbove(h Headers, limit int) bool {
+	if b, ok := h.(CountBounder); ok && b.CountBound() <= limit {
+		return false
+	}
+	return h.Count() > limit
+}
+
 func firstValue(h Headers, name string) (string, int) {
 	if f, ok := h.(FirstValuer); ok {
 		return f.FirstValue(name)

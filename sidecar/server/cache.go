@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/binary"
 	"sync"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -33,24 +34,51 @@ type allowKey struct {
 	challenge, retryAfter string
 }
 
-// responseCache maps allow keys to their answers, and each answer to its
-// wire encoding. When it is full, half of it is dropped (Go's map order
-// picks which): simple, bounded, and cheap for the usual case of a working
-// set that fits.
+// appendTo appends an encoding of k to b that tells keys apart: every
+// string with its length first, then the flags and the status. A map
+// keyed by this one string hashes it once; keyed by allowKey itself, a
+// look-up hashed its twelve strings one by one.
+func (k *allowKey) appendTo(b []byte) []byte {
+	for _, s := range [...]string{string(k.reason), k.policy, k.rule, k.credentialHeader, string(k.credential),
+		k.subject, k.scopes, k.keyID, k.issuer, k.tokenID, k.challenge, k.retryAfter} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	var flags byte
+	if k.hasIdentity {
+		flags |= 1
+	}
+	if k.denied {
+		flags |= 2
+	}
+	b = append(b, flags)
+	return binary.AppendVarint(b, int64(k.status))
+}
+
+// keyBufferBytes is room on the stack for the usual encoded key; a longer
+// one is encoded on the heap.
+const keyBufferBytes = 512
+
+// responseCache maps allow keys (encoded, appendTo) to their answers, and
+// each answer to its wire encoding. When it is full, half of it is
+// dropped (Go's map order picks which): simple, bounded, and cheap for the
+// usual case of a working set that fits.
 type responseCache struct {
 	mu  sync.RWMutex
-	m   map[allowKey]*authv3.CheckResponse
+	m   map[string]*authv3.CheckResponse
 	enc map[*authv3.CheckResponse]mem.BufferSlice
 	max int
 }
 
 func newResponseCache(size int) *responseCache {
-	return &responseCache{m: make(map[allowKey]*authv3.CheckResponse), enc: make(map[*authv3.CheckResponse]mem.BufferSlice), max: size}
+	return &responseCache{m: make(map[string]*authv3.CheckResponse), enc: make(map[*authv3.CheckResponse]mem.BufferSlice), max: size}
 }
 
 func (c *responseCache) get(k *allowKey) *authv3.CheckResponse {
+	var buf [keyBufferBytes]byte
+	key := k.appendTo(buf[:0])
 	c.mu.RLock()
-	r := c.m[*k]
+	r := c.m[string(key)] // no conversion: a look-up by the bytes
 	c.mu.RUnlock()
 	return r
 }
@@ -82,10 +110,11 @@ func (c *responseCache) put(k *allowKey, r *authv3.CheckResponse) {
 			n--
 		}
 	}
-	if prev, ok := c.m[*k]; ok {
+	key := string(k.appendTo(nil))
+	if prev, ok := c.m[key]; ok {
 		delete(c.enc, prev)
 	}
-	c.m[*k] = r
+	c.m[key] = r
 	if err == nil && r != nil {
 		c.enc[r] = mem.BufferSlice{mem.SliceBuffer(b)}
 	}

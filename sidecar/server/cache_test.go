@@ -3,11 +3,14 @@ package server
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-logr/logr"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"gatehouse.dev/gatehouse/sidecar/authz"
@@ -148,5 +151,104 @@ func TestSharedDenialsAreThoseOfTheirOwnDecision(t *testing.T) {
 	}
 	if got := c.denyResponse(deny(authz.RateLimited, "", 2500*time.Millisecond)); got.GetDeniedResponse().GetHeaders()[2].GetHeader().GetValue() != "3" {
 		t.Errorf("Retry-After of 2.5 s is %v, want 3", got.GetDeniedResponse().GetHeaders())
+	}
+}
+
+// TestKeptAnswersKeepNoRequestBytes: an answer kept for later checks, and
+// its key, share no memory with the decision's strings, which may point
+// into the request (an API key's ID is a part of the key as sent).
+func TestKeptAnswersKeepNoRequestBytes(t *testing.T) {
+	c := NewCore(nil, nil, nil, Options{StripCredential: true, Log: logr.Discard()})
+	request := strings.Clone("x-api-key gth_abcdefghijklmnop_secret alice orders:read orders:write https://i t1 main orders")
+	part := func(s string) string {
+		i := strings.Index(request, s)
+		if i < 0 {
+			t.Fatalf("%q is not in the request", s)
+		}
+		return request[i : i+len(s)]
+	}
+	id := &authz.Identity{Credential: authz.CredentialAPIKey, Subject: part("alice"), Scopes: []string{part("orders:read"), part("orders:write")},
+		KeyID: part("abcdefghijklmnop"), Issuer: part("https://i"), TokenID: part("t1")}
+	d := &authz.Decision{Allowed: true, Reason: authz.Authenticated, Status: 200, Identity: id,
+		CredentialHeader: part("x-api-key"), Policy: part("main"), Rule: part("orders")}
+	start := uintptr(unsafe.Pointer(unsafe.StringData(request)))
+	inRequest := func(s string) bool {
+		p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+		return s != "" && p >= start && p < start+uintptr(len(request))
+	}
+	resp := c.allowResponse(d)
+	if c.allowResponse(d) != resp {
+		t.Fatal("the same decision got a new answer")
+	}
+	for k := range c.allows.m {
+		if inRequest(k) {
+			t.Errorf("the kept answer's key %q is the request's bytes", k)
+		}
+	}
+	var shown []string
+	for _, h := range resp.GetOkResponse().GetHeaders() {
+		shown = append(shown, h.GetHeader().GetKey(), h.GetHeader().GetValue())
+	}
+	shown = append(shown, resp.GetOkResponse().GetHeadersToRemove()...)
+	for _, v := range resp.GetDynamicMetadata().GetFields() {
+		shown = append(shown, v.GetStringValue())
+		for _, e := range v.GetListValue().GetValues() {
+			shown = append(shown, e.GetStringValue())
+		}
+	}
+	if !slices.Contains(shown, "abcdefghijklmnop") || !slices.Contains(shown, "orders:write") {
+		t.Fatalf("the answer does not show the identity: %q", shown)
+	}
+	for _, s := range shown {
+		if inRequest(s) {
+			t.Errorf("the kept answer holds %q of the request's bytes", s)
+		}
+	}
+}
+
+// TestAllowKeyEncodingTellsKeysApart: keys that differ in any field, or
+// only in where one string ends and the next begins, encode differently;
+// equal keys encode alike.
+func TestAllowKeyEncodingTellsKeysApart(t *testing.T) {
+	fields := func(k *allowKey) []*string {
+		return []*string{(*string)(&k.reason), &k.policy, &k.rule, &k.credentialHeader, (*string)(&k.credential),
+			&k.subject, &k.scopes, &k.keyID, &k.issuer, &k.tokenID, &k.challenge, &k.retryAfter}
+	}
+	var keys []allowKey
+	for i := range fields(&allowKey{}) {
+		for _, v := range []string{"a", "ab", "b"} {
+			var k allowKey
+			*fields(&k)[i] = v
+			keys = append(keys, k)
+			if i+1 < len(fields(&k)) { // "ab" then "" against "a" then "b"
+				k2 := allowKey{}
+				*fields(&k2)[i], *fields(&k2)[i+1] = v[:1], v[1:]
+				keys = append(keys, k2)
+			}
+		}
+	}
+	keys = append(keys, allowKey{}, allowKey{hasIdentity: true}, allowKey{denied: true}, allowKey{status: 401}, allowKey{status: -1},
+		allowKey{subject: strings.Repeat("s", keyBufferBytes)}, allowKey{subject: strings.Repeat("s", keyBufferBytes), tokenID: "t"})
+	keys = slices.CompactFunc(keys, func(a, b allowKey) bool { return a == b }) // "a" then "" twice over
+	seen := map[string]allowKey{}
+	for _, k := range keys {
+		enc := string(k.appendTo(nil))
+		if prev, ok := seen[enc]; ok && prev != k {
+			t.Errorf("%+v and %+v encode alike", prev, k)
+		}
+		seen[enc] = k
+		again := k
+		if string(again.appendTo(nil)) != enc {
+			t.Errorf("%+v encodes in two ways", k)
+		}
+	}
+	c := newResponseCache(len(keys) * 2)
+	for i := range keys {
+		c.put(&keys[i], &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(i)}})
+	}
+	for i := range keys {
+		if r := c.get(&keys[i]); r.GetStatus().GetCode() != int32(i) {
+			t.Errorf("%+v found the answer of %+v", keys[i], keys[r.GetStatus().GetCode()])
+		}
 	}
 }

@@ -64,7 +64,9 @@ type Options struct {
 	StripCredential bool
 	// DecisionLogsPerSecond samples decision logs (0 disables them).
 	DecisionLogsPerSecond float64
-	// Clock is the time source for latency and sampling; time.Now if nil.
+	// Clock is the time source of a check: read once when it starts (the
+	// time the engine decides at, see Core.check) and once when it ends
+	// (latency, log sampling). The engine's clock if nil.
 	Clock func() time.Time
 	Log   logr.Logger
 }
@@ -84,6 +86,9 @@ type Core struct {
 func NewCore(engine *authz.Engine, store *snapshot.Store, m *metrics.Metrics, opts Options) *Core {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
+		if engine != nil {
+			opts.Clock = engine.Clock()
+		}
 	}
 	if opts.Headers.Subject == "" {
 		opts.Headers = HeaderNamesWithPrefix(DefaultHeaderPrefix)
@@ -111,15 +116,19 @@ type verdict struct {
 	remove []string
 }
 
+// check decides req. The clock is read twice: when the check starts, the
+// time the engine decides at (expiry, validity windows, rate limits), and
+// when it ends, for the latency and the decision log's sampler.
 func (c *Core) check(protocol, requestID string, req *authz.Request) verdict {
 	start := c.opts.Clock()
-	d := c.engine.Check(req)
+	d := c.engine.CheckAt(req, start)
 	v := verdict{d: d}
-	took := c.opts.Clock().Sub(start)
+	end := c.opts.Clock()
+	took := end.Sub(start)
 	if c.metrics != nil {
 		c.metrics.ObserveDecision(protocol, &d, took)
 	}
-	c.logDecision(protocol, requestID, req, &d, took)
+	c.logDecision(protocol, requestID, req, &d, took, end)
 	return v
 }
 
@@ -167,8 +176,8 @@ func retryAfterSeconds(d time.Duration) string {
 	return strconv.FormatInt(max(s, 1), 10)
 }
 
-func (c *Core) logDecision(protocol, requestID string, req *authz.Request, d *authz.Decision, took time.Duration) {
-	if c.sampler == nil || !c.sampler.AllowN(c.opts.Clock(), 1) {
+func (c *Core) logDecision(protocol, requestID string, req *authz.Request, d *authz.Decision, took time.Duration, now time.Time) {
+	if c.sampler == nil || !c.sampler.AllowN(now, 1) {
 		return
 	}
 	result := "deny"

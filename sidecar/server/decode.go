@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/binary"
 	"errors"
 	"unicode/utf8"
 
@@ -94,16 +95,42 @@ type decodedMessages struct {
 type stringsOf struct {
 	b []byte
 	s string
+	// ascii says that the bytes the strings come from are all ASCII, so
+	// that every string of them is UTF-8 and need not be checked.
+	ascii bool
 }
 
 // of returns field v (a sub-slice of b) as a string; it must be UTF-8.
 func (c *stringsOf) of(v []byte) (string, error) {
 	off := cap(c.b) - cap(v) // v is a sub-slice of b (eachField keeps capacities)
 	out := c.s[off : off+len(v)]
-	if !utf8.ValidString(out) {
+	if !c.ascii && !utf8.ValidString(out) {
 		return "", errMalformedRequest
 	}
 	return out, nil
+}
+
+// within is c for the strings of field v (a sub-slice of b): known to be
+// UTF-8 without checking each when v is ASCII.
+func (c *stringsOf) within(v []byte) stringsOf {
+	out := *c
+	out.ascii = c.ascii || isASCII(v)
+	return out
+}
+
+// isASCII reports whether b holds no byte of 0x80 or more: eight bytes at
+// a time, then the rest.
+func isASCII(b []byte) bool {
+	const high = 0x8080808080808080
+	var acc uint64
+	for len(b) >= 8 {
+		acc |= binary.LittleEndian.Uint64(b)
+		b = b[8:]
+	}
+	for _, c := range b {
+		acc |= uint64(c)
+	}
+	return acc&high == 0
 }
 
 // decodeHTTPRequest decodes an AttributeContext.HttpRequest, body aside.

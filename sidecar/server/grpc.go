@@ -85,14 +85,25 @@ var authorizationServiceDesc = grpc.ServiceDesc{
 	Metadata:    "envoy/service/auth/v3/external_auth.proto",
 }
 
+// checkHandler decodes a check and answers it. Without an interceptor the
+// request is a pooled one, returned to the pool once answered; an
+// interceptor gets a request of its own, which it may keep.
 func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) { //nolint:revive // grpc.MethodHandler's order
+	s := srv.(*AuthorizationServer)
+	if interceptor == nil {
+		in := checkRequests.Get().(*checkRequest)
+		defer func() {
+			in.reset()
+			checkRequests.Put(in)
+		}()
+		if err := dec(in); err != nil {
+			return nil, err
+		}
+		return s.checkDecoded(in), nil
+	}
 	in := new(checkRequest)
 	if err := dec(in); err != nil {
 		return nil, err
-	}
-	s := srv.(*AuthorizationServer)
-	if interceptor == nil {
-		return s.checkDecoded(in), nil
 	}
 	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: authv3.Authorization_Check_FullMethodName}
 	return interceptor(ctx, in, info, func(context.Context, any) (any, error) { return s.checkDecoded(in), nil })
@@ -233,16 +244,18 @@ func (c *Core) denyResponse(d *authz.Decision) *authv3.CheckResponse {
 // (identity headers, headers to remove, dynamic metadata) costs about 25
 // allocations, finding it one map look-up. A shared answer is only read
 // (marshalled) after Check returns, never modified.
+//
+// A new answer, and its key, are built from a copy of the decision's
+// strings: some point into the request (an API key's ID is part of the
+// key as sent), and a kept answer must not keep the request's bytes, the
+// credential among them, in memory.
 func (c *Core) allowResponse(d *authz.Decision) *authv3.CheckResponse {
-	k := allowKey{reason: d.Reason, policy: d.Policy, rule: d.Rule, credentialHeader: d.CredentialHeader}
-	if id := d.Identity; id != nil {
-		k.hasIdentity = true
-		k.credential, k.subject, k.keyID, k.issuer, k.tokenID = id.Credential, id.Subject, id.KeyID, id.Issuer, id.TokenID
-		k.scopes = id.ScopesJoined()
-	}
+	k := allowKeyOf(d)
 	if resp := c.allows.get(&k); resp != nil {
 		return resp
 	}
+	d = ownedDecision(d)
+	k = allowKeyOf(d)
 	set, remove := c.identityHeaders(d)
 	resp := &authv3.CheckResponse{
 		Status:          &rpcstatus.Status{Code: int32(codes.OK)},
@@ -251,6 +264,38 @@ func (c *Core) allowResponse(d *authz.Decision) *authv3.CheckResponse {
 	}
 	c.allows.put(&k, resp)
 	return resp
+}
+
+// allowKeyOf is the key of an allow's answer.
+func allowKeyOf(d *authz.Decision) allowKey {
+	k := allowKey{reason: d.Reason, policy: d.Policy, rule: d.Rule, credentialHeader: d.CredentialHeader}
+	if id := d.Identity; id != nil {
+		k.hasIdentity = true
+		k.credential, k.subject, k.keyID, k.issuer, k.tokenID = id.Credential, id.Subject, id.KeyID, id.Issuer, id.TokenID
+		k.scopes = id.ScopesJoined()
+	}
+	return k
+}
+
+// ownedDecision is a copy of the strings an allow's answer shows, sharing
+// no memory with d's.
+func ownedDecision(d *authz.Decision) *authz.Decision {
+	out := *d
+	out.Reason = authz.Reason(strings.Clone(string(d.Reason)))
+	out.Policy, out.Rule, out.CredentialHeader = strings.Clone(d.Policy), strings.Clone(d.Rule), strings.Clone(d.CredentialHeader)
+	if id := d.Identity; id != nil {
+		out.Identity = &authz.Identity{
+			Credential: authz.CredentialKind(strings.Clone(string(id.Credential))),
+			Subject:    strings.Clone(id.Subject),
+			KeyID:      strings.Clone(id.KeyID),
+			Issuer:     strings.Clone(id.Issuer),
+			TokenID:    strings.Clone(id.TokenID),
+		}
+		for _, sc := range id.Scopes {
+			out.Identity.Scopes = append(out.Identity.Scopes, strings.Clone(sc))
+		}
+	}
+	return &out
 }
 
 // overwriteAll renders headers as HeaderValueOptions, allocating the

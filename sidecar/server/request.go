@@ -2,6 +2,7 @@ package server
 
 import (
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -26,6 +27,35 @@ type checkRequest struct {
 }
 
 type headerField struct{ name, value, rawValue string }
+
+// checkRequests are the handler's requests, reused from check to check
+// (the request and its slices of header fields were two of a check's
+// allocations). A request goes back only once its check is answered, and
+// reset: nothing of it outlives the check (the engine, the decision log
+// and the answers keep strings, never the request).
+var checkRequests = sync.Pool{New: func() any { return new(checkRequest) }}
+
+// maxPooledFields bounds the header fields a pooled request keeps room
+// for: a request with more is reused without them, so that one large
+// request does not pin its slices in the pool.
+const maxPooledFields = 64
+
+// reset empties r for reuse. Its strings point into the copy of a
+// request's bytes, credential included: they are cleared, so that a
+// pooled request keeps none of them alive.
+func (r *checkRequest) reset() {
+	r.id, r.method, r.path, r.host = "", "", "", ""
+	r.headers = resetFields(r.headers)
+	r.raw = resetFields(r.raw)
+}
+
+func resetFields(fs []headerField) []headerField {
+	if cap(fs) > maxPooledFields {
+		return nil
+	}
+	clear(fs)
+	return fs[:0]
+}
 
 // rawFieldValue is a header_map entry's value: value, else raw_value.
 func (f *headerField) rawFieldValue() string {
@@ -92,6 +122,16 @@ func (r *checkRequest) Count() int {
 	return distinctNames(r.headers)
 }
 
+// CountBound implements authz.CountBounder: the fields received, so that
+// the engine counts distinct names only for a request that may have too
+// many.
+func (r *checkRequest) CountBound() int {
+	if len(r.raw) > 0 {
+		return len(r.raw)
+	}
+	return len(r.headers)
+}
+
 // distinctNames counts the distinct names of fs: by comparing pairs when
 // they are few (a check's usual dozen), with a set otherwise.
 func distinctNames(fs []headerField) int {
@@ -139,11 +179,19 @@ func decodeCheck(b []byte, req *checkRequest) error {
 	})
 }
 
-// decodeHTTP decodes an AttributeContext.HttpRequest into req.
+// decodeHTTP decodes an AttributeContext.HttpRequest into req. A request
+// with no room for header fields counts them first, to allocate them
+// once; a reused one appends into the room it has.
 func decodeHTTP(b []byte, req *checkRequest) error {
-	str := &stringsOf{b: b, s: string(b)} // the one copy every string below points into
-	if err := growHeaders(b, req); err != nil {
-		return err
+	// The one copy every string below points into. Its strings must be
+	// UTF-8 (proto3), checked one by one unless all of b is ASCII, or all
+	// of the header field they are in (a token's field is not: its
+	// length takes two bytes).
+	str := &stringsOf{b: b, s: string(b), ascii: isASCII(b)}
+	if cap(req.headers) == 0 && cap(req.raw) == 0 {
+		if err := growHeaders(b, req); err != nil {
+			return err
+		}
 	}
 	return eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		if typ != protowire.BytesType {
@@ -170,7 +218,8 @@ func decodeHTTP(b []byte, req *checkRequest) error {
 					return nil
 				}
 				req.raw = append(req.raw, headerField{})
-				return decodeRawHeader(v, str, &req.raw[len(req.raw)-1])
+				entry := str.within(v)
+				return decodeRawHeader(v, &entry, &req.raw[len(req.raw)-1])
 			})
 		default:
 			return nil
@@ -219,8 +268,9 @@ func growFields(fs []headerField, n int) []headerField {
 
 // decodeHeaderEntry decodes one entry of the headers map (a missing key
 // or value is ""; of a repeated one, the last counts).
-func decodeHeaderEntry(b []byte, str *stringsOf, req *checkRequest) error {
+func decodeHeaderEntry(b []byte, msg *stringsOf, req *checkRequest) error {
 	var f headerField
+	str := msg.within(b)
 	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		if typ != protowire.BytesType {
 			return nil

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -28,6 +29,9 @@ func sameDecisionInputs(t *testing.T, got *checkRequest, want *authv3.CheckReque
 	old := grpcHeaders{h}
 	if got.Count() != old.Count() {
 		t.Fatalf("Count() = %d, want %d", got.Count(), old.Count())
+	}
+	if got.CountBound() < got.Count() {
+		t.Fatalf("CountBound() = %d, below Count() = %d", got.CountBound(), got.Count())
 	}
 	names := slices.Clone(lookedUp)
 	for k := range h.GetHeaders() {
@@ -69,12 +73,60 @@ func checkBothWays(t *testing.T, b []byte) {
 	if stdErr == nil && err != nil {
 		t.Fatalf("the standard decoder accepts what decodeCheck refuses: %v", err)
 	}
+	reused := reusedRequest(t)
+	if reusedErr := decodeCheck(b, reused); (reusedErr == nil) != (err == nil) {
+		t.Fatalf("decodeCheck into a reused request: %v; into a new one: %v", reusedErr, err)
+	}
 	if err != nil {
 		return
 	}
 	sameDecisionInputs(t, got, prev)
+	sameDecisionInputs(t, reused, prev)
 	if stdErr == nil {
 		sameDecisionInputs(t, got, std)
+	}
+}
+
+// reusedRequest is a request as the pool gives it back: one that held a
+// request with headers in both forms, then reset.
+func reusedRequest(t *testing.T) *checkRequest {
+	t.Helper()
+	r := &checkRequest{}
+	b, err := proto.Marshal(&authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Id: "i", Method: "POST", Host: "h", Path: "/p",
+			Headers: map[string]string{"authorization": "Bearer old", "x-api-key": "old", "a": "1", "b": "2"}, HeaderMap: rawHeaders("x-api-key", "old", "c", "3")},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := decodeCheck(b, r); err != nil || len(r.headers) != 4 || len(r.raw) != 2 {
+		t.Fatalf("decoding the request to reuse: %v, %d and %d fields", err, len(r.headers), len(r.raw))
+	}
+	r.reset()
+	return r
+}
+
+// TestResetKeepsNoStringOfTheRequest: a request going back to the pool
+// keeps room for header fields but no string of the request it held
+// (they point into its bytes, credential included), and gives up the
+// room of a request with more fields than maxPooledFields.
+func TestResetKeepsNoStringOfTheRequest(t *testing.T) {
+	r := reusedRequest(t)
+	if r.id != "" || r.method != "" || r.host != "" || r.path != "" || len(r.headers) != 0 || len(r.raw) != 0 {
+		t.Fatalf("reset left %+v", r)
+	}
+	if cap(r.headers) == 0 || cap(r.raw) == 0 {
+		t.Fatal("reset gave up the room of a small request")
+	}
+	for _, f := range append(r.headers[:cap(r.headers)], r.raw[:cap(r.raw)]...) {
+		if f != (headerField{}) {
+			t.Fatalf("reset kept the field %+v", f)
+		}
+	}
+	r.headers = make([]headerField, maxPooledFields+1)
+	r.reset()
+	if r.headers != nil {
+		t.Fatalf("reset kept room for %d fields", cap(r.headers))
 	}
 }
 
@@ -131,4 +183,56 @@ func FuzzCheckRequestDecodesAsTheGeneratedMessage(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(checkBothWays)
+}
+
+// wrapHTTP is a CheckRequest whose attributes.request.http message is
+// http, built by hand so that its strings may be anything.
+func wrapHTTP(http []byte) []byte {
+	msg := func(num protowire.Number, b []byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), b)
+	}
+	return msg(fieldCheckRequestAttributes, msg(fieldAttributesRequest, msg(fieldRequestHTTP, http)))
+}
+
+// httpField is one bytes field of a message.
+func httpField(num protowire.Number, b []byte) []byte {
+	return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), b)
+}
+
+// headerEntry is a headers map entry, or a header_map HeaderValue.
+func headerEntry(name, value string) []byte {
+	return append(httpField(fieldMapKey, []byte(name)), httpField(fieldMapValue, []byte(value))...)
+}
+
+// TestTheHandlersDecoderChecksUTF8WhereItCanFail: strings are checked to
+// be UTF-8 one by one only where the bytes around them are not all ASCII;
+// a string that is not UTF-8 has a byte of 0x80 or more, so it is always
+// checked, whatever the header field or message around it.
+func TestTheHandlersDecoderChecksUTF8WhereItCanFail(t *testing.T) {
+	long := strings.Repeat("t", 200) // a field whose length takes two bytes
+	cases := map[string][]byte{
+		"in a short header value":                   httpField(fieldHTTPHeaders, headerEntry("x", "o\xff")),
+		"in a long header value":                    httpField(fieldHTTPHeaders, headerEntry("authorization", long+"\xff")),
+		"in a header name, next to a long header":   append(httpField(fieldHTTPHeaders, headerEntry("authorization", long)), httpField(fieldHTTPHeaders, headerEntry("\xc3", "v"))...),
+		"in the path, next to a long header":        append(httpField(fieldHTTPHeaders, headerEntry("authorization", long)), httpField(fieldHTTPPath, []byte("/\xff"))...),
+		"in the path of an otherwise ASCII request": append(httpField(fieldHTTPMethod, []byte("GET")), httpField(fieldHTTPPath, []byte("/\xed\xa0\x80"))...),
+		"in a header_map name":                      httpField(fieldHTTPHeaderMap, httpField(fieldHeaderMapHeader, headerEntry("x-\xff", "v"))),
+		"in a header_map value, next to a long one": httpField(fieldHTTPHeaderMap, append(httpField(fieldHeaderMapHeader, headerEntry("a", long)), httpField(fieldHeaderMapHeader, headerEntry("b", "\xff"))...)),
+	}
+	for name, http := range cases {
+		b := wrapHTTP(http)
+		if err := proto.Unmarshal(b, &authv3.CheckRequest{}); err == nil {
+			t.Fatalf("%s: the standard decoder accepts it: the case tests nothing", name)
+		}
+		if err := decodeCheck(b, &checkRequest{}); err == nil {
+			t.Errorf("a string that is not UTF-8 %s was accepted", name)
+		}
+		checkBothWays(t, b)
+	}
+	valid := wrapHTTP(append(httpField(fieldHTTPHeaders, headerEntry("authorization", long+"é")), httpField(fieldHTTPHeaders, headerEntry("é", "ünïcode"))...))
+	got := &checkRequest{}
+	if err := decodeCheck(valid, got); err != nil || got.Count() != 2 {
+		t.Fatalf("UTF-8 that is not ASCII: %v, %d headers", err, got.Count())
+	}
+	checkBothWays(t, valid)
 }

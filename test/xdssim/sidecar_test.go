@@ -103,9 +103,11 @@ func fill(t *testing.T, caches *xds.Namespaces, ns string, n int) {
 	}
 }
 
-func update(t *testing.T, caches *xds.Namespaces, ns, typ, name string, r types.Resource) {
+// putKeyInA puts r under name in namespace a's cache of APIKeyEntries
+// (r may be of another type, to test what a client makes of that).
+func putKeyInA(t *testing.T, caches *xds.Namespaces, name string, r types.Resource) {
 	t.Helper()
-	if err := caches.Update(ns, typ, map[string]types.Resource{name: r}, nil); err != nil {
+	if err := caches.Update("a", xds.APIKeyEntryType, map[string]types.Resource{name: r}, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -160,7 +162,7 @@ func TestSidecarsOfTwoNamespacesConvergeAndSeeChanges(t *testing.T) {
 	revoked := func(e *xdsv1alpha1.APIKeyEntry) bool {
 		return e.GetState() == xdsv1alpha1.APIKeyState_API_KEY_STATE_REVOKED
 	}
-	update(t, caches, "a", xds.APIKeyEntryType, "a-key-7", entry("a-key-7", xdsv1alpha1.APIKeyState_API_KEY_STATE_REVOKED))
+	putKeyInA(t, caches, "a-key-7", entry("a-key-7", xdsv1alpha1.APIKeyState_API_KEY_STATE_REVOKED))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	a := NewFleet(0, nil)
@@ -200,7 +202,7 @@ func TestAReconnectingSidecarIsSentOnlyWhatChanged(t *testing.T) {
 	first := s.BytesReceived()
 
 	s.Reconnect()
-	update(t, caches, "a", xds.APIKeyEntryType, "a-new-key", entry("a-new-key", xdsv1alpha1.APIKeyState_API_KEY_STATE_ACTIVE))
+	putKeyInA(t, caches, "a-new-key", entry("a-new-key", xdsv1alpha1.APIKeyState_API_KEY_STATE_ACTIVE))
 	waitReady(t, f, holding(501))
 	again := s.BytesReceived() - first
 	t.Logf("first state: %d bytes; a reconnection and a one-key change: %d bytes", first, again)
@@ -217,7 +219,7 @@ func TestAReconnectingSidecarIsSentOnlyWhatChanged(t *testing.T) {
 func TestAResourceOfAnotherNamespaceIsReported(t *testing.T) {
 	caches := xds.NewNamespaces()
 	fill(t, caches, "a", 3)
-	update(t, caches, "a", xds.APIKeyEntryType, "b-key-0", entry("b-key-0", xdsv1alpha1.APIKeyState_API_KEY_STATE_ACTIVE))
+	putKeyInA(t, caches, "b-key-0", entry("b-key-0", xdsv1alpha1.APIKeyState_API_KEY_STATE_ACTIVE))
 	target := serve(t, caches, reviewer{"a": "a"})
 	f := NewFleet(1, func(int) Target { return target("a") })
 	start(t, f)
@@ -231,7 +233,7 @@ func TestAResourceOfAnotherNamespaceIsReported(t *testing.T) {
 func TestAResourceOfAnotherTypeIsReported(t *testing.T) {
 	caches := xds.NewNamespaces()
 	fill(t, caches, "a", 3)
-	update(t, caches, "a", xds.APIKeyEntryType, "a-odd", &xdsv1alpha1.IssuerKeySet{Name: "a-odd"})
+	putKeyInA(t, caches, "a-odd", &xdsv1alpha1.IssuerKeySet{Name: "a-odd"})
 	target := serve(t, caches, reviewer{"a": "a"})
 	f := NewFleet(1, func(int) Target { return target("a") })
 	start(t, f)
@@ -294,7 +296,7 @@ func TestAValueThatDoesNotDecodeOrCarriesAnotherNameIsReported(t *testing.T) {
 					res.Name = "a-key-9"
 				case "a-key-1":
 					res.Resource.Value = []byte{0xff}
-					res.Version = hashOf(res.Resource.Value)
+					res.Version = hashOf(res.GetResource().GetValue())
 				}
 			}
 		})}

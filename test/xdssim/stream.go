@@ -123,7 +123,7 @@ func (s *Sidecar) connect(ctx context.Context, addr string) (answered bool, err 
 		s.mu.Unlock()
 	}()
 	answered, err = s.stream(sctx, conn)
-	if context.Cause(sctx) == errDropped {
+	if errors.Is(context.Cause(sctx), errDropped) {
 		return answered, errDropped
 	}
 	return answered, err
