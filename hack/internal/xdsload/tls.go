@@ -14,16 +14,17 @@ import (
 	"time"
 )
 
-// loopbackTLS makes a CA and a serving certificate it signs for
-// 127.0.0.1, valid for a day: the server's TLS configuration and the CA
-// in PEM, which the sidecar is given as --xds-ca-file.
-func loopbackTLS(now time.Time) (*tls.Config, []byte, error) {
+// LoopbackTLS makes a CA and a serving certificate it signs for
+// 127.0.0.1, valid for a day: the server's TLS configuration (its one
+// certificate: the leaf and its key) and the CA in PEM, which a sidecar is
+// given as --xds-ca-file.
+func LoopbackTLS(now time.Time) (*tls.Config, []byte, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("generating the CA key: %w", err)
 	}
 	ca := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "gatehouse-load-xds-ca"},
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "gatehouse-loopback-xds-ca"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
 	}

@@ -83,7 +83,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if s.churnable, err = churnable(objs.apiKeys, o.ClientKeys); err != nil {
 		return nil, err
 	}
-	tlsConfig, caPEM, err := loopbackTLS(time.Now())
+	tlsConfig, caPEM, err := LoopbackTLS(time.Now())
 	if err != nil {
 		return nil, err
 	}
