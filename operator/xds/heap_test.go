@@ -16,7 +16,6 @@ import (
 	"testing"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -55,16 +54,7 @@ func BenchmarkHeapPerStream(b *testing.B) {
 		reconnect     bool
 	}{{10000, 20, false}, {10000, 40, false}, {10000, 40, true}} {
 		b.Run(fmt.Sprintf("keys=%d/streams=%d/reconnect=%v", bc.keys, bc.streams, bc.reconnect), func(b *testing.B) {
-			caches := NewNamespaces()
-			entries := make(map[string]types.Resource, bc.keys)
-			for i := range bc.keys {
-				name := fmt.Sprintf("apikey-%06d", i)
-				entries[name] = APIKeyEntry(apiKey(name, i))
-			}
-			if err := caches.Update("shop", APIKeyEntryType, entries, nil); err != nil {
-				b.Fatal(err)
-			}
-			clear(entries)
+			caches := namespaceOfKeys(b, "shop", bc.keys)
 			versions := ""
 			if bc.reconnect {
 				versions = writeVersions(b, caches.Cache("shop", APIKeyEntryType))

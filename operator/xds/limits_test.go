@@ -38,6 +38,33 @@ func (r anyToken) Review(_ context.Context, token string) (Identity, error) {
 	return id, nil
 }
 
+// namespaceOfKeys returns caches holding, in ns, the APIKeyEntries of keys
+// APIKeys named apikey-000000, apikey-000001 and so on.
+func namespaceOfKeys(t testing.TB, ns string, keys int) *Namespaces {
+	t.Helper()
+	caches := NewNamespaces()
+	entries := make(map[string]types.Resource, keys)
+	for i := range keys {
+		name := fmt.Sprintf("apikey-%06d", i)
+		entries[name] = APIKeyEntry(apiKey(name, i))
+	}
+	if err := caches.Update(ns, APIKeyEntryType, entries, nil); err != nil {
+		t.Fatal(err)
+	}
+	return caches
+}
+
+// versionsOf is what a client holding every APIKeyEntry of ns would send
+// as its initial_resource_versions.
+func versionsOf(t *testing.T, caches *Namespaces, ns string) map[string]string {
+	t.Helper()
+	held := map[string]string{}
+	for name, r := range caches.Cache(ns, APIKeyEntryType).GetResources() {
+		held[name] = version(t, r)
+	}
+	return held
+}
+
 // startCachesServer serves caches (filled by the caller, no Feed) on
 // 127.0.0.1, admitting every stream as namespace ns, until the test ends.
 func startCachesServer(t testing.TB, caches *Namespaces, ns string) string {
@@ -94,19 +121,8 @@ func serveUntilStopped(t testing.TB, srv *Server) (addr string, stop func()) {
 // sidecar then never got another update.
 func TestAReconnectingSidecarOfALargeNamespaceIsServed(t *testing.T) {
 	const ns, keys = "big", 60000
-	caches := NewNamespaces()
-	entries := make(map[string]types.Resource, keys)
-	for i := range keys {
-		name := fmt.Sprintf("apikey-%06d", i)
-		entries[name] = APIKeyEntry(apiKey(name, i))
-	}
-	if err := caches.Update(ns, APIKeyEntryType, entries, nil); err != nil {
-		t.Fatal(err)
-	}
-	held := map[string]string{}
-	for name := range entries {
-		held[name] = version(t, entries[name])
-	}
+	caches := namespaceOfKeys(t, ns, keys)
+	held := versionsOf(t, caches, ns)
 	req := wildcard(held)
 	if size := proto.Size(req); size <= 4<<20 {
 		t.Fatalf("the request is %d bytes; the test needs one over 4 MiB", size)

@@ -2,13 +2,11 @@ package xds
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"testing"
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -115,24 +113,13 @@ func TestAClosedStreamFreesItsPodsSlot(t *testing.T) {
 // free what it holds, or a pod could pile up such streams past its bound.
 func TestAReplacedStreamThatDoesNotReadIsReleased(t *testing.T) {
 	const ns, keys = "big", 2000
-	caches := NewNamespaces()
-	entries := make(map[string]types.Resource, keys)
-	for i := range keys {
-		name := fmt.Sprintf("apikey-%06d", i)
-		entries[name] = APIKeyEntry(apiKey(name, i))
-	}
-	if err := caches.Update(ns, APIKeyEntryType, entries, nil); err != nil {
-		t.Fatal(err)
-	}
+	caches := namespaceOfKeys(t, ns, keys)
 	srv, addr, _ := startBoundServer(t, caches, ns)
 	// stuck subscribes and never reads: its answer (some 600 kB) is ten
 	// times its flow-control window.
 	stuck := dialNotReading(t, addr, "pod-a", wildcard(nil))
 	eventuallyHeld(t, srv, "uid-pod-a", 1)
-	held := map[string]string{}
-	for name, r := range entries {
-		held[name] = version(t, r)
-	}
+	held := versionsOf(t, caches, ns)
 	for range DefaultMaxStreamsPerPod {
 		// Holding every version, they are answered with nothing new.
 		dial(t, addr, "pod-a", wildcard(maps.Clone(held))).next()
