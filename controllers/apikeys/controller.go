@@ -58,6 +58,24 @@ const ControllerName = "gatehouse-apikey"
 // that blocks a name) reaches the APIKeys that name it.
 const secretNameIndex = "spec.secretName"
 
+// controllerIndex indexes the cached Secrets by the UID of the APIKey that
+// controls them, so that finding an APIKey's delivery Secrets costs the
+// number it has, not the number of Secrets in its namespace: a label
+// selector is matched against every Secret of the namespace, and with one
+// Secret per APIKey that made each reconcile linear and issuing a
+// namespace's keys quadratic in their number.
+const controllerIndex = "gatehouse.dev/controller-apikey-uid"
+
+// controllingAPIKey is controllerIndex's value for o: the UID of the
+// APIKey controlling it, if one does.
+func controllingAPIKey(o client.Object) []string {
+	ref := metav1.GetControllerOf(o)
+	if ref == nil || ref.Kind != "APIKey" || ref.APIVersion != gatehousev1.GroupVersion.String() {
+		return nil
+	}
+	return []string{string(ref.UID)}
+}
+
 // Reconciler reconciles APIKeys. The fields after Recorder are test seams
 // with production defaults.
 type Reconciler struct {
@@ -80,6 +98,14 @@ type Reconciler struct {
 	Clock clock.PassiveClock
 	// Rand is the key entropy source; defaults to crypto/rand.
 	Rand io.Reader
+	// ConflictRecheck is how soon an APIKey whose delivery Secret name is
+	// taken looks at the name again; DefaultConflictRecheck when 0.
+	ConflictRecheck time.Duration
+
+	// secretsIndexed says Client's cache indexes Secrets by controllerIndex
+	// (SetupWithManager registers it). A Client without that index (a
+	// direct client in tests) is asked by label instead.
+	secretsIndexed bool
 }
 
 // +kubebuilder:rbac:groups=auth.gatehouse.dev,resources=apikeys,verbs=get;list;watch
@@ -147,8 +173,28 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			// Come back to clear status.recordConfigMapName.
 			return ctrl.Result{RequeueAfter: time.Millisecond}, nil
 		}
-		return ctrl.Result{RequeueAfter: d.RequeueAfter}, nil
+		return ctrl.Result{RequeueAfter: r.requeueAfter(d)}, nil
 	}
+}
+
+// DefaultConflictRecheck is how often a delivery Secret name held by a
+// Secret the operator does not control is looked at again.
+const DefaultConflictRecheck = time.Minute
+
+// requeueAfter is when d's APIKey is due again: its next time-driven
+// change, and no later than the conflict re-check when its name is taken.
+func (r *Reconciler) requeueAfter(d decision) time.Duration {
+	if !d.NameTaken {
+		return d.RequeueAfter
+	}
+	recheck := r.ConflictRecheck
+	if recheck <= 0 {
+		recheck = DefaultConflictRecheck
+	}
+	if d.RequeueAfter > 0 && d.RequeueAfter < recheck {
+		return d.RequeueAfter
+	}
+	return recheck
 }
 
 // liveReader is APIReader, or Client where none is set (tests that
@@ -321,8 +367,12 @@ func (r *Reconciler) writeDelivery(ctx context.Context, ak *gatehousev1.APIKey, 
 // a name other than spec.secretName (the name changed, or the key is now
 // given by hash), so that no plaintext key outlives its use.
 func (r *Reconciler) deleteStaleDeliveries(ctx context.Context, ak *gatehousev1.APIKey, current string) error {
+	var match client.ListOption = client.MatchingLabels(owned.Labels(ak, nil))
+	if r.secretsIndexed {
+		match = client.MatchingFields{controllerIndex: string(ak.UID)}
+	}
 	list := &corev1.SecretList{}
-	if err := r.Client.List(ctx, list, client.InNamespace(ak.Namespace), client.MatchingLabels(owned.Labels(ak, nil))); err != nil {
+	if err := r.Client.List(ctx, list, client.InNamespace(ak.Namespace), match); err != nil {
 		return fmt.Errorf("listing delivery secrets: %w", err)
 	}
 	for i := range list.Items {
@@ -381,6 +431,14 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, wor
 		return nil
 	}); err != nil {
 		return fmt.Errorf("indexing apikeys by secret name: %w", err)
+	}
+	// Indexed only when Client is the manager's: another client does not
+	// read this cache.
+	if r.Client == mgr.GetClient() {
+		if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Secret{}, controllerIndex, controllingAPIKey); err != nil {
+			return fmt.Errorf("indexing secrets by controlling apikey: %w", err)
+		}
+		r.secretsIndexed = true
 	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("apikey").

@@ -146,6 +146,11 @@ type decision struct {
 	// controls under another name than spec.secretName. A blocked APIKey
 	// keeps its old Secret.
 	DeleteStale bool
+	// NameTaken says the delivery Secret's name is held by a Secret this
+	// APIKey does not control. The operator's cache holds only its own
+	// Secrets, so that Secret's deletion is never heard of: the name is
+	// checked again after a while (Reconciler.ConflictRecheck).
+	NameTaken bool
 	// DeleteLegacy asks for the deletion of the previous version's record
 	// ConfigMap, after Status is written: the hashes are in status by then.
 	// The next reconcile, finding it gone, clears status.recordConfigMapName.
@@ -218,8 +223,10 @@ func decideKeys(obs observation, newKey func() (apikeyformat.Key, error)) (decis
 			// Nothing can be delivered: keep the keys their holders have,
 			// and announce no new one.
 			st.Keys, d.Events, d.Log = known, d.Events[:nEvents], d.Log[:nLog]
-			return decideBlocked(obs, st, state, gatehousev1.ReasonSecretConflict, fmt.Sprintf(
-				"Secret %s exists and is not controlled by this APIKey; choose another spec.secretName or delete that Secret.", ak.Spec.SecretName), d), nil
+			d = decideBlocked(obs, st, state, gatehousev1.ReasonSecretConflict, fmt.Sprintf(
+				"Secret %s exists and is not controlled by this APIKey; choose another spec.secretName or delete that Secret.", ak.Spec.SecretName), d)
+			d.NameTaken = true
+			return d, nil
 		}
 	} else {
 		st.Keys = hashKeys(obs, st, stamp, &d)
@@ -370,7 +377,31 @@ func decideBlocked(obs observation, st *gatehousev1.APIKeyStatus, state gatehous
 	conditions.Set(&st.Conditions, ak.Generation, metav1.NewTime(obs.Now), gatehousev1.ConditionReady, metav1.ConditionFalse, reason, msg)
 	d.Status = st
 	d.DeleteStale = false
+	d.RequeueAfter = blockedWake(ak, st, obs.Now)
 	return d
+}
+
+// blockedWake is when a blocked APIKey's state next changes by the clock
+// alone: its expiry, or the end of a previous key's grace. Rotations wait
+// until it is unblocked. Only future times count, so a blocked APIKey is
+// never requeued in a loop.
+func blockedWake(ak *gatehousev1.APIKey, st *gatehousev1.APIKeyStatus, now time.Time) time.Duration {
+	var wake []time.Time
+	if e := ak.Spec.ExpiresAt; e != nil {
+		wake = append(wake, e.Time)
+	}
+	for i, k := range st.Keys {
+		if i > 0 {
+			wake = append(wake, k.NotAfter.Time)
+		}
+	}
+	var next time.Duration
+	for _, t := range wake {
+		if d := t.Sub(now); d > 0 && (next == 0 || d < next) {
+			next = d
+		}
+	}
+	return next
 }
 
 // generatedKeys picks the keys of an operator-generated APIKey. The current

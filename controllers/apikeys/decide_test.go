@@ -540,6 +540,11 @@ func TestConflictsRecordNoKey(t *testing.T) {
 			if got := eventReasons(d); len(got) != 1 || got[0] != tc.wantReason {
 				t.Fatalf("events = %v", got)
 			}
+			// Only a taken name can be freed without an edit the operator
+			// hears of, so only it is checked again on a timer.
+			if d.NameTaken != (tc.wantReason == gatehousev1.ReasonSecretConflict) {
+				t.Fatalf("NameTaken = %v for %s", d.NameTaken, tc.wantReason)
+			}
 			again := apply(t, tc.obs, d, t0.Add(time.Minute))
 			if d2 := mustDecide(t, again, k); len(d2.Events) != 0 || !equality.Semantic.DeepEqual(d.Status, d2.Status) {
 				t.Fatalf("a persisting conflict should neither repeat its event nor change status: %+v", d2.Events)
@@ -561,6 +566,14 @@ func TestABlockedAPIKeyKeepsItsKeysAndStillRevokes(t *testing.T) {
 	}
 	if d.Delivery != nil || d.DeleteStale {
 		t.Fatal("a blocked APIKey delivered a key, or would delete its old delivery Secret")
+	}
+	// The rotation due since an hour ago waits for the name: no requeue
+	// for it, which would come back at once and forever.
+	if d.RequeueAfter != 0 || !d.NameTaken {
+		t.Fatalf("RequeueAfter = %v, NameTaken = %v; want no clock-driven requeue and a re-check of the name", d.RequeueAfter, d.NameTaken)
+	}
+	if got := (&Reconciler{}).requeueAfter(d); got != DefaultConflictRecheck {
+		t.Fatalf("requeued after %v, want the conflict re-check %v", got, DefaultConflictRecheck)
 	}
 	obs = apply(t, obs, d, obs.Now)
 	if got := check(obs, k.made[0], obs.Now); got != apikeyformat.Accepted {
@@ -786,5 +799,34 @@ func TestANewAPIKeyGetsALegacyRecordNamedInStatusWhenRecordsAreKept(t *testing.T
 	deleting := testAPIKey(func(ak *gatehousev1.APIKey) { now := metav1.NewTime(t0); ak.DeletionTimestamp = &now })
 	if d := mustDecide(t, observation{APIKey: deleting, Now: t0, KeepLegacy: true}, k); d.MirrorLegacy {
 		t.Fatal("an APIKey being deleted got its record mirrored; the garbage collector takes it")
+	}
+}
+
+func TestABlockedAPIKeyWakesForItsExpiryAndTheGraceOfItsPreviousKey(t *testing.T) {
+	k := &keys{}
+	obs := observation{APIKey: testAPIKey(withRotation(time.Hour, 30*time.Minute)), Now: t0}
+	obs = apply(t, obs, mustDecide(t, obs, k), t0.Add(61*time.Minute))
+	obs = apply(t, obs, mustDecide(t, obs, k), t0.Add(62*time.Minute)) // rotated: the first key's grace ends at 91m
+	if len(obs.APIKey.Status.Keys) != 2 {
+		t.Fatalf("after the rotation status lists %v", statusKeyIDs(&obs.APIKey.Status))
+	}
+	obs.APIKey.Spec.SecretName = "taken"
+	obs.Delivery = deliveryState{Exists: true, Foreign: true}
+	expiry := t0.Add(4 * time.Hour)
+	obs.APIKey.Spec.ExpiresAt = &metav1.Time{Time: expiry}
+
+	d := mustDecide(t, obs, k)
+	if want := obs.APIKey.Status.Keys[1].NotAfter.Sub(obs.Now); d.RequeueAfter != want {
+		t.Fatalf("RequeueAfter = %v, want the end of the previous key's grace in %v", d.RequeueAfter, want)
+	}
+	if got := (&Reconciler{ConflictRecheck: time.Hour}).requeueAfter(d); got != d.RequeueAfter {
+		t.Fatalf("requeued after %v, want the sooner grace end %v", got, d.RequeueAfter)
+	}
+	if got := (&Reconciler{ConflictRecheck: time.Second}).requeueAfter(d); got != time.Second {
+		t.Fatalf("requeued after %v, want the sooner re-check 1s", got)
+	}
+	obs.Now = obs.APIKey.Status.Keys[1].NotAfter.Add(time.Minute)
+	if d := mustDecide(t, obs, k); d.RequeueAfter != expiry.Sub(obs.Now) {
+		t.Fatalf("RequeueAfter = %v, want the expiry in %v", d.RequeueAfter, expiry.Sub(obs.Now))
 	}
 }

@@ -30,6 +30,7 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/apikeyformat"
+	"gatehouse.dev/gatehouse/internal/owned"
 	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/testenv"
 )
@@ -248,11 +249,14 @@ func startManager(t testing.TB, env *testenv.Env, ns string, r *Reconciler, logg
 	cfg := *env.Config
 	cfg.QPS, cfg.Burst = 2000, 4000
 	skip := true
+	// The operator's cache: Secrets and ConfigMaps by the managed-by label.
+	cacheOpts := owned.CacheOptions()
+	cacheOpts.DefaultNamespaces = map[string]cache.Config{ns: {}}
 	mgr, err := ctrl.NewManager(&cfg, ctrl.Options{
 		Scheme:     env.Scheme,
 		Logger:     logger,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
-		Cache:      cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
+		Cache:      cacheOpts,
 		Controller: config.Controller{SkipNameValidation: &skip},
 	})
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
@@ -24,6 +25,7 @@ import (
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/apikeyformat"
+	"gatehouse.dev/gatehouse/internal/owned"
 	"gatehouse.dev/gatehouse/test/framework"
 	"gatehouse.dev/gatehouse/test/testenv"
 )
@@ -309,8 +311,8 @@ func TestIntegrationManyAPIKeysBecomeReady(t *testing.T) {
 }
 
 // TestIntegrationDeletingTheObjectThatBlocksANameResolvesTheConflict checks
-// that the controller hears of objects it does not own: freeing the name
-// issues the key without any change to the APIKey.
+// that freeing the name issues the key without any change to the APIKey,
+// although the operator's cache never shows the Secret that held it.
 func TestIntegrationDeletingTheObjectThatBlocksANameResolvesTheConflict(t *testing.T) {
 	cases := []struct {
 		name       string
@@ -324,7 +326,9 @@ func TestIntegrationDeletingTheObjectThatBlocksANameResolvesTheConflict(t *testi
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
-			startManager(t, f.env, f.ns, &Reconciler{Clock: f.clk}, f.log.logger(), 1)
+			// The operator's cache holds only its own Secrets: the blocker's
+			// deletion is found by the re-check of the taken name.
+			startManager(t, f.env, f.ns, &Reconciler{Clock: f.clk, ConflictRecheck: 2 * time.Second}, f.log.logger(), 1)
 			blocker := tc.blocker(f.ns)
 			if err := f.env.Client.Create(f.ctx, blocker); err != nil {
 				t.Fatal(err)
@@ -345,5 +349,56 @@ func TestIntegrationDeletingTheObjectThatBlocksANameResolvesTheConflict(t *testi
 			f.delivered(t, "blocked-key")
 			f.record(t, "blocked")
 		})
+	}
+}
+
+// TestIntegrationUnderTheManagerNoPlaintextKeyOutlivesItsDeliveryName runs
+// the stale-delivery clean-up the way the operator runs it, through the
+// manager's cache and its index of Secrets by controlling APIKey: a renamed
+// delivery Secret and one left by a switch to a caller-supplied hash are
+// deleted, and Secrets the APIKey does not control (one carrying its labels,
+// one of another APIKey) are kept.
+func TestIntegrationUnderTheManagerNoPlaintextKeyOutlivesItsDeliveryName(t *testing.T) {
+	f := newFixture(t)
+	startManager(t, f.env, f.ns, &Reconciler{Clock: f.clk}, f.log.logger(), 2)
+	f.create(t, "other")
+	f.delivered(t, "other-key")
+	f.create(t, "mv")
+	f.delivered(t, "mv-key")
+	// Labelled as the operator labels mv's Secrets, so that a selection by
+	// label would find it, but controlled by nothing.
+	lookalike := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "mv-lookalike", Namespace: f.ns, Labels: owned.Labels(f.apiKey(t, "mv"), nil)},
+		Type:       DeliverySecretType,
+	}
+	if err := f.env.Client.Create(f.ctx, lookalike); err != nil {
+		t.Fatal(err)
+	}
+
+	gone := func(name string) {
+		t.Helper()
+		framework.Eventually(t, "Secret "+name+" to be deleted", 30*time.Second, func() (bool, string) {
+			err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: name}, &corev1.Secret{})
+			return apierrors.IsNotFound(err), fmt.Sprintf("reading it: %v", err)
+		})
+	}
+	f.update(t, "mv", func(ak *gatehousev1.APIKey) { ak.Spec.SecretName = "mv-key-2" })
+	f.delivered(t, "mv-key-2")
+	gone("mv-key")
+
+	minted, err := apikeyformat.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.update(t, "mv", func(ak *gatehousev1.APIKey) {
+		ak.Spec.SecretName = ""
+		ak.Spec.Hash = &gatehousev1.APIKeyHash{KeyID: minted.ID(), SHA256: minted.Hash()}
+	})
+	gone("mv-key-2")
+
+	for _, name := range []string{"mv-lookalike", "other-key"} {
+		if err := f.env.Client.Get(f.ctx, types.NamespacedName{Namespace: f.ns, Name: name}, &corev1.Secret{}); err != nil {
+			t.Errorf("Secret %s, not controlled by APIKey mv, was touched: %v", name, err)
+		}
 	}
 }
