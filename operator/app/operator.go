@@ -49,8 +49,10 @@ type Options struct {
 	// certificates.
 	Webhook webhook.Options
 
-	MetricsAddr             string
-	ProbeAddr               string
+	MetricsAddr string
+	ProbeAddr   string
+	// PprofAddr serves Go's /debug/pprof endpoints; "0" or empty: off.
+	PprofAddr               string
 	LeaderElect             bool
 	LeaderElectionNamespace string
 
@@ -113,6 +115,7 @@ type Options struct {
 func (o *Options) BindFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; \"0\" disables it.")
 	f.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
+	f.StringVar(&o.PprofAddr, "pprof-bind-address", "0", "Address of Go's /debug/pprof profiling endpoints, for diagnosis (bind it to loopback and port-forward); \"0\", the default, disables it.")
 	f.BoolVar(&o.LeaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time (every replica serves the webhook, discovery and the token endpoint).")
 	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
 	f.IntVar(&o.APIKeyWorkers, "apikey-workers", 8, "APIKeys reconciled concurrently.")
@@ -150,6 +153,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager, error)
 		Cache:                   owned.CacheOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:  o.ProbeAddr,
+		PprofBindAddress:        o.PprofAddr,
 		LeaderElection:          o.LeaderElect,
 		LeaderElectionID:        LeaderElectionID,
 		LeaderElectionNamespace: o.LeaderElectionNamespace,
