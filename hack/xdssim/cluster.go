@@ -11,17 +11,16 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"gatehouse.dev/gatehouse/internal/scheme"
 	"gatehouse.dev/gatehouse/test/controlplane"
+	"gatehouse.dev/gatehouse/test/kubeidentity"
 	"gatehouse.dev/gatehouse/test/sidecarrbac"
 )
 
@@ -105,18 +104,11 @@ const sidecarSA = "sidecar"
 // pod when it is not nil, as the kubelet projects one into each pod: every
 // call gives a different token.
 func (c *cluster) token(ctx context.Context, ns, audience string, pod *corev1.Pod) (string, error) {
-	spec := authnv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}
+	var audiences []string
 	if audience != "" {
-		spec.Audiences = []string{audience}
+		audiences = []string{audience}
 	}
-	if pod != nil {
-		spec.BoundObjectRef = &authnv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
-	}
-	tr, err := c.cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sidecarSA, &authnv1.TokenRequest{Spec: spec}, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("requesting a token for %s/%s: %w", ns, sidecarSA, err)
-	}
-	return tr.Status.Token, nil
+	return kubeidentity.Token(ctx, c.cs, ns, sidecarSA, pod, audiences...)
 }
 
 // tokens returns n tokens of the namespace's sidecar ServiceAccount for
@@ -147,13 +139,8 @@ func (c *cluster) tokens(ctx context.Context, ns, audience, podPrefix string, n 
 
 // createPod creates a Pod object running as the sidecar ServiceAccount.
 func (c *cluster) createPod(ctx context.Context, ns, name string) (*corev1.Pod, error) {
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": "xdssim"}},
-		Spec: corev1.PodSpec{
-			ServiceAccountName: sidecarSA,
-			Containers:         []corev1.Container{{Name: "app", Image: "example.com/app:xdssim"}},
-		},
-	}
+	pod := kubeidentity.NewPod(ns, name, sidecarSA)
+	pod.Labels = map[string]string{"app": "xdssim"}
 	if err := c.client.Create(ctx, pod); err != nil {
 		return nil, fmt.Errorf("creating pod %s/%s: %w", ns, name, err)
 	}

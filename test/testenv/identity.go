@@ -5,16 +5,15 @@ import (
 	"testing"
 	"time"
 
-	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"gatehouse.dev/gatehouse/test/kubeidentity"
 	"gatehouse.dev/gatehouse/test/sidecarrbac"
 )
 
@@ -52,7 +51,7 @@ func (e *Env) ServiceAccountConfig(t testing.TB, ns, name string, rules []rbacv1
 func (e *Env) ServiceAccountToken(t testing.TB, ns, name string, audiences ...string) string {
 	t.Helper()
 	e.ensureServiceAccount(t, ns, name)
-	return e.requestToken(t, ns, name, authnv1.TokenRequestSpec{Audiences: audiences, ExpirationSeconds: ptr.To[int64](3600)})
+	return e.requestToken(t, ns, name, nil, audiences)
 }
 
 // Pod creates a Pod object ns/name running as ServiceAccount sa (created
@@ -63,13 +62,7 @@ func (e *Env) Pod(t testing.TB, ns, name, sa string) *corev1.Pod {
 	e.ensureServiceAccount(t, ns, sa)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: corev1.PodSpec{
-			ServiceAccountName: sa,
-			Containers:         []corev1.Container{{Name: "app", Image: "example.com/app:test"}},
-		},
-	}
+	pod := kubeidentity.NewPod(ns, name, sa)
 	if err := e.Client.Create(ctx, pod); err != nil {
 		t.Fatalf("creating pod %s/%s: %v", ns, name, err)
 	}
@@ -81,11 +74,7 @@ func (e *Env) Pod(t testing.TB, ns, name, sa string) *corev1.Pod {
 // exist on the API server (Pod, or a pod the test created).
 func (e *Env) PodToken(t testing.TB, pod *corev1.Pod, audiences ...string) string {
 	t.Helper()
-	return e.requestToken(t, pod.Namespace, pod.Spec.ServiceAccountName, authnv1.TokenRequestSpec{
-		Audiences:         audiences,
-		ExpirationSeconds: ptr.To[int64](3600),
-		BoundObjectRef:    &authnv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
-	})
+	return e.requestToken(t, pod.Namespace, pod.Spec.ServiceAccountName, pod, audiences)
 }
 
 // SidecarToken creates a pod of ServiceAccount ns/sa (Pod, with a
@@ -106,7 +95,7 @@ func (e *Env) ensureServiceAccount(t testing.TB, ns, name string) {
 	}
 }
 
-func (e *Env) requestToken(t testing.TB, ns, name string, spec authnv1.TokenRequestSpec) string {
+func (e *Env) requestToken(t testing.TB, ns, name string, pod *corev1.Pod, audiences []string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -114,9 +103,9 @@ func (e *Env) requestToken(t testing.TB, ns, name string, spec authnv1.TokenRequ
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authnv1.TokenRequest{Spec: spec}, metav1.CreateOptions{})
+	token, err := kubeidentity.Token(ctx, cs, ns, name, pod, audiences...)
 	if err != nil {
-		t.Fatalf("requesting a token for %s/%s: %v", ns, name, err)
+		t.Fatal(err)
 	}
-	return tr.Status.Token
+	return token
 }
