@@ -79,8 +79,11 @@ func verifierFor(alg jwa.SignatureAlgorithm) (jws.Verifier, error) {
 // know (whether the key a token was exchanged from is revoked, whether its
 // scopes suffice for a route) is only looked at after the signature holds.
 func verifyToken(pol *snapshot.Policy, token string, maxBytes int, now time.Time) (*verifiedToken, Reason) {
-	pt, reason := parseToken(token, maxBytes)
-	if reason != "" {
+	// The parsed token lives in this frame: only its payload (kept by a
+	// verified token) and the strings of its claims (parts of one copy of
+	// the payload) reach the heap.
+	var pt parsedToken
+	if reason := parseToken(token, maxBytes, &pt); reason != "" {
 		return nil, reason
 	}
 	iss, key, reason := pt.trustedKey(pol)
@@ -88,7 +91,7 @@ func verifyToken(pol *snapshot.Policy, token string, maxBytes int, now time.Time
 		return nil, reason
 	}
 	vt := &verifiedToken{iss: iss.Issuer, fingerprint: iss.Fingerprint, key: key, payload: pt.payload}
-	if reason := vt.fill(iss, pt.claims); reason != "" {
+	if reason := vt.fill(iss, &pt.claims); reason != "" {
 		return nil, reason
 	}
 	if reason := vt.checkTimes(now, iss.ClockSkew); reason != "" {
@@ -99,7 +102,7 @@ func verifyToken(pol *snapshot.Policy, token string, maxBytes int, now time.Time
 	}
 	// Built only now: a token refused above (expired, forged, ...) costs
 	// no identity.
-	vt.identity = identityOf(iss.Issuer, pt.claims)
+	vt.identity = identityOf(iss.Issuer, &pt.claims)
 	return vt, ""
 }
 
@@ -111,55 +114,54 @@ type parsedToken struct {
 	signingInput []byte
 	signature    []byte
 	payload      []byte
-	claims       *tokenClaims
+	claims       tokenClaims
 }
 
-// parseToken splits and decodes a compact JWS of at most maxBytes. It
-// refuses what no trusted key could have signed: a size over the bound, a
+// parseToken splits and decodes a compact JWS of at most maxBytes into
+// pt, which must be zero. It refuses what no trusted key could have signed: a size over the bound, a
 // shape other than three non-empty parts of strict unpadded base64url, a
 // header or payload that is not one JSON object, a critical header, and
 // the algorithms none and HS* (whatever the key; no shared secret is ever
 // trusted).
-func parseToken(token string, maxBytes int) (*parsedToken, Reason) {
+func parseToken(token string, maxBytes int, pt *parsedToken) Reason {
 	if len(token) > maxBytes {
-		return nil, TokenTooLarge
+		return TokenTooLarge
 	}
 	h64, rest, ok := strings.Cut(token, ".")
 	if !ok {
-		return nil, MalformedToken
+		return MalformedToken
 	}
 	p64, s64, ok := strings.Cut(rest, ".")
 	// Exactly three non-empty parts: a stripped signature ("a.b.") or a JWE
 	// (five parts) is malformed.
 	if !ok || h64 == "" || p64 == "" || s64 == "" || strings.IndexByte(s64, '.') >= 0 {
-		return nil, MalformedToken
+		return MalformedToken
 	}
 	h, ok := headers.decode(h64)
 	if !ok {
-		return nil, MalformedToken
+		return MalformedToken
 	}
-	pt := &parsedToken{alg: h.alg, kid: h.kid}
+	pt.alg, pt.kid = h.alg, h.kid
 	if h.crit {
 		// No critical extension is understood here (RFC 7515 4.1.11),
 		// including b64=false: refuse rather than misinterpret.
-		return nil, MalformedToken
+		return MalformedToken
 	}
 	if h.alg == "" || strings.EqualFold(h.alg, "none") || strings.HasPrefix(strings.ToUpper(h.alg), "HS") {
-		return nil, AlgorithmNotAllowed
+		return AlgorithmNotAllowed
 	}
 	payload, err := base64.RawURLEncoding.Strict().DecodeString(p64)
 	if err != nil {
-		return nil, MalformedToken
+		return MalformedToken
 	}
 	if pt.signingInput, pt.signature, ok = signedParts(token[:len(h64)+1+len(p64)], s64); !ok {
-		return nil, MalformedToken
+		return MalformedToken
 	}
-	claims, reason := decodeTokenClaims(payload)
-	if reason != "" {
-		return nil, reason
+	if reason := pt.claims.decode(payload); reason != "" {
+		return reason
 	}
-	pt.payload, pt.claims = payload, claims
-	return pt, ""
+	pt.payload = payload
+	return ""
 }
 
 // signedParts returns a copy of the signing input and the decoded
