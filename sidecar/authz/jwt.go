@@ -28,11 +28,11 @@ type verifiedToken struct {
 	iss         string
 	fingerprint string
 	key         *snapshot.VerificationKey
-	exp         time.Time
-	nbf, iat    time.Time
-	hasNbf      bool
-	hasIat      bool
-	identity    *Identity
+	tokenTimes
+	// identity points to id: the token and its identity are one
+	// allocation.
+	identity *Identity
+	id       Identity
 	// payload is the token's decoded payload, kept to read claims that
 	// rules name (allClaims); it is never modified.
 	payload []byte
@@ -40,6 +40,16 @@ type verifiedToken struct {
 		once   sync.Once
 		claims map[string]any
 	}
+}
+
+// tokenTimes are a token's time claims, read by fill and checked by
+// checkTimes: before the signature on the verifier's stack, after it in
+// the verified token.
+type tokenTimes struct {
+	exp      time.Time
+	nbf, iat time.Time
+	hasNbf   bool
+	hasIat   bool
 }
 
 // allClaims is every claim of the token, decoded on first use: only
@@ -90,19 +100,21 @@ func verifyToken(pol *snapshot.Policy, token string, maxBytes int, now time.Time
 	if reason != "" {
 		return nil, reason
 	}
-	vt := &verifiedToken{iss: iss.Issuer, fingerprint: iss.Fingerprint, key: key, payload: pt.payload}
-	if reason := vt.fill(iss, &pt.claims); reason != "" {
+	var times tokenTimes
+	if reason := times.fill(iss, &pt.claims); reason != "" {
 		return nil, reason
 	}
-	if reason := vt.checkTimes(now, iss.ClockSkew); reason != "" {
+	if reason := times.checkTimes(now, iss.ClockSkew); reason != "" {
 		return nil, reason
 	}
 	if reason := pt.verifySignature(key); reason != "" {
 		return nil, reason
 	}
 	// Built only now: a token refused above (expired, forged, ...) costs
-	// no identity.
-	vt.identity = identityOf(iss.Issuer, &pt.claims)
+	// no verified token and no identity.
+	vt := &verifiedToken{iss: iss.Issuer, fingerprint: iss.Fingerprint, key: key, tokenTimes: times, payload: pt.payload,
+		id: identityOf(iss.Issuer, &pt.claims)}
+	vt.identity = &vt.id
 	return vt, ""
 }
 
@@ -233,17 +245,18 @@ func decodeClaims(payload []byte) (map[string]any, Reason) {
 	return claims, ""
 }
 
-// fill reads the registered and Gatehouse claims with strict types.
-func (vt *verifiedToken) fill(iss *snapshot.Issuer, c *tokenClaims) Reason {
+// fill checks the registered and Gatehouse claims with strict types and
+// keeps the time claims.
+func (t *tokenTimes) fill(iss *snapshot.Issuer, c *tokenClaims) Reason {
 	if !c.Exp.present() {
 		return MissingExpiry
 	}
 	if !c.Exp.ok() || (c.Nbf.present() && !c.Nbf.ok()) || (c.Iat.present() && !c.Iat.ok()) {
 		return MalformedClaims
 	}
-	vt.exp = c.Exp.t
-	vt.nbf, vt.hasNbf = c.Nbf.t, c.Nbf.present()
-	vt.iat, vt.hasIat = c.Iat.t, c.Iat.present()
+	t.exp = c.Exp.t
+	t.nbf, t.hasNbf = c.Nbf.t, c.Nbf.present()
+	t.iat, t.hasIat = c.Iat.t, c.Iat.present()
 	if len(iss.Audiences) > 0 {
 		auds, ok := c.Aud.values()
 		if !ok {
@@ -284,8 +297,8 @@ func checkIdentityClaims(c *tokenClaims) Reason {
 }
 
 // identityOf is the identity of claims checkIdentityClaims accepted.
-func identityOf(issuer string, c *tokenClaims) *Identity {
-	id := &Identity{Credential: CredentialJWT, Issuer: issuer, Subject: c.Sub.s, TokenID: c.Jti.s, KeyID: c.KeyID.s}
+func identityOf(issuer string, c *tokenClaims) Identity {
+	id := Identity{Credential: CredentialJWT, Issuer: issuer, Subject: c.Sub.s, TokenID: c.Jti.s, KeyID: c.KeyID.s}
 	if c.Scope.kind != absent {
 		id.Scopes = strings.Fields(c.Scope.s)
 	} else {
@@ -316,15 +329,15 @@ func allHeaderSafe(list []string) bool {
 }
 
 // checkTimes applies exp, nbf and iat with the issuer's skew at now.
-func (vt *verifiedToken) checkTimes(now time.Time, skew time.Duration) Reason {
-	if !now.Before(vt.exp.Add(skew)) {
+func (t *tokenTimes) checkTimes(now time.Time, skew time.Duration) Reason {
+	if !now.Before(t.exp.Add(skew)) {
 		return TokenExpired
 	}
 	limit := now.Add(skew)
-	if vt.hasNbf && vt.nbf.After(limit) {
+	if t.hasNbf && t.nbf.After(limit) {
 		return TokenNotYetValid
 	}
-	if vt.hasIat && vt.iat.After(limit) {
+	if t.hasIat && t.iat.After(limit) {
 		return TokenNotYetValid
 	}
 	return ""
