@@ -15,8 +15,20 @@
 # shape (LOAD_SHAPES): apikey and jwt-cached against the sidecar;
 # expired-jwt, jwt-uncached-es256 and jwt-uncached-rs256 against the
 # uncached sidecar. Open loop at LOAD_RATE requests/s on one connection:
-# apikey and jwt-cached, compact requests. Then the HTTP contract, a deny
-# run, the sidecar's RSS, and one ghz run against the baseline.
+# apikey and jwt-cached, compact requests, LOAD_OPEN_RUNS pairs of each per
+# round (a p99 of one 5 s run is its 50 slowest requests: one stall moves
+# it; the summary gives the median over every pair). Then the HTTP
+# contract, a deny run, the sidecar's RSS, and one ghz run against the
+# baseline.
+#
+# One signature verification (BenchmarkOneVerification of sidecar/authz,
+# RS256 and ES256 with the fixtures' key sizes, process CPU time per
+# verification) is measured on SERVER_CPU at the servers' nice level
+# before the first round and after the last, and the summary gives each
+# uncached-token workload's server CPU per request above the baseline's in
+# those verifications (issue 14 bounds it by 1.2): the same CPU, the same
+# session and the same clock as the load itself, not a figure from another
+# run.
 #
 # It prints a table of every run and a summary over the rounds: per
 # workload, shape and connection count, the throughput ratio, the server
@@ -45,6 +57,8 @@
 #   LOAD_CONN_MODES   gRPC connection counts to run each closed-loop workload with [1 8]
 #   LOAD_SHAPES       request shapes [compact envoy]
 #   LOAD_RATE         open-loop requests/s [1000]
+#   LOAD_OPEN_RUNS    open-loop baseline/sidecar pairs of each workload per round [3]
+#   LOAD_VERIFY_COUNT runs of the verification benchmark before and after the rounds [3]
 #   SERVER_CPU, CLIENT_CPU   CPUs of the servers and of the client [0, 1]
 #   LOAD_NICE         run servers and client at this nice value, e.g. -10 on
 #                     a shared machine, so that other work steals less of
@@ -72,6 +86,8 @@ read -r -a CONN_MODES <<<"${LOAD_CONN_MODES:-1 8}"
 read -r -a SHAPES <<<"${LOAD_SHAPES:-compact envoy}"
 CONNS=${CONN_MODES[-1]}
 RATE=${LOAD_RATE:-1000}
+OPEN_RUNS=${LOAD_OPEN_RUNS:-3}
+VERIFY_COUNT=${LOAD_VERIFY_COUNT:-3}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 GHZ=${GHZ:-$(command -v ghz || echo "$HOME/go/bin/ghz")}
@@ -90,6 +106,7 @@ NOCACHE_PROBE=127.0.0.1:19203
 NOCACHE_METRICS=127.0.0.1:19204
 
 RESULTS=$WORK/results.jsonl
+VERIFICATIONS=$WORK/verification.txt
 CREDS=$WORK/fixtures/credentials.json
 BASE_PID=
 SIDE_PID=
@@ -150,15 +167,25 @@ run() {
 		--results "$RESULTS" --credentials "$CREDS" --target "$target" --warmup "$WARMUP" --duration "$DURATION" "$@"
 }
 
+# one_verification WHEN: BenchmarkOneVerification on the servers' CPU, at
+# their nice level, while they idle.
+one_verification() {
+	log "one verification, $1 (BenchmarkOneVerification on CPU $SERVER_CPU)"
+	"${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/authz.test" -test.run '^$' -test.bench '^BenchmarkOneVerification$' \
+		-test.benchmem -test.cpu 1 -test.count "$VERIFY_COUNT" -test.benchtime 1s >>"$VERIFICATIONS"
+}
+
 log "building into $WORK/bin"
 mkdir -p "$WORK/bin"
-(cd "$ROOT" && go build -tags grpcnotrace -o "$WORK/bin/" ./hack/loadgen ./hack/okserver ./cmd/gatehouse-sidecar)
+(cd "$ROOT" && go build -tags grpcnotrace -o "$WORK/bin/" ./hack/loadgen ./hack/okserver ./cmd/gatehouse-sidecar &&
+	go test -c -o "$WORK/bin/authz.test" ./sidecar/authz/)
 
 if [[ ! -f $CREDS ]]; then
 	log "writing fixtures: $KEYS API key records"
 	"$WORK/bin/loadgen" fixtures --out "$WORK/fixtures" --keys "$KEYS" --tokens "$TOKENS"
 fi
 : >"$RESULTS"
+: >"$VERIFICATIONS"
 : >"$WORK/rss.txt"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -198,6 +225,7 @@ rss "$SIDE_PID" "ready with $KEYS records, before load"
 	>"$WORK/sidecar-nocache.log" 2>&1 &
 NOCACHE_PID=$!
 wait_ready "http://$NOCACHE_PROBE/readyz" "$NOCACHE_PID"
+one_verification "before the rounds"
 
 # pair ROUND WORKLOAD SERVER ARGS...: the baseline, then SERVER (sidecar or
 # sidecar-nocache), with the same workload and arguments.
@@ -221,14 +249,19 @@ for round in $(seq "$ROUNDS"); do
 			done
 		done
 	done
-	for w in apikey jwt-cached; do
-		pair "$round" "$w" sidecar --mode open --rate "$RATE" --concurrency 64 --conns 1
+	# Each open-loop pair gets a round number of its own, so that the
+	# summary's median p99 is over every pair.
+	for run in $(seq "$OPEN_RUNS"); do
+		for w in apikey jwt-cached; do
+			pair "$(((round - 1) * OPEN_RUNS + run))" "$w" sidecar --mode open --rate "$RATE" --concurrency 64 --conns 1
+		done
 	done
 	# The HTTP ext_authz contract (nginx auth_request, Traefik, Envoy's
 	# http_service).
 	run baseline "$BASE_PID" "http://$BASE_HTTP" "$round" --workload apikey --mode closed --concurrency "$CONCURRENCY"
 	run sidecar "$SIDE_PID" "http://$SIDE_HTTP" "$round" --workload apikey --mode closed --concurrency "$CONCURRENCY"
 done
+one_verification "after the rounds"
 run sidecar "$SIDE_PID" "grpc://$SIDE_GRPC" 1 --workload deny --mode closed --concurrency "$CONCURRENCY" --conns "$CONNS"
 rss "$SIDE_PID" "after load"
 
@@ -259,12 +292,12 @@ fi
 
 echo
 echo "Gatehouse load test, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"
-echo "servers on CPU $SERVER_CPU, client on CPU $CLIENT_CPU, $ROUNDS rounds of $WARMUP + $DURATION per run, nice ${LOAD_NICE:-0},"
+echo "servers on CPU $SERVER_CPU, client on CPU $CLIENT_CPU, $ROUNDS rounds of $WARMUP + $DURATION per run ($OPEN_RUNS open-loop pairs a round), nice ${LOAD_NICE:-0},"
 echo "$KEYS API key records, $TOKENS tokens of each kind; connection modes: ${CONN_MODES[*]}; shapes: ${SHAPES[*]}."
 echo "Load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo
-"$WORK/bin/loadgen" table --results "$RESULTS"
+"$WORK/bin/loadgen" table --results "$RESULTS" --verification "$VERIFICATIONS"
 echo
 cat "$WORK/rss.txt"
 echo "$GHZ_LINE"
-echo "results: $RESULTS"
+echo "results: $RESULTS; one verification: $VERIFICATIONS"

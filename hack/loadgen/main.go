@@ -8,8 +8,10 @@
 //	    --shape compact|envoy --mode closed|open [--expect-allow] [flags]
 //	    drive a server and check every verdict; one summary line on stdout,
 //	    the full result appended as JSON to --results
-//	loadgen table --results FILE [--baseline baseline]
-//	    print a Markdown table with ratios to the baseline runs
+//	loadgen table --results FILE [--baseline baseline] [--verification FILE]
+//	    print a Markdown table with ratios to the baseline runs (and,
+//	    given BenchmarkOneVerification's output, the uncached-token
+//	    workloads' excess in verifications)
 //	loadgen xds --config DIR/config --credentials DIR/credentials.json --out DIR/xds \
 //	    [--listen 127.0.0.1:19301] [--churn 10]
 //	    serve the fixtures over delta xDS with the operator's server, for a
@@ -170,8 +172,21 @@ func table(args []string) error {
 	fs := flag.NewFlagSet("table", flag.ContinueOnError)
 	path := fs.String("results", "", "results file (JSON lines) (required)")
 	baseline := fs.String("baseline", "baseline", "label of the baseline runs")
+	verifPath := fs.String("verification", "", "output of `go test -bench BenchmarkOneVerification` (sidecar/authz) from the same session, for the uncached workloads' excess in verifications")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var verif loadgen.Verifications
+	if *verifPath != "" {
+		vf, err := os.Open(*verifPath)
+		if err != nil {
+			return fmt.Errorf("opening the verification benchmark's output: %w", err)
+		}
+		verif, err = loadgen.ReadVerifications(vf)
+		_ = vf.Close()
+		if err != nil {
+			return err
+		}
 	}
 	f, err := os.Open(*path)
 	if err != nil {
@@ -182,5 +197,5 @@ func table(args []string) error {
 	if err != nil {
 		return err
 	}
-	return loadgen.WriteTable(os.Stdout, results, *baseline)
+	return loadgen.WriteTable(os.Stdout, results, *baseline, verif)
 }

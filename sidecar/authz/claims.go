@@ -39,47 +39,50 @@ type tokenClaims struct {
 	Scp   listClaim
 }
 
-// claimReader reads one claim's JSON value.
-type claimReader interface{ read(v jsonValue) }
-
-// field is the claim named name, nil for a claim the engine does not read.
-func (c *tokenClaims) field(name []byte) claimReader {
+// readMember reads the member name of the payload into its claim, and
+// ignores a claim the engine does not read. Each claim's read is called
+// directly, not through an interface, so that c need not live on the heap.
+func (c *tokenClaims) readMember(name []byte, v jsonValue) {
 	switch string(name) {
 	case "iss":
-		return &c.Iss
+		c.Iss.read(v)
 	case "sub":
-		return &c.Sub
+		c.Sub.read(v)
 	case "jti":
-		return &c.Jti
+		c.Jti.read(v)
 	case gatehousev1.ClaimAPIKeyID:
-		return &c.KeyID
+		c.KeyID.read(v)
 	case "exp":
-		return &c.Exp
+		c.Exp.read(v)
 	case "nbf":
-		return &c.Nbf
+		c.Nbf.read(v)
 	case "iat":
-		return &c.Iat
+		c.Iat.read(v)
 	case "aud":
-		return &c.Aud
+		c.Aud.read(v)
 	case "scope":
-		return &c.Scope
+		c.Scope.read(v)
 	case "scp":
-		return &c.Scp
+		c.Scp.read(v)
 	}
-	return nil
 }
 
 // decodeTokenClaims decodes a payload that must be one JSON object.
 func decodeTokenClaims(payload []byte) (*tokenClaims, Reason) {
 	c := &tokenClaims{}
-	if !eachMember(payload, func(name []byte, v jsonValue) {
-		if f := c.field(name); f != nil {
-			f.read(v)
-		}
-	}) {
-		return nil, MalformedToken
+	if reason := c.decode(payload); reason != "" {
+		return nil, reason
 	}
 	return c, ""
+}
+
+// decode fills c, which must be zero, from a payload that must be one
+// JSON object, as decodeTokenClaims does, in memory the caller chose.
+func (c *tokenClaims) decode(payload []byte) Reason {
+	if !eachMember(payload, c.readMember) {
+		return MalformedToken
+	}
+	return ""
 }
 
 // tokenHeader is the part of a JOSE header the verifier reads. jku, x5u,

@@ -100,7 +100,7 @@ func newOutcome(payload []byte) claimsOutcome {
 	out.reason = vt.fill(testIssuer, c)
 	out.exp, out.nbf, out.iat, out.hasNbf, out.hasIat = vt.exp, vt.nbf, vt.iat, vt.hasNbf, vt.hasIat
 	if out.reason == "" {
-		out.id = *identityOf(testIssuer.Issuer, c)
+		out.id = identityOf(testIssuer.Issuer, c)
 	}
 	return out
 }

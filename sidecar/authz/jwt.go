@@ -28,11 +28,11 @@ type verifiedToken struct {
 	iss         string
 	fingerprint string
 	key         *snapshot.VerificationKey
-	exp         time.Time
-	nbf, iat    time.Time
-	hasNbf      bool
-	hasIat      bool
-	identity    *Identity
+	tokenTimes
+	// identity points to id: the token and its identity are one
+	// allocation.
+	identity *Identity
+	id       Identity
 	// payload is the token's decoded payload, kept to read claims that
 	// rules name (allClaims); it is never modified.
 	payload []byte
@@ -40,6 +40,16 @@ type verifiedToken struct {
 		once   sync.Once
 		claims map[string]any
 	}
+}
+
+// tokenTimes are a token's time claims, read by fill and checked by
+// checkTimes: before the signature on the verifier's stack, after it in
+// the verified token.
+type tokenTimes struct {
+	exp      time.Time
+	nbf, iat time.Time
+	hasNbf   bool
+	hasIat   bool
 }
 
 // allClaims is every claim of the token, decoded on first use: only
@@ -79,27 +89,32 @@ func verifierFor(alg jwa.SignatureAlgorithm) (jws.Verifier, error) {
 // know (whether the key a token was exchanged from is revoked, whether its
 // scopes suffice for a route) is only looked at after the signature holds.
 func verifyToken(pol *snapshot.Policy, token string, maxBytes int, now time.Time) (*verifiedToken, Reason) {
-	pt, reason := parseToken(token, maxBytes)
-	if reason != "" {
+	// The parsed token lives in this frame: only its payload (kept by a
+	// verified token) and the strings of its claims (parts of one copy of
+	// the payload) reach the heap.
+	var pt parsedToken
+	if reason := parseToken(token, maxBytes, &pt); reason != "" {
 		return nil, reason
 	}
 	iss, key, reason := pt.trustedKey(pol)
 	if reason != "" {
 		return nil, reason
 	}
-	vt := &verifiedToken{iss: iss.Issuer, fingerprint: iss.Fingerprint, key: key, payload: pt.payload}
-	if reason := vt.fill(iss, pt.claims); reason != "" {
+	var times tokenTimes
+	if reason := times.fill(iss, &pt.claims); reason != "" {
 		return nil, reason
 	}
-	if reason := vt.checkTimes(now, iss.ClockSkew); reason != "" {
+	if reason := times.checkTimes(now, iss.ClockSkew); reason != "" {
 		return nil, reason
 	}
 	if reason := pt.verifySignature(key); reason != "" {
 		return nil, reason
 	}
 	// Built only now: a token refused above (expired, forged, ...) costs
-	// no identity.
-	vt.identity = identityOf(iss.Issuer, pt.claims)
+	// no verified token and no identity.
+	vt := &verifiedToken{iss: iss.Issuer, fingerprint: iss.Fingerprint, key: key, tokenTimes: times, payload: pt.payload,
+		id: identityOf(iss.Issuer, &pt.claims)}
+	vt.identity = &vt.id
 	return vt, ""
 }
 
@@ -111,55 +126,54 @@ type parsedToken struct {
 	signingInput []byte
 	signature    []byte
 	payload      []byte
-	claims       *tokenClaims
+	claims       tokenClaims
 }
 
-// parseToken splits and decodes a compact JWS of at most maxBytes. It
-// refuses what no trusted key could have signed: a size over the bound, a
+// parseToken splits and decodes a compact JWS of at most maxBytes into
+// pt, which must be zero. It refuses what no trusted key could have signed: a size over the bound, a
 // shape other than three non-empty parts of strict unpadded base64url, a
 // header or payload that is not one JSON object, a critical header, and
 // the algorithms none and HS* (whatever the key; no shared secret is ever
 // trusted).
-func parseToken(token string, maxBytes int) (*parsedToken, Reason) {
+func parseToken(token string, maxBytes int, pt *parsedToken) Reason {
 	if len(token) > maxBytes {
-		return nil, TokenTooLarge
+		return TokenTooLarge
 	}
 	h64, rest, ok := strings.Cut(token, ".")
 	if !ok {
-		return nil, MalformedToken
+		return MalformedToken
 	}
 	p64, s64, ok := strings.Cut(rest, ".")
 	// Exactly three non-empty parts: a stripped signature ("a.b.") or a JWE
 	// (five parts) is malformed.
 	if !ok || h64 == "" || p64 == "" || s64 == "" || strings.IndexByte(s64, '.') >= 0 {
-		return nil, MalformedToken
+		return MalformedToken
 	}
 	h, ok := headers.decode(h64)
 	if !ok {
-		return nil, MalformedToken
+		return MalformedToken
 	}
-	pt := &parsedToken{alg: h.alg, kid: h.kid}
+	pt.alg, pt.kid = h.alg, h.kid
 	if h.crit {
 		// No critical extension is understood here (RFC 7515 4.1.11),
 		// including b64=false: refuse rather than misinterpret.
-		return nil, MalformedToken
+		return MalformedToken
 	}
 	if h.alg == "" || strings.EqualFold(h.alg, "none") || strings.HasPrefix(strings.ToUpper(h.alg), "HS") {
-		return nil, AlgorithmNotAllowed
+		return AlgorithmNotAllowed
 	}
 	payload, err := base64.RawURLEncoding.Strict().DecodeString(p64)
 	if err != nil {
-		return nil, MalformedToken
+		return MalformedToken
 	}
 	if pt.signingInput, pt.signature, ok = signedParts(token[:len(h64)+1+len(p64)], s64); !ok {
-		return nil, MalformedToken
+		return MalformedToken
 	}
-	claims, reason := decodeTokenClaims(payload)
-	if reason != "" {
-		return nil, reason
+	if reason := pt.claims.decode(payload); reason != "" {
+		return reason
 	}
-	pt.payload, pt.claims = payload, claims
-	return pt, ""
+	pt.payload = payload
+	return ""
 }
 
 // signedParts returns a copy of the signing input and the decoded
@@ -231,17 +245,18 @@ func decodeClaims(payload []byte) (map[string]any, Reason) {
 	return claims, ""
 }
 
-// fill reads the registered and Gatehouse claims with strict types.
-func (vt *verifiedToken) fill(iss *snapshot.Issuer, c *tokenClaims) Reason {
+// fill checks the registered and Gatehouse claims with strict types and
+// keeps the time claims.
+func (t *tokenTimes) fill(iss *snapshot.Issuer, c *tokenClaims) Reason {
 	if !c.Exp.present() {
 		return MissingExpiry
 	}
 	if !c.Exp.ok() || (c.Nbf.present() && !c.Nbf.ok()) || (c.Iat.present() && !c.Iat.ok()) {
 		return MalformedClaims
 	}
-	vt.exp = c.Exp.t
-	vt.nbf, vt.hasNbf = c.Nbf.t, c.Nbf.present()
-	vt.iat, vt.hasIat = c.Iat.t, c.Iat.present()
+	t.exp = c.Exp.t
+	t.nbf, t.hasNbf = c.Nbf.t, c.Nbf.present()
+	t.iat, t.hasIat = c.Iat.t, c.Iat.present()
 	if len(iss.Audiences) > 0 {
 		auds, ok := c.Aud.values()
 		if !ok {
@@ -282,8 +297,8 @@ func checkIdentityClaims(c *tokenClaims) Reason {
 }
 
 // identityOf is the identity of claims checkIdentityClaims accepted.
-func identityOf(issuer string, c *tokenClaims) *Identity {
-	id := &Identity{Credential: CredentialJWT, Issuer: issuer, Subject: c.Sub.s, TokenID: c.Jti.s, KeyID: c.KeyID.s}
+func identityOf(issuer string, c *tokenClaims) Identity {
+	id := Identity{Credential: CredentialJWT, Issuer: issuer, Subject: c.Sub.s, TokenID: c.Jti.s, KeyID: c.KeyID.s}
 	if c.Scope.kind != absent {
 		id.Scopes = strings.Fields(c.Scope.s)
 	} else {
@@ -314,15 +329,15 @@ func allHeaderSafe(list []string) bool {
 }
 
 // checkTimes applies exp, nbf and iat with the issuer's skew at now.
-func (vt *verifiedToken) checkTimes(now time.Time, skew time.Duration) Reason {
-	if !now.Before(vt.exp.Add(skew)) {
+func (t *tokenTimes) checkTimes(now time.Time, skew time.Duration) Reason {
+	if !now.Before(t.exp.Add(skew)) {
 		return TokenExpired
 	}
 	limit := now.Add(skew)
-	if vt.hasNbf && vt.nbf.After(limit) {
+	if t.hasNbf && t.nbf.After(limit) {
 		return TokenNotYetValid
 	}
-	if vt.hasIat && vt.iat.After(limit) {
+	if t.hasIat && t.iat.After(limit) {
 		return TokenNotYetValid
 	}
 	return ""

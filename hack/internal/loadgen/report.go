@@ -104,8 +104,10 @@ func (r *Result) serverCPUPerRequest() time.Duration {
 // the server's in closed-loop runs (what the throughput ratio would be on a
 // core of its own, whatever else the machine runs), and the latencies.
 // (At a fixed open-loop rate the CPU per request is mostly the cost of
-// waking up, so no CPU ratio is given for open-loop runs.)
-func WriteTable(w io.Writer, results []*Result, baseline string) error {
+// waking up, so no CPU ratio is given for open-loop runs.) With verif, a
+// third table gives each uncached-token workload's server CPU per request
+// above the baseline's in verifications of its algorithm.
+func WriteTable(w io.Writer, results []*Result, baseline string, verif Verifications) error {
 	type group struct {
 		protocol, shape, workload, mode string
 		conns                           int
@@ -141,6 +143,7 @@ func WriteTable(w io.Writer, results []*Result, baseline string) error {
 	})
 
 	type agg struct {
+		workload           string
 		ratios, p50s, p99s []float64
 		baseP99s           []float64
 		cpuPerReq          []float64
@@ -159,7 +162,7 @@ func WriteTable(w io.Writer, results []*Result, baseline string) error {
 		name := strings.Join([]string{r.Label, r.Protocol, shapeName(r), connsName(r), r.Workload, modeName(r)}, " | ")
 		a := aggs[name]
 		if a == nil {
-			a = &agg{}
+			a = &agg{workload: r.Workload}
 			aggs[name] = a
 			order = append(order, name)
 		}
@@ -188,12 +191,16 @@ func WriteTable(w io.Writer, results []*Result, baseline string) error {
 			r.Completed, r.Wrong, r.Errors, fmtShare(r.ServerCPU), fmtShare(r.ClientCPU), cpuReq)
 	}
 
+	var excess []uncachedExcess
 	sb.WriteString("\n| server | protocol | shape | conns | workload | mode | rounds | median req/s ratio (min–max) | server CPU/request, baseline → this | CPU ratio (baseline / this) | median p50 | median p99 | p99 / baseline p99 | worst p99 |\n")
 	sb.WriteString("|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, name := range order {
 		a := aggs[name]
 		ratio, cpu, cpuRatio, p99Ratio := "—", "—", "—", "—"
 		isBase := strings.HasPrefix(name, baseline+" |")
+		if x, ok := excessOf(name, a.workload, a.baseCPUPerReq, a.cpuPerReq, verif); ok && !isBase {
+			excess = append(excess, x)
+		}
 		if len(a.ratios) > 0 && !isBase {
 			ratio = fmt.Sprintf("%.2f (%.2f–%.2f)", median(a.ratios), slices.Min(a.ratios), slices.Max(a.ratios))
 		}
@@ -208,8 +215,24 @@ func WriteTable(w io.Writer, results []*Result, baseline string) error {
 		fmt.Fprintf(&sb, "| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", name, len(a.p99s), ratio, cpu, cpuRatio,
 			fmtDur(time.Duration(median(a.p50s))), fmtDur(time.Duration(median(a.p99s))), p99Ratio, fmtDur(time.Duration(slices.Max(a.p99s))))
 	}
+	writeExcessTable(&sb, excess)
 	_, err := io.WriteString(w, sb.String())
 	return err
+}
+
+// excessOf is an uncached-token workload's median server CPU per request
+// above the baseline's median, in verifications of its algorithm; ok is
+// false for other workloads, or without both CPU figures and a
+// verification.
+func excessOf(name, workload string, base, server []float64, verif Verifications) (uncachedExcess, bool) {
+	alg, ok := uncachedWorkloadAlgorithm[workload]
+	v := verif[alg]
+	if !ok || len(v) == 0 || len(base) == 0 || len(base) != len(server) {
+		return uncachedExcess{}, false
+	}
+	x := uncachedExcess{name: name, alg: alg, baseCPU: median(base), serverCPU: median(server), verification: v, verificationMedian: median(v)}
+	x.excessInVerification = (x.serverCPU - x.baseCPU) / x.verificationMedian
+	return x, true
 }
 
 func shapeName(r *Result) string {

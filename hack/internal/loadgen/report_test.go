@@ -21,7 +21,7 @@ func TestTheTableComparesEachRunToTheBaselineOfTheSameProtocolShapeConnectionsWo
 		{Label: "sidecar", Protocol: "grpc", Workload: "deny", Mode: "closed", Concurrency: 32, Throughput: 26000},
 	}
 	var buf bytes.Buffer
-	if err := WriteTable(&buf, results, "baseline"); err != nil {
+	if err := WriteTable(&buf, results, "baseline", nil); err != nil {
 		t.Fatal(err)
 	}
 	rows := map[string]string{}
@@ -87,7 +87,7 @@ func TestTheSummaryGivesTheMedianRatioOverRoundsAndTheCPUPerRequestRatio(t *test
 		)
 	}
 	var buf bytes.Buffer
-	if err := WriteTable(&buf, results, "baseline"); err != nil {
+	if err := WriteTable(&buf, results, "baseline", nil); err != nil {
 		t.Fatal(err)
 	}
 	_, summary, _ := strings.Cut(buf.String(), "\n\n")

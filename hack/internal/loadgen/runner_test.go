@@ -307,3 +307,27 @@ func TestRunsReportTheCPUShareOfTheClientAndTheServer(t *testing.T) {
 		}
 	}
 }
+
+// The open loop's pacer releases, at each wake, every request whose
+// scheduled time has come. Its wakes must therefore never come before the
+// schedule: a wake a little early finds its own request not yet due and
+// leaves it to the next wake, one interval late, which the run charges to
+// the server.
+func TestPacerWakesNeverComeBeforeTheirScheduledTimes(t *testing.T) {
+	const interval = 200 * time.Microsecond
+	start, tick, err := startSchedule(interval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tick.Stop()
+	for k := 1; k <= 500; k++ {
+		if err := tick.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		// A late wake may stand for several expirations; then even more
+		// time has passed than k intervals.
+		if early := time.Duration(k)*interval - time.Since(start); early > 0 {
+			t.Fatalf("wake %d came %v before request %d's scheduled time", k, early, k)
+		}
+	}
+}
