@@ -72,8 +72,8 @@ func startOperator(ctx context.Context, o options, dir, bin, kubeconfig string) 
 type operatorReading struct {
 	usage
 	HeapInuse float64 // go_memstats_heap_inuse_bytes
-	// HeapLive is go_memstats_heap_alloc_bytes right after a forced
-	// garbage collection, which sweeps before it returns: the bytes of
+	// HeapLive is go_memstats_heap_alloc_bytes right after two forced
+	// garbage collections, which sweep before they return: the bytes of
 	// live objects, without the garbage HeapInuse may still count.
 	HeapLive float64
 }
@@ -89,9 +89,13 @@ func (op *operatorProcess) read(ctx context.Context) (operatorReading, error) {
 	}
 	r := operatorReading{usage: u, HeapInuse: m.sum("go_memstats_heap_inuse_bytes", nil)}
 	// The heap profile endpoint collects garbage first when asked to
-	// (gc=1); the metrics read after it show the live heap.
-	if err := get(ctx, op.pprofURL+"/heap?gc=1"); err != nil {
-		return operatorReading{}, err
+	// (gc=1); the metrics read after it show the live heap. Twice: what
+	// a sync.Pool holds (gRPC's encoding buffers among it) survives one
+	// collection in the pool's victim cache.
+	for range 2 {
+		if err := get(ctx, op.pprofURL+"/heap?gc=1"); err != nil {
+			return operatorReading{}, err
+		}
 	}
 	if m, err = scrapeHTTP(ctx, op.metricsURL); err != nil {
 		return operatorReading{}, err

@@ -126,7 +126,7 @@ func (r *report) printFleet(row func(string, string, ...any)) {
 		(f.After.CPU - f.Before.CPU).Round(time.Millisecond), float64(f.After.CPU-f.Before.CPU)/float64(time.Millisecond)/n)
 	row("operator RSS", "%s → %s, %s per sidecar", mib(float64(f.Before.RSS)), mib(float64(f.After.RSS)), kib(float64(f.After.RSS-f.Before.RSS)/n))
 	row("operator heap in use", "%s → %s, %s per sidecar", mib(f.Before.HeapInuse), mib(f.After.HeapInuse), kib((f.After.HeapInuse-f.Before.HeapInuse)/n))
-	row("operator live heap (after a forced GC)", "%s → %s, %s per sidecar", mib(f.Before.HeapLive), mib(f.After.HeapLive), kib((f.After.HeapLive-f.Before.HeapLive)/n))
+	row("operator live heap (after forced GCs)", "%s → %s, %s per sidecar", mib(f.Before.HeapLive), mib(f.After.HeapLive), kib((f.After.HeapLive-f.Before.HeapLive)/n))
 	row("API server, xDS fleet connecting", "watches %+.0f (%.0f open), LISTs %+.0f (%s), watch events %+.0f (%s)",
 		d.Watches, f.APIAfter.Watches, d.Lists, kib(d.ListBytes), d.WatchEvents, kib(d.WatchEventBytes))
 	row("xDS revocation fan-out", "%s", fanOut(f.Revocation))
