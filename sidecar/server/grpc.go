@@ -50,7 +50,7 @@ func (s *AuthorizationServer) Check(_ context.Context, req *authv3.CheckRequest)
 
 // checkDecoded answers a check the codec decoded into a checkRequest.
 func (s *AuthorizationServer) checkDecoded(req *checkRequest) *authv3.CheckResponse {
-	r := &authz.Request{Method: req.method, Host: req.host, Path: req.path, Headers: req}
+	r := &authz.Request{Method: req.method, Host: req.host, Path: req.path, Headers: req, IdentityRoom: &req.identity}
 	return s.decide(req.id, r)
 }
 
