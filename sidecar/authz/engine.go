@@ -210,7 +210,7 @@ func (e *Engine) decideRule(snap *snapshot.Snapshot, pol *snapshot.Policy, rule 
 	var retryAfter time.Duration
 	switch cred.Kind {
 	case CredentialAPIKey:
-		id, reason, retryAfter = e.checkAPIKey(snap, cred.Value, now)
+		id, reason, retryAfter = e.checkAPIKey(snap, cred.Value, now, req.IdentityRoom)
 	case CredentialJWT:
 		token, reason, retryAfter = e.checkJWT(snap, pol, cred.Value, now)
 		if token != nil {
@@ -294,7 +294,9 @@ var challengeLists = func() (out [2][2]string) {
 	return out
 }()
 
-func (e *Engine) checkAPIKey(snap *snapshot.Snapshot, value string, now time.Time) (*Identity, Reason, time.Duration) {
+// checkAPIKey checks an API key and returns its identity, written to room
+// when room is not nil (Request.IdentityRoom), else allocated.
+func (e *Engine) checkAPIKey(snap *snapshot.Snapshot, value string, now time.Time, room *Identity) (*Identity, Reason, time.Duration) {
 	key, err := apikeyformat.Parse(value)
 	if err != nil {
 		return nil, MalformedAPIKey, 0
@@ -327,7 +329,11 @@ func (e *Engine) checkAPIKey(snap *snapshot.Snapshot, value string, now time.Tim
 	if wait := e.limiters.take(rec, now); wait > 0 {
 		return nil, RateLimited, wait
 	}
-	return &Identity{Credential: CredentialAPIKey, Subject: subject, Scopes: scopes, KeyID: key.ID(), scopesJoined: rec.ScopesJoined()}, "", 0
+	if room == nil {
+		room = new(Identity)
+	}
+	*room = Identity{Credential: CredentialAPIKey, Subject: subject, Scopes: scopes, KeyID: key.ID(), scopesJoined: rec.ScopesJoined()}
+	return room, "", 0
 }
 
 // checkJWT verifies a bearer token, or finds its verification in the

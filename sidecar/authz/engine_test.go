@@ -2,6 +2,7 @@ package authz_test
 
 import (
 	"net/http"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -307,5 +308,35 @@ func TestARecordWhoseSubjectWouldInjectAHeaderIsRefused(t *testing.T) {
 	e := newEnv(t, nil, key)
 	if d := e.engine.Check(req("x-api-key", key.Key.Plaintext())); d.Allowed || d.Reason != authz.InvalidAPIKeyRecord {
 		t.Fatalf("got %+v, want invalid_api_key_record", d)
+	}
+}
+
+// An API key's identity is written to the request's room when it has one,
+// and is the same identity as the one allocated without it.
+func TestAPIKeyIdentityIsWrittenToTheRequestsRoom(t *testing.T) {
+	key := testfixture.NewAPIKey(t, ns, "roomy", "svc")
+	e := newEnv(t, nil, key)
+	alloc := e.engine.Check(req("x-api-key", key.Key.Plaintext()))
+	if !alloc.Allowed || alloc.Identity == nil {
+		t.Fatalf("without a room: %+v", alloc)
+	}
+	var room authz.Identity
+	r := req("x-api-key", key.Key.Plaintext())
+	r.IdentityRoom = &room
+	d := e.engine.Check(r)
+	if !d.Allowed || d.Identity != &room {
+		t.Fatalf("with a room: %+v, identity %p, want the room %p", d, d.Identity, &room)
+	}
+	if !reflect.DeepEqual(room, *alloc.Identity) {
+		t.Fatalf("identity in the room %+v, allocated %+v", room, *alloc.Identity)
+	}
+	if room.Subject != "svc" || room.KeyID == "" || room.Credential != authz.CredentialAPIKey {
+		t.Fatalf("identity in the room %+v", room)
+	}
+	noRoom := req("x-api-key", key.Key.Plaintext())
+	without := testing.AllocsPerRun(20, func() { _ = e.engine.Check(noRoom) })
+	with := testing.AllocsPerRun(20, func() { _ = e.engine.Check(r) })
+	if with != without-1 {
+		t.Errorf("an API key check allocated %.0f times with a room, %.0f without: want one fewer (the Identity)", with, without)
 	}
 }

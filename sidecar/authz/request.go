@@ -13,6 +13,12 @@ type Request struct {
 	// Path is the request target as sent: with the query string.
 	Path    string
 	Headers Headers
+	// IdentityRoom, when set, is where the engine writes an API key's
+	// identity instead of allocating one: the decision's Identity then
+	// points to it. The caller must not reuse it while the decision is in
+	// use, and must clear it before reusing it (its strings point into
+	// the request).
+	IdentityRoom *Identity
 }
 
 // Headers reads request headers.

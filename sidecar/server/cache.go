@@ -59,89 +59,87 @@ func (k *allowKey) appendTo(b []byte) []byte {
 // one is encoded on the heap.
 const keyBufferBytes = 512
 
-// responseCache maps allow keys (encoded, appendTo) to their answers, and
-// each answer to its wire encoding. When it is full, half of it is
-// dropped (Go's map order picks which): simple, bounded, and cheap for the
-// usual case of a working set that fits.
+// responseCache maps allow keys (encoded, appendTo) to their answers'
+// wire encodings. It keeps only those bytes, not the messages they were
+// encoded from: a CheckResponse with its identity headers and metadata is
+// about 25 objects full of pointers, and with a thousand identities the
+// garbage collector's marking of those trees nearly doubled the cost of a
+// collection (docs/performance.md, "Seventh pass"). When it is full, half
+// of it is dropped (Go's map order picks which): simple, bounded, and cheap
+// for the usual case of a working set that fits.
 type responseCache struct {
 	mu  sync.RWMutex
-	m   map[string]*authv3.CheckResponse
-	enc map[*authv3.CheckResponse]mem.BufferSlice
+	m   map[string]*sharedAnswer
 	max int
 }
 
-func newResponseCache(size int) *responseCache {
-	return &responseCache{m: make(map[string]*authv3.CheckResponse), enc: make(map[*authv3.CheckResponse]mem.BufferSlice), max: size}
+// sharedAnswer is the wire encoding of an answer shared by every check
+// with the same key. The handler returns it in place of a CheckResponse,
+// and the codec (checkCodec.Marshal) sends its bytes, which gRPC only
+// reads (freeing a SliceBuffer does nothing).
+type sharedAnswer struct {
+	enc mem.BufferSlice
 }
 
-func (c *responseCache) get(k *allowKey) *authv3.CheckResponse {
+func newResponseCache(size int) *responseCache {
+	return &responseCache{m: make(map[string]*sharedAnswer), max: size}
+}
+
+func (c *responseCache) get(k *allowKey) *sharedAnswer {
 	var buf [keyBufferBytes]byte
 	key := k.appendTo(buf[:0])
 	c.mu.RLock()
-	r := c.m[string(key)] // no conversion: a look-up by the bytes
+	a := c.m[string(key)] // no conversion: a look-up by the bytes
 	c.mu.RUnlock()
-	return r
+	return a
 }
 
-// encoded is the wire encoding of an answer of the cache, nil for any
-// other message. It is shared by every send of the answer: gRPC only reads
-// it, and freeing a SliceBuffer does nothing.
-func (c *responseCache) encoded(r *authv3.CheckResponse) mem.BufferSlice {
-	c.mu.RLock()
-	b := c.enc[r]
-	c.mu.RUnlock()
-	return b
-}
-
-func (c *responseCache) put(k *allowKey, r *authv3.CheckResponse) {
-	// Encoded once here, outside the lock; an answer that does not encode
-	// is still served, encoded by the codec each time (and failing there).
+// put encodes r and keeps the encoding under k. It returns nil, keeping
+// nothing, if r does not encode: the caller then answers with r itself,
+// and the codec fails on it as it would have.
+func (c *responseCache) put(k *allowKey, r *authv3.CheckResponse) *sharedAnswer {
+	// Encoded here, outside the lock.
 	b, err := proto.Marshal(r)
+	if err != nil {
+		return nil
+	}
+	a := &sharedAnswer{enc: mem.BufferSlice{mem.SliceBuffer(b)}}
+	key := string(k.appendTo(nil))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.m) >= c.max {
 		n := len(c.m) / 2
-		for old, resp := range c.m {
+		for old := range c.m {
 			if n == 0 {
 				break
 			}
-			delete(c.enc, resp)
 			delete(c.m, old)
 			n--
 		}
 	}
-	key := string(k.appendTo(nil))
-	if prev, ok := c.m[key]; ok {
-		delete(c.enc, prev)
-	}
-	c.m[key] = r
-	if err == nil && r != nil {
-		c.enc[r] = mem.BufferSlice{mem.SliceBuffer(b)}
-	}
+	c.m[key] = a
+	return a
 }
 
 // GRPCCodec is the gRPC codec for a server of this Core (install it with
 // grpc.ForceServerCodecV2): the standard protobuf codec, except that a
-// shared allow answer is sent as the bytes it was encoded to when it was
-// built, rather than encoded again for every check (those bytes are only
-// read), and that a CheckRequest is decoded only as far as the sidecar
+// shared answer (sharedAnswer) is sent as the bytes it was encoded to when
+// it was built, rather than encoded again for every check (those bytes are
+// only read), and that a CheckRequest is decoded only as far as the sidecar
 // reads it (decodeCheckRequest).
 func (c *Core) GRPCCodec() encoding.CodecV2 {
-	return checkCodec{base: encoding.GetCodecV2(grpcproto.Name), cache: c.allows}
+	return checkCodec{base: encoding.GetCodecV2(grpcproto.Name)}
 }
 
 type checkCodec struct {
-	base  encoding.CodecV2
-	cache *responseCache
+	base encoding.CodecV2
 }
 
 func (c checkCodec) Name() string { return c.base.Name() }
 
 func (c checkCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if r, ok := v.(*authv3.CheckResponse); ok {
-		if b := c.cache.encoded(r); b != nil {
-			return b, nil
-		}
+	if a, ok := v.(*sharedAnswer); ok {
+		return a.enc, nil
 	}
 	return c.base.Marshal(v)
 }

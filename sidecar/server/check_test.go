@@ -1,12 +1,14 @@
 package server_test
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base32"
 	"encoding/base64"
 	"encoding/pem"
 	"io"
+	"net"
 	"net/http"
 	"reflect"
 	"sort"
@@ -14,11 +16,16 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/lestrrat-go/jwx/v2/jwa"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	gatehousev1 "gatehouse.dev/gatehouse/api/v1"
 	"gatehouse.dev/gatehouse/internal/apikeyformat"
+	"gatehouse.dev/gatehouse/sidecar/server"
 	"gatehouse.dev/gatehouse/sidecar/snapshot"
 	"gatehouse.dev/gatehouse/test/testfixture"
 )
@@ -425,5 +432,58 @@ func TestHTTPContractAcceptsAnyMethod(t *testing.T) {
 				t.Fatalf("status %d (%s), want 200 on an anonymous path", got.status, got.reason)
 			}
 		})
+	}
+}
+
+// TestAnInterceptorGetsACheckResponseOfItsOwn: without an interceptor the
+// handler answers with the shared encoded answer, which only the codec
+// reads; an interceptor gets a CheckResponse it can read, and the client
+// gets the same answer either way.
+func TestAnInterceptorGetsACheckResponseOfItsOwn(t *testing.T) {
+	w := newWorld(t)
+	core := newCore(t, w.store, w.clock)
+	seen := make(chan any, 2)
+	intercept := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		resp, err := handler(ctx, req)
+		seen <- resp
+		return resp, err
+	}
+	check := func(opts ...grpc.ServerOption) *authv3.CheckResponse {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs := grpc.NewServer(append(opts, grpc.ForceServerCodecV2(core.GRPCCodec()))...)
+		server.NewAuthorizationServer(core).Register(gs)
+		go func() { _ = gs.Serve(lis) }()
+		defer gs.Stop()
+		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Method: "GET", Host: "api.example.com", Path: "/orders/1", Headers: map[string]string{"x-api-key": w.active.Key.Plaintext()},
+			}},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	shared := check()
+	intercepted := check(grpc.UnaryInterceptor(intercept))
+	if shared.GetOkResponse() == nil || !proto.Equal(shared, intercepted) {
+		t.Fatalf("answers differ: %v without an interceptor, %v with one", shared, intercepted)
+	}
+	if len(seen) != 1 {
+		t.Fatalf("the interceptor saw %d answers", len(seen))
+	}
+	got := <-seen
+	if resp, ok := got.(*authv3.CheckResponse); !ok || !proto.Equal(resp, shared) {
+		t.Fatalf("the interceptor got %T %v, want the CheckResponse sent", got, got)
 	}
 }

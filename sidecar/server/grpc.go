@@ -36,7 +36,8 @@ func NewAuthorizationServer(core *Core) *AuthorizationServer {
 // error: an RPC error would make Envoy apply its failure mode instead.
 // The server registered by Register does not call it: its handler reads
 // the request as the codec decoded it (checkRequest), without the
-// generated message.
+// generated message, and answers with the shared encoded answer
+// (sharedAnswer); Check builds its answer for each call.
 func (s *AuthorizationServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	r := &authz.Request{
@@ -48,21 +49,47 @@ func (s *AuthorizationServer) Check(_ context.Context, req *authv3.CheckRequest)
 	return s.decide(httpReq.GetId(), r), nil
 }
 
-// checkDecoded answers a check the codec decoded into a checkRequest.
+// checkDecoded answers a check the codec decoded into a checkRequest with
+// a CheckResponse of its own (for an interceptor, which may read it).
 func (s *AuthorizationServer) checkDecoded(req *checkRequest) *authv3.CheckResponse {
-	r := &authz.Request{Method: req.method, Host: req.host, Path: req.path, Headers: req}
+	r := &authz.Request{Method: req.method, Host: req.host, Path: req.path, Headers: req, IdentityRoom: &req.identity}
 	return s.decide(req.id, r)
 }
+
+// checkShared answers a check the codec decoded into a checkRequest with
+// the shared encoded answer (Core.grpcAnswer), which only the codec reads.
+func (s *AuthorizationServer) checkShared(req *checkRequest) any {
+	r := &authz.Request{Method: req.method, Host: req.host, Path: req.path, Headers: req, IdentityRoom: &req.identity}
+	return s.decideShared(req.id, r)
+}
+
+// internalError is the verdict of a check that panicked.
+var internalError = verdict{d: authz.Decision{Reason: authz.InternalError, Status: authz.InternalError.Status()}}
 
 // decide checks r; a panic is an internal error, denied.
 func (s *AuthorizationServer) decide(requestID string, r *authz.Request) (resp *authv3.CheckResponse) {
 	defer func() {
 		if p := recover(); p != nil {
-			s.core.opts.Log.Error(fmt.Errorf("panic of type %T in grpc check", p), "check panicked; denying")
-			resp = s.core.grpcResponse(verdict{d: authz.Decision{Reason: authz.InternalError, Status: authz.InternalError.Status()}})
+			s.panicked(p)
+			resp = s.core.grpcResponse(internalError)
 		}
 	}()
 	return s.core.grpcResponse(s.core.check("grpc", requestID, r))
+}
+
+// decideShared is decide answering with Core.grpcAnswer.
+func (s *AuthorizationServer) decideShared(requestID string, r *authz.Request) (resp any) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.panicked(p)
+			resp = s.core.grpcAnswer(internalError)
+		}
+	}()
+	return s.core.grpcAnswer(s.core.check("grpc", requestID, r))
+}
+
+func (s *AuthorizationServer) panicked(p any) {
+	s.core.opts.Log.Error(fmt.Errorf("panic of type %T in grpc check", p), "check panicked; denying")
 }
 
 // Register registers s as envoy.service.auth.v3.Authorization on a gRPC
@@ -86,8 +113,9 @@ var authorizationServiceDesc = grpc.ServiceDesc{
 }
 
 // checkHandler decodes a check and answers it. Without an interceptor the
-// request is a pooled one, returned to the pool once answered; an
-// interceptor gets a request of its own, which it may keep.
+// request is a pooled one, returned to the pool once answered, and the
+// answer the shared encoded one; an interceptor gets a request and a
+// CheckResponse of its own, which it may keep or read.
 func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) { //nolint:revive // grpc.MethodHandler's order
 	s := srv.(*AuthorizationServer)
 	if interceptor == nil {
@@ -99,7 +127,7 @@ func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor
 		if err := dec(in); err != nil {
 			return nil, err
 		}
-		return s.checkDecoded(in), nil
+		return s.checkShared(in), nil
 	}
 	in := new(checkRequest)
 	if err := dec(in); err != nil {
@@ -195,6 +223,8 @@ func statusCodes(status int) (int32, typev3.StatusCode) {
 	}
 }
 
+// grpcResponse is the answer to v, built for this check (Check, and the
+// handler under an interceptor).
 func (c *Core) grpcResponse(v verdict) *authv3.CheckResponse {
 	d := v.d
 	if d.Allowed {
@@ -203,71 +233,37 @@ func (c *Core) grpcResponse(v verdict) *authv3.CheckResponse {
 	return c.denyResponse(&d)
 }
 
-// denyResponse is the answer to a denied check. Like allows, denials are
-// shared answers, encoded once: a denial depends only on its reason,
-// status, challenge and Retry-After, and a flood of bad or expired
-// credentials should cost as little as possible.
-func (c *Core) denyResponse(d *authz.Decision) *authv3.CheckResponse {
-	k := allowKey{denied: true, reason: d.Reason, status: d.Status, challenge: d.Challenge}
-	if d.RetryAfter > 0 {
-		k.retryAfter = retryAfterSeconds(d.RetryAfter)
+// grpcAnswer is the answer to v as the handler sends it: the shared
+// encoded answer (sharedAnswer) of every check with the same answer key,
+// built and encoded on the first (grpcResponse); the CheckResponse itself
+// if it does not encode. An allow's answer depends only on the identity,
+// the policy and rule that decided and the Core's options, a denial's
+// only on its reason, status, challenge and Retry-After: building one
+// costs about 25 allocations, finding it one map look-up, and a flood of
+// bad or expired credentials costs as little as possible. A kept answer
+// is its bytes and its key, both copies: no request bytes (an API key's
+// ID in the decision is part of the key as sent) stay in memory with it.
+func (c *Core) grpcAnswer(v verdict) any {
+	k := answerKeyOf(&v.d)
+	if a := c.allows.get(&k); a != nil {
+		return a
 	}
-	if resp := c.allows.get(&k); resp != nil {
-		return resp
+	resp := c.grpcResponse(v)
+	if a := c.allows.put(&k, resp); a != nil {
+		return a
 	}
-	headers := []*corev3.HeaderValueOption{
-		overwrite("content-type", "application/json"),
-		overwrite(c.opts.Headers.DenyReason, string(d.Reason)),
-	}
-	if d.Challenge != "" {
-		headers = append(headers, overwrite("www-authenticate", d.Challenge))
-	}
-	if k.retryAfter != "" {
-		headers = append(headers, overwrite("retry-after", k.retryAfter))
-	}
-	grpcCode, httpCode := statusCodes(d.Status)
-	resp := &authv3.CheckResponse{
-		Status: &rpcstatus.Status{Code: grpcCode, Message: string(d.Reason)},
-		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: httpCode},
-			Headers: headers,
-			Body:    denyBody(d.Reason),
-		}},
-	}
-	c.allows.put(&k, resp)
 	return resp
 }
 
-// allowResponse is the answer to an allowed check. It depends only on the
-// identity, the policy and rule that decided and the Core's options, so
-// answers are shared by every check of the same identity: building one
-// (identity headers, headers to remove, dynamic metadata) costs about 25
-// allocations, finding it one map look-up. A shared answer is only read
-// (marshalled) after Check returns, never modified.
-//
-// A new answer, and its key, are built from a copy of the decision's
-// strings: some point into the request (an API key's ID is part of the
-// key as sent), and a kept answer must not keep the request's bytes, the
-// credential among them, in memory.
-func (c *Core) allowResponse(d *authz.Decision) *authv3.CheckResponse {
-	k := allowKeyOf(d)
-	if resp := c.allows.get(&k); resp != nil {
-		return resp
+// answerKeyOf is the key of d's shared answer.
+func answerKeyOf(d *authz.Decision) allowKey {
+	if !d.Allowed {
+		k := allowKey{denied: true, reason: d.Reason, status: d.Status, challenge: d.Challenge}
+		if d.RetryAfter > 0 {
+			k.retryAfter = retryAfterSeconds(d.RetryAfter)
+		}
+		return k
 	}
-	d = ownedDecision(d)
-	k = allowKeyOf(d)
-	set, remove := c.identityHeaders(d)
-	resp := &authv3.CheckResponse{
-		Status:          &rpcstatus.Status{Code: int32(codes.OK)},
-		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: overwriteAll(set), HeadersToRemove: remove}},
-		DynamicMetadata: identityMetadata(d),
-	}
-	c.allows.put(&k, resp)
-	return resp
-}
-
-// allowKeyOf is the key of an allow's answer.
-func allowKeyOf(d *authz.Decision) allowKey {
 	k := allowKey{reason: d.Reason, policy: d.Policy, rule: d.Rule, credentialHeader: d.CredentialHeader}
 	if id := d.Identity; id != nil {
 		k.hasIdentity = true
@@ -277,25 +273,38 @@ func allowKeyOf(d *authz.Decision) allowKey {
 	return k
 }
 
-// ownedDecision is a copy of the strings an allow's answer shows, sharing
-// no memory with d's.
-func ownedDecision(d *authz.Decision) *authz.Decision {
-	out := *d
-	out.Reason = authz.Reason(strings.Clone(string(d.Reason)))
-	out.Policy, out.Rule, out.CredentialHeader = strings.Clone(d.Policy), strings.Clone(d.Rule), strings.Clone(d.CredentialHeader)
-	if id := d.Identity; id != nil {
-		out.Identity = &authz.Identity{
-			Credential: authz.CredentialKind(strings.Clone(string(id.Credential))),
-			Subject:    strings.Clone(id.Subject),
-			KeyID:      strings.Clone(id.KeyID),
-			Issuer:     strings.Clone(id.Issuer),
-			TokenID:    strings.Clone(id.TokenID),
-		}
-		for _, sc := range id.Scopes {
-			out.Identity.Scopes = append(out.Identity.Scopes, strings.Clone(sc))
-		}
+// denyResponse is the answer to a denied check.
+func (c *Core) denyResponse(d *authz.Decision) *authv3.CheckResponse {
+	headers := []*corev3.HeaderValueOption{
+		overwrite("content-type", "application/json"),
+		overwrite(c.opts.Headers.DenyReason, string(d.Reason)),
 	}
-	return &out
+	if d.Challenge != "" {
+		headers = append(headers, overwrite("www-authenticate", d.Challenge))
+	}
+	if d.RetryAfter > 0 {
+		headers = append(headers, overwrite("retry-after", retryAfterSeconds(d.RetryAfter)))
+	}
+	grpcCode, httpCode := statusCodes(d.Status)
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: grpcCode, Message: string(d.Reason)},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: httpCode},
+			Headers: headers,
+			Body:    denyBody(d.Reason),
+		}},
+	}
+}
+
+// allowResponse is the answer to an allowed check: identity headers,
+// headers to remove, dynamic metadata.
+func (c *Core) allowResponse(d *authz.Decision) *authv3.CheckResponse {
+	set, remove := c.identityHeaders(d)
+	return &authv3.CheckResponse{
+		Status:          &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: overwriteAll(set), HeadersToRemove: remove}},
+		DynamicMetadata: identityMetadata(d),
+	}
 }
 
 // overwriteAll renders headers as HeaderValueOptions, allocating the

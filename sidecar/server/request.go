@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"gatehouse.dev/gatehouse/sidecar/authz"
 )
 
 // checkRequest is what the gRPC handler reads of a CheckRequest, decoded
@@ -24,6 +26,10 @@ type checkRequest struct {
 	headers []headerField
 	// raw are header_map's entries, in wire order.
 	raw []headerField
+	// identity is the engine's room for an API key's identity
+	// (authz.Request.IdentityRoom): with the request pooled, a check
+	// allocates no Identity.
+	identity authz.Identity
 }
 
 type headerField struct{ name, value, rawValue string }
@@ -47,6 +53,7 @@ func (r *checkRequest) reset() {
 	r.id, r.method, r.path, r.host = "", "", "", ""
 	r.headers = resetFields(r.headers)
 	r.raw = resetFields(r.raw)
+	r.identity = authz.Identity{}
 }
 
 func resetFields(fs []headerField) []headerField {

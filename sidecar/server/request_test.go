@@ -1,6 +1,7 @@
 package server
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -8,6 +9,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"gatehouse.dev/gatehouse/sidecar/authz"
 )
 
 // lookedUp are the header names every comparison reads, besides the names
@@ -102,6 +105,9 @@ func reusedRequest(t *testing.T) *checkRequest {
 	if err := decodeCheck(b, r); err != nil || len(r.headers) != 4 || len(r.raw) != 2 {
 		t.Fatalf("decoding the request to reuse: %v, %d and %d fields", err, len(r.headers), len(r.raw))
 	}
+	// What an API key check writes to the request's room (its key ID a
+	// substring of the request).
+	r.identity = authz.Identity{Credential: authz.CredentialAPIKey, Subject: "svc", KeyID: r.headers[0].value, Scopes: []string{"read"}}
 	r.reset()
 	return r
 }
@@ -114,6 +120,9 @@ func TestResetKeepsNoStringOfTheRequest(t *testing.T) {
 	r := reusedRequest(t)
 	if r.id != "" || r.method != "" || r.host != "" || r.path != "" || len(r.headers) != 0 || len(r.raw) != 0 {
 		t.Fatalf("reset left %+v", r)
+	}
+	if !reflect.DeepEqual(r.identity, authz.Identity{}) {
+		t.Fatalf("reset kept the identity %+v", r.identity)
 	}
 	if cap(r.headers) == 0 || cap(r.raw) == 0 {
 		t.Fatal("reset gave up the room of a small request")
