@@ -88,19 +88,32 @@ func scrapeAPIServer(ctx context.Context, cs *kubernetes.Clientset) (metrics, er
 // scrapeHTTP reads a Prometheus endpoint over plain HTTP (the operator's,
 // on loopback).
 func scrapeHTTP(ctx context.Context, url string) (metrics, error) {
+	var m metrics
+	err := httpGet(ctx, url, func(body io.Reader) (err error) {
+		m, err = parseMetrics(body)
+		return err
+	})
+	return m, err
+}
+
+// httpGet GETs url over plain HTTP and hands a 200 response's body to read.
+func httpGet(ctx context.Context, url string, read func(io.Reader) error) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", url, err)
+		return fmt.Errorf("reading %s: %w", url, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("reading %s: %s", url, resp.Status)
+		return fmt.Errorf("reading %s: %s", url, resp.Status)
 	}
-	return parseMetrics(resp.Body)
+	if err := read(resp.Body); err != nil {
+		return fmt.Errorf("reading %s: %w", url, err)
+	}
+	return nil
 }
 
 // sidecarResources are the resources a sidecar on the kubernetes source

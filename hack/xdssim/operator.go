@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -93,7 +92,7 @@ func (op *operatorProcess) read(ctx context.Context) (operatorReading, error) {
 	// a sync.Pool holds (gRPC's encoding buffers among it) survives one
 	// collection in the pool's victim cache.
 	for range 2 {
-		if err := get(ctx, op.pprofURL+"/heap?gc=1"); err != nil {
+		if err := httpGet(ctx, op.pprofURL+"/heap?gc=1", discard); err != nil {
 			return operatorReading{}, err
 		}
 	}
@@ -102,26 +101,6 @@ func (op *operatorProcess) read(ctx context.Context) (operatorReading, error) {
 	}
 	r.HeapLive = m.sum("go_memstats_heap_alloc_bytes", nil)
 	return r, nil
-}
-
-// get reads url and discards the body.
-func get(ctx context.Context, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("reading %s: %w", url, err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-		return fmt.Errorf("reading %s: %w", url, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("reading %s: %s", url, resp.Status)
-	}
-	return nil
 }
 
 // reconciled reads, from the operator's metrics, how many APIKey
@@ -133,4 +112,10 @@ func (op *operatorProcess) reconciled(ctx context.Context) (success, queued floa
 	}
 	return m.sum("controller_runtime_reconcile_total", map[string]string{"controller": "apikey", "result": "success"}),
 		m.sum("workqueue_depth", map[string]string{"name": "apikey"}), nil
+}
+
+// discard reads a body to its end and drops it.
+func discard(body io.Reader) error {
+	_, err := io.Copy(io.Discard, body)
+	return err
 }

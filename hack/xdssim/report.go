@@ -124,9 +124,12 @@ func (r *report) printFleet(row func(string, string, ...any)) {
 	row("xDS: bytes to one sidecar until ready", "%s (%.0f bytes per key)", kib(f.InitialBytes), f.InitialBytes/float64(r.o.Keys))
 	row("operator CPU to connect them", "%v in all, %.2f ms per sidecar",
 		(f.After.CPU - f.Before.CPU).Round(time.Millisecond), float64(f.After.CPU-f.Before.CPU)/float64(time.Millisecond)/n)
-	row("operator RSS", "%s → %s, %s per sidecar", mib(float64(f.Before.RSS)), mib(float64(f.After.RSS)), kib(float64(f.After.RSS-f.Before.RSS)/n))
-	row("operator heap in use", "%s → %s, %s per sidecar", mib(f.Before.HeapInuse), mib(f.After.HeapInuse), kib((f.After.HeapInuse-f.Before.HeapInuse)/n))
-	row("operator live heap (after forced GCs)", "%s → %s, %s per sidecar", mib(f.Before.HeapLive), mib(f.After.HeapLive), kib((f.After.HeapLive-f.Before.HeapLive)/n))
+	growth := func(name string, before, after float64) {
+		row(name, "%s → %s, %s per sidecar", mib(before), mib(after), kib((after-before)/n))
+	}
+	growth("operator RSS", float64(f.Before.RSS), float64(f.After.RSS))
+	growth("operator heap in use", f.Before.HeapInuse, f.After.HeapInuse)
+	growth("operator live heap (after forced GCs)", f.Before.HeapLive, f.After.HeapLive)
 	row("API server, xDS fleet connecting", "watches %+.0f (%.0f open), LISTs %+.0f (%s), watch events %+.0f (%s)",
 		d.Watches, f.APIAfter.Watches, d.Lists, kib(d.ListBytes), d.WatchEvents, kib(d.WatchEventBytes))
 	row("xDS revocation fan-out", "%s", fanOut(f.Revocation))
