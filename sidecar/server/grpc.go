@@ -46,46 +46,42 @@ func (s *AuthorizationServer) Check(_ context.Context, req *authv3.CheckRequest)
 		Path:    httpReq.GetPath(),
 		Headers: grpcHeaders{httpReq},
 	}
-	return s.decide(httpReq.GetId(), r), nil
+	return decide(s, httpReq.GetId(), r, (*Core).grpcResponse), nil
 }
 
 // checkDecoded answers a check the codec decoded into a checkRequest with
 // a CheckResponse of its own (for an interceptor, which may read it).
 func (s *AuthorizationServer) checkDecoded(req *checkRequest) *authv3.CheckResponse {
-	r := &authz.Request{Method: req.method, Host: req.host, Path: req.path, Headers: req, IdentityRoom: &req.identity}
-	return s.decide(req.id, r)
+	r := req.authzRequest()
+	return decide(s, req.id, &r, (*Core).grpcResponse)
 }
 
 // checkShared answers a check the codec decoded into a checkRequest with
 // the shared encoded answer (Core.grpcAnswer), which only the codec reads.
 func (s *AuthorizationServer) checkShared(req *checkRequest) any {
-	r := &authz.Request{Method: req.method, Host: req.host, Path: req.path, Headers: req, IdentityRoom: &req.identity}
-	return s.decideShared(req.id, r)
+	r := req.authzRequest()
+	return decide(s, req.id, &r, (*Core).grpcAnswer)
+}
+
+// authzRequest is what the engine reads of req; an API key's identity is
+// written to req's room.
+func (req *checkRequest) authzRequest() authz.Request {
+	return authz.Request{Method: req.method, Host: req.host, Path: req.path, Headers: req, IdentityRoom: &req.identity}
 }
 
 // internalError is the verdict of a check that panicked.
 var internalError = verdict{d: authz.Decision{Reason: authz.InternalError, Status: authz.InternalError.Status()}}
 
-// decide checks r; a panic is an internal error, denied.
-func (s *AuthorizationServer) decide(requestID string, r *authz.Request) (resp *authv3.CheckResponse) {
+// decide checks r and answers the verdict as answer builds it; a panic,
+// in the check or the answer, is an internal error, denied.
+func decide[T any](s *AuthorizationServer, requestID string, r *authz.Request, answer func(*Core, verdict) T) (resp T) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.panicked(p)
-			resp = s.core.grpcResponse(internalError)
+			resp = answer(s.core, internalError)
 		}
 	}()
-	return s.core.grpcResponse(s.core.check("grpc", requestID, r))
-}
-
-// decideShared is decide answering with Core.grpcAnswer.
-func (s *AuthorizationServer) decideShared(requestID string, r *authz.Request) (resp any) {
-	defer func() {
-		if p := recover(); p != nil {
-			s.panicked(p)
-			resp = s.core.grpcAnswer(internalError)
-		}
-	}()
-	return s.core.grpcAnswer(s.core.check("grpc", requestID, r))
+	return answer(s.core, s.core.check("grpc", requestID, r))
 }
 
 func (s *AuthorizationServer) panicked(p any) {
