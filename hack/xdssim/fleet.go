@@ -26,13 +26,7 @@ func (s *sim) runXDSFleet(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.settle(ctx); err != nil {
-		return err
-	}
-	if f.Before, err = s.op.read(ctx); err != nil {
-		return err
-	}
-	if f.APIBefore, err = s.readAPI(ctx); err != nil {
+	if f.Before, f.APIBefore, err = s.settledReadings(ctx); err != nil {
 		return err
 	}
 	fctx, cancel := context.WithCancel(ctx)
@@ -43,13 +37,7 @@ func (s *sim) runXDSFleet(ctx context.Context) error {
 		return err
 	}
 	defer s.collectViolations(fleet)
-	if err := s.settle(ctx); err != nil {
-		return err
-	}
-	if f.After, err = s.op.read(ctx); err != nil {
-		return err
-	}
-	if f.APIAfter, err = s.readAPI(ctx); err != nil {
+	if f.After, f.APIAfter, err = s.settledReadings(ctx); err != nil {
 		return err
 	}
 	f.Measured = true

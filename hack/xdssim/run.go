@@ -198,6 +198,20 @@ func (s *sim) settle(ctx context.Context) error {
 	}
 }
 
+// settledReadings waits --settle, then reads the operator's resource use
+// and the API server's figures.
+func (s *sim) settledReadings(ctx context.Context) (operatorReading, apiTraffic, error) {
+	if err := s.settle(ctx); err != nil {
+		return operatorReading{}, apiTraffic{}, err
+	}
+	op, err := s.op.read(ctx)
+	if err != nil {
+		return operatorReading{}, apiTraffic{}, err
+	}
+	api, err := s.readAPI(ctx)
+	return op, api, err
+}
+
 // readAPI scrapes the API server's figures for the sidecars' resources.
 func (s *sim) readAPI(ctx context.Context) (apiTraffic, error) {
 	m, err := scrapeAPIServer(ctx, s.cluster.cs)
