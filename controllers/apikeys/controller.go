@@ -69,11 +69,19 @@ const controllerIndex = "gatehouse.dev/controller-apikey-uid"
 // controllingAPIKey is controllerIndex's value for o: the UID of the
 // APIKey controlling it, if one does.
 func controllingAPIKey(o client.Object) []string {
+	if ref := apiKeyController(o); ref != nil {
+		return []string{string(ref.UID)}
+	}
+	return nil
+}
+
+// apiKeyController is o's controller reference if an APIKey controls o.
+func apiKeyController(o client.Object) *metav1.OwnerReference {
 	ref := metav1.GetControllerOf(o)
 	if ref == nil || ref.Kind != "APIKey" || ref.APIVersion != gatehousev1.GroupVersion.String() {
 		return nil
 	}
-	return []string{string(ref.UID)}
+	return ref
 }
 
 // Reconciler reconciles APIKeys. The fields after Recorder are test seams
@@ -478,7 +486,7 @@ var notCreated = predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { retu
 // APIKeys naming it in spec.secretName (a conflict resolves when it goes).
 func (r *Reconciler) apiKeysForSecret(ctx context.Context, o client.Object) []reconcile.Request {
 	var reqs []reconcile.Request
-	if ref := metav1.GetControllerOf(o); ref != nil && ref.Kind == "APIKey" && ref.APIVersion == gatehousev1.GroupVersion.String() {
+	if ref := apiKeyController(o); ref != nil {
 		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: ref.Name}})
 	}
 	list := &gatehousev1.APIKeyList{}
