@@ -106,7 +106,8 @@ func (r *Result) serverCPUPerRequest() time.Duration {
 // (At a fixed open-loop rate the CPU per request is mostly the cost of
 // waking up, so no CPU ratio is given for open-loop runs.) With verif, a
 // third table gives each uncached-token workload's server CPU per request
-// above the baseline's in verifications of its algorithm.
+// above the baseline's in verifications of its algorithm: per pair, in the
+// verifications measured beside that pair, and over the session.
 func WriteTable(w io.Writer, results []*Result, baseline string, verif Verifications) error {
 	type group struct {
 		protocol, shape, workload, mode string
@@ -143,7 +144,7 @@ func WriteTable(w io.Writer, results []*Result, baseline string, verif Verificat
 	})
 
 	type agg struct {
-		workload           string
+		uncachedRow
 		ratios, p50s, p99s []float64
 		baseP99s           []float64
 		cpuPerReq          []float64
@@ -162,7 +163,7 @@ func WriteTable(w io.Writer, results []*Result, baseline string, verif Verificat
 		name := strings.Join([]string{r.Label, r.Protocol, shapeName(r), connsName(r), r.Workload, modeName(r)}, " | ")
 		a := aggs[name]
 		if a == nil {
-			a = &agg{workload: r.Workload}
+			a = &agg{uncachedRow: uncachedRow{name: name, workload: r.Workload, shape: shapeName(r), conns: r.Conns}}
 			aggs[name] = a
 			order = append(order, name)
 		}
@@ -174,6 +175,7 @@ func WriteTable(w io.Writer, results []*Result, baseline string, verif Verificat
 			a.cpuPerReq = append(a.cpuPerReq, float64(c))
 			if b != nil && b.serverCPUPerRequest() > 0 {
 				a.baseCPUPerReq = append(a.baseCPUPerReq, float64(b.serverCPUPerRequest()))
+				a.pairs = append(a.pairs, cpuPair{round: r.Round, base: float64(b.serverCPUPerRequest()), server: float64(c)})
 			}
 		}
 		a.p50s = append(a.p50s, float64(r.Latency.P50))
@@ -198,7 +200,7 @@ func WriteTable(w io.Writer, results []*Result, baseline string, verif Verificat
 		a := aggs[name]
 		ratio, cpu, cpuRatio, p99Ratio := "—", "—", "—", "—"
 		isBase := strings.HasPrefix(name, baseline+" |")
-		if x, ok := excessOf(name, a.workload, a.baseCPUPerReq, a.cpuPerReq, verif); ok && !isBase {
+		if x, ok := excessOf(a.uncachedRow, verif); ok && !isBase {
 			excess = append(excess, x)
 		}
 		if len(a.ratios) > 0 && !isBase {
@@ -218,21 +220,6 @@ func WriteTable(w io.Writer, results []*Result, baseline string, verif Verificat
 	writeExcessTable(&sb, excess)
 	_, err := io.WriteString(w, sb.String())
 	return err
-}
-
-// excessOf is an uncached-token workload's median server CPU per request
-// above the baseline's median, in verifications of its algorithm; ok is
-// false for other workloads, or without both CPU figures and a
-// verification.
-func excessOf(name, workload string, base, server []float64, verif Verifications) (uncachedExcess, bool) {
-	alg, ok := uncachedWorkloadAlgorithm[workload]
-	v := verif[alg]
-	if !ok || len(v) == 0 || len(base) == 0 || len(base) != len(server) {
-		return uncachedExcess{}, false
-	}
-	x := uncachedExcess{name: name, alg: alg, baseCPU: median(base), serverCPU: median(server), verification: v, verificationMedian: median(v)}
-	x.excessInVerification = (x.serverCPU - x.baseCPU) / x.verificationMedian
-	return x, true
 }
 
 func shapeName(r *Result) string {

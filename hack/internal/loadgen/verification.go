@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"io"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
-	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // verificationBenchmark is the Go benchmark (sidecar/authz) that measures
@@ -17,10 +17,49 @@ import (
 // ReadVerifications reads.
 const verificationBenchmark = "BenchmarkOneVerification"
 
-// Verifications holds the measured cost of one signature verification, in
-// nanoseconds of CPU time, by algorithm ("RS256", "ES256"): one value per
-// benchmark run.
-type Verifications map[string][]float64
+// Verification is one run of the verification benchmark: the cost of one
+// signature verification of Alg ("RS256", "ES256"), in nanoseconds of CPU
+// time, and the run of the load it was measured beside. A session-wide
+// run (before the first round or after the last) has no Workload.
+type Verification struct {
+	Alg string
+	Ns  float64
+	// From the benchmark-format configuration lines before the run
+	// (hack/load.sh writes them): the baseline/sidecar pair it brackets,
+	// and When, "before" or "after" that pair ("session" or empty for a
+	// session-wide run).
+	Round, Conns    int
+	Shape, Workload string
+	When            string
+}
+
+// Verifications holds every verification run of a session, in the order
+// of the file.
+type Verifications []Verification
+
+// session returns the session-wide runs of alg, those that bracket no
+// pair (every run of a file without configuration lines).
+func (vs Verifications) session(alg string) []float64 {
+	var out []float64
+	for _, v := range vs {
+		if v.Alg == alg && v.Workload == "" {
+			out = append(out, v.Ns)
+		}
+	}
+	return out
+}
+
+// bracketing returns the runs of alg measured right before and right
+// after the baseline/sidecar pair of workload, shape and conns in round.
+func (vs Verifications) bracketing(alg, workload, shape string, conns, round int) []float64 {
+	var out []float64
+	for _, v := range vs {
+		if v.Alg == alg && v.Workload == workload && v.Shape == shape && v.Conns == conns && v.Round == round {
+			out = append(out, v.Ns)
+		}
+	}
+	return out
+}
 
 // uncachedWorkloadAlgorithm names the algorithm whose verification every
 // check of an uncached-token workload pays.
@@ -34,35 +73,33 @@ var uncachedWorkloadAlgorithm = map[string]string{
 var gomaxprocsSuffix = regexp.MustCompile(`-[0-9]+$`)
 
 // ReadVerifications reads `go test -bench BenchmarkOneVerification` output:
-// per algorithm, the process CPU time per verification (cpu-ns/op) of
-// each run, or its wall time (ns/op) when a line has no CPU time. Other
-// lines are ignored.
+// per run, the algorithm, the process CPU time per verification
+// (cpu-ns/op), or the wall time (ns/op) when a line has no CPU time, and
+// the configuration in force (the Go benchmark format's "key: value"
+// lines: round, conns, shape, workload, when; a key with no value unsets
+// it). Other lines are ignored.
 func ReadVerifications(r io.Reader) (Verifications, error) {
-	out := Verifications{}
+	var out Verifications
+	config := map[string]string{}
 	sc := bufio.NewScanner(r)
-	for sc.Scan() {
+	for line := 1; sc.Scan(); line++ {
+		if key, val, ok := configLine(sc.Text()); ok {
+			if val == "" {
+				delete(config, key)
+			} else {
+				config[key] = val
+			}
+			continue
+		}
 		f := strings.Fields(sc.Text())
 		if len(f) < 4 || !strings.HasPrefix(f[0], verificationBenchmark+"/") {
 			continue
 		}
-		alg := gomaxprocsSuffix.ReplaceAllString(strings.TrimPrefix(f[0], verificationBenchmark+"/"), "")
-		units := map[string]float64{}
-		// f[1] is the iteration count; then value, unit pairs.
-		for i := 2; i+1 < len(f); i += 2 {
-			v, err := strconv.ParseFloat(f[i], 64)
-			if err != nil {
-				return nil, fmt.Errorf("benchmark line %q: %w", sc.Text(), err)
-			}
-			units[f[i+1]] = v
+		v, err := verificationOf(f, config)
+		if err != nil {
+			return nil, fmt.Errorf("verification benchmark output, line %d %q: %w", line, sc.Text(), err)
 		}
-		v, ok := units["cpu-ns/op"]
-		if !ok {
-			v, ok = units["ns/op"]
-		}
-		if !ok || v <= 0 {
-			return nil, fmt.Errorf("benchmark line %q has no time per verification", sc.Text())
-		}
-		out[alg] = append(out[alg], v)
+		out = append(out, v)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("reading benchmark output: %w", err)
@@ -70,30 +107,83 @@ func ReadVerifications(r io.Reader) (Verifications, error) {
 	return out, nil
 }
 
-// uncachedExcess is one row of the excess table: a workload that verifies
-// a signature on every check, against one verification.
-type uncachedExcess struct {
-	name                 string
-	alg                  string
-	baseCPU, serverCPU   float64 // median CPU per request, ns
-	verification         []float64
-	verificationMedian   float64
-	excessInVerification float64
+// configLine parses a configuration line of the Go benchmark format
+// (golang.org/design/14313-benchmark-format): a key that begins with a
+// lower-case letter and holds no space or upper-case letter, a colon, and
+// either nothing or spaces or tabs and the value.
+func configLine(line string) (key, val string, ok bool) {
+	key, val, found := strings.Cut(line, ":")
+	if !found || key == "" {
+		return "", "", false
+	}
+	if first, _ := utf8.DecodeRuneInString(key); !unicode.IsLower(first) {
+		return "", "", false
+	}
+	if strings.IndexFunc(key, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsUpper(r) }) >= 0 {
+		return "", "", false
+	}
+	if val == "" {
+		return key, "", true
+	}
+	if val[0] != ' ' && val[0] != '\t' {
+		return "", "", false
+	}
+	return key, strings.TrimSpace(val), true
 }
 
-// writeExcessTable prints, for every uncached-token row of the summary,
-// the server's CPU per request above the baseline's in verifications of
-// the same algorithm, measured in the same session.
-func writeExcessTable(sb *strings.Builder, rows []uncachedExcess) {
-	if len(rows) == 0 {
-		return
+// verificationOf reads one benchmark line, split into fields, under
+// config.
+func verificationOf(f []string, config map[string]string) (Verification, error) {
+	v := Verification{
+		Alg:      gomaxprocsSuffix.ReplaceAllString(strings.TrimPrefix(f[0], verificationBenchmark+"/"), ""),
+		Shape:    config["shape"],
+		Workload: config["workload"],
+		When:     config["when"],
 	}
-	sb.WriteString("\n| server | protocol | shape | conns | workload | mode | server CPU/request above the baseline | one verification (median, min–max, runs) | excess in verifications |\n")
-	sb.WriteString("|---|---|---|---:|---|---|---:|---:|---:|\n")
-	for _, r := range rows {
-		v := r.verification
-		fmt.Fprintf(sb, "| %s | %.1f µs | %s %.1f µs (%.1f–%.1f, %d) | %.2f |\n", r.name,
-			(r.serverCPU-r.baseCPU)/float64(time.Microsecond), r.alg, r.verificationMedian/float64(time.Microsecond),
-			slices.Min(v)/float64(time.Microsecond), slices.Max(v)/float64(time.Microsecond), len(v), r.excessInVerification)
+	units := map[string]float64{}
+	// f[1] is the iteration count; then value, unit pairs.
+	for i := 2; i+1 < len(f); i += 2 {
+		x, err := strconv.ParseFloat(f[i], 64)
+		if err != nil {
+			return Verification{}, err
+		}
+		units[f[i+1]] = x
 	}
+	ns, ok := units["cpu-ns/op"]
+	if !ok {
+		ns, ok = units["ns/op"]
+	}
+	if !ok || ns <= 0 {
+		return Verification{}, fmt.Errorf("no time per verification")
+	}
+	v.Ns = ns
+	var err error
+	if v.Round, err = configInt(config, "round"); err != nil {
+		return Verification{}, err
+	}
+	if v.Conns, err = configInt(config, "conns"); err != nil {
+		return Verification{}, err
+	}
+	switch v.When {
+	case "", "session", "before", "after":
+	default:
+		return Verification{}, fmt.Errorf("when: %q is not before, after or session", v.When)
+	}
+	if v.Workload != "" && (v.Round <= 0 || v.Conns <= 0 || v.Shape == "" || v.When == "" || v.When == "session") {
+		return Verification{}, fmt.Errorf("workload %q without its round, shape, conns and when (before or after)", v.Workload)
+	}
+	return v, nil
+}
+
+// configInt is config[key] as a positive integer, 0 when unset.
+func configInt(config map[string]string, key string) (int, error) {
+	s, ok := config[key]
+	if !ok {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%s: %q is not a positive integer", key, s)
+	}
+	return n, nil
 }
