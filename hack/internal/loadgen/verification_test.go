@@ -158,8 +158,9 @@ func equalFloats(a, b []float64) bool {
 
 // uncachedResults are baseline/uncached-sidecar pairs of workload, compact
 // requests on one connection, one per round: CPU per request = ServerCPU
-// / Throughput, baseline base µs and sidecar side[i] µs in round i+1.
-func uncachedResults(workload string, base float64, side ...float64) []*Result {
+// / Throughput, baseline 20 µs and sidecar side[i] µs in round i+1.
+func uncachedResults(workload string, side ...float64) []*Result {
+	const base = 20.0
 	var out []*Result
 	for i, s := range side {
 		out = append(out,
@@ -175,10 +176,10 @@ func session(alg string, ns float64) Verification {
 	return Verification{Alg: alg, Ns: ns, When: "session"}
 }
 
-// beside is a run of alg, ns, right before or after the compact,
-// one-connection pair of workload in round.
-func beside(alg string, ns float64, workload string, round int, when string) Verification {
-	return Verification{Alg: alg, Ns: ns, Round: round, Conns: 1, Shape: ShapeCompact, Workload: workload, When: when}
+// beside is a run of workload's algorithm, ns, right before or after the
+// compact, one-connection pair of workload in round.
+func beside(ns float64, workload string, round int, when string) Verification {
+	return Verification{Alg: uncachedWorkloadAlgorithm[workload], Ns: ns, Round: round, Conns: 1, Shape: ShapeCompact, Workload: workload, When: when}
 }
 
 func excessTable(t *testing.T, results []*Result, verif Verifications) string {
@@ -201,14 +202,15 @@ func TestEachPairIsDividedByTheVerificationsOfItsOwnMinute(t *testing.T) {
 	// = 50 µs, beside 45 and 55 µs (mean 50): 1.00. The session median
 	// (30 µs) would give 1.00 and 1.67 per pair, and (60 − 20) / 30 = 1.33
 	// for the medians.
-	results := uncachedResults(WorkloadJWTUncachedRS256, 20, 50, 70)
+	results := uncachedResults(WorkloadJWTUncachedRS256, 50, 70)
 	verif := Verifications{
 		session("RS256", 29000), session("RS256", 30000), session("RS256", 31000),
-		beside("RS256", 29000, WorkloadJWTUncachedRS256, 1, "before"),
-		beside("RS256", 31000, WorkloadJWTUncachedRS256, 1, "after"),
-		beside("RS256", 45000, WorkloadJWTUncachedRS256, 2, "before"),
-		beside("RS256", 55000, WorkloadJWTUncachedRS256, 2, "after"),
-		// Another pair's runs, which must not count here.
+		beside(29000, WorkloadJWTUncachedRS256, 1, "before"),
+		beside(31000, WorkloadJWTUncachedRS256, 1, "after"),
+		beside(45000, WorkloadJWTUncachedRS256, 2, "before"),
+		beside(55000, WorkloadJWTUncachedRS256, 2, "after"),
+		// Other pairs' runs, which must not count here.
+		beside(10000, WorkloadJWTUncachedES256, 1, "before"),
 		{Alg: "RS256", Ns: 90000, Round: 1, Conns: 8, Shape: ShapeCompact, Workload: WorkloadJWTUncachedRS256, When: "before"},
 		{Alg: "RS256", Ns: 90000, Round: 1, Conns: 1, Shape: ShapeEnvoy, Workload: WorkloadJWTUncachedRS256, When: "before"},
 	}
@@ -224,11 +226,11 @@ func TestAPairWithoutAVerificationBesideItFallsBackToTheSessionMedianAndSaysSo(t
 	// Round 1 is bracketed (20 µs above, verification 20 µs: 1.00); round
 	// 2 is not (40 µs above, session median 40 µs: 1.00). ES256 has only
 	// session-wide runs, as a file from before the pairs were bracketed.
-	results := append(uncachedResults(WorkloadJWTUncachedRS256, 20, 40, 60), uncachedResults(WorkloadJWTUncachedES256, 20, 95)...)
-	results = append(results, uncachedResults(WorkloadAPIKey, 20, 25)...)
+	results := append(uncachedResults(WorkloadJWTUncachedRS256, 40, 60), uncachedResults(WorkloadJWTUncachedES256, 95)...)
+	results = append(results, uncachedResults(WorkloadAPIKey, 25)...)
 	verif := Verifications{
 		session("RS256", 40000), session("ES256", 75000),
-		beside("RS256", 20000, WorkloadJWTUncachedRS256, 1, "after"),
+		beside(20000, WorkloadJWTUncachedRS256, 1, "after"),
 	}
 	table := excessTable(t, results, verif)
 	for _, want := range []string{
@@ -247,7 +249,7 @@ func TestAPairWithoutAVerificationBesideItFallsBackToTheSessionMedianAndSaysSo(t
 }
 
 func TestWithoutAnyVerificationThereIsNoExcess(t *testing.T) {
-	results := uncachedResults(WorkloadJWTUncachedRS256, 20, 50)
+	results := uncachedResults(WorkloadJWTUncachedRS256, 50)
 	var buf bytes.Buffer
 	if err := WriteTable(&buf, results, "baseline", nil); err != nil {
 		t.Fatal(err)
