@@ -27,7 +27,7 @@
 # before the first round and after the last, and right before and right
 # after every closed-loop jwt-uncached-es256 and jwt-uncached-rs256 pair
 # (that algorithm alone, a fixed iteration count, about 0.7 s a run:
-# 16 runs a round with the default modes and shapes, about 15 s a round).
+# 16 runs a round with the default modes and shapes, about 12 s a round).
 # The summary gives each uncached-token workload's server CPU per request
 # above the baseline's in verifications (issue 14 bounds it by 1.2): per
 # pair, in the verifications of the same minute, as the verification's
