@@ -15,9 +15,12 @@
 # shape (LOAD_SHAPES): apikey and jwt-cached against the sidecar;
 # expired-jwt, jwt-uncached-es256 and jwt-uncached-rs256 against the
 # uncached sidecar. Open loop at LOAD_RATE requests/s on one connection:
-# apikey and jwt-cached, compact requests, LOAD_OPEN_RUNS pairs of each per
-# round (a p99 of one 5 s run is its 50 slowest requests: one stall moves
-# it; the summary gives the median over every pair). Then the HTTP
+# apikey and jwt-cached, compact requests, LOAD_OPEN_RUNS runs of each per
+# round, each taking turns of LOAD_BLOCK between the baseline and the
+# sidecar (LOAD_WARMUP and LOAD_DURATION of turns each), so that the two
+# p99s come from the same seconds of a shared machine, whose stalls come
+# and go by the second; a p99 of one 5 s run is its 50 slowest requests,
+# and the summary gives the median over every run. Then the HTTP
 # contract, a deny run, the sidecar's RSS, and one ghz run against the
 # baseline.
 #
@@ -63,7 +66,9 @@
 #   LOAD_CONN_MODES   gRPC connection counts to run each closed-loop workload with [1 8]
 #   LOAD_SHAPES       request shapes [compact envoy]
 #   LOAD_RATE         open-loop requests/s [1000]
-#   LOAD_OPEN_RUNS    open-loop baseline/sidecar pairs of each workload per round [3]
+#   LOAD_OPEN_RUNS    open-loop runs (baseline and sidecar taking turns) of each workload per round [3]
+#   LOAD_BLOCK        open loop: length of each server's turn; LOAD_WARMUP and
+#                     LOAD_DURATION must be whole numbers of turns [500ms]
 #   LOAD_VERIFY_COUNT runs of the verification benchmark before and after the rounds [3]
 #   SERVER_CPU, CLIENT_CPU   CPUs of the servers and of the client [0, 1]
 #   LOAD_NICE         run servers and client at this nice value, e.g. -10 on
@@ -93,6 +98,7 @@ read -r -a SHAPES <<<"${LOAD_SHAPES:-compact envoy}"
 CONNS=${CONN_MODES[-1]}
 RATE=${LOAD_RATE:-1000}
 OPEN_RUNS=${LOAD_OPEN_RUNS:-3}
+BLOCK=${LOAD_BLOCK:-500ms}
 VERIFY_COUNT=${LOAD_VERIFY_COUNT:-3}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -275,11 +281,15 @@ for round in $(seq "$ROUNDS"); do
 			done
 		done
 	done
-	# Each open-loop pair gets a round number of its own, so that the
-	# summary's median p99 is over every pair.
+	# Open loop: one run takes turns of LOAD_BLOCK between the baseline
+	# and the sidecar, so that both meet the same seconds of the machine.
+	# Each run gets a round number of its own, so that the summary's
+	# median p99 is over every run.
 	for run in $(seq "$OPEN_RUNS"); do
 		for w in apikey jwt-cached; do
-			pair "$(((round - 1) * OPEN_RUNS + run))" "$w" sidecar --mode open --rate "$RATE" --concurrency 64 --conns 1
+			run sidecar "$SIDE_PID" "grpc://$SIDE_GRPC" "$(((round - 1) * OPEN_RUNS + run))" --workload "$w" \
+				--mode open --rate "$RATE" --concurrency 64 --conns 1 \
+				--baseline-target "grpc://$BASE_GRPC" --baseline-pid "$BASE_PID" --block "$BLOCK"
 		done
 	done
 	# The HTTP ext_authz contract (nginx auth_request, Traefik, Envoy's
@@ -318,7 +328,7 @@ fi
 
 echo
 echo "Gatehouse load test, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"
-echo "servers on CPU $SERVER_CPU, client on CPU $CLIENT_CPU, $ROUNDS rounds of $WARMUP + $DURATION per run ($OPEN_RUNS open-loop pairs a round), nice ${LOAD_NICE:-0},"
+echo "servers on CPU $SERVER_CPU, client on CPU $CLIENT_CPU, $ROUNDS rounds of $WARMUP + $DURATION per run ($OPEN_RUNS open-loop runs a round, turns of $BLOCK), nice ${LOAD_NICE:-0},"
 echo "$KEYS API key records, $TOKENS tokens of each kind; connection modes: ${CONN_MODES[*]}; shapes: ${SHAPES[*]}."
 echo "Load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo

@@ -7,7 +7,9 @@
 //	    --workload apikey|jwt-cached|deny|expired-jwt|jwt-uncached-es256|jwt-uncached-rs256 \
 //	    --shape compact|envoy --mode closed|open [--expect-allow] [flags]
 //	    drive a server and check every verdict; one summary line on stdout,
-//	    the full result appended as JSON to --results
+//	    the full result appended as JSON to --results; with --mode open
+//	    --baseline-target URL [--baseline-pid PID] [--block 500ms], take
+//	    turns between the baseline and --target and report both
 //	loadgen table --results FILE [--baseline baseline] [--verification FILE]
 //	    print a Markdown table with ratios to the baseline runs (and,
 //	    given BenchmarkOneVerification's output, the uncached-token
@@ -102,6 +104,10 @@ func runLoad(args []string) error {
 	round := fs.Int("round", 0, "round number of this run, to pair it with the baseline run of the same round")
 	results := fs.String("results", "", "append the result as a JSON line to this file")
 	serverPID := fs.Int("server-pid", 0, "pid of the server, to report its CPU share over the run (Linux /proc)")
+	baseTarget := fs.String("baseline-target", "", "open loop: take turns of --block between this baseline server (every request expected to be allowed) and --target, and report both")
+	basePID := fs.Int("baseline-pid", 0, "pid of the baseline server, for its CPU share")
+	baseLabel := fs.String("baseline-label", "baseline", "label of the baseline's result")
+	block := fs.Duration("block", 500*time.Millisecond, "with --baseline-target: how long each server's turn lasts; --warmup and --duration must be whole numbers of turns")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -112,60 +118,102 @@ func runLoad(args []string) error {
 	if err != nil {
 		return err
 	}
-	w, err := loadgen.BuildWorkload(*workload, creds, loadgen.WorkloadOptions{Distinct: *distinct, Shape: *shape, ExpectAllow: *expectAllow})
+	opts := loadgen.WorkloadOptions{Distinct: *distinct, Shape: *shape, ExpectAllow: *expectAllow}
+	w, err := loadgen.BuildWorkload(*workload, creds, opts)
 	if err != nil {
 		return err
 	}
-	var t loadgen.Target
-	switch {
-	case strings.HasPrefix(*target, "grpc://"):
-		gt, err := loadgen.DialGRPC(strings.TrimPrefix(*target, "grpc://"), *conns)
-		if err != nil {
-			return err
-		}
-		t = gt
-	case strings.HasPrefix(*target, "http://"):
-		t = loadgen.NewHTTPTarget(*target, *concurrency)
-	default:
-		return fmt.Errorf("--target %q: want grpc://host:port or http://host:port", *target)
+	t, err := dialTarget(*target, *conns, *concurrency)
+	if err != nil {
+		return err
 	}
 	defer t.Close()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	var serverCPU loadgen.CPUClock
-	if *serverPID > 0 {
-		serverCPU = loadgen.ProcessCPU(*serverPID)
-	}
-	var res *loadgen.Result
-	switch *mode {
-	case "closed":
-		res, err = loadgen.RunClosed(ctx, t, w, loadgen.ClosedConfig{Concurrency: *concurrency, Warmup: *warmup, Duration: *duration, ServerCPU: serverCPU})
-	case "open":
-		res, err = loadgen.RunOpen(ctx, t, w, loadgen.OpenConfig{Rate: *rate, MaxInFlight: *concurrency, Warmup: *warmup, Duration: *duration, ServerCPU: serverCPU})
+	open := loadgen.OpenConfig{Rate: *rate, MaxInFlight: *concurrency, Warmup: *warmup, Duration: *duration, ServerCPU: processCPU(*serverPID), Block: *block}
+	var res []*loadgen.Result
+	switch {
+	case *baseTarget != "" && *mode != "open":
+		return errors.New("--baseline-target needs --mode open")
+	case *baseTarget != "":
+		opts.ExpectAllow = true
+		bw, err := loadgen.BuildWorkload(*workload, creds, opts)
+		if err != nil {
+			return err
+		}
+		bt, err := dialTarget(*baseTarget, *conns, *concurrency)
+		if err != nil {
+			return err
+		}
+		defer bt.Close()
+		legs := []loadgen.Leg{{Target: bt, Workload: bw, ServerCPU: processCPU(*basePID)}, {Target: t, Workload: w, ServerCPU: open.ServerCPU}}
+		res, err = loadgen.RunOpenAlternating(ctx, legs, open)
+		if err != nil {
+			return err
+		}
+		res[0].Label = *baseLabel
+		res[1].Label = *label
+	case *mode == "closed":
+		r, err := loadgen.RunClosed(ctx, t, w, loadgen.ClosedConfig{Concurrency: *concurrency, Warmup: *warmup, Duration: *duration, ServerCPU: open.ServerCPU})
+		if err != nil {
+			return err
+		}
+		r.Label, res = *label, []*loadgen.Result{r}
+	case *mode == "open":
+		r, err := loadgen.RunOpen(ctx, t, w, open)
+		if err != nil {
+			return err
+		}
+		r.Label, res = *label, []*loadgen.Result{r}
 	default:
 		return fmt.Errorf("--mode %q: want closed or open", *mode)
 	}
-	if err != nil {
-		return err
+	return report(res, *round, *conns, *results)
+}
+
+// dialTarget connects to a grpc:// or http:// target.
+func dialTarget(target string, conns, concurrency int) (loadgen.Target, error) {
+	switch {
+	case strings.HasPrefix(target, "grpc://"):
+		return loadgen.DialGRPC(strings.TrimPrefix(target, "grpc://"), conns)
+	case strings.HasPrefix(target, "http://"):
+		return loadgen.NewHTTPTarget(target, concurrency), nil
 	}
-	res.Label, res.Round = *label, *round
-	if res.Protocol == "grpc" {
-		res.Conns = *conns
+	return nil, fmt.Errorf("target %q: want grpc://host:port or http://host:port", target)
+}
+
+// processCPU is the CPU clock of pid, or nil for no pid.
+func processCPU(pid int) loadgen.CPUClock {
+	if pid <= 0 {
+		return nil
 	}
-	fmt.Println(res.OneLine())
-	if *results != "" {
-		if err := loadgen.AppendResult(*results, res); err != nil {
-			return err
+	return loadgen.ProcessCPU(pid)
+}
+
+// report prints each result's line, appends it to the results file, and
+// fails if any verdict was wrong or any request failed.
+func report(res []*loadgen.Result, round, conns int, results string) error {
+	var failed error
+	for _, r := range res {
+		r.Round = round
+		if r.Protocol == "grpc" {
+			r.Conns = conns
+		}
+		fmt.Println(r.OneLine())
+		if results != "" {
+			if err := loadgen.AppendResult(results, r); err != nil {
+				return err
+			}
+		}
+		if r.Wrong > 0 || r.Errors > 0 {
+			for _, e := range r.ErrorSamples {
+				fmt.Fprintln(os.Stderr, "  error:", e)
+			}
+			failed = errors.Join(failed, fmt.Errorf("%s: %d wrong verdicts and %d errors in %d requests", r.Target, r.Wrong, r.Errors, r.Completed))
 		}
 	}
-	if res.Wrong > 0 || res.Errors > 0 {
-		for _, e := range res.ErrorSamples {
-			fmt.Fprintln(os.Stderr, "  error:", e)
-		}
-		return fmt.Errorf("%d wrong verdicts and %d errors in %d requests", res.Wrong, res.Errors, res.Completed)
-	}
-	return nil
+	return failed
 }
 
 func table(args []string) error {

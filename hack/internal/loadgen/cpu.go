@@ -82,17 +82,15 @@ func (w *cpuWindow) start() {
 	w.startOK = err == nil
 }
 
-// stop fills the result's CPU shares over elapsed wall time.
-func (w *cpuWindow) stop(r *Result, elapsed time.Duration) {
-	if elapsed <= 0 {
-		return
+// stop fills the result's CPU shares: the client's over clientElapsed of
+// wall time, the server's over serverElapsed.
+func (w *cpuWindow) stop(r *Result, clientElapsed, serverElapsed time.Duration) {
+	if now, err := SelfCPU(); err == nil && w.startOK && clientElapsed > 0 {
+		r.ClientCPU = float64(now-w.selfAt) / float64(clientElapsed)
 	}
-	if now, err := SelfCPU(); err == nil && w.startOK {
-		r.ClientCPU = float64(now-w.selfAt) / float64(elapsed)
-	}
-	if w.serverOK {
+	if w.serverOK && serverElapsed > 0 {
 		if now, err := w.server(); err == nil {
-			r.ServerCPU = float64(now-w.serverAt) / float64(elapsed)
+			r.ServerCPU = float64(now-w.serverAt) / float64(serverElapsed)
 		}
 	}
 }

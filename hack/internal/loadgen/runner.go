@@ -17,12 +17,6 @@ type Workload struct {
 	Requests []*Request
 }
 
-// ticker wakes a pacer at a fixed interval.
-type ticker interface {
-	Wait() error
-	Stop()
-}
-
 // maxErrorSamples bounds the distinct error messages kept for a report.
 const maxErrorSamples = 5
 
@@ -199,7 +193,7 @@ func RunClosed(ctx context.Context, t Target, w *Workload, cfg ClosedConfig) (*R
 		sleepCtx(ctx, cfg.Duration)
 		recording.Store(false)
 		res = &Result{Elapsed: time.Since(begin)}
-		cpu.stop(res, res.Elapsed)
+		cpu.stop(res, res.Elapsed, res.Elapsed)
 	}
 	stopping.Store(true)
 	wg.Wait()
@@ -210,163 +204,6 @@ func RunClosed(ctx context.Context, t Target, w *Workload, cfg ClosedConfig) (*R
 	mergeStats(res, stats)
 	res.Issued = issued.Load()
 	return res, nil
-}
-
-// OpenConfig configures an open-loop run.
-type OpenConfig struct {
-	// Rate is the number of requests per second to issue.
-	Rate float64
-	// MaxInFlight bounds the requests outstanding at once. When every slot
-	// is busy, later requests leave late and their lateness counts in
-	// their latency.
-	MaxInFlight int
-	// Warmup is issued at the same rate before the measured window and
-	// not recorded.
-	Warmup time.Duration
-	// Duration is the measured window; Rate*Duration requests are issued
-	// in it.
-	Duration time.Duration
-	// ServerCPU, if set, reads the server's CPU time, for Result.ServerCPU.
-	ServerCPU CPUClock
-}
-
-// RunOpen issues requests at cfg.Rate whatever the server's latency and
-// measures each request's latency from its scheduled send time, so that
-// time a request spent waiting to be sent counts against the server that
-// kept the client busy (no coordinated omission).
-func RunOpen(ctx context.Context, t Target, w *Workload, cfg OpenConfig) (*Result, error) {
-	if err := validate(w, cfg.MaxInFlight, cfg.Duration); err != nil {
-		return nil, err
-	}
-	if cfg.Rate <= 0 {
-		return nil, errors.New("open loop needs a positive rate")
-	}
-	interval := time.Duration(float64(time.Second) / cfg.Rate)
-	if interval <= 0 {
-		return nil, fmt.Errorf("rate %v is too high", cfg.Rate)
-	}
-	warmupN := int64(cfg.Rate * cfg.Warmup.Seconds())
-	measuredN := int64(cfg.Rate * cfg.Duration.Seconds())
-	if measuredN < 1 {
-		return nil, errors.New("open loop: rate × duration is less than one request")
-	}
-	total := warmupN + measuredN
-
-	callCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	start, tick, err := startSchedule(interval)
-	if err != nil {
-		return nil, err
-	}
-	sched := func(i int64) time.Time { return start.Add(time.Duration(i) * interval) }
-	queue := make(chan int64, cfg.MaxInFlight)
-	stats := make([]*workerStats, cfg.MaxInFlight)
-	lastDone := make([]time.Time, cfg.MaxInFlight)
-	var wg sync.WaitGroup
-	for k := range cfg.MaxInFlight {
-		s := newWorkerStats(true)
-		stats[k] = s
-		caller := t.NewCaller()
-		wg.Go(func() {
-			for i := range queue {
-				req := w.Requests[int(i)%len(w.Requests)]
-				at := sched(i)
-				sent := time.Now()
-				o, err := caller.Call(callCtx, req)
-				done := time.Now()
-				if i < warmupN {
-					continue
-				}
-				s.latency.Record(done.Sub(at))
-				s.service.Record(done.Sub(sent))
-				s.lag.Record(sent.Sub(at))
-				s.observe(o, err, req.expect)
-				lastDone[k] = done
-			}
-		})
-	}
-
-	// The pacer: after each wake, hand out every request whose scheduled
-	// time has come. A late wake releases several at once; their latency
-	// still counts from their own scheduled times.
-	var issued int64
-	var pacerErr error
-	cpu := cpuWindow{server: cfg.ServerCPU}
-	if warmupN == 0 {
-		cpu.start()
-	}
-	for next := int64(0); next < total; {
-		due := min(total, int64(time.Since(start)/interval)+1)
-		for ; next < due; next++ {
-			select {
-			case queue <- next:
-			case <-ctx.Done():
-				pacerErr = ctx.Err()
-			}
-			if pacerErr != nil {
-				break
-			}
-			if next == warmupN && warmupN > 0 {
-				cpu.start()
-			}
-			if next >= warmupN {
-				issued++
-			}
-		}
-		if pacerErr != nil || next >= total {
-			break
-		}
-		if err := tick.Wait(); err != nil {
-			pacerErr = err
-			break
-		}
-	}
-	tick.Stop()
-	close(queue)
-	// Bound the wait for answers still in flight.
-	timer := time.AfterFunc(callGrace, cancel)
-	wg.Wait()
-	timer.Stop()
-	if pacerErr != nil {
-		return nil, fmt.Errorf("open-loop run interrupted: %w", pacerErr)
-	}
-
-	end := sched(total - 1)
-	for _, d := range lastDone {
-		if d.After(end) {
-			end = d
-		}
-	}
-	res := &Result{
-		Target: t.String(), Protocol: protocolOf(t), Workload: w.Name, Shape: w.Shape, Mode: "open",
-		Concurrency: cfg.MaxInFlight, Rate: cfg.Rate,
-		Elapsed: end.Sub(sched(warmupN)),
-		Issued:  uint64(issued),
-	}
-	cpu.stop(res, time.Since(sched(warmupN)))
-	mergeStats(res, stats)
-	return res, nil
-}
-
-// startSchedule takes the open loop's time origin and only then arms the
-// ticker, so that its k-th wake (k ≥ 1) never comes before the k-th
-// request's scheduled time, start + k × interval: timers fire late, never
-// early, and the pacer releases every request due at a wake. Armed before
-// the origin was taken, the ticker ran ahead of the schedule by the time
-// between the two (the timerfd's registration with the poller, a few to
-// tens of microseconds); every wake that came sooner than that after its
-// expiry found its request not yet due and left it to the next wake, one
-// interval later: up to 1 ms of latency at 1,000 requests/s that the
-// server never caused, for a share of the requests that changed from run
-// to run.
-func startSchedule(interval time.Duration) (time.Time, ticker, error) {
-	start := time.Now()
-	tick, err := newTicker(interval)
-	if err != nil {
-		return time.Time{}, nil, err
-	}
-	return start, tick, nil
 }
 
 func validate(w *Workload, workers int, d time.Duration) error {
