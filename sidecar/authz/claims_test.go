@@ -163,7 +163,7 @@ func stricterThanTheMap(payload []byte) bool {
 // mapOutcome is the engine's reading before the claims decoder: every
 // claim into a map, then typed reads from it (the code of 1d4cb00).
 func mapOutcome(payload []byte) claimsOutcome {
-	c, reason := decodeClaims(payload)
+	c, reason := decodeClaims(string(payload))
 	if reason != "" {
 		return claimsOutcome{reason: reason}
 	}

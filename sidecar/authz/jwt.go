@@ -1,7 +1,6 @@
 package authz
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"strings"
@@ -35,7 +34,7 @@ type verifiedToken struct {
 	id       Identity
 	// payload is the token's decoded payload, kept to read claims that
 	// rules name (allClaims); it is never modified.
-	payload []byte
+	payload string
 	all     struct {
 		once   sync.Once
 		claims map[string]any
@@ -125,7 +124,7 @@ type parsedToken struct {
 	// signingInput is the signed part, header "." payload, as received.
 	signingInput []byte
 	signature    []byte
-	payload      []byte
+	payload      string
 	claims       tokenClaims
 }
 
@@ -162,14 +161,11 @@ func parseToken(token string, maxBytes int, pt *parsedToken) Reason {
 	if h.alg == "" || strings.EqualFold(h.alg, "none") || strings.HasPrefix(strings.ToUpper(h.alg), "HS") {
 		return AlgorithmNotAllowed
 	}
-	payload, err := base64.RawURLEncoding.Strict().DecodeString(p64)
-	if err != nil {
-		return MalformedToken
-	}
 	if pt.signingInput, pt.signature, ok = signedParts(token[:len(h64)+1+len(p64)], s64); !ok {
 		return MalformedToken
 	}
-	if reason := pt.claims.decode(payload); reason != "" {
+	payload, reason := pt.claims.decodeEncoded(p64)
+	if reason != "" {
 		return reason
 	}
 	pt.payload = payload
@@ -184,7 +180,7 @@ func parseToken(token string, maxBytes int, pt *parsedToken) Reason {
 func signedParts(signingInput, s64 string) (input, sig []byte, ok bool) {
 	buf := make([]byte, len(signingInput)+base64.RawURLEncoding.DecodedLen(len(s64)))
 	input = buf[:copy(buf, signingInput):len(signingInput)]
-	n, err := base64.RawURLEncoding.Strict().Decode(buf[len(signingInput):], []byte(s64))
+	n, err := strictBase64.Decode(buf[len(signingInput):], []byte(s64))
 	if err != nil || n == 0 {
 		return nil, nil, false
 	}
@@ -232,8 +228,8 @@ func (pt *parsedToken) verifySignature(key *snapshot.VerificationKey) Reason {
 	return ""
 }
 
-func decodeClaims(payload []byte) (map[string]any, Reason) {
-	dec := json.NewDecoder(bytes.NewReader(payload))
+func decodeClaims(payload string) (map[string]any, Reason) {
+	dec := json.NewDecoder(strings.NewReader(payload))
 	dec.UseNumber()
 	var claims map[string]any
 	if err := dec.Decode(&claims); err != nil || claims == nil {
