@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -423,18 +424,21 @@ func (c *dateClaim) ok() bool      { return c.kind == numberValue }
 // scp).
 type listClaim struct {
 	kind jsonKind
+	// one is the claim when it is a string: kept apart, so that reading
+	// the usual single audience allocates no list.
+	one  string
 	list []string
 	bad  bool
 }
 
-// read records the strings of a string or of an array of strings;
+// read records the string, or the strings of an array of strings;
 // anything else, or an array holding anything but strings, is bad.
 func (c *listClaim) read(v jsonValue) {
-	c.kind, c.list, c.bad = kindOf(v.raw), nil, false
+	c.kind, c.one, c.list, c.bad = kindOf(v.raw), "", nil, false
 	switch c.kind {
 	case absent, null:
 	case stringValue:
-		c.list = []string{unquote(v)}
+		c.one = unquote(v)
 	case listValue:
 		// A malformed array cannot reach here (the whole payload was
 		// checked first); it would be bad, not an error of the payload.
@@ -461,5 +465,27 @@ func (c *listClaim) values() ([]string, bool) {
 	if c.bad {
 		return nil, false
 	}
+	if c.kind == stringValue {
+		return []string{c.one}, true
+	}
 	return c.list, true
+}
+
+// intersects reports whether the claim holds one of set, as
+// intersects(values(), set) does, without building a list; ok is false
+// when the claim is ill-typed.
+func (c *listClaim) intersects(set []string) (found, ok bool) {
+	if c.bad {
+		return false, false
+	}
+	if c.kind == stringValue {
+		return slices.Contains(set, c.one), true
+	}
+	return intersects(c.list, set), true
+}
+
+// headerSafe reports whether every string of the claim is headerSafe;
+// false when it is ill-typed.
+func (c *listClaim) headerSafe() bool {
+	return !c.bad && headerSafe(c.one) && allHeaderSafe(c.list)
 }
