@@ -2,10 +2,12 @@ package authz
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -114,29 +116,85 @@ func decodeHeader(data []byte) (alg, kid string, crit bool, ok bool) {
 	return alg, kid, h.Crit.kind != absent, okA && okK
 }
 
-// jsonReader is a reusable jsontext decoder over a byte slice.
+// jsonReader is a reusable jsontext decoder over a byte slice, with room
+// for a payload decoded from base64url.
 type jsonReader struct {
 	buf  bytes.Buffer
 	dec  jsontext.Decoder
 	name []byte
+	// text is the room decodeEncoded decodes a payload into; cleared
+	// before the reader goes back to the pool.
+	text []byte
 }
 
 var jsonReaders = sync.Pool{New: func() any { return new(jsonReader) }}
 
-// readerOf is a pooled reader of data, which it reads in place.
-func readerOf(data []byte) *jsonReader {
-	r := jsonReaders.Get().(*jsonReader)
-	r.buf = *bytes.NewBuffer(data)
-	r.dec.Reset(&r.buf, jsontext.AllowInvalidUTF8(true))
-	return r
+// maxPooledText bounds the room a pooled reader keeps for payloads, so
+// that one large token does not pin its room in the pool.
+const maxPooledText = 4 << 10
+
+// strictBase64 is unpadded base64url that refuses non-zero padding bits
+// (RFC 7515 2 and RFC 4648 3.5).
+var strictBase64 = base64.RawURLEncoding.Strict()
+
+// readerOf is a pooled reader.
+func readerOf() *jsonReader {
+	return jsonReaders.Get().(*jsonReader)
 }
 
-// release returns r to the pool. Its decoder still refers to the last
-// data it read (a header or payload, never a signature) until it is used
-// again or the pool is emptied.
+// read makes r read data, in place.
+func (r *jsonReader) read(data []byte) {
+	r.buf = *bytes.NewBuffer(data)
+	r.dec.Reset(&r.buf, jsontext.AllowInvalidUTF8(true))
+}
+
+// release returns r to the pool. Its room for payloads is cleared first,
+// so that the pool keeps no byte of a token; its decoder still refers to
+// the last data it read (a header, the cleared room, or a claim's array)
+// until it is used again or the pool is emptied.
 func (r *jsonReader) release() {
+	clear(r.text)
+	r.text = r.text[:0]
+	if cap(r.text) > maxPooledText {
+		r.text = nil
+	}
 	r.buf = bytes.Buffer{}
 	jsonReaders.Put(r)
+}
+
+// decodeText decodes the strict unpadded base64url text b64 into r's
+// room; ok is false if it is not that.
+func (r *jsonReader) decodeText(b64 string) (data []byte, ok bool) {
+	n := strictBase64.DecodedLen(len(b64))
+	if cap(r.text) < n {
+		r.text = make([]byte, n)
+	}
+	r.text = r.text[:n]
+	n, err := strictBase64.Decode(r.text, []byte(b64))
+	if err != nil {
+		return nil, false
+	}
+	return r.text[:n], true
+}
+
+// decodeEncoded decodes into c, which must be zero, the payload whose
+// strict unpadded base64url text is p64, as decode does, and returns the
+// payload. The payload is decoded into a pooled reader's room and copied
+// once, into the string returned, of which the claims' strings are parts:
+// one allocation, where decoding into a new slice and then copying it
+// into a string cost two.
+func (c *tokenClaims) decodeEncoded(p64 string) (string, Reason) {
+	r := readerOf()
+	defer r.release()
+	data, ok := r.decodeText(p64)
+	if !ok {
+		return "", MalformedToken
+	}
+	payload := string(data)
+	if !r.eachMember(data, payload, c.readMember) {
+		return "", MalformedToken
+	}
+	return payload, ""
 }
 
 // eachMember calls fn with the name (unquoted) and value of every member
@@ -148,9 +206,16 @@ func (r *jsonReader) release() {
 // when a string is read; see unquote). name is only valid during the
 // call; the strings of every value share one copy of data.
 func eachMember(data []byte, fn func(name []byte, v jsonValue)) bool {
-	doc := jsonValue{raw: data, str: string(data)}
-	r := readerOf(data)
+	r := readerOf()
 	defer r.release()
+	return r.eachMember(data, string(data), fn)
+}
+
+// eachMember is eachMember with r, the values' strings being parts of
+// doc, a copy of data.
+func (r *jsonReader) eachMember(data []byte, doc string, fn func(name []byte, v jsonValue)) bool {
+	all := jsonValue{raw: data, str: doc}
+	r.read(data)
 	if tok, err := r.dec.ReadToken(); err != nil || tok.Kind() != '{' {
 		return false
 	}
@@ -159,14 +224,12 @@ func eachMember(data []byte, fn func(name []byte, v jsonValue)) bool {
 		if err != nil {
 			return false
 		}
-		// The decoder has checked the literal: the only error left is
-		// invalid UTF-8, replaced as encoding/json replaces it.
-		r.name, _ = jsontext.AppendUnquote(r.name[:0], quoted)
+		name := r.unquoteName(quoted)
 		value, err := r.dec.ReadValue()
 		if err != nil {
 			return false
 		}
-		fn(r.name, doc.part(r.dec.InputOffset(), len(value)))
+		fn(name, all.part(r.dec.InputOffset(), len(value)))
 	}
 	if tok, err := r.dec.ReadToken(); err != nil || tok.Kind() != '}' {
 		return false
@@ -175,11 +238,26 @@ func eachMember(data []byte, fn func(name []byte, v jsonValue)) bool {
 	return errors.Is(err, io.EOF)
 }
 
+// unquoteName is the name quoted, a literal the decoder has checked: its
+// inside when it holds no escape (nearly always), else unquoted into r's
+// room. The only error left to unquoting is invalid UTF-8, replaced as
+// encoding/json replaces it; a name holding some matches no claim the
+// engine reads either way (their names are ASCII).
+func (r *jsonReader) unquoteName(quoted []byte) []byte {
+	inner := quoted[1 : len(quoted)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return inner
+	}
+	r.name, _ = jsontext.AppendUnquote(r.name[:0], quoted)
+	return r.name
+}
+
 // eachElement calls fn with every element of list, a JSON array that
 // eachMember has already checked.
 func eachElement(list jsonValue, fn func(v jsonValue)) bool {
-	r := readerOf(list.raw)
+	r := readerOf()
 	defer r.release()
+	r.read(list.raw)
 	if tok, err := r.dec.ReadToken(); err != nil || tok.Kind() != '[' {
 		return false
 	}
@@ -346,18 +424,21 @@ func (c *dateClaim) ok() bool      { return c.kind == numberValue }
 // scp).
 type listClaim struct {
 	kind jsonKind
+	// one is the claim when it is a string: kept apart, so that reading
+	// the usual single audience allocates no list.
+	one  string
 	list []string
 	bad  bool
 }
 
-// read records the strings of a string or of an array of strings;
+// read records the string, or the strings of an array of strings;
 // anything else, or an array holding anything but strings, is bad.
 func (c *listClaim) read(v jsonValue) {
-	c.kind, c.list, c.bad = kindOf(v.raw), nil, false
+	c.kind, c.one, c.list, c.bad = kindOf(v.raw), "", nil, false
 	switch c.kind {
 	case absent, null:
 	case stringValue:
-		c.list = []string{unquote(v)}
+		c.one = unquote(v)
 	case listValue:
 		// A malformed array cannot reach here (the whole payload was
 		// checked first); it would be bad, not an error of the payload.
@@ -384,5 +465,27 @@ func (c *listClaim) values() ([]string, bool) {
 	if c.bad {
 		return nil, false
 	}
+	if c.kind == stringValue {
+		return []string{c.one}, true
+	}
 	return c.list, true
+}
+
+// intersects reports whether the claim holds one of set, as
+// intersects(values(), set) does, without building a list; ok is false
+// when the claim is ill-typed.
+func (c *listClaim) intersects(set []string) (found, ok bool) {
+	if c.bad {
+		return false, false
+	}
+	if c.kind == stringValue {
+		return slices.Contains(set, c.one), true
+	}
+	return intersects(c.list, set), true
+}
+
+// headerSafe reports whether every string of the claim is headerSafe;
+// false when it is ill-typed.
+func (c *listClaim) headerSafe() bool {
+	return !c.bad && headerSafe(c.one) && allHeaderSafe(c.list)
 }

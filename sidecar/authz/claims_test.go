@@ -46,6 +46,13 @@ var claimPayloads = []string{
 	`{"exp":4102444800,"aud":"orders","scp":["a","b"]}`, `{"exp":4102444800,"aud":"orders","scp":"a b"}`,
 	`{"exp":4102444800,"aud":"orders","scp":null}`, `{"exp":4102444800,"aud":"orders","scp":[1]}`,
 	`{"exp":4102444800,"aud":"orders","scope":"a","scp":[1]}`,
+	// Scopes that are, and are not, words joined by single spaces.
+	`{"exp":4102444800,"aud":"orders","scope":"a"}`, `{"exp":4102444800,"aud":"orders","scope":"a b c"}`,
+	`{"exp":4102444800,"aud":"orders","scope":"a "}`, `{"exp":4102444800,"aud":"orders","scope":" a"}`,
+	`{"exp":4102444800,"aud":"orders","scope":"a  b"}`, `{"exp":4102444800,"aud":"orders","scope":"a\tb"}`,
+	`{"exp":4102444800,"aud":"orders","scope":"a\u00a0b"}`, `{"exp":4102444800,"aud":"orders","scope":"\u0085a"}`,
+	`{"exp":4102444800,"aud":"orders","scope":"\u00e9t\u00e9 a"}`, `{"exp":4102444800,"aud":"orders","scp":""}`,
+	`{"exp":4102444800,"aud":"orders","scp":"a"}`, `{"exp":4102444800,"aud":"orders","scp":[]}`,
 	`{"exp":4102444800,"aud":"orders","sub":"a\r\nx: y"}`, `{"exp":4102444800,"aud":"orders","sub":"a\u0000"}`,
 	`{"exp":4102444800,"aud":"orders","sub":"\u00e9\ud83d\ude00 \"q\" \\"}`, "{\"exp\":4102444800,\"aud\":\"orders\",\"sub\":\"\xff\xfe\"}",
 	`{"\u0065xp":4102444800,"aud":"orders","s\u0075b":"escaped names"}`,
@@ -100,7 +107,7 @@ func newOutcome(payload []byte) claimsOutcome {
 	out.reason = vt.fill(testIssuer, c)
 	out.exp, out.nbf, out.iat, out.hasNbf, out.hasIat = vt.exp, vt.nbf, vt.iat, vt.hasNbf, vt.hasIat
 	if out.reason == "" {
-		out.id = identityOf(testIssuer.Issuer, c)
+		out.id = identityOf(testIssuer.Issuer, c, new([1]string))
 	}
 	return out
 }
@@ -163,7 +170,7 @@ func stricterThanTheMap(payload []byte) bool {
 // mapOutcome is the engine's reading before the claims decoder: every
 // claim into a map, then typed reads from it (the code of 1d4cb00).
 func mapOutcome(payload []byte) claimsOutcome {
-	c, reason := decodeClaims(payload)
+	c, reason := decodeClaims(string(payload))
 	if reason != "" {
 		return claimsOutcome{reason: reason}
 	}

@@ -1,7 +1,6 @@
 package authz
 
 import (
-	"encoding/base64"
 	"hash/maphash"
 	"strings"
 	"sync/atomic"
@@ -56,7 +55,7 @@ func (m *headerMemo) decode(h64 string) (h *joseHeader, ok bool) {
 	if h := slot.Load(); h != nil && h.b64 == h64 {
 		return h, true
 	}
-	headerJSON, err := base64.RawURLEncoding.Strict().DecodeString(h64)
+	headerJSON, err := strictBase64.DecodeString(h64)
 	if err != nil {
 		return nil, false
 	}

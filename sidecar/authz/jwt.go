@@ -1,12 +1,12 @@
 package authz
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
@@ -30,12 +30,13 @@ type verifiedToken struct {
 	key         *snapshot.VerificationKey
 	tokenTimes
 	// identity points to id: the token and its identity are one
-	// allocation.
+	// allocation; so are the scopes of a token with one scope (scope).
 	identity *Identity
 	id       Identity
+	scope    [1]string
 	// payload is the token's decoded payload, kept to read claims that
 	// rules name (allClaims); it is never modified.
-	payload []byte
+	payload string
 	all     struct {
 		once   sync.Once
 		claims map[string]any
@@ -112,8 +113,8 @@ func verifyToken(pol *snapshot.Policy, token string, maxBytes int, now time.Time
 	}
 	// Built only now: a token refused above (expired, forged, ...) costs
 	// no verified token and no identity.
-	vt := &verifiedToken{iss: iss.Issuer, fingerprint: iss.Fingerprint, key: key, tokenTimes: times, payload: pt.payload,
-		id: identityOf(iss.Issuer, &pt.claims)}
+	vt := &verifiedToken{iss: iss.Issuer, fingerprint: iss.Fingerprint, key: key, tokenTimes: times, payload: pt.payload}
+	vt.id = identityOf(iss.Issuer, &pt.claims, &vt.scope)
 	vt.identity = &vt.id
 	return vt, ""
 }
@@ -125,7 +126,7 @@ type parsedToken struct {
 	// signingInput is the signed part, header "." payload, as received.
 	signingInput []byte
 	signature    []byte
-	payload      []byte
+	payload      string
 	claims       tokenClaims
 }
 
@@ -162,14 +163,11 @@ func parseToken(token string, maxBytes int, pt *parsedToken) Reason {
 	if h.alg == "" || strings.EqualFold(h.alg, "none") || strings.HasPrefix(strings.ToUpper(h.alg), "HS") {
 		return AlgorithmNotAllowed
 	}
-	payload, err := base64.RawURLEncoding.Strict().DecodeString(p64)
-	if err != nil {
-		return MalformedToken
-	}
 	if pt.signingInput, pt.signature, ok = signedParts(token[:len(h64)+1+len(p64)], s64); !ok {
 		return MalformedToken
 	}
-	if reason := pt.claims.decode(payload); reason != "" {
+	payload, reason := pt.claims.decodeEncoded(p64)
+	if reason != "" {
 		return reason
 	}
 	pt.payload = payload
@@ -184,7 +182,7 @@ func parseToken(token string, maxBytes int, pt *parsedToken) Reason {
 func signedParts(signingInput, s64 string) (input, sig []byte, ok bool) {
 	buf := make([]byte, len(signingInput)+base64.RawURLEncoding.DecodedLen(len(s64)))
 	input = buf[:copy(buf, signingInput):len(signingInput)]
-	n, err := base64.RawURLEncoding.Strict().Decode(buf[len(signingInput):], []byte(s64))
+	n, err := strictBase64.Decode(buf[len(signingInput):], []byte(s64))
 	if err != nil || n == 0 {
 		return nil, nil, false
 	}
@@ -232,8 +230,8 @@ func (pt *parsedToken) verifySignature(key *snapshot.VerificationKey) Reason {
 	return ""
 }
 
-func decodeClaims(payload []byte) (map[string]any, Reason) {
-	dec := json.NewDecoder(bytes.NewReader(payload))
+func decodeClaims(payload string) (map[string]any, Reason) {
+	dec := json.NewDecoder(strings.NewReader(payload))
 	dec.UseNumber()
 	var claims map[string]any
 	if err := dec.Decode(&claims); err != nil || claims == nil {
@@ -258,11 +256,11 @@ func (t *tokenTimes) fill(iss *snapshot.Issuer, c *tokenClaims) Reason {
 	t.nbf, t.hasNbf = c.Nbf.t, c.Nbf.present()
 	t.iat, t.hasIat = c.Iat.t, c.Iat.present()
 	if len(iss.Audiences) > 0 {
-		auds, ok := c.Aud.values()
+		found, ok := c.Aud.intersects(iss.Audiences)
 		if !ok {
 			return MalformedClaims
 		}
-		if !intersects(auds, iss.Audiences) {
+		if !found {
 			return WrongAudience
 		}
 	}
@@ -290,22 +288,69 @@ func checkIdentityClaims(c *tokenClaims) Reason {
 				return MalformedClaims
 			}
 		}
-	} else if l, ok := c.Scp.values(); !ok || !allHeaderSafe(l) {
+	} else if !c.Scp.headerSafe() {
 		return MalformedClaims
 	}
 	return ""
 }
 
-// identityOf is the identity of claims checkIdentityClaims accepted.
-func identityOf(issuer string, c *tokenClaims) Identity {
+// identityOf is the identity of claims checkIdentityClaims accepted. A
+// single scope is put in room, which the identity's Scopes then point to
+// (the verified token's, so that they are one allocation).
+func identityOf(issuer string, c *tokenClaims, room *[1]string) Identity {
 	id := Identity{Credential: CredentialJWT, Issuer: issuer, Subject: c.Sub.s, TokenID: c.Jti.s, KeyID: c.KeyID.s}
-	if c.Scope.kind != absent {
-		id.Scopes = strings.Fields(c.Scope.s)
-	} else {
-		id.Scopes, _ = c.Scp.values()
-	}
-	id.scopesJoined = strings.Join(id.Scopes, " ")
+	id.Scopes, id.scopesJoined = scopesOf(c, room)
 	return id
+}
+
+// scopesOf is the token's scopes and their join by single spaces: scope
+// split at white space (strings.Fields), else scp. A scope claim that is
+// already words joined by single spaces (nearly all) is its own join, and
+// a single scope, or a scp string, is put in room rather than in a new
+// list.
+func scopesOf(c *tokenClaims, room *[1]string) ([]string, string) {
+	var scopes []string
+	switch {
+	case c.Scope.kind != absent:
+		n, ok := spaceSeparated(c.Scope.s)
+		switch {
+		case ok && n == 1:
+			room[0] = c.Scope.s
+			return room[:], c.Scope.s
+		case ok:
+			return strings.Fields(c.Scope.s), c.Scope.s
+		}
+		scopes = strings.Fields(c.Scope.s)
+	case c.Scp.kind == stringValue:
+		room[0] = c.Scp.one
+		return room[:], c.Scp.one
+	default:
+		scopes, _ = c.Scp.values()
+	}
+	return scopes, strings.Join(scopes, " ")
+}
+
+// spaceSeparated counts the words of s when s is ASCII words separated
+// by single spaces, with no other white space and none leading or
+// trailing: then strings.Fields splits s at its spaces, and joining its
+// fields by single spaces gives s back. ok is false otherwise.
+func spaceSeparated(s string) (words int, ok bool) {
+	if s == "" {
+		return 0, false
+	}
+	words = 1
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == ' ':
+			if i == 0 || i == len(s)-1 || s[i-1] == ' ' {
+				return 0, false
+			}
+			words++
+		case c < ' ' || c >= utf8.RuneSelf:
+			return 0, false
+		}
+	}
+	return words, true
 }
 
 // headerSafe reports whether s can be sent as a header value as it is: no

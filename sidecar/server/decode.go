@@ -118,11 +118,25 @@ func (c *stringsOf) within(v []byte) stringsOf {
 	return out
 }
 
-// isASCII reports whether b holds no byte of 0x80 or more: eight bytes at
-// a time, then the rest.
+// isASCII reports whether b holds no byte of 0x80 or more: 32 bytes at a
+// time, then eight, then the rest. It stops at the first 32 that hold
+// one: a message or header field bearing a token is not ASCII from its
+// length on (two bytes of varint), and its strings are checked one by one
+// after. Not inlined, so that within, which calls it only for bytes not
+// known to be ASCII, is.
+//
+//go:noinline
 func isASCII(b []byte) bool {
 	const high = 0x8080808080808080
 	var acc uint64
+	for len(b) >= 32 {
+		acc |= binary.LittleEndian.Uint64(b) | binary.LittleEndian.Uint64(b[8:]) |
+			binary.LittleEndian.Uint64(b[16:]) | binary.LittleEndian.Uint64(b[24:])
+		if acc&high != 0 {
+			return false
+		}
+		b = b[32:]
+	}
 	for len(b) >= 8 {
 		acc |= binary.LittleEndian.Uint64(b)
 		b = b[8:]

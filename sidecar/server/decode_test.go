@@ -163,3 +163,28 @@ func FuzzDecodeCheckRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestIsASCIIFindsAHighByteAnywhere checks isASCII, which reads 32 and 8
+// bytes at a time, against a byte-by-byte reading: for every length up to
+// three chunks and a tail, with no high byte, and with one at each place.
+func TestIsASCIIFindsAHighByteAnywhere(t *testing.T) {
+	for n := 0; n <= 3*32+7; n++ {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte('a' + i%26)
+		}
+		if !isASCII(b) {
+			t.Fatalf("%d ASCII bytes: not ASCII", n)
+		}
+		for at := range b {
+			for _, high := range []byte{0x80, 0xc3, 0xff} {
+				c := b[at]
+				b[at] = high
+				if isASCII(b) {
+					t.Fatalf("%d bytes with %#x at %d: ASCII", n, high, at)
+				}
+				b[at] = c
+			}
+		}
+	}
+}
