@@ -1,6 +1,8 @@
 package loadgen
 
 import (
+	"encoding/json"
+	"fmt"
 	"math"
 	"math/bits"
 	"time"
@@ -168,4 +170,48 @@ func (h *Histogram) Summary() Summary {
 		P999:  h.Percentile(99.9),
 		Max:   h.Max(),
 	}
+}
+
+// histogramJSON is a Histogram as JSON: only the buckets that hold values,
+// by index.
+type histogramJSON struct {
+	Buckets map[int]uint64 `json:"buckets"`
+	Count   uint64         `json:"count"`
+	Sum     uint64         `json:"sum"`
+	Min     uint64         `json:"min"`
+	Max     uint64         `json:"max"`
+}
+
+// MarshalJSON writes the histogram's non-empty buckets, so that runs can
+// be pooled after the fact (a result file keeps them).
+func (h *Histogram) MarshalJSON() ([]byte, error) {
+	out := histogramJSON{Buckets: map[int]uint64{}, Count: h.count, Sum: h.sum, Min: h.min, Max: h.max}
+	for i, c := range h.counts {
+		if c > 0 {
+			out.Buckets[i] = c
+		}
+	}
+	return json.Marshal(out)
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote, and refuses a bucket out of
+// range or counts that do not add up.
+func (h *Histogram) UnmarshalJSON(b []byte) error {
+	var in histogramJSON
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	*h = Histogram{count: in.Count, sum: in.Sum, min: in.Min, max: in.Max}
+	var total uint64
+	for i, c := range in.Buckets {
+		if i < 0 || i >= numBuckets {
+			return fmt.Errorf("histogram bucket %d out of range", i)
+		}
+		h.counts[i] = c
+		total += c
+	}
+	if total != h.count {
+		return fmt.Errorf("histogram buckets hold %d values, count says %d", total, h.count)
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"encoding/json"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -120,5 +121,32 @@ func TestNegativeDurationsAreRecordedAsZero(t *testing.T) {
 	h.Record(-time.Second)
 	if h.Max() != 0 || h.Count() != 1 {
 		t.Errorf("after recording -1s: max %v count %d, want 0 and 1", h.Max(), h.Count())
+	}
+}
+
+func TestAHistogramSurvivesJSONAndBadJSONIsRefused(t *testing.T) {
+	h := NewHistogram()
+	for _, d := range []time.Duration{0, 90 * time.Microsecond, 90 * time.Microsecond, 3 * time.Millisecond, time.Hour} {
+		h.Record(d)
+	}
+	b, err := json.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back := &Histogram{}
+	if err := json.Unmarshal(b, back); err != nil {
+		t.Fatal(err)
+	}
+	if *back != *h {
+		t.Errorf("read back %+v, want %+v", back.Summary(), h.Summary())
+	}
+	for _, bad := range []string{
+		`{"buckets":{"-1":1},"count":1}`,
+		`{"buckets":{"999999":1},"count":1}`,
+		`{"buckets":{"3":1},"count":2}`,
+	} {
+		if err := json.Unmarshal([]byte(bad), &Histogram{}); err == nil {
+			t.Errorf("%s was read", bad)
+		}
 	}
 }

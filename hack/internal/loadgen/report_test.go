@@ -110,3 +110,54 @@ func TestMedianOfOddAndEvenCounts(t *testing.T) {
 		t.Errorf("median of 4,1,3,2 = %v", m)
 	}
 }
+
+// TestTheSummaryPoolsOpenLoopLatenciesOverTheRounds: one round's two slow
+// baseline requests make that round's p99 (the 99th of 100), but not the
+// p99 of the 200 pooled requests.
+func TestTheSummaryPoolsOpenLoopLatenciesOverTheRounds(t *testing.T) {
+	hist := func(fast, fastN int, slow time.Duration, slowN int) *Histogram {
+		h := NewHistogram()
+		for range fastN {
+			h.Record(time.Duration(fast) * time.Microsecond)
+		}
+		for range slowN {
+			h.Record(slow)
+		}
+		return h
+	}
+	open := func(label string, round int, h *Histogram) *Result {
+		return &Result{Label: label, Protocol: "grpc", Conns: 1, Workload: "apikey", Mode: "open", Rate: 1000, Round: round,
+			Throughput: 1000, Latency: h.Summary(), LatencyHistogram: h}
+	}
+	results := []*Result{
+		open("baseline", 1, hist(100, 98, 10*time.Millisecond, 2)),
+		open("sidecar", 1, hist(200, 100, 0, 0)),
+		open("baseline", 2, hist(100, 100, 0, 0)),
+		open("sidecar", 2, hist(200, 100, 0, 0)),
+	}
+	var buf bytes.Buffer
+	if err := WriteTable(&buf, results, "baseline", nil); err != nil {
+		t.Fatal(err)
+	}
+	var sidecar, baseline string
+	for line := range strings.SplitSeq(buf.String(), "\n") {
+		cells := strings.Split(line, " | ")
+		if len(cells) != 15 {
+			continue // not the summary
+		}
+		switch strings.TrimPrefix(cells[0], "| ") {
+		case "sidecar":
+			sidecar = strings.TrimSuffix(cells[14], " |")
+		case "baseline":
+			baseline = strings.TrimSuffix(cells[14], " |")
+		}
+	}
+	// 1.99, not 2: a pooled p99 is its bucket's upper bound (within 0.8%),
+	// below the maximum only for the baseline.
+	if want := "100µs → 200µs (1.99)"; sidecar != want {
+		t.Errorf("sidecar's pooled p99 cell %q, want %q (the median of the rounds' p99s would compare with 5.05 ms)\n%s", sidecar, want, buf.String())
+	}
+	if baseline != "100µs" {
+		t.Errorf("baseline's pooled p99 cell %q, want 100µs", baseline)
+	}
+}

@@ -67,6 +67,9 @@ type Result struct {
 	// SendLag is how late each request left after its scheduled time (open
 	// loop): the client's own pacing error plus any backlog.
 	SendLag *Summary `json:"sendLag,omitempty"`
+	// LatencyHistogram is every latency of an open-loop run, so that the
+	// table can pool runs: one run's p99 is its few slowest requests.
+	LatencyHistogram *Histogram `json:"latencyHistogram,omitempty"`
 	// ClientCPU is the load client's CPU time over the window divided by
 	// the window: 1.0 is one core fully busy, so the client is the limit.
 	ClientCPU float64 `json:"clientCPU,omitempty"`
@@ -128,7 +131,7 @@ func mergeStats(r *Result, all []*workerStats) {
 	r.Latency = lat.Summary()
 	if svc.Count() > 0 {
 		s, l := svc.Summary(), lag.Summary()
-		r.ServiceTime, r.SendLag = &s, &l
+		r.ServiceTime, r.SendLag, r.LatencyHistogram = &s, &l, lat
 	}
 	if r.Elapsed > 0 {
 		r.Throughput = float64(r.Completed) / r.Elapsed.Seconds()
