@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 )
@@ -27,6 +28,9 @@ type OpenConfig struct {
 	ServerCPU CPUClock
 	// Block is how long each server's turn lasts in RunOpenAlternating.
 	Block time.Duration
+	// Seed draws the order of the turns in each round of turns
+	// (RunOpenAlternating); zero draws a seed.
+	Seed uint64
 }
 
 // Leg is one of the servers RunOpenAlternating takes turns with.
@@ -50,9 +54,10 @@ func RunOpen(ctx context.Context, t Target, w *Workload, cfg OpenConfig) (*Resul
 }
 
 // RunOpenAlternating is an open loop that takes turns between servers:
-// one schedule at cfg.Rate, whose requests go to the first leg for
-// cfg.Block, then to the second, and so on round after round, warm-up
-// included. Each leg gets cfg.Warmup and cfg.Duration of turns at
+// one schedule at cfg.Rate, whose requests go to one leg for cfg.Block,
+// then to another, until each has had a turn, and so on round after
+// round, warm-up included, each round's order drawn at random (see
+// turnOrders). Each leg gets cfg.Warmup and cfg.Duration of turns at
 // cfg.Rate, so the run lasts len(legs) times as long as RunOpen's.
 //
 // Two servers measured one after the other each meet whatever the
@@ -86,6 +91,9 @@ type openSchedule struct {
 	// blockN is the requests of one turn; warmupN and total count every
 	// leg's requests.
 	blockN, warmupN, total int64
+	// order[r] is the order in which the legs take their turns in round
+	// r of turns: drawn at random for every round.
+	order [][]int
 
 	start time.Time
 	// stats[k][leg] is worker k's tally for a leg; lastDone likewise.
@@ -123,7 +131,29 @@ func newOpenSchedule(legs []Leg, cfg OpenConfig) (*openSchedule, error) {
 		}
 	}
 	s.warmupN, s.total = warmupN*n, (warmupN+measuredN)*n
+	s.order = turnOrders(int(s.total/s.blockN/n), len(legs), cfg.Seed)
 	return s, nil
+}
+
+// turnOrders draws, for each of rounds rounds of turns, the order in
+// which n legs take them. In a fixed order, anything on the machine that
+// recurs with the period of a round of turns (one second with two legs
+// and turns of 500 ms: a timer, a poll, a collector triggered every so
+// many requests) would fall into the same leg's turn every time, and its
+// p99 alone would pay for it; the runs of hack/load.sh showed one leg's
+// p99 two or three times the other's, in the same direction in every run
+// of a workload. Drawn at random, it falls into each leg's turns alike.
+// A zero seed draws one.
+func turnOrders(rounds, n int, seed uint64) [][]int {
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	out := make([][]int, rounds)
+	for r := range out {
+		out[r] = rng.Perm(n)
+	}
+	return out
 }
 
 // legOf is the leg request i goes to, and its place in that leg's own
@@ -132,7 +162,8 @@ func newOpenSchedule(legs []Leg, cfg OpenConfig) (*openSchedule, error) {
 func (s *openSchedule) legOf(i int64) (leg int, seq int64) {
 	n := int64(len(s.legs))
 	turn := i / s.blockN
-	return int(turn % n), turn/n*s.blockN + i%s.blockN
+	round := turn / n
+	return s.order[round][turn%n], round*s.blockN + i%s.blockN
 }
 
 func (s *openSchedule) sched(i int64) time.Time { return s.start.Add(time.Duration(i) * s.interval) }

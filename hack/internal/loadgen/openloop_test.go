@@ -80,10 +80,11 @@ func TestOpenLoopTakingTurnsGivesEachServerItsOwnTurnsAndItsWholeWorkload(t *tes
 	if len(keys) != 2*total {
 		t.Fatalf("the servers saw %d checks, want %d", len(keys), 2*total)
 	}
-	// Turns: the servers alternate. Requests in flight at a turn's end
-	// may arrive after the next turn's first ones, so a run of one
-	// server's checks may grow by what was in flight, and a turn may be
-	// split; but never two turns in a row.
+	// Turns: in every round of turns each server has one, in an order
+	// drawn for the round, so one server gets at most two turns in a row
+	// (the last of a round and the first of the next). Requests in flight
+	// at a turn's end may arrive after the next turn's first ones, so a
+	// run of one server's checks may grow by what was in flight.
 	used := map[string]int{}
 	switches, longest, run := 0, 0, 0
 	for i, k := range keys {
@@ -95,11 +96,11 @@ func TestOpenLoopTakingTurnsGivesEachServerItsOwnTurnsAndItsWholeWorkload(t *tes
 		run++
 		longest = max(longest, run)
 	}
-	if turns := 2 * total / perTurn; switches < turns-1 {
-		t.Errorf("%d switches between the servers, want at least %d (one per turn)", switches, turns-1)
+	if rounds := total / perTurn; switches < rounds {
+		t.Errorf("%d switches between the servers, want at least one in each of the %d rounds of turns", switches, rounds)
 	}
-	if longest > perTurn+maxInFlight {
-		t.Errorf("one server got %d checks in a row, more than a turn (%d) and what was in flight (%d)", longest, perTurn, maxInFlight)
+	if longest > 2*perTurn+maxInFlight {
+		t.Errorf("one server got %d checks in a row, more than two turns (%d) and what was in flight (%d)", longest, 2*perTurn, maxInFlight)
 	}
 	// Each leg went through its whole workload, in its own order: every
 	// one of its 200 requests, 800/200 = 4 times.
@@ -124,6 +125,31 @@ func TestOpenLoopTakingTurnsRefusesADurationThatIsNotWholeTurns(t *testing.T) {
 		_, err := RunOpenAlternating(t.Context(), legs, cfg)
 		if err == nil || !strings.Contains(err.Error(), "whole numbers of turns") {
 			t.Errorf("%+v: err = %v, want a refusal", cfg, err)
+		}
+	}
+}
+
+// A fixed order of turns would put anything that recurs once a round of
+// turns into the same server's turn every time; the order is drawn for
+// every round, from the seed.
+func TestTurnOrdersAreDrawnForEveryRound(t *testing.T) {
+	orders := turnOrders(200, 2, 42)
+	first := map[int]int{}
+	for r, o := range orders {
+		if len(o) != 2 || o[0] == o[1] || o[0] < 0 || o[0] > 1 || o[1] < 0 || o[1] > 1 {
+			t.Fatalf("round %d: order %v is not an order of both legs", r, o)
+		}
+		first[o[0]]++
+	}
+	// 200 fair draws: each leg goes first 100 ± 40 times unless the
+	// draw is not random (a 1-in-10^8 event).
+	if first[0] < 60 || first[1] < 60 {
+		t.Errorf("leg 0 went first %d times, leg 1 %d times, in 200 rounds", first[0], first[1])
+	}
+	again := turnOrders(200, 2, 42)
+	for r := range orders {
+		if orders[r][0] != again[r][0] {
+			t.Fatalf("the same seed drew another order in round %d", r)
 		}
 	}
 }
