@@ -52,7 +52,7 @@
 # xDS server and caches, no API server), and its open-loop p99 while
 # LOAD_CHURN keys change a second is compared with its idle p99.
 #
-# Usage: hack/load.sh                                   (about 13 minutes)
+# Usage: hack/load.sh                                   (about 19 minutes)
 #        LOAD_KEYS=1000 LOAD_DURATION=2s LOAD_WARMUP=1s LOAD_ROUNDS=1 hack/load.sh   (quick check)
 #        LOAD_MODE=churn hack/load.sh                   (churn mode, about 2 minutes)
 #        LOAD_MODE=churn LOAD_KEYS=2000 LOAD_DURATION=3s LOAD_ROUNDS=1 hack/load.sh  (quick check)
