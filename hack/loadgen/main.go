@@ -119,11 +119,15 @@ func runLoad(args []string) error {
 		return err
 	}
 	opts := loadgen.WorkloadOptions{Distinct: *distinct, Shape: *shape, ExpectAllow: *expectAllow}
-	w, err := loadgen.BuildWorkload(*workload, creds, opts)
-	if err != nil {
-		return err
+	dial := func(target string, opts loadgen.WorkloadOptions) (*loadgen.Workload, loadgen.Target, error) {
+		w, err := loadgen.BuildWorkload(*workload, creds, opts)
+		if err != nil {
+			return nil, nil, err
+		}
+		t, err := dialTarget(target, *conns, *concurrency)
+		return w, t, err
 	}
-	t, err := dialTarget(*target, *conns, *concurrency)
+	w, t, err := dial(*target, opts)
 	if err != nil {
 		return err
 	}
@@ -137,12 +141,8 @@ func runLoad(args []string) error {
 	case *baseTarget != "" && *mode != "open":
 		return errors.New("--baseline-target needs --mode open")
 	case *baseTarget != "":
-		opts.ExpectAllow = true
-		bw, err := loadgen.BuildWorkload(*workload, creds, opts)
-		if err != nil {
-			return err
-		}
-		bt, err := dialTarget(*baseTarget, *conns, *concurrency)
+		opts.ExpectAllow = true // the baseline allows everything
+		bw, bt, err := dial(*baseTarget, opts)
 		if err != nil {
 			return err
 		}
