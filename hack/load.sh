@@ -16,11 +16,11 @@
 # expired-jwt, jwt-uncached-es256 and jwt-uncached-rs256 against the
 # uncached sidecar. Open loop at LOAD_RATE requests/s on one connection:
 # apikey and jwt-cached, compact requests, LOAD_OPEN_RUNS runs of each per
-# round, each taking short turns (LOAD_BLOCK, in an order drawn for every
-# round of turns) between the baseline and the sidecar, LOAD_WARMUP and
-# LOAD_DURATION of turns each, so that a stall of the shared machine,
-# which lasts from milliseconds to a second, falls into both servers'
-# turns alike; a p99 of one 5 s run is its 50 slowest requests,
+# round, each taking turns of one request (LOAD_BLOCK, in an order drawn
+# for every round of turns) between the baseline and the sidecar,
+# LOAD_WARMUP and LOAD_DURATION of turns each, so that a stall of the
+# shared machine (about four a second, of about 5 ms each) delays both
+# servers' requests alike; a p99 of one 5 s run is its 50 slowest requests,
 # so the summary gives both the median of the runs' p99s and the p99 of
 # every run's latencies pooled. Then the HTTP
 # contract, a deny run, the sidecar's RSS, and one ghz run against the
@@ -70,7 +70,7 @@
 #   LOAD_RATE         open-loop requests/s [1000]
 #   LOAD_OPEN_RUNS    open-loop runs (baseline and sidecar taking turns) of each workload per round [3]
 #   LOAD_BLOCK        open loop: length of each server's turn; LOAD_WARMUP and
-#                     LOAD_DURATION must be whole numbers of turns [20ms]
+#                     LOAD_DURATION must be whole numbers of turns [1ms: one request at 1,000/s]
 #   LOAD_VERIFY_COUNT runs of the verification benchmark before and after the rounds [3]
 #   SERVER_CPU, CLIENT_CPU   CPUs of the servers and of the client [0, 1]
 #   LOAD_NICE         run servers and client at this nice value, e.g. -10 on
@@ -100,7 +100,7 @@ read -r -a SHAPES <<<"${LOAD_SHAPES:-compact envoy}"
 CONNS=${CONN_MODES[-1]}
 RATE=${LOAD_RATE:-1000}
 OPEN_RUNS=${LOAD_OPEN_RUNS:-3}
-BLOCK=${LOAD_BLOCK:-20ms}
+BLOCK=${LOAD_BLOCK:-1ms}
 VERIFY_COUNT=${LOAD_VERIFY_COUNT:-3}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}

@@ -8,7 +8,7 @@
 //	    --shape compact|envoy --mode closed|open [--expect-allow] [flags]
 //	    drive a server and check every verdict; one summary line on stdout,
 //	    the full result appended as JSON to --results; with --mode open
-//	    --baseline-target URL [--baseline-pid PID] [--block 20ms], take
+//	    --baseline-target URL [--baseline-pid PID] [--block 1ms], take
 //	    turns between the baseline and --target and report both
 //	loadgen table --results FILE [--baseline baseline] [--verification FILE]
 //	    print a Markdown table with ratios to the baseline runs (and,
@@ -107,7 +107,7 @@ func runLoad(args []string) error {
 	baseTarget := fs.String("baseline-target", "", "open loop: take turns of --block between this baseline server (every request expected to be allowed) and --target, and report both")
 	basePID := fs.Int("baseline-pid", 0, "pid of the baseline server, for its CPU share")
 	baseLabel := fs.String("baseline-label", "baseline", "label of the baseline's result")
-	block := fs.Duration("block", 20*time.Millisecond, "with --baseline-target: how long each server's turn lasts; --warmup and --duration must be whole numbers of turns")
+	block := fs.Duration("block", time.Millisecond, "with --baseline-target: how long each server's turn lasts (at 1,000 requests/s, 1 ms: one request); --warmup and --duration must be whole numbers of turns")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
