@@ -23,6 +23,16 @@ type uncachedRow struct {
 	pairs                 []cpuPair
 }
 
+// medianCPU is the medians over the row's pairs of the baseline's and
+// the server's CPU per request; the row must have a pair.
+func (row *uncachedRow) medianCPU() (base, server float64) {
+	var b, s []float64
+	for _, p := range row.pairs {
+		b, s = append(b, p.base), append(s, p.server)
+	}
+	return median(b), median(s)
+}
+
 // uncachedExcess is one row of the excess table, against one verification
 // of the row's algorithm.
 type uncachedExcess struct {
@@ -54,9 +64,7 @@ func excessOf(row uncachedRow, verif Verifications) (uncachedExcess, bool) {
 		return uncachedExcess{}, false
 	}
 	x := uncachedExcess{name: row.name, alg: alg, session: verif.session(alg)}
-	var base, server []float64
 	for _, p := range row.pairs {
-		base, server = append(base, p.base), append(server, p.server)
 		v := verif.bracketing(alg, row.workload, row.shape, row.conns, p.round)
 		x.pairVerif = append(x.pairVerif, v...)
 		switch {
@@ -72,7 +80,7 @@ func excessOf(row uncachedRow, verif Verifications) (uncachedExcess, bool) {
 	if len(x.perPair) == 0 {
 		return uncachedExcess{}, false
 	}
-	x.baseCPU, x.serverCPU = median(base), median(server)
+	x.baseCPU, x.serverCPU = row.medianCPU()
 	if len(x.session) > 0 {
 		x.sessionExcess = (x.serverCPU - x.baseCPU) / median(x.session)
 	}

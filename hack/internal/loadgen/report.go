@@ -165,9 +165,8 @@ func WriteTable(w io.Writer, results []*Result, baseline string, verif Verificat
 			a.ratios = append(a.ratios, r.Throughput/b.Throughput)
 		}
 		if c := r.serverCPUPerRequest(); c > 0 && r.Mode == "closed" {
-			a.cpuPerReq = append(a.cpuPerReq, float64(c))
+			a.cpuRuns++
 			if b != nil && b.serverCPUPerRequest() > 0 {
-				a.baseCPUPerReq = append(a.baseCPUPerReq, float64(b.serverCPUPerRequest()))
 				a.pairs = append(a.pairs, cpuPair{round: r.Round, base: float64(b.serverCPUPerRequest()), server: float64(c)})
 			}
 		}
@@ -200,8 +199,8 @@ func WriteTable(w io.Writer, results []*Result, baseline string, verif Verificat
 		if len(a.ratios) > 0 && !isBase {
 			ratio = fmt.Sprintf("%.2f (%.2f–%.2f)", median(a.ratios), slices.Min(a.ratios), slices.Max(a.ratios))
 		}
-		if len(a.baseCPUPerReq) > 0 && len(a.baseCPUPerReq) == len(a.cpuPerReq) && !isBase {
-			b, c := median(a.baseCPUPerReq), median(a.cpuPerReq)
+		if len(a.pairs) > 0 && len(a.pairs) == a.cpuRuns && !isBase {
+			b, c := a.medianCPU()
 			cpu = fmt.Sprintf("%.1f → %.1f µs", b/float64(time.Microsecond), c/float64(time.Microsecond))
 			cpuRatio = fmt.Sprintf("%.2f", b/c)
 		}
@@ -255,8 +254,9 @@ type summaryRow struct {
 	uncachedRow
 	ratios, p50s, p99s []float64
 	baseP99s           []float64
-	cpuPerReq          []float64
-	baseCPUPerReq      []float64
+	// cpuRuns counts the closed-loop runs with a CPU figure; pairs (in
+	// uncachedRow) those of them that have their baseline's too.
+	cpuRuns int
 	// hist and baseHist pool the open-loop latencies of every
 	// round, this server's and its baselines'.
 	hist, baseHist *Histogram
