@@ -181,13 +181,20 @@ run() {
 		--results "$RESULTS" --credentials "$CREDS" --target "$target" --warmup "$WARMUP" --duration "$DURATION" "$@"
 }
 
+# verification_bench PATTERN COUNT BENCHTIME: BenchmarkOneVerification
+# (PATTERN selects the algorithms) on the servers' CPU at their nice
+# level, appended to the verifications file.
+verification_bench() {
+	"${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/authz.test" -test.run '^$' -test.bench "$1" \
+		-test.benchmem -test.cpu 1 -test.count "$2" -test.benchtime "$3" >>"$VERIFICATIONS"
+}
+
 # one_verification WHEN: BenchmarkOneVerification on the servers' CPU, at
 # their nice level, while they idle; session-wide (no workload).
 one_verification() {
 	log "one verification, $1 (BenchmarkOneVerification on CPU $SERVER_CPU)"
 	printf 'round:\nshape:\nconns:\nworkload:\nwhen: session\n' >>"$VERIFICATIONS"
-	"${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/authz.test" -test.run '^$' -test.bench '^BenchmarkOneVerification$' \
-		-test.benchmem -test.cpu 1 -test.count "$VERIFY_COUNT" -test.benchtime 1s >>"$VERIFICATIONS"
+	verification_bench '^BenchmarkOneVerification$' "$VERIFY_COUNT" 1s
 }
 
 # Iterations of one verification beside a pair: about 0.7 s each, a fixed
@@ -203,8 +210,7 @@ pair_verification() {
 	local when=$1 round=$2 w=$3 shape=$4 conns=$5
 	[[ -n ${VERIFY_ALG[$w]:-} ]] || return 0
 	printf 'round: %s\nshape: %s\nconns: %s\nworkload: %s\nwhen: %s\n' "$round" "$shape" "$conns" "$w" "$when" >>"$VERIFICATIONS"
-	"${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/authz.test" -test.run '^$' -test.bench "^BenchmarkOneVerification\$/^${VERIFY_ALG[$w]}\$" \
-		-test.benchmem -test.cpu 1 -test.count 1 -test.benchtime "${VERIFY_ITERATIONS[$w]}x" >>"$VERIFICATIONS"
+	verification_bench "^BenchmarkOneVerification\$/^${VERIFY_ALG[$w]}\$" 1 "${VERIFY_ITERATIONS[$w]}x"
 }
 
 log "building into $WORK/bin"

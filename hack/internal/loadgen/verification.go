@@ -40,21 +40,22 @@ type Verifications []Verification
 // session returns the session-wide runs of alg, those that bracket no
 // pair (every run of a file without configuration lines).
 func (vs Verifications) session(alg string) []float64 {
-	var out []float64
-	for _, v := range vs {
-		if v.Alg == alg && v.Workload == "" {
-			out = append(out, v.Ns)
-		}
-	}
-	return out
+	return vs.times(func(v Verification) bool { return v.Alg == alg && v.Workload == "" })
 }
 
 // bracketing returns the runs of alg measured right before and right
 // after the baseline/sidecar pair of workload, shape and conns in round.
 func (vs Verifications) bracketing(alg, workload, shape string, conns, round int) []float64 {
+	return vs.times(func(v Verification) bool {
+		return v.Alg == alg && v.Workload == workload && v.Shape == shape && v.Conns == conns && v.Round == round
+	})
+}
+
+// times returns the time per verification of the runs keep accepts.
+func (vs Verifications) times(keep func(Verification) bool) []float64 {
 	var out []float64
 	for _, v := range vs {
-		if v.Alg == alg && v.Workload == workload && v.Shape == shape && v.Conns == conns && v.Round == round {
+		if keep(v) {
 			out = append(out, v.Ns)
 		}
 	}
