@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
@@ -9,6 +10,9 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
+
+	"gatehouse.dev/gatehouse/sidecar/rsapkcs1"
 )
 
 // MaxJWKSBytes bounds a JWKS document, local or fetched.
@@ -25,6 +29,40 @@ type VerificationKey struct {
 	Algorithm jwa.SignatureAlgorithm
 	// Public is an *ecdsa.PublicKey, *rsa.PublicKey or ed25519.PublicKey.
 	Public any
+	// verify checks a signature under Algorithm, prepared with the key.
+	verify func(input, sig []byte) error
+}
+
+// Verify checks sig over the signing input under the key's own algorithm.
+func (k *VerificationKey) Verify(input, sig []byte) error {
+	return k.verify(input, sig)
+}
+
+// rsaPKCS1Hashes are the algorithms whose RSA keys are prepared once
+// (rsapkcs1) instead of on every verification (crypto/rsa).
+var rsaPKCS1Hashes = map[jwa.SignatureAlgorithm]crypto.Hash{
+	jwa.RS256: crypto.SHA256,
+	jwa.RS384: crypto.SHA384,
+	jwa.RS512: crypto.SHA512,
+}
+
+// verifierFor prepares the verification of signatures under alg with pub:
+// RSASSA-PKCS1-v1_5 with the modulus prepared once, every other algorithm
+// with jwx's verifier.
+func verifierFor(alg jwa.SignatureAlgorithm, pub any) (func(input, sig []byte) error, string) {
+	if h, ok := rsaPKCS1Hashes[alg]; ok {
+		rsaPub, _ := pub.(*rsa.PublicKey)
+		k, err := rsapkcs1.New(rsaPub, h)
+		if err != nil {
+			return nil, "unusable rsa key: " + err.Error()
+		}
+		return k.Verify, ""
+	}
+	v, err := jws.NewVerifier(alg)
+	if err != nil {
+		return nil, "no verifier for " + alg.String()
+	}
+	return func(input, sig []byte) error { return v.Verify(input, sig, pub) }, ""
 }
 
 // KeySet finds verification keys by kid. Implementations must be safe for
@@ -145,5 +183,9 @@ func verificationKey(k jwk.Key) (*VerificationKey, string) {
 			return nil, "alg does not fit the key type"
 		}
 	}
-	return &VerificationKey{KeyID: kid, Algorithm: alg, Public: raw}, ""
+	verify, problem := verifierFor(alg, raw)
+	if problem != "" {
+		return nil, problem
+	}
+	return &VerificationKey{KeyID: kid, Algorithm: alg, Public: raw, verify: verify}, ""
 }

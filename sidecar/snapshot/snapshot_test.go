@@ -10,6 +10,7 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -130,6 +131,9 @@ func TestParseJWKSKeepsOnlyUsableVerificationKeys(t *testing.T) {
 		{"An RSA key with alg RS256 verifies RS256", rs.PublicJWK(t), jwa.RS256},
 		{"An RSA key without alg defaults to RS256", jwkJSON(t, rs.Private.Public(), map[string]any{"kid": "r"}), jwa.RS256},
 		{"An RSA key with alg PS256 verifies PS256 only", jwkJSON(t, rs.Private.Public(), map[string]any{"kid": "p", "alg": "PS256"}), jwa.PS256},
+		{"An RSA key with alg RS384 verifies RS384", jwkJSON(t, rs.Private.Public(), map[string]any{"kid": "r384", "alg": "RS384"}), jwa.RS384},
+		{"An RSA key with alg RS512 verifies RS512", jwkJSON(t, rs.Private.Public(), map[string]any{"kid": "r512", "alg": "RS512"}), jwa.RS512},
+		{"An RSA key with an even exponent is skipped", jwkJSON(t, &rsa.PublicKey{N: rs.Private.(*rsa.PrivateKey).N, E: 65536}, map[string]any{"kid": "even"}), ""},
 		{"A symmetric key is skipped", jwkJSON(t, []byte("0123456789abcdef0123456789abcdef"), map[string]any{"kid": "h"}), ""},
 		{"Private key material is skipped", jwkJSON(t, es.Private, map[string]any{"kid": "priv"}), ""},
 		{"A key without kid is skipped", jwkJSON(t, es.Private.Public(), nil), ""},
@@ -156,6 +160,7 @@ func TestParseJWKSKeepsOnlyUsableVerificationKeys(t *testing.T) {
 			if !ok || k.Algorithm != tc.wantAlg {
 				t.Fatalf("got %v (found %v), want algorithm %s; problems %v", k, ok, tc.wantAlg, problems)
 			}
+			requireVerifiesOnlyItsAlgorithm(t, k, signerKey(es, rs, k))
 		})
 	}
 	t.Run("A kid that appears twice is dropped altogether", func(t *testing.T) {
@@ -165,6 +170,46 @@ func TestParseJWKSKeepsOnlyUsableVerificationKeys(t *testing.T) {
 			t.Fatal("an ambiguous kid was kept")
 		}
 	})
+}
+
+// signerKey is the private key of the fixture signer whose public key k is.
+func signerKey(es, rs *testfixture.Signer, k *snapshot.VerificationKey) any {
+	if _, ok := k.Public.(*rsa.PublicKey); ok {
+		return rs.Private
+	}
+	return es.Private
+}
+
+// requireVerifiesOnlyItsAlgorithm signs one input under the key's algorithm
+// and under every other algorithm of its key type: the key verifies the
+// first, refuses it with a changed byte, and refuses all the others.
+func requireVerifiesOnlyItsAlgorithm(t *testing.T, k *snapshot.VerificationKey, priv any) {
+	t.Helper()
+	input := []byte("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSJ9")
+	for _, alg := range []jwa.SignatureAlgorithm{jwa.RS256, jwa.RS384, jwa.RS512, jwa.PS256, jwa.PS384, jwa.PS512, jwa.ES256} {
+		signer, err := jws.NewSigner(alg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig, err := signer.Sign(input, priv)
+		if err != nil {
+			continue // not an algorithm of this key type
+		}
+		err = k.Verify(input, sig)
+		if alg != k.Algorithm {
+			if err == nil {
+				t.Errorf("a %s key verified a %s signature", k.Algorithm, alg)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("a %s key refused its own signature: %v", alg, err)
+		}
+		sig[len(sig)/2] ^= 1
+		if k.Verify(input, sig) == nil {
+			t.Errorf("a %s key verified a changed signature", alg)
+		}
+	}
 }
 
 func TestRuleMatching(t *testing.T) {
