@@ -33,6 +33,17 @@ func (row *uncachedRow) medianCPU() (base, server float64) {
 	return median(b), median(s)
 }
 
+// cpuRatios is each pair's baseline CPU per request over the server's:
+// the two runs of one minute, so that a drift of the machine's speed
+// between rounds, which moves both alike, cancels out.
+func (row *uncachedRow) cpuRatios() []float64 {
+	rs := make([]float64, len(row.pairs))
+	for i, p := range row.pairs {
+		rs[i] = p.base / p.server
+	}
+	return rs
+}
+
 // uncachedExcess is one row of the excess table, against one verification
 // of the row's algorithm.
 type uncachedExcess struct {

@@ -102,7 +102,8 @@ func (r *Result) serverCPUPerRequest() time.Duration {
 // request. The second summarises the rounds: the median and range of the
 // throughput ratios, the ratio of the baseline's CPU time per request to
 // the server's in closed-loop runs (what the throughput ratio would be on a
-// core of its own, whatever else the machine runs), and the latencies.
+// core of its own, whatever else the machine runs) of the medians and, per
+// pair, of the two runs of the same minute, and the latencies.
 // (At a fixed open-loop rate the CPU per request is mostly the cost of
 // waking up, so no CPU ratio is given for open-loop runs.) With verif, a
 // third table gives each uncached-token workload's server CPU per request
@@ -187,11 +188,11 @@ func WriteTable(w io.Writer, results []*Result, baseline string, verif Verificat
 	}
 
 	var excess []uncachedExcess
-	sb.WriteString("\n| server | protocol | shape | conns | workload | mode | rounds | median req/s ratio (min–max) | server CPU/request, baseline → this | CPU ratio (baseline / this) | median p50 | median p99 | p99 / baseline p99 | worst p99 | pooled p99, baseline → this (ratio) |\n")
-	sb.WriteString("|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	sb.WriteString("\n| server | protocol | shape | conns | workload | mode | rounds | median req/s ratio (min–max) | server CPU/request, baseline → this | CPU ratio (baseline / this) | CPU ratio per pair (median, min–max) | median p50 | median p99 | p99 / baseline p99 | worst p99 | pooled p99, baseline → this (ratio) |\n")
+	sb.WriteString("|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, name := range order {
 		a := aggs[name]
-		ratio, cpu, cpuRatio, p99Ratio := "—", "—", "—", "—"
+		ratio, cpu, cpuRatio, pairRatio, p99Ratio := "—", "—", "—", "—", "—"
 		isBase := strings.HasPrefix(name, baseline+" |")
 		if x, ok := excessOf(a.uncachedRow, verif); ok && !isBase {
 			excess = append(excess, x)
@@ -203,11 +204,13 @@ func WriteTable(w io.Writer, results []*Result, baseline string, verif Verificat
 			b, c := a.medianCPU()
 			cpu = fmt.Sprintf("%.1f → %.1f µs", b/float64(time.Microsecond), c/float64(time.Microsecond))
 			cpuRatio = fmt.Sprintf("%.2f", b/c)
+			rs := a.cpuRatios()
+			pairRatio = fmt.Sprintf("%.2f (%.2f–%.2f)", median(rs), slices.Min(rs), slices.Max(rs))
 		}
 		if len(a.baseP99s) > 0 && len(a.baseP99s) == len(a.p99s) && !isBase && median(a.baseP99s) > 0 {
 			p99Ratio = fmt.Sprintf("%.2f", median(a.p99s)/median(a.baseP99s))
 		}
-		fmt.Fprintf(&sb, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", name, len(a.p99s), ratio, cpu, cpuRatio,
+		fmt.Fprintf(&sb, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", name, len(a.p99s), ratio, cpu, cpuRatio, pairRatio,
 			fmtDur(time.Duration(median(a.p50s))), fmtDur(time.Duration(median(a.p99s))), p99Ratio, fmtDur(time.Duration(slices.Max(a.p99s))),
 			a.pooledP99(isBase))
 	}

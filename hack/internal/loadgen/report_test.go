@@ -93,12 +93,37 @@ func TestTheSummaryGivesTheMedianRatioOverRoundsAndTheCPUPerRequestRatio(t *test
 	_, summary, _ := strings.Cut(buf.String(), "\n\n")
 	// Ratios 0.80, 0.60, 0.90: median 0.80. CPU per request: baseline
 	// 30 µs, sidecar 37.5 µs in every round: 0.80.
-	want := "| sidecar | grpc | compact | — | apikey | closed c=32 | 3 | 0.80 (0.60–0.90) | 30.0 → 37.5 µs | 0.80 |"
+	want := "| sidecar | grpc | compact | — | apikey | closed c=32 | 3 | 0.80 (0.60–0.90) | 30.0 → 37.5 µs | 0.80 | 0.80 (0.80–0.80) |"
 	if !strings.Contains(summary, want) {
 		t.Errorf("summary lacks %q:\n%s", want, summary)
 	}
 	if !strings.Contains(buf.String(), "| 37.5µs |") {
 		t.Errorf("the per-run table lacks the sidecar's 37.5µs CPU per request:\n%s", buf.String())
+	}
+}
+
+// When the machine's speed drifts between rounds, the ratio of the two
+// medians sets one minute's baseline against another minute's sidecar;
+// the pairs' ratios each compare the two runs of one minute. The figures
+// are those of a real run (2026-12-01 19:08, jwt-cached, compact, one
+// connection), whose baseline went from 14.9 to 21.7 µs a check.
+func TestTheSummaryGivesTheCPURatioOfEachPair(t *testing.T) {
+	var results []*Result
+	for round, us := range [][2]float64{{14.9, 17.9}, {16.3, 23.4}, {21.7, 21.4}} {
+		for i, label := range []string{"baseline", "sidecar"} {
+			results = append(results, &Result{Label: label, Protocol: "grpc", Workload: "jwt-cached", Mode: "closed", Concurrency: 32,
+				Round: round, Throughput: 40000, ServerCPU: us[i] * 1e-6 * 40000})
+		}
+	}
+	var buf bytes.Buffer
+	if err := WriteTable(&buf, results, "baseline", nil); err != nil {
+		t.Fatal(err)
+	}
+	_, summary, _ := strings.Cut(buf.String(), "\n\n")
+	// Medians 16.3 and 21.4 µs: 0.76. Pairs 0.83, 0.70, 1.01: median 0.83.
+	want := "| 16.3 → 21.4 µs | 0.76 | 0.83 (0.70–1.01) |"
+	if !strings.Contains(summary, want) {
+		t.Errorf("summary lacks %q:\n%s", want, summary)
 	}
 }
 
@@ -142,14 +167,14 @@ func TestTheSummaryPoolsOpenLoopLatenciesOverTheRounds(t *testing.T) {
 	var sidecar, baseline string
 	for line := range strings.SplitSeq(buf.String(), "\n") {
 		cells := strings.Split(line, " | ")
-		if len(cells) != 15 {
+		if len(cells) != 16 {
 			continue // not the summary
 		}
 		switch strings.TrimPrefix(cells[0], "| ") {
 		case "sidecar":
-			sidecar = strings.TrimSuffix(cells[14], " |")
+			sidecar = strings.TrimSuffix(cells[15], " |")
 		case "baseline":
-			baseline = strings.TrimSuffix(cells[14], " |")
+			baseline = strings.TrimSuffix(cells[15], " |")
 		}
 	}
 	// 1.99, not 2: a pooled p99 is its bucket's upper bound (within 0.8%),
