@@ -86,19 +86,15 @@ func TestTheSummaryGivesTheMedianRatioOverRoundsAndTheCPUPerRequestRatio(t *test
 			&Result{Label: "sidecar", Protocol: "grpc", Workload: "apikey", Mode: "closed", Concurrency: 32, Round: round, Throughput: sidecar, ServerCPU: 0.9 * sidecar / 24000},
 		)
 	}
-	var buf bytes.Buffer
-	if err := WriteTable(&buf, results, "baseline", nil); err != nil {
-		t.Fatal(err)
-	}
-	_, summary, _ := strings.Cut(buf.String(), "\n\n")
+	buf, summary := summaryOf(t, results)
 	// Ratios 0.80, 0.60, 0.90: median 0.80. CPU per request: baseline
 	// 30 µs, sidecar 37.5 µs in every round: 0.80.
 	want := "| sidecar | grpc | compact | — | apikey | closed c=32 | 3 | 0.80 (0.60–0.90) | 30.0 → 37.5 µs | 0.80 | 0.80 (0.80–0.80) |"
 	if !strings.Contains(summary, want) {
 		t.Errorf("summary lacks %q:\n%s", want, summary)
 	}
-	if !strings.Contains(buf.String(), "| 37.5µs |") {
-		t.Errorf("the per-run table lacks the sidecar's 37.5µs CPU per request:\n%s", buf.String())
+	if !strings.Contains(buf, "| 37.5µs |") {
+		t.Errorf("the per-run table lacks the sidecar's 37.5µs CPU per request:\n%s", buf)
 	}
 }
 
@@ -115,16 +111,24 @@ func TestTheSummaryGivesTheCPURatioOfEachPair(t *testing.T) {
 				Round: round, Throughput: 40000, ServerCPU: us[i] * 1e-6 * 40000})
 		}
 	}
-	var buf bytes.Buffer
-	if err := WriteTable(&buf, results, "baseline", nil); err != nil {
-		t.Fatal(err)
-	}
-	_, summary, _ := strings.Cut(buf.String(), "\n\n")
+	_, summary := summaryOf(t, results)
 	// Medians 16.3 and 21.4 µs: 0.76. Pairs 0.83, 0.70, 1.01: median 0.83.
 	want := "| 16.3 → 21.4 µs | 0.76 | 0.83 (0.70–1.01) |"
 	if !strings.Contains(summary, want) {
 		t.Errorf("summary lacks %q:\n%s", want, summary)
 	}
+}
+
+// summaryOf is the table WriteTable prints for results without
+// verifications, whole and from the summary on.
+func summaryOf(t *testing.T, results []*Result) (table, summary string) {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := WriteTable(&buf, results, "baseline", nil); err != nil {
+		t.Fatal(err)
+	}
+	_, summary, _ = strings.Cut(buf.String(), "\n\n")
+	return buf.String(), summary
 }
 
 func TestMedianOfOddAndEvenCounts(t *testing.T) {
