@@ -5,8 +5,6 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/sha512"
 	"errors"
 	"math/big"
 	"sync"
@@ -71,6 +69,17 @@ func encode(k int, digestInfo, digest []byte) []byte {
 		em[i] = 0xff
 	}
 	copy(em[k-len(t):], t)
+	return em
+}
+
+// shortPadding is a k-byte 00 01 ff×8 00 followed by zeros: the
+// shortest padding RFC 8017 allows, with room for what forgers put after it.
+func shortPadding(k int) []byte {
+	em := make([]byte, k)
+	em[1] = 0x01
+	for i := 2; i < 10; i++ {
+		em[i] = 0xff
+	}
 	return em
 }
 
@@ -139,11 +148,11 @@ func TestForgedEncodingsAreRefused(t *testing.T) {
 	msg := []byte("header.payload")
 	digest := hashOf(crypto.SHA256, msg)
 	good := encode(k, sha256Info, digest)
+	derT := append(append([]byte{}, sha256Info...), digest...) // T of RFC 8017
 	mutate := func(f func(em []byte) []byte) []byte { return f(append([]byte{}, good...)) }
 	noNull := []byte{0x30, 0x2f, 0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x04, 0x20}
 	longLength := []byte{0x30, 0x81, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20}
 	sha384Info := []byte{0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30}
-	sum384 := sha512.Sum384(msg)
 	cases := map[string][]byte{
 		"block type 2":         mutate(func(em []byte) []byte { em[1] = 0x02; return em }),
 		"block type 0":         mutate(func(em []byte) []byte { em[1] = 0x00; return em }),
@@ -153,28 +162,20 @@ func TestForgedEncodingsAreRefused(t *testing.T) {
 		"digest of another":    encode(k, sha256Info, hashOf(crypto.SHA256, []byte("header.other"))),
 		"DigestInfo no NULL":   encode(k, noNull, digest),
 		"DigestInfo long form": encode(k, longLength, digest),
-		"SHA-384 DigestInfo":   encode(k, sha384Info, sum384[:]),
+		"SHA-384 DigestInfo":   encode(k, sha384Info, hashOf(crypto.SHA384, msg)),
 		"garbage after digest": func() []byte {
 			// 00 01 ff×8 00 DigestInfo digest garbage…: what a parser that
 			// reads the digest and stops would accept.
-			em := make([]byte, k)
-			em[1] = 0x01
-			for i := 2; i < 10; i++ {
-				em[i] = 0xff
-			}
-			copy(em[11:], append(append([]byte{}, sha256Info...), digest...))
-			for i := 11 + len(sha256Info) + len(digest); i < k; i++ {
+			em := shortPadding(k)
+			n := copy(em[11:], derT)
+			for i := 11 + n; i < k; i++ {
 				em[i] = 0x5a
 			}
 			return em
 		}(),
 		"short padding, zeros before": func() []byte {
-			em := make([]byte, k)
-			em[1] = 0x01
-			for i := 2; i < 10; i++ {
-				em[i] = 0xff
-			}
-			copy(em[k-len(sha256Info)-len(digest):], append(append([]byte{}, sha256Info...), digest...))
+			em := shortPadding(k)
+			copy(em[k-len(derT):], derT)
 			return em
 		}(),
 	}
@@ -283,9 +284,9 @@ func FuzzVerifyAgreesWithCryptoRSA(f *testing.F) {
 	priv, _ := testKeys(f)
 	k := priv.Size()
 	msg := []byte("header.payload")
-	sum := sha256.Sum256(msg)
-	f.Add(msg, encode(k, sha256Info, sum[:]), []byte{})
-	f.Add([]byte("x"), encode(k, sha256Info, sum[:]), make([]byte, k))
+	digest := hashOf(crypto.SHA256, msg)
+	f.Add(msg, encode(k, sha256Info, digest), []byte{})
+	f.Add([]byte("x"), encode(k, sha256Info, digest), make([]byte, k))
 	key, err := rsapkcs1.New(&priv.PublicKey, crypto.SHA256)
 	if err != nil {
 		f.Fatal(err)
