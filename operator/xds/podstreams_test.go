@@ -54,8 +54,12 @@ func TestAPodsNewestStreamReplacesItsOldest(t *testing.T) {
 	srv, addr, m := startBoundServer(t, NewNamespaces(), ns)
 	replaced := func() float64 { return testutil.ToFloat64(m.replacedStreams.WithLabelValues(ns)) }
 
-	first, second := dial(t, addr, "pod-a", wildcard(nil)), dial(t, addr, "pod-a", wildcard(nil))
+	// Each stream is answered before the next is opened: streams on
+	// separate connections reach the server in no fixed order, and the
+	// test needs first to be the oldest.
+	first := dial(t, addr, "pod-a", wildcard(nil))
 	first.next()
+	second := dial(t, addr, "pod-a", wildcard(nil))
 	second.next()
 	other := dial(t, addr, "pod-b", wildcard(nil))
 	other.next()
