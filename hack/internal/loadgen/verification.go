@@ -1,14 +1,12 @@
 package loadgen
 
 import (
-	"bufio"
 	"fmt"
 	"io"
-	"regexp"
 	"strconv"
 	"strings"
-	"unicode"
-	"unicode/utf8"
+
+	"golang.org/x/perf/benchfmt"
 )
 
 // verificationBenchmark is the Go benchmark (sidecar/authz) that measures
@@ -69,100 +67,73 @@ var uncachedWorkloadAlgorithm = map[string]string{
 	WorkloadJWTUncachedES256: "ES256",
 }
 
-// gomaxprocsSuffix is the "-N" the testing package appends to a
-// benchmark's name when GOMAXPROCS is not 1.
-var gomaxprocsSuffix = regexp.MustCompile(`-[0-9]+$`)
-
-// ReadVerifications reads `go test -bench BenchmarkOneVerification` output:
-// per run, the algorithm, the process CPU time per verification
-// (cpu-ns/op), or the wall time (ns/op) when a line has no CPU time, and
-// the configuration in force (the Go benchmark format's "key: value"
-// lines: round, conns, shape, workload, when; a key with no value unsets
-// it). Other lines are ignored.
+// ReadVerifications reads `go test -bench BenchmarkOneVerification` output
+// in the Go benchmark format (golang.org/design/14313-benchmark-format,
+// read by golang.org/x/perf/benchfmt): per run, the algorithm, the process
+// CPU time per verification (cpu-ns/op), or the wall time (ns/op) when a
+// line has no CPU time, and the configuration in force (the format's
+// "key: value" lines: round, conns, shape, workload, when; a key with no
+// value unsets it). Other benchmarks are ignored; a malformed benchmark
+// line is an error.
 func ReadVerifications(r io.Reader) (Verifications, error) {
 	var out Verifications
-	config := map[string]string{}
-	sc := bufio.NewScanner(r)
-	for line := 1; sc.Scan(); line++ {
-		if key, val, ok := configLine(sc.Text()); ok {
-			if val == "" {
-				delete(config, key)
-			} else {
-				config[key] = val
+	br := benchfmt.NewReader(r, "verification benchmark output")
+	for br.Scan() {
+		switch rec := br.Result().(type) {
+		case *benchfmt.SyntaxError:
+			return nil, rec
+		case *benchfmt.Result:
+			alg, ok := verificationAlgorithm(rec.Name)
+			if !ok {
+				continue
 			}
-			continue
+			v, err := verificationOf(rec, alg)
+			if err != nil {
+				file, line := rec.Pos()
+				return nil, fmt.Errorf("%s:%d: %s: %w", file, line, rec.Name, err)
+			}
+			out = append(out, v)
 		}
-		f := strings.Fields(sc.Text())
-		if len(f) < 4 || !strings.HasPrefix(f[0], verificationBenchmark+"/") {
-			continue
-		}
-		v, err := verificationOf(f, config)
-		if err != nil {
-			return nil, fmt.Errorf("verification benchmark output, line %d %q: %w", line, sc.Text(), err)
-		}
-		out = append(out, v)
 	}
-	if err := sc.Err(); err != nil {
+	if err := br.Err(); err != nil {
 		return nil, fmt.Errorf("reading benchmark output: %w", err)
 	}
 	return out, nil
 }
 
-// configLine parses a configuration line of the Go benchmark format
-// (golang.org/design/14313-benchmark-format): a key that begins with a
-// lower-case letter and holds no space or upper-case letter, a colon, and
-// either nothing or spaces or tabs and the value.
-func configLine(line string) (key, val string, ok bool) {
-	key, val, found := strings.Cut(line, ":")
-	if !found || key == "" {
-		return "", "", false
+// verificationAlgorithm returns the algorithm a run of the verification
+// benchmark names (OneVerification/RS256, with or without a GOMAXPROCS
+// suffix), and false for any other benchmark.
+func verificationAlgorithm(name benchfmt.Name) (string, bool) {
+	base, parts := name.Parts()
+	if string(base) != strings.TrimPrefix(verificationBenchmark, "Benchmark") || len(parts) == 0 {
+		return "", false
 	}
-	if first, _ := utf8.DecodeRuneInString(key); !unicode.IsLower(first) {
-		return "", "", false
-	}
-	if strings.IndexFunc(key, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsUpper(r) }) >= 0 {
-		return "", "", false
-	}
-	if val == "" {
-		return key, "", true
-	}
-	if val[0] != ' ' && val[0] != '\t' {
-		return "", "", false
-	}
-	return key, strings.TrimSpace(val), true
+	alg, ok := strings.CutPrefix(string(parts[0]), "/")
+	return alg, ok && alg != ""
 }
 
-// verificationOf reads one benchmark line, split into fields, under
-// config.
-func verificationOf(f []string, config map[string]string) (Verification, error) {
+// verificationOf reads one run of alg and the configuration it carries.
+func verificationOf(rec *benchfmt.Result, alg string) (Verification, error) {
 	v := Verification{
-		Alg:      gomaxprocsSuffix.ReplaceAllString(strings.TrimPrefix(f[0], verificationBenchmark+"/"), ""),
-		Shape:    config["shape"],
-		Workload: config["workload"],
-		When:     config["when"],
+		Alg:      alg,
+		Shape:    rec.GetConfig("shape"),
+		Workload: rec.GetConfig("workload"),
+		When:     rec.GetConfig("when"),
 	}
-	units := map[string]float64{}
-	// f[1] is the iteration count; then value, unit pairs.
-	for i := 2; i+1 < len(f); i += 2 {
-		x, err := strconv.ParseFloat(f[i], 64)
-		if err != nil {
-			return Verification{}, err
-		}
-		units[f[i+1]] = x
-	}
-	ns, ok := units["cpu-ns/op"]
+	ns, ok := valueIn(rec, "cpu-ns/op")
 	if !ok {
-		ns, ok = units["ns/op"]
+		ns, ok = valueIn(rec, "ns/op")
 	}
 	if !ok || ns <= 0 {
 		return Verification{}, fmt.Errorf("no time per verification")
 	}
 	v.Ns = ns
 	var err error
-	if v.Round, err = configInt(config, "round"); err != nil {
+	if v.Round, err = configInt(rec, "round"); err != nil {
 		return Verification{}, err
 	}
-	if v.Conns, err = configInt(config, "conns"); err != nil {
+	if v.Conns, err = configInt(rec, "conns"); err != nil {
 		return Verification{}, err
 	}
 	switch v.When {
@@ -176,10 +147,25 @@ func verificationOf(f []string, config map[string]string) (Verification, error) 
 	return v, nil
 }
 
-// configInt is config[key] as a positive integer, 0 when unset.
-func configInt(config map[string]string, key string) (int, error) {
-	s, ok := config[key]
-	if !ok {
+// valueIn returns rec's measurement in unit as the benchmark printed it
+// (benchfmt holds ns/op as sec/op; the original is kept beside it).
+func valueIn(rec *benchfmt.Result, unit string) (float64, bool) {
+	for _, v := range rec.Values {
+		if v.OrigUnit == unit {
+			return v.OrigValue, true
+		}
+		if v.OrigUnit == "" && v.Unit == unit {
+			return v.Value, true
+		}
+	}
+	return 0, false
+}
+
+// configInt is rec's configuration key as a positive integer, 0 when
+// unset.
+func configInt(rec *benchfmt.Result, key string) (int, error) {
+	s := rec.GetConfig(key)
+	if s == "" {
 		return 0, nil
 	}
 	n, err := strconv.Atoi(s)
