@@ -33,19 +33,9 @@ XDS_PID=$!
 wait_tcp "$XDS_ADDR" "$XDS_PID"
 
 log "starting the baseline and the xDS sidecar on CPU $SERVER_CPU"
-"${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/okserver" --grpc-bind-address "$BASE_GRPC" --http-bind-address "$BASE_HTTP" \
-	>"$WORK/baseline.log" 2>&1 &
-BASE_PID=$!
-"${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/gatehouse-sidecar" --source xds --xds-address "$XDS_ADDR" \
-	--xds-ca-file "$WORK/xds/ca.pem" --xds-token-file "$WORK/xds/token" \
-	--namespace loadtest --grpc-bind-address "$XSIDE_GRPC" --http-bind-address "$XSIDE_HTTP" \
-	--health-probe-bind-address "$XSIDE_PROBE" --metrics-bind-address "$XSIDE_METRICS" \
-	>"$WORK/sidecar-xds.log" 2>&1 &
-XSIDE_PID=$!
-wait_tcp "$BASE_GRPC" "$BASE_PID"
-start=$(date +%s.%N)
-wait_ready "http://$XSIDE_PROBE/readyz" "$XSIDE_PID"
-log "xDS sidecar ready after $(echo "$(date +%s.%N) - $start" | bc | cut -c1-5) s"
+start_baseline
+start_sidecar sidecar-xds XSIDE --source xds --xds-address "$XDS_ADDR" \
+	--xds-ca-file "$WORK/xds/ca.pem" --xds-token-file "$WORK/xds/token"
 sleep 2
 rss "$XSIDE_PID" "(xDS) ready with $KEYS records, before load"
 

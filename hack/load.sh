@@ -179,6 +179,35 @@ rss() {
 		tee -a "$WORK/rss.txt" >&2
 }
 
+# start_baseline: the floor server (okserver) on the servers' CPU, at
+# their nice level; BASE_PID once it listens.
+start_baseline() {
+	"${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/okserver" --grpc-bind-address "$BASE_GRPC" --http-bind-address "$BASE_HTTP" \
+		>"$WORK/baseline.log" 2>&1 &
+	BASE_PID=$!
+	wait_tcp "$BASE_GRPC" "$BASE_PID"
+}
+
+# start_sidecar NAME PREFIX ARGS...: a sidecar on the servers' CPU, at
+# their nice level, with ARGS (its source and options), serving on the
+# addresses PREFIX_GRPC, PREFIX_HTTP, PREFIX_PROBE and PREFIX_METRICS and
+# logging to NAME.log; its PID in PREFIX_PID, set before it is waited for
+# so that cleanup stops it whatever happens. Returns once it is ready.
+start_sidecar() {
+	local name=$1 prefix=$2 start pid
+	shift 2
+	local grpc=${prefix}_GRPC http=${prefix}_HTTP probe=${prefix}_PROBE metrics=${prefix}_METRICS
+	start=$(date +%s.%N)
+	"${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/gatehouse-sidecar" "$@" --namespace loadtest \
+		--grpc-bind-address "${!grpc}" --http-bind-address "${!http}" \
+		--health-probe-bind-address "${!probe}" --metrics-bind-address "${!metrics}" \
+		>"$WORK/$name.log" 2>&1 &
+	pid=$!
+	printf -v "${prefix}_PID" '%s' "$pid"
+	wait_ready "http://${!probe}/readyz" "$pid"
+	log "$name ready after $(echo "$(date +%s.%N) - $start" | bc | cut -c1-5) s"
+}
+
 # run LABEL PID TARGET ROUND ARGS...: one pinned loadgen run.
 run() {
 	local label=$1 pid=$2 target=$3 round=$4
@@ -247,28 +276,13 @@ churn)
 esac
 
 log "starting the baseline and the sidecars on CPU $SERVER_CPU"
-"${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/okserver" --grpc-bind-address "$BASE_GRPC" --http-bind-address "$BASE_HTTP" \
-	>"$WORK/baseline.log" 2>&1 &
-BASE_PID=$!
-"${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/gatehouse-sidecar" --source files --config-dir "$WORK/fixtures/config" \
-	--namespace loadtest --grpc-bind-address "$SIDE_GRPC" --http-bind-address "$SIDE_HTTP" \
-	--health-probe-bind-address "$SIDE_PROBE" --metrics-bind-address "$SIDE_METRICS" \
-	>"$WORK/sidecar.log" 2>&1 &
-SIDE_PID=$!
-wait_tcp "$BASE_GRPC" "$BASE_PID"
-start=$(date +%s.%N)
-wait_ready "http://$SIDE_PROBE/readyz" "$SIDE_PID"
-log "sidecar ready after $(echo "$(date +%s.%N) - $start" | bc | cut -c1-5) s"
+start_baseline
+start_sidecar sidecar SIDE --source files --config-dir "$WORK/fixtures/config"
 sleep 2
 rss "$SIDE_PID" "ready with $KEYS records, before load"
 # The second sidecar starts after the first is measured, so that the two
 # do not read their fixtures at the same time.
-"${NICE[@]}" taskset -c "$SERVER_CPU" "$WORK/bin/gatehouse-sidecar" --source files --config-dir "$WORK/fixtures/config" \
-	--namespace loadtest --grpc-bind-address "$NOCACHE_GRPC" --http-bind-address "$NOCACHE_HTTP" \
-	--health-probe-bind-address "$NOCACHE_PROBE" --metrics-bind-address "$NOCACHE_METRICS" --token-cache-size=0 \
-	>"$WORK/sidecar-nocache.log" 2>&1 &
-NOCACHE_PID=$!
-wait_ready "http://$NOCACHE_PROBE/readyz" "$NOCACHE_PID"
+start_sidecar sidecar-nocache NOCACHE --source files --config-dir "$WORK/fixtures/config" --token-cache-size=0
 one_verification "before the rounds"
 
 # pair ROUND WORKLOAD SERVER ARGS...: the baseline, then SERVER (sidecar or
