@@ -18,8 +18,9 @@ import (
 // MaxJWKSBytes bounds a JWKS document, local or fetched.
 const MaxJWKSBytes = 1 << 20
 
-// minRSABits is the smallest RSA modulus accepted for verification.
-const minRSABits = 2048
+// minRSABits is the smallest RSA modulus accepted for verification, under
+// any RSA algorithm: the one rsapkcs1 requires for RS256/384/512.
+const minRSABits = rsapkcs1.MinBits
 
 // VerificationKey is a public key together with the one algorithm that
 // tokens signed by it may use. The algorithm comes from the key (its JWK
